@@ -1,0 +1,193 @@
+"""Redis through redis-py, with the dry-run guard where commands leave the process.
+
+Every byte redis-py writes to the socket passes `GuardedConnection.send_packed_command`. When the
+adapter is read-only, the commands in those bytes are decoded and any whose server-derived effect
+is not `read` is refused there, before the write. Nothing above this layer (a step, a helper, a
+pipeline, a bug) can get a change through a rehearsal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import redis
+from redis.connection import Connection, ConnectionPool, SSLConnection
+
+from engine.adapters.redis_effects import (
+    HANDSHAKE,
+    CommandInfo,
+    classify,
+    command_name,
+    decode_resp_commands,
+    parse_command_table,
+)
+from engine.errors import MutationRefused, TargetError
+from engine.spec.model import Effect
+from engine.targets import RedisEndpoint
+
+Guard = Callable[[list[bytes]], None]
+
+
+class _GuardMixin:
+    def __init__(self, *args: Any, effect_guard: Guard | None = None, **kwargs: Any):
+        self._effect_guard = effect_guard
+        self._handshaking = False
+        super().__init__(*args, **kwargs)
+
+    def on_connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        # The library's own handshake (HELLO, AUTH, CLIENT SETINFO, SELECT, ...) touches no data.
+        self._handshaking = True
+        try:
+            super().on_connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self._handshaking = False
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if self._effect_guard is not None and not self._handshaking:
+            data = command if isinstance(command, bytes | bytearray) else b"".join(bytes(c) for c in command)
+            for argv in decode_resp_commands(bytes(data)):
+                self._effect_guard(argv)
+        super().send_packed_command(command, check_health)  # type: ignore[misc]
+
+
+class GuardedConnection(_GuardMixin, Connection):
+    pass
+
+
+class GuardedSSLConnection(_GuardMixin, SSLConnection):
+    pass
+
+
+class RedisAdapter:
+    """One endpoint, one pool. `allow_mutation=False` makes every non-read command fail at the socket."""
+
+    def __init__(self, endpoint: RedisEndpoint, *, allow_mutation: bool):
+        self.endpoint = endpoint
+        self.allow_mutation = allow_mutation
+        self._table: dict[str, CommandInfo] | None = None
+        self._client: redis.Redis | None = None
+        self.server_info: dict[str, Any] = {}
+
+    # -- connection ----------------------------------------------------------------------------
+    def _guard(self, argv: list[bytes]) -> None:
+        full = command_name(argv, self._table)
+        if full in HANDSHAKE or full.split("|")[0] == "command":
+            return
+        effect = classify(argv, self._table)
+        if effect is not Effect.READ:
+            shown = " ".join(a.decode("utf-8", "replace") for a in argv[:2])
+            raise MutationRefused(
+                f"dry-run: refused to send {shown} ({effect}) to {self.endpoint.url}: "
+                "only read commands leave the process in a rehearsal"
+            )
+
+    def connect(self) -> RedisAdapter:
+        if self._client is not None:
+            return self
+        ep = self.endpoint
+        pool = ConnectionPool(
+            connection_class=GuardedSSLConnection if ep.tls else GuardedConnection,
+            host=ep.host,
+            port=ep.port,
+            db=ep.db,
+            username=ep.username,
+            password=ep.password,
+            socket_timeout=ep.timeout,
+            socket_connect_timeout=ep.timeout,
+            decode_responses=True,
+            effect_guard=None if self.allow_mutation else self._guard,
+            health_check_interval=0,
+        )
+        client = redis.Redis(connection_pool=pool)
+        try:
+            client.ping()
+            self._table = parse_command_table(client.execute_command("COMMAND"))
+            self.server_info = client.info("server")
+        except redis.AuthenticationError as exc:
+            pool.disconnect()
+            raise TargetError(f"{ep.url}: authentication failed: {exc}", advice=explain_text(str(exc))) from None
+        except redis.ConnectionError as exc:
+            pool.disconnect()
+            raise TargetError(f"{ep.url}: cannot connect: {exc}", advice=explain_text("Connection refused")) from None
+        except redis.TimeoutError:
+            pool.disconnect()
+            raise TargetError(f"{ep.url}: timed out after {ep.timeout:g}s") from None
+        except redis.ResponseError as exc:
+            pool.disconnect()
+            raise TargetError(f"{ep.url}: {exc}", advice=explain_text(str(exc))) from None
+        self._client = client
+        return self
+
+    @property
+    def client(self) -> redis.Redis:
+        return self.connect()._client  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.connection_pool.disconnect()
+            self._client = None
+
+    # -- effects -------------------------------------------------------------------------------
+    def effect_of(self, argv: Sequence[str | bytes]) -> Effect:
+        self.connect()
+        return classify(argv, self._table)
+
+    def command_table(self) -> dict[str, CommandInfo]:
+        self.connect()
+        return dict(self._table or {})
+
+    # -- calls ---------------------------------------------------------------------------------
+    def call(self, argv: Sequence[Any]) -> Any:
+        return self._wrap(lambda: self.client.execute_command(*argv))
+
+    def command_keys(self, argv: Sequence[Any]) -> list[Any]:
+        """The keys in `argv`, as the server extracts them (COMMAND GETKEYS)."""
+        return self._wrap(lambda: self.client.command_getkeys(*argv))
+
+    def info(self, section: str | None = None) -> dict[str, Any]:
+        return self._wrap(lambda: self.client.info(section) if section else self.client.info())
+
+    def config_get(self, pattern: str = "*") -> dict[str, Any]:
+        return self._wrap(lambda: self.client.config_get(pattern))
+
+    def scan(self, match: str | None = None, count: int = 1000, type_: str | None = None) -> Iterator[list[str]]:
+        """Pages of keys as SCAN returns them, so callers can pipeline per page."""
+        cursor = 0
+        while True:
+            cursor, keys = self._wrap(lambda c=cursor: self.client.scan(c, match=match, count=count, _type=type_))
+            if keys:
+                yield keys
+            if cursor == 0:
+                return
+
+    def pipeline_calls(self, calls: Sequence[Sequence[Any]]) -> list[Any]:
+        """One round trip for many commands; per-command errors come back as exception objects."""
+
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for argv in calls:
+                pipe.execute_command(*argv)
+            return pipe.execute(raise_on_error=False)
+
+        return self._wrap(run)
+
+    def _wrap(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except MutationRefused:
+            raise
+        except redis.AuthenticationError as exc:
+            raise TargetError(
+                f"{self.endpoint.url}: authentication failed: {exc}", advice=explain_text(str(exc))
+            ) from None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise TargetError(f"{self.endpoint.url}: {exc}", advice=explain_text(str(exc))) from None
+
+
+def explain_text(message: str) -> str | None:
+    """The runbook's Common Errors advice for a Redis error message, when there is one."""
+    from engine.common_errors import explain
+
+    found = explain(message)
+    return f"{found.cause}. {found.solution}" if found else None

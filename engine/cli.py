@@ -1,0 +1,280 @@
+"""The `runbook` command. Thin: parse options, call the core, print, exit with the documented code.
+
+Heavy modules (redis, paramiko, jsonschema) are imported inside the commands that need them, so
+`runbook --help` starts in a few tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine import __version__
+from engine.errors import ExitCode, RunbookError, UsageError
+
+# Commands that live in their own modules, loaded only when used.
+LAZY_COMMANDS = {
+    "timeline": "engine.timeline.cli:timeline",
+    "note": "engine.timeline.cli:note",
+    "postmortem": "engine.timeline.cli:postmortem",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS:
+            module, _, attr = LAZY_COMMANDS[name].partition(":")
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError):
+                return None
+        return super().get_command(ctx, name)
+
+
+def fail(exc: RunbookError) -> None:
+    click.echo(f"runbook: {exc}", err=True)
+    advice = getattr(exc, "advice", None)
+    if advice:
+        click.echo(f"advice: {advice}", err=True)
+    sys.exit(exc.exit_code)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="runbook")
+def main() -> None:
+    """Run the Redis operations runbook as checked, confirmable, transcribed procedures.
+
+    \b
+    Exit codes: 0 ok · 1 an expectation failed · 2 usage or invalid input ·
+                3 stopped by the operator or the gate · 4 target unreachable or action error ·
+                130 interrupted
+    """
+
+
+# -- list / show / validate -------------------------------------------------------------------
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--procedures",
+    "extra",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Also list procedures from this directory or file.",
+)
+def list_command(as_json: bool, extra: tuple[Path, ...]) -> None:
+    """List the procedures this engine can run."""
+    from engine.spec.loader import Catalog, display_path
+
+    entries = sorted(Catalog(extra).entries().values(), key=lambda e: e.id)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [{"id": e.id, "title": e.title, "section": e.section, "file": display_path(e.path)} for e in entries],
+                indent=2,
+            )
+        )
+        return
+    width = max((len(e.id) for e in entries), default=10)
+    for entry in entries:
+        click.echo(f"{entry.id:<{width}}  {entry.title}")
+
+
+@main.command()
+@click.argument("procedure")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Render with these param values.")
+@click.option("--json", "as_json", is_flag=True)
+def show(procedure: str, variables: tuple[str, ...], as_json: bool) -> None:
+    """Show a procedure's params and steps, with effect markers, rendered with --var values."""
+    from engine.show import describe, render_text
+    from engine.spec.loader import Catalog
+    from engine.spec.params import parse_var_options
+
+    try:
+        proc = Catalog().load(procedure)
+        data = describe(proc, parse_var_options(variables))
+    except RunbookError as exc:
+        fail(exc)
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else render_text(data))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+def validate(paths: tuple[Path, ...]) -> None:
+    """Check procedure files (default: every shipped procedure). Exit 2 on any error."""
+    from engine.spec.loader import Catalog, check_file
+
+    catalog = Catalog([p for p in paths if p.exists()])
+    files: list[Path] = []
+    for path in paths or (None,):
+        if path is None:
+            files.extend(Catalog().files())
+        elif path.is_dir():
+            files.extend(sorted(path.rglob("*.yaml")))
+        else:
+            files.append(path)
+    total = 0
+    for file in files:
+        _, errors, _ = check_file(file, known_procedures=catalog.has)
+        for error in errors:
+            click.echo(str(error), err=True)
+        total += len(errors)
+    if total:
+        click.echo(f"{total} error(s) in {len(files)} file(s)", err=True)
+        sys.exit(ExitCode.USAGE)
+    click.echo(f"{len(files)} procedure file(s) valid")
+
+
+# -- run --------------------------------------------------------------------------------------
+@main.command()
+@click.argument("procedure")
+@click.option("--redis", "redis_url", metavar="URL", help="redis://[user@]host[:port][/db] (password: REDISCLI_AUTH).")
+@click.option("--inventory", type=click.Path(path_type=Path), help="Inventory file of targets.")
+@click.option("--target", help="Target name in the inventory (NAME or ENVIRONMENT/NAME).")
+@click.option("--sandbox", is_flag=True, help="Run against a throwaway seeded redis-server started for this run.")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Set a param (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Rehearse: reads run, changes are measured and recorded, never sent.")
+@click.option("--yes", "assume_yes", is_flag=True, help="Approve every step (recorded as approved by flag).")
+@click.option(
+    "--transcript", type=click.Path(path_type=Path), help="Transcript path (default: under --transcripts-dir)."
+)
+@click.option(
+    "--transcripts-dir",
+    type=click.Path(path_type=Path),
+    envvar="RUNBOOK_TRANSCRIPTS",
+    default="transcripts",
+    show_default=True,
+    help="Where transcripts go ($RUNBOOK_TRANSCRIPTS).",
+)
+@click.option("--operator", help="Who is running this (default: the OS user).")
+@click.option("--incident", help="Incident id this run belongs to.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the outcome and step results.")
+def run(
+    procedure: str,
+    redis_url: str | None,
+    inventory: Path | None,
+    target: str | None,
+    sandbox: bool,
+    variables: tuple[str, ...],
+    dry_run: bool,
+    assume_yes: bool,
+    transcript: Path | None,
+    transcripts_dir: Path,
+    operator: str | None,
+    incident: str | None,
+    as_json: bool,
+) -> None:
+    """Run a procedure against a target, asking before every change."""
+    from engine.console import Console
+    from engine.session import RunRequest, execute
+    from engine.spec.params import parse_var_options
+
+    console = Console(sys.stderr if as_json else sys.stdout)
+    try:
+        request = RunRequest(
+            procedure=procedure,
+            variables=parse_var_options(variables),
+            redis_url=redis_url,
+            inventory=str(inventory) if inventory else None,
+            target=target,
+            sandbox=sandbox,
+            dry_run=dry_run,
+            assume_yes=assume_yes,
+            transcript=transcript,
+            transcripts_dir=transcripts_dir,
+            operator=operator,
+            incident=incident,
+            argv=tuple(_safe_argv()),
+        )
+
+        def on_start(path: str) -> None:
+            mode = " (dry-run: nothing will be changed)" if dry_run else ""
+            console.line(f"runbook {procedure}{mode}", bold=True)
+            console.line(f"transcript: {path}")
+
+        def on_sandbox(box: Any) -> None:
+            console.line(
+                f"sandbox: redis-server on {box.server.host}:{box.server.port}, {box.summary.keys_total} keys seeded"
+            )
+
+        result = execute(request, on_step=console.step, on_start=on_start, started_sandbox=on_sandbox)
+    except RunbookError as exc:
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "run_id": None,
+                        "procedure": procedure,
+                        "outcome": exc.outcome,
+                        "exit_code": exc.exit_code,
+                        "transcript": None,
+                        "error": str(exc),
+                        "steps": [],
+                    }
+                )
+            )
+        fail(exc)
+    colour = "green" if result.exit_code == 0 else "yellow" if result.exit_code == 1 else "red"
+    console.line(
+        f"outcome: {result.outcome} (exit {result.exit_code})" + (f": {result.error}" if result.error else ""),
+        fg=colour,
+        bold=True,
+    )
+    console.line(f"transcript: {result.transcript}")
+    if as_json:
+        click.echo(json.dumps(result.as_json(), default=str))
+    sys.exit(result.exit_code)
+
+
+def _safe_argv() -> list[str]:
+    """argv for the transcript; values never hold secrets (passwords cannot be given on the command line)."""
+    return ["runbook", *sys.argv[1:]]
+
+
+# -- transcript ---------------------------------------------------------------------------------
+@main.group()
+def transcript() -> None:
+    """Work with run transcripts."""
+
+
+@transcript.command("verify")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def transcript_verify(files: tuple[Path, ...]) -> None:
+    """Check schema and hash chain; name the first bad line. Exit 1 if any problem."""
+    from engine.transcript.verify import verify_transcript
+
+    bad = False
+    for file in files:
+        report = verify_transcript(file)
+        click.echo(report.render())
+        bad = bad or not report.ok
+    sys.exit(ExitCode.FINDINGS if bad else ExitCode.OK)
+
+
+# -- explain ------------------------------------------------------------------------------------
+@main.command()
+@click.argument("error_text")
+def explain(error_text: str) -> None:
+    """Cause and solution from the runbook's Common Errors table for a pasted Redis error."""
+    from engine.common_errors import explain as lookup
+
+    found = lookup(error_text)
+    if found is None:
+        click.echo("not in the runbook's Common Errors table", err=True)
+        sys.exit(ExitCode.FINDINGS)
+    click.echo(f"{found.code}\ncause: {found.cause}\nsolution: {found.solution}")
+
+
+def _usage(message: str) -> None:
+    fail(UsageError(message))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""What a step kind may use while it plans and runs: connections, the operator, progress, the redactor."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import UsageError
+
+if TYPE_CHECKING:
+    from engine.adapters.redis import RedisAdapter
+    from engine.adapters.ssh import SshAdapter
+    from engine.operator import Operator
+    from engine.spec.model import Procedure, Step
+    from engine.targets import Target
+    from engine.transcript.redact import Redactor
+
+
+class Connections:
+    """Opened on first use, closed once at the end; every adapter shares the run's mutation policy."""
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        allow_mutation: bool,
+        on_host_key_accepted: Callable[[dict[str, str]], None] = lambda e: None,
+    ):
+        self.target = target
+        self.allow_mutation = allow_mutation
+        self.on_host_key_accepted = on_host_key_accepted
+        self._redis: RedisAdapter | None = None
+        self._ssh: SshAdapter | None = None
+
+    def redis(self) -> RedisAdapter:
+        if self.target.redis is None:
+            raise UsageError(f"target '{self.target.name}' has no redis endpoint")
+        if self._redis is None:
+            from engine.adapters.redis import RedisAdapter
+
+            self._redis = RedisAdapter(self.target.redis, allow_mutation=self.allow_mutation)
+        return self._redis.connect()
+
+    def ssh(self) -> SshAdapter:
+        if self.target.ssh is None:
+            raise UsageError(f"target '{self.target.name}' has no ssh endpoint")
+        if self._ssh is None:
+            from engine.adapters.ssh import SshAdapter
+
+            self._ssh = SshAdapter(
+                self.target.ssh, allow_mutation=self.allow_mutation, on_host_key_accepted=self.on_host_key_accepted
+            )
+        self._ssh.connect()
+        return self._ssh
+
+    def close(self) -> None:
+        for adapter in (self._redis, self._ssh):
+            if adapter is not None:
+                try:
+                    adapter.close()
+                except Exception:  # closing must never hide the run's real outcome
+                    pass
+
+
+class Progress:
+    """A one-line counter on a terminal (stderr); silent when stderr is not one."""
+
+    def __init__(self, label: str, total: int | None, enabled: bool):
+        self.label, self.total, self.enabled = label, total, enabled
+        self.done = 0
+        self.started = time.monotonic()
+        self._last = 0.0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and now - self._last > 0.2:
+            self._last = now
+            rate = self.done / max(now - self.started, 1e-6)
+            total = f"/{self.total:,}" if self.total else ""
+            sys.stderr.write(f"\r  {self.label}: {self.done:,}{total} ({rate:,.0f}/s) ")
+            sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self._last:
+            sys.stderr.write("\r" + " " * 100 + "\r")
+            sys.stderr.flush()
+
+
+@dataclass
+class StepContext:
+    connections: Connections
+    operator: Operator
+    redactor: Redactor
+    procedure: Procedure
+    step: Step
+    dry_run: bool
+    values: dict[str, Any]
+    call_procedure: Callable[[str, dict[str, Any]], Any]
+    show_progress: bool = False
+
+    @contextmanager
+    def progress(self, label: str, total: int | None = None) -> Iterator[Progress]:
+        bar = Progress(label, total, self.show_progress)
+        try:
+            yield bar
+        finally:
+            bar.finish()

@@ -1,0 +1,84 @@
+"""Every way a run can end badly, each with the exit code the CLI promises (docs/cli.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ExitCode:
+    OK = 0
+    FINDINGS = 1
+    USAGE = 2
+    STOPPED = 3
+    UNREACHABLE = 4
+    INTERRUPTED = 130
+
+
+class RunbookError(Exception):
+    """Base class; `exit_code` is what the CLI exits with when this ends the run."""
+
+    exit_code = ExitCode.UNREACHABLE
+    outcome = "error"
+
+
+@dataclass(frozen=True)
+class SourceError:
+    """One problem in an input file, located precisely enough to jump to it in an editor."""
+
+    file: str
+    line: int | None
+    column: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        field = f" {self.path}:" if self.path else ""
+        return f"{where}:{field} {self.message}"
+
+
+class UsageError(RunbookError):
+    """Bad input: a malformed procedure or inventory, a bad --var, an unknown procedure id."""
+
+    exit_code = ExitCode.USAGE
+    outcome = "usage"
+
+    def __init__(self, message: str, errors: list[SourceError] | None = None):
+        self.errors = list(errors or [])
+        if self.errors:
+            message = message + "\n" + "\n".join(f"  {e}" for e in self.errors)
+        super().__init__(message)
+
+
+class StoppedError(RunbookError):
+    """The operator declined, or nobody could be asked: nothing past this point was changed."""
+
+    exit_code = ExitCode.STOPPED
+    outcome = "stopped"
+
+
+class TargetError(RunbookError):
+    """A target could not be reached, refused our credentials, or an action failed outright."""
+
+    exit_code = ExitCode.UNREACHABLE
+    outcome = "error"
+
+    def __init__(self, message: str, advice: str | None = None):
+        super().__init__(message)
+        self.advice = advice
+
+
+class MutationRefused(TargetError):
+    """An adapter refused a command that would change state while mutation is forbidden (dry-run)."""
+
+
+class HostKeyError(TargetError):
+    """The SSH host presented a key we do not know or one that changed."""
+
+
+class ActionFailed(TargetError):
+    """The action reached its target and was refused there (a Redis error reply, a failed HTTP call)."""

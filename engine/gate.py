@@ -1,0 +1,113 @@
+"""May this step run? Asked for every non-read step, after it is rendered and its blast radius measured.
+
+write: the operator answers y/N. destructive: the operator types the target's name. `--yes` approves
+and says so. No terminal and no `--yes`: refused before anything is sent.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from engine.errors import StoppedError
+from engine.operator import Operator
+from engine.spec.model import Effect
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    step_id: str
+    step_name: str
+    effect: Effect
+    where: str
+    command: str
+    command_sha256: str
+    target_name: str
+    confirm: str | None = None
+    blast_radius: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    approved: bool
+    by: str
+    method: str  # flag | yes | typed-target | none
+    reason: str = ""
+
+
+class Gate:
+    def __init__(self, operator: Operator):
+        self.operator = operator
+
+    def review(self, request: ApprovalRequest) -> Decision:
+        op = self.operator
+        if op.assume_yes:
+            return Decision(True, "flag", "flag")
+        if not op.interactive:
+            return Decision(False, op.name, "none", "no terminal and no --yes")
+        op.tell(render_request(request))
+        try:
+            if request.effect is Effect.DESTRUCTIVE:
+                ok = op.type_exact(f"  Type the target name '{request.target_name}' to proceed", request.target_name)
+                return (
+                    Decision(True, op.name, "typed-target")
+                    if ok
+                    else Decision(False, op.name, "typed-target", "wrong target name typed")
+                )
+            ok = op.confirm("  Proceed?")
+        except StoppedError as exc:
+            return Decision(False, op.name, "none", str(exc))
+        return Decision(True, op.name, "yes") if ok else Decision(False, op.name, "yes", "declined")
+
+
+def render_request(request: ApprovalRequest) -> str:
+    """The panel an operator reads before approving: what, where, how bad, measured now."""
+    colour = "red" if request.effect is Effect.DESTRUCTIVE else "yellow"
+    lines = [
+        "",
+        click.style(f"  {request.effect.marker} {request.step_name}", fg=colour, bold=True),
+        f"  target : {request.target_name} ({request.where})",
+        f"  command: {request.command}",
+    ]
+    if request.confirm:
+        lines.append(f"  why    : {request.confirm}")
+    lines.extend(f"  {line}" for line in render_blast_radius(request.blast_radius))
+    return "\n".join(lines)
+
+
+def render_blast_radius(blast: dict[str, Any]) -> list[str]:
+    if not blast:
+        return []
+    out = ["blast radius (measured now):"]
+    if "config" in blast:
+        for name, change in blast["config"].items():
+            out.append(f"  CONFIG {name}: {change.get('current')!r} -> {change.get('new')!r}")
+    if isinstance(blast.get("keys"), list):
+        for key in blast["keys"]:
+            if key.get("exists"):
+                ttl = "no TTL" if key.get("ttl") == -1 else f"TTL {key.get('ttl')}s"
+                out.append(
+                    f"  {key['key']}: {key.get('type')}, {key.get('length')} items, {key.get('memory')} bytes, {ttl}"
+                )
+            else:
+                out.append(f"  {key['key']}: does not exist")
+        if blast.get("key_count", 0) > len(blast["keys"]):
+            out.append(f"  ... {blast['key_count'] - len(blast['keys'])} more keys")
+    elif "keys" in blast:
+        out.append(
+            f"  keys affected: {blast['keys']}"
+            + (f" ({blast['used_memory_human']} in use)" if blast.get("used_memory_human") else "")
+        )
+    if "sample" in blast:
+        out.append(f"  matching keys: {blast.get('count')} (sample: {', '.join(blast['sample'][:10])})")
+    rest = {
+        k: v
+        for k, v in blast.items()
+        if k not in {"config", "keys", "key_count", "sample", "count", "used_memory", "used_memory_human", "keyspace"}
+    }
+    if rest:
+        out.append("  " + json.dumps(rest, default=str)[:500])
+    return out

@@ -1,0 +1,298 @@
+"""One run from start to end: resolve inputs, open the transcript, run, and always close it properly.
+
+Inputs are checked before anything is opened (a bad --var never reaches a server); once the
+transcript exists, every way the run can end (done, findings, refused, unreachable, Ctrl-C) writes
+`run.ended` with its outcome and maps to one exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from engine import __version__
+from engine.errors import ExitCode, RunbookError, StoppedError, TargetError, UsageError
+from engine.spec.model import Procedure
+from engine.targets import Target
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    procedure: str
+    variables: dict[str, str] = field(default_factory=dict)
+    redis_url: str | None = None
+    inventory: str | None = None
+    target: str | None = None
+    sandbox: bool = False
+    dry_run: bool = False
+    assume_yes: bool = False
+    transcript: Path | None = None
+    transcripts_dir: Path = Path("transcripts")
+    operator: str | None = None
+    incident: str | None = None
+    argv: tuple[str, ...] = ()
+    extra_procedures: tuple[Path, ...] = ()
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    procedure: str
+    outcome: str
+    exit_code: int
+    transcript: str | None
+    steps: list[Any] = field(default_factory=list)
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "procedure": self.procedure,
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "transcript": self.transcript,
+            "error": self.error,
+            "steps": [
+                {
+                    "id": s.id,
+                    "name": s.name,
+                    "outcome": s.outcome,
+                    "effect": s.effect,
+                    "result": s.result,
+                    "summary": s.summary,
+                    "duration_ms": s.duration_ms,
+                    "procedure": s.procedure,
+                    "expectations": s.expectations,
+                    "message": s.message,
+                }
+                for s in self.steps
+            ],
+        }
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM: stop where we are, record it, exit 130 (or 143)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def prepare(request: RunRequest) -> tuple[Procedure, dict[str, Any], Any]:
+    """Everything that can be checked without touching a server: procedure, params. Raises UsageError."""
+    from engine.spec.loader import Catalog
+    from engine.spec.params import resolve
+
+    catalog = Catalog(request.extra_procedures)
+    procedure = catalog.load(request.procedure)
+    prompted = frozenset(s.action.get("param") for s in procedure.steps if s.kind == "prompt")
+    params = resolve(procedure.params, request.variables, procedure=procedure.id, interactive_later=prompted)
+    return procedure, params, catalog
+
+
+def resolve_target(request: RunRequest) -> Target:
+    from engine.targets import load_inventory, redis_from_url, target_from_inventory
+
+    chosen = [bool(request.redis_url), bool(request.inventory or request.target), request.sandbox]
+    if sum(chosen) != 1:
+        raise UsageError("say where to run: --redis URL, --inventory FILE --target NAME, or --sandbox")
+    if request.redis_url:
+        endpoint = redis_from_url(request.redis_url)
+        return Target(name=f"{endpoint.host}:{endpoint.port}", redis=endpoint)
+    if not (request.inventory and request.target):
+        raise UsageError("--inventory and --target go together")
+    return target_from_inventory(load_inventory(request.inventory), request.target)
+
+
+def execute(
+    request: RunRequest,
+    *,
+    on_step: Callable[[Any], None] = lambda r: None,
+    on_start: Callable[[str], None] = lambda path: None,
+    started_sandbox: Callable[[Any], None] = lambda s: None,
+) -> RunResult:
+    """Run one procedure. UsageError before the transcript exists propagates (exit 2, nothing touched)."""
+    from engine.context import Connections
+    from engine.gate import Gate
+    from engine.operator import Operator
+    from engine.runner import Runner, StepAborted
+    from engine.spec.params import resolve
+    from engine.targets import missing_facets
+    from engine.transcript.redact import Redactor
+    from engine.transcript.writer import TranscriptWriter, default_transcript_path, new_run_id
+
+    procedure, params, catalog = prepare(request)
+    sandbox = None
+    if request.sandbox:
+        from engine.sandbox_target import start_sandbox
+
+        sandbox = start_sandbox()
+        started_sandbox(sandbox)
+        target = sandbox.target
+    else:
+        target = resolve_target(request)
+    try:
+        problems = missing_facets(target, procedure.requires, procedure.file)
+        if problems:
+            raise UsageError(f"{procedure.id} cannot run against '{target.name}'", problems)
+        redactor = Redactor()
+        if target.redis and target.redis.password:
+            redactor.add(target.redis.password_source or "redis-password", target.redis.password)
+        for param in procedure.params:
+            if param.secret and params.get(param.name) is not None:
+                redactor.add(param.name, str(params[param.name]))
+        run_id = new_run_id()
+        path = request.transcript or default_transcript_path(run_id, request.transcripts_dir)
+        transcript = TranscriptWriter.create(Path(path), run_id, redactor)
+        on_start(str(path))
+        operator = Operator.from_environment(name=request.operator, assume_yes=request.assume_yes)
+        mode = "dry-run" if request.dry_run else "live"
+        transcript.emit(
+            "run.started",
+            procedure={
+                "id": procedure.id,
+                "title": procedure.title,
+                "section": procedure.section,
+                "file": procedure.file,
+                "sha256": procedure.sha256,
+            },
+            engine_version=__version__,
+            operator=operator.name,
+            host=socket.gethostname(),
+            mode=mode,
+            incident=request.incident,
+            params={p.name: ("[SECRET:" + p.name + "]" if p.secret else params.get(p.name)) for p in procedure.params},
+            target=target.describe(),
+            argv=list(request.argv),
+            transcript_path=str(path),
+            interactive=operator.interactive,
+            assume_yes=request.assume_yes,
+        )
+        connections = Connections(
+            target,
+            allow_mutation=not request.dry_run,
+            on_host_key_accepted=lambda event: transcript.emit("host_key.accepted", durable=True, **event),
+        )
+
+        def resolve_call(callee: Procedure, given: dict[str, Any]) -> dict[str, Any]:
+            values = resolve(callee.params, {k: v for k, v in given.items()}, procedure=callee.id)
+            for param in callee.params:
+                if param.secret and values.get(param.name) is not None:
+                    redactor.add(param.name, str(values[param.name]))
+            return values
+
+        runner = Runner(
+            transcript=transcript,
+            redactor=redactor,
+            connections=connections,
+            operator=operator,
+            gate=Gate(operator),
+            dry_run=request.dry_run,
+            target_name=target.name,
+            load_procedure=catalog.load,
+            resolve_params=resolve_call,
+            target_values=template_values(target, run_id, request),
+            on_step=on_step,
+            show_progress=sys.stderr.isatty(),
+        )
+        started = time.monotonic()
+        outcome, code, error = "ok", ExitCode.OK, None
+        try:
+            with _signals_raise():
+                runner.run(procedure, params)
+                if runner.state.findings:
+                    outcome, code = "findings", ExitCode.FINDINGS
+        except StepAborted as exc:
+            code = exc.exit_code
+            outcome = {ExitCode.FINDINGS: "failed", ExitCode.USAGE: "usage", ExitCode.STOPPED: "stopped"}.get(
+                code, "error"
+            )
+            error = redactor.text(str(exc))
+        except StoppedError as exc:
+            outcome, code, error = ("refused" if runner.state.refusals else "stopped"), ExitCode.STOPPED, str(exc)
+        except RunbookError as exc:  # UsageError mid-run (a template on live data), TargetError, MutationRefused
+            outcome, code, error = exc.outcome, exc.exit_code, redactor.text(str(exc))
+        except Interrupted as exc:
+            outcome, code = "interrupted", 128 + exc.signum
+            error = f"interrupted by {exc}"
+        except Exception as exc:  # a bug: record it, never lose the transcript
+            outcome, code, error = "error", ExitCode.UNREACHABLE, redactor.text(f"internal error: {exc!r}")
+        finally:
+            connections.close()
+        records = runner.state.records
+        transcript.end(
+            outcome=outcome,
+            exit_code=code,
+            duration_ms=round((time.monotonic() - started) * 1000, 3),
+            error=error,
+            summary={
+                "steps": len(records),
+                "ok": sum(r.outcome == "ok" for r in records),
+                "failed": sum(r.outcome in ("failed", "error") for r in records),
+                "skipped": sum(r.outcome == "skipped" for r in records),
+                "predicted": sum(r.outcome == "predicted" for r in records),
+                "approvals": runner.state.approvals,
+                "refusals": runner.state.refusals,
+                "findings": runner.state.findings,
+            },
+        )
+        transcript.close()
+        return RunResult(run_id, procedure.id, outcome, code, str(path), records, error)
+    finally:
+        if sandbox is not None:
+            sandbox.stop()
+
+
+def template_values(target: Target, run_id: str, request: RunRequest) -> dict[str, Any]:
+    """The built-in names every template sees: target, run, service, paths."""
+    from engine.template import ShellText
+
+    service = {}
+    paths: dict[str, str] = {}
+    if target.ssh is not None:
+        service = {k: ShellText(v) for k, v in vars(target.ssh.service).items() if v}
+        paths = dict(target.ssh.paths)
+        if target.ssh.service_user:
+            paths.setdefault("service_user", target.ssh.service_user)
+    return {
+        "target": {**target.describe(), "password_file": target.password_file},
+        "run": {
+            "id": run_id,
+            "dry_run": request.dry_run,
+            "incident": request.incident,
+            "operator": request.operator or os.environ.get("USER"),
+        },
+        "service": service,
+        "paths": paths,
+        "now": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def exit_code_for(exc: BaseException) -> int:
+    if isinstance(exc, RunbookError):
+        return exc.exit_code
+    if isinstance(exc, TargetError):
+        return ExitCode.UNREACHABLE
+    return ExitCode.UNREACHABLE

@@ -1,0 +1,109 @@
+"""`runbook show`: a procedure as an operator reads it before running it, effects marked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine import template
+from engine.spec.model import Effect, Procedure
+from engine.spec.params import convert
+from engine.spec.validate import static_effect
+from engine.steps import get
+
+
+def describe(procedure: Procedure, variables: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for param in procedure.params:
+        raw = variables.get(param.name, param.default)
+        if raw is not None:
+            try:
+                values[param.name] = convert(param, raw)
+            except ValueError:
+                values[param.name] = raw
+    steps = []
+    for step in procedure.steps:
+        effect = static_effect(step.kind, step.action)
+        if step.effect is not None:
+            effect = max(effect or Effect.READ, step.effect)
+        body = _try_render(step.action, values)
+        steps.append(
+            {
+                "id": step.id,
+                "name": step.name,
+                "kind": step.kind,
+                "effect": str(effect) if effect is not None else "decided by the server",
+                "summary": get(step.kind).summary(body) if isinstance(body, dict | list | str | int | float) else "",
+                "when": step.when,
+                "confirm": _try_render(step.confirm, values) if step.confirm else None,
+                "source": str(step.location),
+            }
+        )
+    return {
+        "id": procedure.id,
+        "title": procedure.title,
+        "section": procedure.section,
+        "description": procedure.description.strip(),
+        "file": procedure.file,
+        "requires": list(procedure.requires),
+        "params": [
+            {
+                "name": p.name,
+                "type": p.type,
+                "required": p.required,
+                "default": p.default,
+                "pattern": p.pattern,
+                "secret": p.secret,
+                "description": p.description,
+                "value": "[SECRET]" if p.secret and p.name in values else values.get(p.name),
+            }
+            for p in procedure.params
+        ],
+        "steps": steps,
+    }
+
+
+def _try_render(value: Any, values: dict[str, Any]) -> Any:
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            try:
+                return template.render(item, values)
+            except template.TemplateError:
+                return item  # names only known at run time stay as written
+        if isinstance(item, list):
+            return [walk(v) for v in item]
+        if isinstance(item, dict):
+            return {k: walk(v) for k, v in item.items()}
+        return item
+
+    return walk(value)
+
+
+_MARK = {"read": "[read]", "write": "[WRITE]", "destructive": "[DESTRUCTIVE]"}
+
+
+def render_text(data: dict[str, Any]) -> str:
+    lines = [f"{data['id']}: {data['title']}", f"  runbook section: {data['section']}", f"  file: {data['file']}"]
+    if data["description"]:
+        lines.append(f"  {data['description']}")
+    if data["requires"]:
+        lines.append(f"  requires: {', '.join(data['requires'])}")
+    if data["params"]:
+        lines.append("params:")
+        for p in data["params"]:
+            flags = ", ".join(x for x in ("required" if p["required"] else "", "secret" if p["secret"] else "") if x)
+            default = f" (default {p['default']})" if p["default"] is not None else ""
+            value = f" = {p['value']}" if p["value"] is not None else ""
+            lines.append(
+                f"  {p['name']}: {p['type']}{default}{' [' + flags + ']' if flags else ''}{value}  {p['description']}"
+            )
+    lines.append("steps:")
+    for i, s in enumerate(data["steps"], 1):
+        mark = _MARK.get(s["effect"], f"[{s['effect']}]")
+        lines.append(f"  {i:>2}. {mark:<14} {s['id']}: {s['name']}")
+        if s["summary"]:
+            lines.append(f"      {s['summary']}")
+        if s["when"]:
+            lines.append(f"      when: {s['when']}")
+        if s["confirm"]:
+            lines.append(f"      confirm: {s['confirm']}")
+    return "\n".join(lines)

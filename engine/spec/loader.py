@@ -1,0 +1,187 @@
+"""Procedure files in, validated `Procedure` objects out; the catalog of shipped procedures."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import SourceError, UsageError
+from engine.resources import procedures_dir
+from engine.spec.model import Effect, Expectation, Location, OnFailure, Param, Procedure, Retry, Step
+from engine.spec.params import parse_duration
+from engine.spec.schema import validate_against
+from engine.spec.validate import semantic_errors
+from engine.spec.yamlsource import Located, load_yaml
+
+
+def display_path(path: Path) -> str:
+    """Shipped procedures print as procedures/redis/x.yaml; others as given (relative to cwd when inside)."""
+    resolved = path.resolve()
+    root = procedures_dir().resolve()
+    if resolved.is_relative_to(root):
+        return str(Path("procedures") / resolved.relative_to(root))
+    try:
+        return str(resolved.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def check_file(path: Path, *, known_procedures: Any = None) -> tuple[Located | None, list[SourceError], bytes]:
+    """Every problem in one file: YAML, schema, then semantics (only when the schema holds)."""
+    name = display_path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return None, [SourceError(name, None, None, "", f"cannot read: {exc.strerror}")], b""
+    try:
+        located = load_yaml(raw.decode("utf-8"), name)
+    except UnicodeDecodeError:
+        return None, [SourceError(name, None, None, "", "not UTF-8 text")], raw
+    except UsageError as exc:
+        return None, exc.errors, raw
+    if not isinstance(located.data, dict):
+        return located, [SourceError(name, 1, 1, "", "a procedure is a YAML mapping (id, title, steps, ...)")], raw
+    errors = validate_against("procedure.schema.json", located)
+    if not errors:
+        errors = semantic_errors(located, known_procedures=known_procedures)
+    return located, errors, raw
+
+
+def load_procedure(path: Path, *, known_procedures: Any = None) -> Procedure:
+    located, errors, raw = check_file(path, known_procedures=known_procedures)
+    if errors or located is None:
+        raise UsageError(f"invalid procedure {display_path(path)}", errors)
+    return build(located, hashlib.sha256(raw).hexdigest())
+
+
+def build(located: Located, sha256: str) -> Procedure:
+    data = located.data
+    params = tuple(
+        Param(
+            name=name,
+            type=spec.get("type", "string"),
+            description=spec.get("description", ""),
+            default=spec.get("default"),
+            required=bool(spec.get("required", False)),
+            pattern=spec.get("pattern"),
+            enum=tuple(spec["enum"]) if spec.get("enum") else None,
+            secret=bool(spec.get("secret", False)),
+            minimum=spec.get("minimum"),
+            maximum=spec.get("maximum"),
+        )
+        for name, spec in (data.get("params") or {}).items()
+    )
+    from engine.steps import kinds
+
+    registry = kinds()
+    steps = []
+    for i, raw in enumerate(data["steps"]):
+        kind = next(k for k in raw if k in registry)
+        retry = raw.get("retry")
+        failure = raw.get("on_failure", "abort")
+        steps.append(
+            Step(
+                id=raw["id"],
+                name=raw["name"],
+                kind=kind,
+                action=raw[kind],
+                index=i,
+                location=Location(located.file, located.position(("steps", i))[0]),
+                when=raw.get("when"),
+                register=raw.get("register"),
+                expect=tuple(
+                    Expectation(that=e["that"], message=e["message"], severity=e.get("severity", "critical"))
+                    for e in raw.get("expect") or []
+                ),
+                retry=Retry(
+                    until=retry.get("until"),
+                    attempts=int(retry.get("attempts", 10)),
+                    interval=parse_duration(retry.get("interval", 1)),
+                    timeout=parse_duration(retry.get("timeout", 60)),
+                )
+                if retry
+                else None,
+                on_failure=OnFailure("goto", failure["goto"]) if isinstance(failure, dict) else OnFailure(failure),
+                foreach=raw.get("foreach"),
+                effect=Effect.parse(raw["effect"]) if raw.get("effect") else None,
+                confirm=raw.get("confirm"),
+                verifies=raw.get("verifies"),
+                secret=bool(raw.get("secret", False)),
+                show=raw.get("show"),
+            )
+        )
+    return Procedure(
+        id=data["id"],
+        title=data["title"],
+        section=data["section"],
+        description=data.get("description", ""),
+        file=located.file,
+        sha256=sha256,
+        params=params,
+        requires=tuple(data.get("requires") or ()),
+        steps=tuple(steps),
+        tags=tuple(data.get("tags") or ()),
+    )
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    path: Path
+    title: str
+    section: str
+
+
+class Catalog:
+    """The procedures a run can name: the shipped ones plus any extra directories or files."""
+
+    def __init__(self, roots: Iterable[Path] = ()):
+        self.roots = [procedures_dir(), *roots]
+        self._entries: dict[str, Entry] | None = None
+
+    def files(self) -> list[Path]:
+        out: list[Path] = []
+        for root in self.roots:
+            if root.is_file():
+                out.append(root)
+            elif root.is_dir():
+                out.extend(sorted(p for p in root.rglob("*.yaml") if p.is_file()))
+        return out
+
+    def entries(self) -> dict[str, Entry]:
+        """Id -> file, from a cheap parse of each file (the full check happens on load)."""
+        if self._entries is None:
+            import yaml
+
+            found: dict[str, Entry] = {}
+            for path in self.files():
+                try:
+                    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+                except (OSError, yaml.YAMLError, UnicodeDecodeError):
+                    continue
+                if isinstance(data, dict) and isinstance(data.get("id"), str):
+                    found.setdefault(
+                        data["id"], Entry(data["id"], path, str(data.get("title", "")), str(data.get("section", "")))
+                    )
+            self._entries = found
+        return self._entries
+
+    def has(self, procedure_id: str) -> bool:
+        return procedure_id in self.entries()
+
+    def path_of(self, ref: str) -> Path:
+        """A procedure id from the catalog, or a path to a YAML file."""
+        entry = self.entries().get(ref)
+        if entry is not None:
+            return entry.path
+        candidate = Path(ref)
+        if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+            return candidate
+        known = ", ".join(sorted(self.entries())) or "none"
+        raise UsageError(f"no procedure '{ref}' (known: {known})")
+
+    def load(self, ref: str) -> Procedure:
+        return load_procedure(self.path_of(ref), known_procedures=self.has)

@@ -1,0 +1,114 @@
+"""The validated procedure as frozen data: what the runner walks and `runbook show` prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+
+class Effect(IntEnum):
+    """Ordered so that max() gives the stronger effect."""
+
+    READ = 0
+    WRITE = 1
+    DESTRUCTIVE = 2
+
+    @classmethod
+    def parse(cls, text: str) -> Effect:
+        return cls[text.upper()]
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+    @property
+    def marker(self) -> str:
+        """What `show` and the run output print beside a step: easy to scan for danger."""
+        return {Effect.READ: "[read]", Effect.WRITE: "[WRITE]", Effect.DESTRUCTIVE: "[DESTRUCTIVE]"}[self]
+
+
+@dataclass(frozen=True)
+class Location:
+    file: str
+    line: int | None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str = "string"
+    description: str = ""
+    default: Any = None
+    required: bool = False
+    pattern: str | None = None
+    enum: tuple[Any, ...] | None = None
+    secret: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+@dataclass(frozen=True)
+class Expectation:
+    that: str
+    message: str
+    severity: str = "critical"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Poll a step until `until` holds, bounded both by attempts and by wall time."""
+
+    until: str | None
+    attempts: int = 10
+    interval: float = 1.0
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class OnFailure:
+    action: str = "abort"  # abort | continue | goto
+    goto: str | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    name: str
+    kind: str
+    action: Any  # the kind's body, plain data straight from the YAML (templates not yet rendered)
+    location: Location
+    index: int
+    when: str | None = None
+    register: str | None = None
+    expect: tuple[Expectation, ...] = ()
+    retry: Retry | None = None
+    on_failure: OnFailure = field(default_factory=OnFailure)
+    foreach: str | None = None
+    effect: Effect | None = None  # declared by the author; the runner takes max(declared, derived)
+    confirm: str | None = None
+    verifies: str | None = None  # id of the change step whose effect this step checks
+    secret: bool = False  # the registered result is a secret: redact it everywhere
+    show: str | None = None  # a line for the operator, rendered after the step ran
+
+
+@dataclass(frozen=True)
+class Procedure:
+    id: str
+    title: str
+    section: str
+    description: str
+    file: str
+    sha256: str
+    params: tuple[Param, ...]
+    requires: tuple[str, ...]
+    steps: tuple[Step, ...]
+    tags: tuple[str, ...] = ()
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def step(self, step_id: str) -> Step | None:
+        return next((s for s in self.steps if s.id == step_id), None)

@@ -1,0 +1,146 @@
+"""Typed procedure parameters: `--var` strings in, checked Python values out, before any connection."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from engine.errors import UsageError
+from engine.spec.model import Param
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+# Redis's own units (redis.conf): k/m/g are powers of 1000, kb/mb/gb powers of 1024.
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|k|kb|m|mb|g|gb|t|tb)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    None: 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1024,
+    "m": 1000**2,
+    "mb": 1024**2,
+    "g": 1000**3,
+    "gb": 1024**3,
+    "t": 1000**4,
+    "tb": 1024**4,
+}
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+
+def parse_duration(value: Any) -> float:
+    """'90s', '5m', '1.5h', '250ms' or a plain number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 90s, 5m or 1h")
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"'{value}' is not a duration (like 500ms, 90s, 5m, 1h)")
+    unit = match.group(2).lower() if match.group(2) else None
+    return float(match.group(1)) * _DURATION_UNITS[unit]
+
+
+def parse_size(value: Any) -> int:
+    """'2gb', '512mb', '100kb' or a plain number of bytes -> bytes, with Redis's meaning of the units."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size like 2gb or 512mb")
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"'{value}' is not a size (like 512mb, 2gb, or a number of bytes)")
+    unit = match.group(2).lower() if match.group(2) else None
+    return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+def convert(param: Param, raw: Any) -> Any:
+    """Convert and check one value; ValueError says what is wrong in the operator's terms."""
+    kind = param.type
+    if kind == "string":
+        value: Any = raw if isinstance(raw, str) else str(raw)
+    elif kind == "integer":
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+            raise ValueError(f"'{raw}' is not an integer")
+        try:
+            value = int(str(raw).strip())
+        except ValueError:
+            raise ValueError(f"'{raw}' is not an integer") from None
+    elif kind == "number":
+        try:
+            value = float(str(raw).strip()) if not isinstance(raw, int | float) or isinstance(raw, bool) else raw
+        except ValueError:
+            raise ValueError(f"'{raw}' is not a number") from None
+        if isinstance(value, bool):
+            raise ValueError(f"'{raw}' is not a number")
+    elif kind == "boolean":
+        if isinstance(raw, bool):
+            value = raw
+        elif str(raw).strip().lower() in _TRUE:
+            value = True
+        elif str(raw).strip().lower() in _FALSE:
+            value = False
+        else:
+            raise ValueError(f"'{raw}' is not a boolean (true/false)")
+    elif kind == "duration":
+        value = parse_duration(raw)
+    elif kind == "size":
+        value = parse_size(raw)
+    else:  # the schema allows nothing else; this guards hand-built Params
+        raise ValueError(f"unknown parameter type '{kind}'")
+    if param.pattern is not None and not re.search(param.pattern, str(raw)):
+        raise ValueError(f"'{raw}' does not match {param.pattern}")
+    if param.enum is not None and value not in param.enum and raw not in param.enum:
+        raise ValueError(f"'{raw}' is not one of {', '.join(map(str, param.enum))}")
+    if param.minimum is not None and isinstance(value, int | float) and value < param.minimum:
+        raise ValueError(f"{raw} is below the minimum {param.minimum}")
+    if param.maximum is not None and isinstance(value, int | float) and value > param.maximum:
+        raise ValueError(f"{raw} is above the maximum {param.maximum}")
+    return value
+
+
+def resolve(
+    params: tuple[Param, ...],
+    given: Mapping[str, Any],
+    *,
+    procedure: str,
+    interactive_later: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """All params of a procedure from --var values and defaults; every problem reported at once."""
+    errors: list[str] = []
+    unknown = sorted(set(given) - {p.name for p in params})
+    for name in unknown:
+        errors.append(f"--var {name}: {procedure} has no parameter '{name}'")
+    values: dict[str, Any] = {}
+    for param in params:
+        if param.name in given:
+            raw = given[param.name]
+        elif param.default is not None:
+            raw = param.default
+        elif param.required and param.name not in interactive_later:
+            errors.append(f"--var {param.name}: required ({param.description or param.type})")
+            continue
+        else:
+            values[param.name] = None
+            continue
+        try:
+            values[param.name] = convert(param, raw)
+        except ValueError as exc:
+            shown = "[SECRET]" if param.secret else None
+            msg = str(exc) if shown is None else "invalid value (not shown: secret)"
+            errors.append(f"--var {param.name}: {msg}")
+    if errors:
+        raise UsageError(f"invalid parameters for {procedure}:\n  " + "\n  ".join(errors))
+    return values
+
+
+def parse_var_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    """`--var NAME=VALUE` pairs; the value may itself contain '='."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--var expects NAME=VALUE, got '{pair}'")
+        out[name.strip()] = value
+    return out

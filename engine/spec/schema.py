@@ -1,0 +1,224 @@
+"""The procedure JSON Schema, composed from the step-kind registry, and schema errors made readable.
+
+schemas/procedure.schema.json is generated from here (`python -m engine.spec.schema --write`) so the
+file editors and docs use and the registry can never disagree; a test fails when they do.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from functools import cache
+from typing import Any
+
+from engine.errors import SourceError
+from engine.resources import schema_path
+from engine.spec.yamlsource import Located, format_path
+
+SCHEMA_ID = "https://runbook.dev/schemas/procedure.schema.json"
+DURATION = {"type": ["string", "number"], "description": "A duration: 500ms, 90s, 5m, 1h, or seconds."}
+STEP_FIELDS: dict[str, Any] = {
+    "id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$", "description": "Unique within the procedure."},
+    "name": {"type": "string", "minLength": 1, "description": "What the step does, for humans."},
+    "when": {"type": "string", "description": "Expression; the step runs only when it is true."},
+    "register": {
+        "type": "string",
+        "pattern": "^[a-z_][a-z0-9_]*$",
+        "description": "Name under which later steps see this step's result.",
+    },
+    "expect": {"type": "array", "items": {"$ref": "#/$defs/expectation"}},
+    "retry": {"$ref": "#/$defs/retry"},
+    "on_failure": {"$ref": "#/$defs/on_failure"},
+    "foreach": {"type": "string", "description": "Expression giving a list; the step runs once per `item`."},
+    "effect": {
+        "enum": ["read", "write", "destructive"],
+        "description": "Declared effect; the engine uses the stronger of this and what it derives.",
+    },
+    "confirm": {"type": "string", "description": "The question the gate shows before a non-read step."},
+    "verifies": {
+        "type": "string",
+        "description": "Id of the change step this step checks; in a dry-run "
+        "its expectations are reported as predicted.",
+    },
+    "secret": {"type": "boolean", "description": "The registered result is a secret: redacted everywhere."},
+    "show": {
+        "type": "string",
+        "description": "A line for the operator once the step ran (template over "
+        "`result` and registers); kept in the transcript as `summary`.",
+    },
+}
+
+
+def build_procedure_schema() -> dict[str, Any]:
+    from engine.steps import kinds
+
+    registered = kinds()
+    step_props = dict(STEP_FIELDS)
+    defs: dict[str, Any] = {}
+    for name, kind in sorted(registered.items()):
+        defs[f"action_{name}"] = {**kind.schema, "description": kind.schema.get("description", kind.description)}
+        step_props[name] = {"$ref": f"#/$defs/action_{name}"}
+    defs.update(
+        {
+            "step": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["id", "name"],
+                "properties": step_props,
+                "anyOf": [{"required": [name]} for name in sorted(registered)],
+            },
+            "param": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["type"],
+                "properties": {
+                    "type": {"enum": ["string", "integer", "number", "boolean", "duration", "size"]},
+                    "description": {"type": "string"},
+                    "default": {"type": ["string", "number", "boolean"]},
+                    "required": {"type": "boolean"},
+                    "pattern": {"type": "string", "format": "regex"},
+                    "enum": {"type": "array", "minItems": 1},
+                    "secret": {"type": "boolean"},
+                    "minimum": {"type": "number"},
+                    "maximum": {"type": "number"},
+                },
+            },
+            "expectation": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["that", "message"],
+                "properties": {
+                    "that": {"type": "string", "description": "Expression over `result` and earlier registers."},
+                    "severity": {"enum": ["critical", "warning", "info"], "default": "critical"},
+                    "message": {"type": "string", "description": "The runbook's advice when this does not hold."},
+                },
+            },
+            "retry": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "until": {"type": "string"},
+                    "attempts": {"type": "integer", "minimum": 1},
+                    "interval": DURATION,
+                    "timeout": DURATION,
+                },
+            },
+            "on_failure": {
+                "oneOf": [
+                    {"enum": ["abort", "continue"]},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["goto"],
+                        "properties": {"goto": {"type": "string"}},
+                    },
+                ],
+            },
+        }
+    )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "runbook procedure",
+        "description": "One runbook procedure: typed params and steps, each step exactly one action.",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["id", "title", "section", "description", "steps"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[a-z0-9-]+(/[a-z0-9-]+)+$", "description": "e.g. redis/wm-clear"},
+            "title": {"type": "string", "minLength": 1},
+            "section": {"type": "string", "minLength": 1, "description": "The runbook section implemented."},
+            "description": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "requires": {"type": "array", "uniqueItems": True, "items": {"enum": ["redis", "ssh", "http"]}},
+            "params": {
+                "type": "object",
+                "propertyNames": {"pattern": "^[a-z_][a-z0-9_]*$"},
+                "additionalProperties": {"$ref": "#/$defs/param"},
+            },
+            "steps": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/step"}},
+        },
+        "$defs": defs,
+    }
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    return json.loads(schema_path(name).read_text(encoding="utf-8"))
+
+
+def validate_against(name: str, located: Located) -> list[SourceError]:
+    """Schema errors as SourceErrors, pointing at the offending key or value, sorted by position."""
+    import jsonschema
+
+    schema = load_schema(name)
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    errors: list[SourceError] = []
+    for error in validator.iter_errors(located.data):
+        errors.extend(_readable(error, located, schema))
+    unique = {(e.line, e.column, e.path, e.message): e for e in errors}
+    return sorted(unique.values(), key=lambda e: (e.line or 0, e.column or 0, e.path))
+
+
+def _readable(error: Any, located: Located, schema: dict[str, Any]) -> list[SourceError]:
+    path = tuple(error.absolute_path)
+    kind = error.validator
+    instance = error.instance
+    if kind == "additionalProperties" and isinstance(instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        in_action = len(path) >= 3 and path[0] == "steps" and isinstance(path[-1], str)
+        word = "option" if in_action else "field"
+        out = []
+        for key in sorted(set(instance) - allowed):
+            hint = difflib.get_close_matches(key, sorted(allowed), n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            line, col = located.position((*path, key))
+            out.append(SourceError(located.file, line, col, format_path(path), f"unknown {word} '{key}'{suggestion}"))
+        return out
+    if kind == "required":
+        missing = [r for r in error.validator_value if isinstance(instance, dict) and r not in instance]
+        return [located.error(path, f"missing required field '{m}'") for m in missing]
+    if kind == "anyOf" and path and path[0] == "steps" and len(path) == 2:
+        from engine.steps import kinds
+
+        return [located.error(path, "a step needs one action: " + ", ".join(sorted(kinds())))]
+    if kind == "oneOf" and path and path[-1] == "on_failure":
+        return [located.error(path, "on_failure must be abort, continue, or {goto: <step id>}")]
+    if kind == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return [located.error(path, f"expected {expected}, got {_json_type(instance)} {instance!r}"[:200])]
+    if kind == "enum":
+        return [located.error(path, f"{instance!r} is not one of: {', '.join(map(str, error.validator_value))}")]
+    if kind == "pattern":
+        return [located.error(path, f"{instance!r} does not match {error.validator_value}")]
+    if kind in ("maxProperties", "minProperties") and len(path) == 3 and path[0] == "steps":
+        options = ", ".join(error.schema.get("properties", {}))
+        return [located.error(path, f"exactly one of: {options}")]
+    return [located.error(path, error.message[:300])]
+
+
+def _json_type(value: Any) -> str:
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def main() -> None:  # pragma: no cover - maintenance entry point
+    import sys
+
+    text = json.dumps(build_procedure_schema(), indent=2) + "\n"
+    if "--write" in sys.argv:
+        schema_path("procedure.schema.json").write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""`checklist:` steps: things only a human can do, each ticked and recorded (with --yes: by flag)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import StoppedError
+from engine.spec.model import Effect
+from engine.steps import Action, StepKind, register
+
+if TYPE_CHECKING:
+    from engine.context import StepContext
+
+SCHEMA = {
+    "type": "array",
+    "minItems": 1,
+    "items": {"type": "string"},
+    "description": "Items the operator confirms one by one.",
+}
+
+
+def plan(body: list[str], ctx: StepContext) -> Action:
+    def execute() -> list[dict[str, Any]]:
+        ticked = []
+        for item in body:
+            if ctx.operator.assume_yes:
+                ticked.append({"item": item, "done": True, "by": "flag"})
+                continue
+            if not ctx.operator.interactive:
+                raise StoppedError(f"checklist item '{item}': no terminal to tick it on and no --yes")
+            done = ctx.operator.confirm(f"  [ ] {item} - done?")
+            ticked.append({"item": item, "done": done, "by": ctx.operator.name})
+        return ticked
+
+    def failed(result: list[dict[str, Any]]) -> str | None:
+        open_items = [t["item"] for t in result if not t["done"]]
+        return f"not done: {'; '.join(open_items)}" if open_items else None
+
+    return Action(Effect.READ, "operator", "checklist: " + "; ".join(body), execute, failed=failed)
+
+
+register(
+    StepKind(
+        name="checklist",
+        schema=SCHEMA,
+        plan=plan,
+        summary=lambda b: f"checklist ({len(b)} items)",
+        description="Operator-ticked items.",
+    )
+)

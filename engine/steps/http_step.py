@@ -1,0 +1,76 @@
+"""`http:` steps: a health probe (GET) or a call (POST ...) against the target's HTTP base URL."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine.adapters import http
+from engine.errors import UsageError
+from engine.spec.model import Effect
+from engine.spec.params import parse_duration
+from engine.steps import Action, StepKind, register
+
+if TYPE_CHECKING:
+    from engine.context import StepContext
+
+SCHEMA = {
+    "type": "object",
+    "description": "An HTTP request; result: {status, ok, json, text, elapsed_ms}.",
+    "additionalProperties": False,
+    "properties": {
+        "url": {"type": "string", "description": "Absolute URL."},
+        "path": {"type": "string", "description": "Path under the target's http.base_url (default: its health path)."},
+        "method": {"type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"], "default": "GET"},
+        "json": {"description": "JSON body."},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "timeout": {"type": ["string", "number"]},
+    },
+}
+
+
+def static_effect(body: dict[str, Any]) -> Effect | None:
+    return Effect.READ if body.get("method", "GET").upper() in ("GET", "HEAD") else Effect.WRITE
+
+
+def plan(body: dict[str, Any], ctx: StepContext) -> Action:
+    endpoint = ctx.connections.target.http
+    url = body.get("url")
+    if url is None:
+        if endpoint is None:
+            raise UsageError(f"target '{ctx.connections.target.name}' has no http endpoint")
+        url = endpoint.base_url + (body.get("path") or endpoint.health_path)
+    method = body.get("method", "GET").upper()
+    effect = max(static_effect(body) or Effect.WRITE, ctx.step.effect or Effect.READ)
+    timeout = parse_duration(body.get("timeout") or (endpoint.timeout if endpoint else 5.0))
+
+    def execute() -> dict[str, Any]:
+        return http.request(
+            method,
+            url,
+            timeout=timeout,
+            effect=effect,
+            allow_mutation=ctx.connections.allow_mutation,
+            json_body=body.get("json"),
+            headers=body.get("headers"),
+        )
+
+    return Action(
+        effect,
+        url,
+        f"{method} {url}",
+        execute,
+        failed=lambda r: None if r["status"] < 500 else f"HTTP {r['status']}",
+        output=lambda r: r["text"] or None,
+    )
+
+
+register(
+    StepKind(
+        name="http",
+        schema=SCHEMA,
+        plan=plan,
+        static_effect=static_effect,
+        summary=lambda b: f"{b.get('method', 'GET')} {b.get('url') or b.get('path') or '<health>'}",
+        description="An HTTP probe with a timeout (the SomaBrain health endpoint).",
+    )
+)

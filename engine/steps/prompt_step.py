@@ -1,0 +1,61 @@
+"""`prompt:` steps: the operator supplies a value (a backup file, a decision); recorded in the transcript.
+
+The value comes from the named param when it was given (`--var`), else from the terminal; with
+neither, the run stops (exit 3) rather than wait for an answer that cannot come.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import StoppedError
+from engine.spec.model import Effect
+from engine.steps import Action, StepKind, register
+
+if TYPE_CHECKING:
+    from engine.context import StepContext
+
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["message", "param"],
+    "properties": {
+        "message": {"type": "string", "description": "The question shown to the operator."},
+        "param": {"type": "string", "description": "The declared param this answers; --var NAME=VALUE pre-answers it."},
+    },
+}
+
+
+def plan(body: dict[str, Any], ctx: StepContext) -> Action:
+    name = body["param"]
+    param = ctx.procedure.param(name)
+
+    def execute() -> Any:
+        given = ctx.values.get(name)
+        if given is not None:
+            return given
+        if not ctx.operator.interactive:
+            raise StoppedError(f"{body['message']}: no terminal; pass --var {name}=VALUE")
+        from engine.spec.params import convert
+
+        while True:
+            raw = ctx.operator.ask(
+                body["message"], secret=bool(param and param.secret), pattern=param.pattern if param else None
+            )
+            try:
+                return convert(param, raw) if param else raw
+            except ValueError as exc:
+                ctx.operator.tell(f"  {exc}")
+
+    return Action(Effect.READ, "operator", f"ask: {body['message']}", execute)
+
+
+register(
+    StepKind(
+        name="prompt",
+        schema=SCHEMA,
+        plan=plan,
+        summary=lambda b: f"ask: {b['message']}",
+        description="Ask the operator for a value.",
+    )
+)

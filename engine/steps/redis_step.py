@@ -1,0 +1,341 @@
+"""`redis:` steps: one raw command, or a helper that returns data (INFO, CONFIG GET, SCAN, key checks)."""
+
+from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING, Any
+
+import redis as redis_lib
+
+from engine.errors import ActionFailed, UsageError
+from engine.spec.model import Effect
+from engine.steps import Action, StepKind, register
+
+if TYPE_CHECKING:
+    from engine.adapters.redis import RedisAdapter
+    from engine.context import StepContext
+
+SCHEMA = {
+    "type": "object",
+    "description": "A Redis call. Exactly one of: command, info, config_get, scan, keys, keyinfo.",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "maxProperties": 1,
+    "properties": {
+        "command": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": ["string", "number"]},
+            "description": "Any Redis command as an argument list; its effect comes from the server.",
+        },
+        "info": {"type": ["string", "null"], "description": "INFO section (null: all) -> dict."},
+        "config_get": {"type": "string", "description": "CONFIG GET pattern -> dict."},
+        "scan": {
+            "description": "Key names matching a pattern (SCAN, COUNT >= 1000).",
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["match"],
+            "properties": {
+                "match": {"type": "string"},
+                "count": {"type": ["integer", "string"], "description": "SCAN COUNT hint, at least 1000."},
+                "type": {"type": "string", "enum": ["string", "hash", "list", "set", "zset", "stream"]},
+                "limit": {"type": ["integer", "string"], "description": "Stop after this many keys."},
+            },
+        },
+        "keys": {
+            "description": "Pipelined per-key checks (ttl, type, memory) over a SCAN -> list of dicts.",
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["match"],
+            "properties": {
+                "match": {"type": "string"},
+                "count": {"type": ["integer", "string"]},
+                "checks": {"type": "array", "items": {"enum": ["ttl", "type", "memory"]}, "uniqueItems": True},
+                "limit": {"type": ["integer", "string"]},
+            },
+        },
+        "keyinfo": {
+            "type": ["array", "string"],
+            "items": {"type": "string"},
+            "description": "Named keys -> list of {key, exists, type, ttl, memory, length}.",
+        },
+    },
+}
+
+_TYPE_LENGTH = {"string": "STRLEN", "hash": "HLEN", "list": "LLEN", "set": "SCARD", "zset": "ZCARD", "stream": "XLEN"}
+_TTL_COMMANDS = {"expire": 1, "pexpire": 0.001, "expireat": None, "pexpireat": None, "persist": None}
+
+
+def _op(body: dict[str, Any]) -> tuple[str, Any]:
+    ((name, value),) = body.items()
+    return name, value
+
+
+def static_effect(body: dict[str, Any]) -> Effect | None:
+    """Without a server: helpers read; a raw command's effect is the server's to say (None)."""
+    op, value = _op(body)
+    if op != "command":
+        return Effect.READ
+    from engine.adapters.redis_effects import DESTRUCTIVE, READ_ONLY, command_name
+
+    name = command_name([str(a) for a in value], None)
+    if name in READ_ONLY:
+        return Effect.READ
+    if name in DESTRUCTIVE:
+        return Effect.DESTRUCTIVE
+    return None
+
+
+def summary(body: dict[str, Any]) -> str:
+    op, value = _op(body)
+    if op == "command":
+        return _display(value)
+    if op == "info":
+        return f"INFO {value or ''}".strip()
+    if op == "config_get":
+        return f"CONFIG GET {value}"
+    if op in ("scan", "keys"):
+        checks = f" [{', '.join(value.get('checks', ['ttl', 'type']))}]" if op == "keys" else ""
+        return f"SCAN MATCH {value['match']}{checks}"
+    return f"key info {value}"
+
+
+def _display(argv: list[Any]) -> str:
+    return " ".join(shlex.quote(str(a)) if str(a) else "''" for a in argv)
+
+
+def plan(body: dict[str, Any], ctx: StepContext) -> Action:
+    op, value = _op(body)
+    adapter: RedisAdapter = ctx.connections.redis()
+    where = adapter.endpoint.url
+    if op == "command":
+        return _plan_command([_arg(a) for a in value], adapter, ctx, where)
+    if op == "info":
+        return Action(Effect.READ, where, summary(body), lambda: adapter.info(value))
+    if op == "config_get":
+        return Action(Effect.READ, where, summary(body), lambda: _mask_config(adapter.config_get(value)))
+    if op == "scan":
+        return Action(Effect.READ, where, summary(body), lambda: _scan(adapter, value, ctx))
+    if op == "keys":
+        return Action(Effect.READ, where, summary(body), lambda: _keycheck(adapter, value, ctx))
+    keys = [value] if isinstance(value, str) else list(value)
+    return Action(Effect.READ, where, summary(body), lambda: key_info(adapter, keys))
+
+
+def _arg(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _plan_command(argv: list[str], adapter: RedisAdapter, ctx: StepContext, where: str) -> Action:
+    effect = adapter.effect_of(argv)
+    name = argv[0].lower()
+    sub = argv[1].lower() if len(argv) > 1 else ""
+
+    def execute() -> Any:
+        try:
+            return adapter.call(argv)
+        except redis_lib.ResponseError as exc:
+            from engine.adapters.redis import explain_text
+
+            raise ActionFailed(f"{argv[0].upper()}: {exc}", advice=explain_text(str(exc))) from None
+
+    def measure() -> dict[str, Any]:
+        return blast_radius(adapter, argv)
+
+    def changes(blast: dict[str, Any] | None, result: Any) -> list[dict[str, Any]]:
+        return describe_changes(argv, blast or {}, result)
+
+    def predict(blast: dict[str, Any] | None) -> Any:
+        if name in ("del", "unlink") and blast:
+            return sum(1 for k in blast.get("keys", []) if k.get("exists"))
+        if name == "config" and sub == "set":
+            return "OK"
+        return None
+
+    return Action(
+        effect,
+        where,
+        _display(ctx.redactor.argv(argv)),
+        execute,
+        measure=measure if effect is not Effect.READ else None,
+        changes=changes,
+        predict=predict,
+    )
+
+
+def blast_radius(adapter: RedisAdapter, argv: list[str]) -> dict[str, Any]:
+    """What the command would touch, measured with reads from the live server."""
+    name, sub = argv[0].lower(), (argv[1].lower() if len(argv) > 1 else "")
+    if name == "config" and sub == "set":
+        out = {}
+        for param, new in zip(argv[2::2], argv[3::2], strict=False):
+            current = adapter.config_get(param).get(param.lower())
+            out[param.lower()] = {"current": current, "new": new}
+        return {"config": _mask_config_pairs(out)}
+    if name in ("flushdb", "flushall"):
+        memory = adapter.info("memory")
+        keyspace = adapter.info("keyspace")
+        dbsize = adapter.call(["DBSIZE"])
+        total = sum(v.get("keys", 0) for v in keyspace.values() if isinstance(v, dict))
+        return {
+            "keys": dbsize if name == "flushdb" else total,
+            "used_memory": memory.get("used_memory"),
+            "used_memory_human": memory.get("used_memory_human"),
+            "keyspace": keyspace,
+        }
+    keys = command_keys(adapter, argv)
+    if not keys:
+        return {"command": argv[0].upper()}
+    sample = keys[:20]
+    info = key_info(adapter, sample)
+    out: dict[str, Any] = {"keys": info, "key_count": len(keys)}
+    if name in _TTL_COMMANDS:
+        out["ttl_new"] = None if name == "persist" else argv[2] if len(argv) > 2 else None
+    return out
+
+
+def command_keys(adapter: RedisAdapter, argv: list[str]) -> list[str]:
+    """The keys a command touches, as the server itself extracts them (COMMAND GETKEYS)."""
+    try:
+        return [str(k) for k in adapter.command_keys(argv)]
+    except redis_lib.ResponseError:
+        return []
+
+
+def key_info(adapter: RedisAdapter, keys: list[str]) -> list[dict[str, Any]]:
+    """Type, TTL, memory and length of each key in two pipelined round trips."""
+    if not keys:
+        return []
+    first = adapter.pipeline_calls([c for k in keys for c in (["TYPE", k], ["PTTL", k], ["MEMORY", "USAGE", k])])
+    out, second = [], []
+    for i, key in enumerate(keys):
+        kind, pttl, memory = first[3 * i : 3 * i + 3]
+        exists = kind != "none"
+        ttl = None if not exists else (-1 if pttl == -1 else round(pttl / 1000, 3) if isinstance(pttl, int) else None)
+        out.append(
+            {
+                "key": key,
+                "exists": exists,
+                "type": kind if exists else None,
+                "ttl": ttl,
+                "memory": memory if isinstance(memory, int) else None,
+                "length": None,
+            }
+        )
+        if exists and kind in _TYPE_LENGTH:
+            second.append((len(out) - 1, [_TYPE_LENGTH[kind], key]))
+    if second:
+        lengths = adapter.pipeline_calls([argv for _, argv in second])
+        for (index, _), length in zip(second, lengths, strict=True):
+            out[index]["length"] = length if isinstance(length, int) else None
+    return out
+
+
+def describe_changes(argv: list[str], blast: dict[str, Any], result: Any) -> list[dict[str, Any]]:
+    """What changed (or would), in the transcript's change vocabulary, for timelines and post-mortems."""
+    name, sub = argv[0].lower(), (argv[1].lower() if len(argv) > 1 else "")
+    if name == "config" and sub == "set":
+        return [
+            {"kind": "config", "name": param, "before": v.get("current"), "after": v.get("new")}
+            for param, v in blast.get("config", {}).items()
+        ]
+    if name in ("flushdb", "flushall"):
+        return [{"kind": "keys_removed", "count": blast.get("keys"), "keys": [], "scope": name.upper()}]
+    existing = [k for k in blast.get("keys", []) if k.get("exists")]
+    if name in ("del", "unlink", "getdel"):
+        count = result if isinstance(result, int) else len(existing)
+        return [{"kind": "keys_removed", "count": count, "keys": [k["key"] for k in existing]}]
+    if name in _TTL_COMMANDS:
+        return [
+            {
+                "kind": "ttl_set",
+                "count": len(existing),
+                "keys": [k["key"] for k in existing],
+                "ttl_before": [k.get("ttl") for k in existing],
+                "ttl_after": blast.get("ttl_new"),
+            }
+        ]
+    if blast.get("keys"):
+        return [
+            {
+                "kind": "keys_written",
+                "count": blast.get("key_count"),
+                "keys": [k["key"] for k in blast["keys"]],
+                "command": argv[0].upper(),
+            }
+        ]
+    return [{"kind": "command", "command": argv[0].upper() + (f" {argv[1].upper()}" if sub else "")}]
+
+
+def _mask_config(values: dict[str, Any]) -> dict[str, Any]:
+    """CONFIG GET answers with the live password: never let it into a result."""
+    return {k: ("[SECRET:redis-credential]" if k in _CREDENTIAL_CONFIG and v else v) for k, v in values.items()}
+
+
+def _mask_config_pairs(pairs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        k: ({kk: ("[SECRET:redis-credential]" if vv else vv) for kk, vv in v.items()} if k in _CREDENTIAL_CONFIG else v)
+        for k, v in pairs.items()
+    }
+
+
+_CREDENTIAL_CONFIG = frozenset({"requirepass", "masterauth", "tls-key-file-pass", "tls-client-key-file-pass"})
+
+
+def _count(value: Any, default: int, minimum: int = 1) -> int:
+    try:
+        return max(int(value), minimum) if value is not None else default
+    except (TypeError, ValueError):
+        raise UsageError(f"expected a whole number, got '{value}'") from None
+
+
+def _scan(adapter: RedisAdapter, spec: dict[str, Any], ctx: StepContext) -> list[str]:
+    limit = _count(spec.get("limit"), 100_000)
+    found: list[str] = []
+    with ctx.progress(f"SCAN {spec['match']}") as progress:
+        for page in adapter.scan(spec["match"], _count(spec.get("count"), 1000, 1000), spec.get("type")):
+            found.extend(page[: limit - len(found)])
+            progress.advance(len(page))
+            if len(found) >= limit:
+                break
+    return found
+
+
+def _keycheck(adapter: RedisAdapter, spec: dict[str, Any], ctx: StepContext) -> list[dict[str, Any]]:
+    """One pipeline per SCAN page: a keyspace of any size costs one round trip per thousand keys."""
+    checks = spec.get("checks") or ["ttl", "type"]
+    limit = _count(spec.get("limit"), 100_000)
+    per_key = [c for c in ("type", "ttl", "memory") if c in checks]
+    calls = {"type": lambda k: ["TYPE", k], "ttl": lambda k: ["TTL", k], "memory": lambda k: ["MEMORY", "USAGE", k]}
+    out: list[dict[str, Any]] = []
+    with ctx.progress(f"SCAN {spec['match']} [{', '.join(per_key)}]") as progress:
+        for page in adapter.scan(spec["match"], _count(spec.get("count"), 1000, 1000)):
+            replies = adapter.pipeline_calls([calls[c](k) for k in page for c in per_key])
+            for i, key in enumerate(page):
+                row: dict[str, Any] = {"key": key}
+                for j, check in enumerate(per_key):
+                    reply = replies[i * len(per_key) + j]
+                    row[check] = None if isinstance(reply, Exception) else reply
+                if row.get("type") == "none" or row.get("ttl") == -2:
+                    continue  # expired or deleted between SCAN and the check
+                out.append(row)
+            progress.advance(len(page))
+            if len(out) >= limit:
+                return out[:limit]
+    return out
+
+
+register(
+    StepKind(
+        name="redis",
+        schema=SCHEMA,
+        plan=plan,
+        static_effect=static_effect,
+        summary=summary,
+        description="A Redis command or a data helper against the target's Redis endpoint.",
+    )
+)

@@ -1,0 +1,79 @@
+"""`ssh:` steps: a shell command on the target's host. Destructive unless the step says `effect: read`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine.spec.model import Effect
+from engine.spec.params import parse_duration
+from engine.steps import Action, StepKind, register
+
+if TYPE_CHECKING:
+    from engine.context import StepContext
+
+SCHEMA = {
+    "type": "object",
+    "description": "A shell command on the target's SSH host. Every {{ }} value is shell-quoted by the engine.",
+    "additionalProperties": False,
+    "required": ["run"],
+    "properties": {
+        "run": {
+            "type": "string",
+            "description": "The command line; {{ service.stop }} inserts the inventory's "
+            "trusted service command unquoted.",
+        },
+        "timeout": {"type": ["string", "number"], "description": "Command timeout (default: the host's)."},
+        "check": {
+            "type": "boolean",
+            "default": True,
+            "description": "A non-zero exit status fails the step (false: it is data for expect).",
+        },
+    },
+}
+
+
+def plan(body: dict[str, Any], ctx: StepContext) -> Action:
+    adapter = ctx.connections.ssh()
+    effect = ctx.step.effect if ctx.step.effect is not None else Effect.DESTRUCTIVE
+    timeout = parse_duration(body["timeout"]) if body.get("timeout") is not None else None
+    command = body["run"]
+
+    def execute() -> dict[str, Any]:
+        return adapter.run(command, effect=effect, timeout=timeout).as_data()
+
+    def output(result: dict[str, Any]) -> str | None:
+        text = result["stdout"] + (f"\n[stderr]\n{result['stderr']}" if result["stderr"].strip() else "")
+        return text or None
+
+    def failed(result: dict[str, Any]) -> str | None:
+        if body.get("check", True) and result["exit_status"] != 0:
+            err = result["stderr"].strip().splitlines()[-1:] or result["stdout"].strip().splitlines()[-1:]
+            return f"exit status {result['exit_status']}" + (f": {err[0]}" if err else "")
+        return None
+
+    def changes(blast: Any, result: Any) -> list[dict[str, Any]]:
+        return [{"kind": "command", "command": command, "host": adapter.endpoint.address}]
+
+    return Action(
+        effect,
+        adapter.where,
+        command,
+        execute,
+        output=output,
+        failed=failed,
+        changes=changes,
+        measure=lambda: {"host": adapter.endpoint.address},
+    )
+
+
+register(
+    StepKind(
+        name="ssh",
+        schema=SCHEMA,
+        plan=plan,
+        static_effect=lambda body: None,
+        summary=lambda body: body["run"],
+        shell_fields=frozenset({"run"}),
+        description="A command on the target's host over SSH (paramiko), host key checked.",
+    )
+)

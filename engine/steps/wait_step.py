@@ -1,0 +1,30 @@
+"""`wait:` steps: let time pass (rate sampling, settling after a restart). Reads nothing, changes nothing."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from engine.spec.model import Effect
+from engine.spec.params import parse_duration
+from engine.steps import Action, StepKind, register
+
+if TYPE_CHECKING:
+    from engine.context import StepContext
+
+SCHEMA = {"type": ["string", "number"], "description": "How long to wait: 5s, 250ms, 1m."}
+
+
+def plan(body: Any, ctx: StepContext) -> Action:
+    seconds = parse_duration(body)
+
+    def execute() -> dict[str, float]:
+        time.sleep(seconds)
+        return {"waited_s": seconds}
+
+    return Action(Effect.READ, "local", f"wait {seconds:g}s", execute)
+
+
+register(
+    StepKind(name="wait", schema=SCHEMA, plan=plan, summary=lambda b: f"wait {b}", description="Sleep for a duration.")
+)

@@ -1,0 +1,210 @@
+"""Jinja2 templates and expressions, sandboxed and strict: a typo is an error, never an empty string.
+
+A string that is exactly one `{{ expression }}` renders to the expression's value (a number stays a
+number, a list a list); anything else renders to text. Strings bound for a shell are rendered with
+every `{{ }}` value shell-quoted by the engine, so procedure authors never quote by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import jinja2
+from jinja2 import StrictUndefined, meta
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+_SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
+
+
+class TemplateError(Exception):
+    """A template or expression that failed; the runner adds the step and field."""
+
+
+class ShellText(str):
+    """A trusted shell fragment (an inventory's service command): inserted as is, never quoted."""
+
+
+def _human_bytes(value: Any) -> str:
+    size = float(value or 0)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return str(value)
+
+
+def _percent(part: Any, whole: Any, digits: int = 1) -> float | None:
+    return round(100.0 * float(part) / float(whole), digits) if whole else None
+
+
+def _duration(seconds: Any) -> str:
+    seconds = int(seconds)
+    if seconds < 0:
+        return str(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
+
+
+def _shell_finalize(value: Any) -> str:
+    if isinstance(value, ShellText):
+        return str(value)
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    return shlex.quote(str(value))
+
+
+def _build(finalize: Any = None) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, finalize=finalize
+    )
+    env.filters.update(
+        human_bytes=_human_bytes,
+        duration=_duration,
+        tojson=lambda v: json.dumps(v, default=str),
+        percent=_percent,
+        shell_quote=lambda v: shlex.quote(str(v)),
+    )
+    env.globals.update(
+        percent=_percent,
+        min=min,
+        max=max,
+        len=len,
+        int=int,
+        float=float,
+        str=str,
+        sorted=sorted,
+        sum=sum,
+        round=round,
+        abs=abs,
+        dict=dict,
+        list=list,
+    )
+    return env
+
+
+@cache
+def environment() -> ImmutableSandboxedEnvironment:
+    return _build()
+
+
+@cache
+def shell_environment() -> ImmutableSandboxedEnvironment:
+    return _build(_shell_finalize)
+
+
+@cache
+def _compiled_template(source: str, shell: bool) -> jinja2.Template:
+    env = shell_environment() if shell else environment()
+    return env.from_string(source)
+
+
+@cache
+def _compiled_expression(source: str) -> Any:
+    return environment().compile_expression(source, undefined_to_none=False)
+
+
+def is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def render(value: Any, values: Mapping[str, Any], *, shell: bool = False) -> Any:
+    """Render a string; a lone `{{ expr }}` (outside shell fields) keeps the value's type."""
+    if not is_template(value):
+        return value
+    try:
+        single = _SINGLE_EXPR.match(value)
+        if single and not shell and "{{" not in single.group("expr"):
+            return evaluate(single.group("expr"), values)
+        return _compiled_template(value, shell).render(values)
+    except TemplateError:
+        raise
+    except jinja2.TemplateError as exc:
+        raise TemplateError(_message(exc)) from None
+    except Exception as exc:  # arithmetic on live data: ZeroDivisionError, TypeError, ...
+        raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+
+
+def render_data(
+    value: Any,
+    values: Mapping[str, Any],
+    *,
+    shell_fields: frozenset[str] = frozenset(),
+    raw_fields: frozenset[str] = frozenset(),
+) -> Any:
+    """Render every string inside a step body; top-level keys in shell_fields are shell-quoted."""
+
+    def walk(item: Any, shell: bool) -> Any:
+        if isinstance(item, str):
+            return render(item, values, shell=shell)
+        if isinstance(item, list):
+            return [walk(v, shell) for v in item]
+        if isinstance(item, dict):
+            return {k: walk(v, shell) for k, v in item.items()}
+        return item
+
+    if isinstance(value, dict):
+        return {k: (v if k in raw_fields else walk(v, k in shell_fields)) for k, v in value.items()}
+    return walk(value, False)
+
+
+def evaluate(expression: str, values: Mapping[str, Any]) -> Any:
+    """Evaluate a `when`/`expect`/`until` expression; `{{ }}` around it is accepted and ignored."""
+    single = _SINGLE_EXPR.match(expression)
+    source = single.group("expr") if single else expression
+    try:
+        result = _compiled_expression(source.strip())(**values)
+        if isinstance(result, jinja2.Undefined):
+            result._fail_with_undefined_error()
+        return result
+    except jinja2.TemplateError as exc:
+        raise TemplateError(_message(exc)) from None
+    except Exception as exc:
+        raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+
+
+def variables(value: Any) -> set[str]:
+    """The top-level names a template or expression reads: for the 'undeclared name' check."""
+    names: set[str] = set()
+    if isinstance(value, str):
+        source = value
+        if not is_template(value):
+            return names
+        names |= meta.find_undeclared_variables(environment().parse(source))
+    elif isinstance(value, list):
+        for item in value:
+            names |= variables(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            names |= variables(item)
+    return names
+
+
+def expression_variables(expression: str) -> set[str]:
+    single = _SINGLE_EXPR.match(expression)
+    source = single.group("expr") if single else expression
+    return set(meta.find_undeclared_variables(environment().parse("{{ " + source.strip() + " }}")))
+
+
+def check_syntax(value: str, *, expression: bool = False) -> str | None:
+    """None when `value` parses, else Jinja's complaint."""
+    try:
+        if expression:
+            single = _SINGLE_EXPR.match(value)
+            environment().parse("{{ " + (single.group("expr") if single else value).strip() + " }}")
+        elif is_template(value):
+            environment().parse(value)
+    except jinja2.TemplateSyntaxError as exc:
+        return exc.message or str(exc)
+    return None
+
+
+def _message(exc: jinja2.TemplateError) -> str:
+    if isinstance(exc, jinja2.UndefinedError):
+        return f"undefined name: {exc.message}"
+    return exc.message or str(exc)

@@ -1,0 +1,213 @@
+"""Secrets never reach a transcript: every known secret value, and every Redis credential argument.
+
+The runner registers each resolved secret (secret params, inventory secrets) with a `Redactor`; the
+transcript writer passes every field through `Redactor.data` before it serialises a line. Known
+values are replaced wherever they occur (also in their JSON-escaped and URL-encoded spellings), and
+`argv` masks the arguments Redis treats as credentials even when their value was never registered
+(an operator typing `CONFIG SET requirepass ...` into a procedure).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Sequence
+from urllib.parse import quote
+
+CREDENTIAL = "redis-credential"
+"""The name shown for a Redis credential argument whose value the redactor does not know."""
+
+# An existing placeholder: text inside one is never redacted again, so `text` is idempotent.
+_PLACEHOLDER = re.compile(r"\[SECRET:[^\[\]\s]*\]")
+
+# CONFIG SET parameters whose value is a credential.
+_CONFIG_SECRETS = frozenset({"requirepass", "masterauth", "tls-key-file-pass", "tls-client-key-file-pass"})
+# SENTINEL SET <master> <option> <value> / SENTINEL CONFIG SET <param> <value>.
+_SENTINEL_SECRETS = frozenset({"auth-pass", "sentinel-pass"})
+# ACL SETUSER rules that carry a password or a password hash.
+_ACL_PASSWORD_PREFIXES = (">", "<", "#", "!")
+
+
+def _as_str(value: object) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", errors="replace")
+    return value if isinstance(value, str) else str(value)
+
+
+class Redactor:
+    """Secret values by name; replaces each occurrence with `[SECRET:name]`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_value: dict[str, str] = {}  # every spelling of a secret -> its name
+        self._ordered: tuple[tuple[str, str], ...] = ()  # (value, name), longest value first
+        self._primary: dict[str, str] = {}  # the value as registered -> name
+
+    def add(self, name: str, value: object) -> None:
+        """Register a secret. None and empty values are ignored; bytes are registered decoded."""
+        if value is None:
+            return
+        spellings: list[str] = []
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            raw = bytes(value)
+            if not raw:
+                return
+            try:
+                spellings.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                spellings.append(raw.decode("utf-8", errors="replace"))
+            spellings.append(repr(raw)[2:-1])  # how it looks when a bytes object is printed
+        else:
+            spellings.append(value if isinstance(value, str) else str(value))
+        primary = spellings[0]
+        if not primary:
+            return
+        for s in list(spellings):
+            spellings.append(json.dumps(s, ensure_ascii=False)[1:-1])  # inside a JSON document
+            spellings.append(json.dumps(s)[1:-1])
+            spellings.append(quote(s, safe=""))  # inside a URL
+        with self._lock:
+            self._primary.setdefault(primary, name)
+            for s in spellings:
+                if s:
+                    self._by_value.setdefault(s, name)
+            self._ordered = tuple(sorted(self._by_value.items(), key=lambda kv: (-len(kv[0]), kv[0])))
+
+    def known_values(self) -> frozenset[str]:
+        """The registered secret values (as given to `add`), e.g. to check a report for leaks."""
+        with self._lock:
+            return frozenset(self._primary)
+
+    def name_of(self, value: str) -> str | None:
+        """The name a value was registered under, or None if it is not a known secret."""
+        return self._by_value.get(value)
+
+    def __len__(self) -> int:
+        return len(self._primary)
+
+    def text(self, s: str) -> str:
+        """`s` with every occurrence of a known secret replaced by `[SECRET:name]`.
+
+        Occurrences are found for every secret independently (so overlapping secrets are both
+        covered), overlapping spans are merged and replaced once; a span made of one secret, or
+        covered by one secret entirely, is labelled with that secret's name.
+        """
+        if not isinstance(s, str):
+            s = _as_str(s)
+        ordered = self._ordered
+        if not s or not ordered:
+            return s
+        spans: list[tuple[int, int, str]] = []
+        for value, name in ordered:
+            start = s.find(value)
+            while start != -1:
+                spans.append((start, start + len(value), name))
+                start = s.find(value, start + 1)
+        if not spans:
+            return s
+        protected = [m.span() for m in _PLACEHOLDER.finditer(s)]
+        if protected:
+            spans = [sp for sp in spans if not any(a <= sp[0] and sp[1] <= b for a, b in protected)]
+        spans.sort(key=lambda sp: (sp[0], -sp[1]))
+        out: list[str] = []
+        pos = 0
+        i = 0
+        while i < len(spans):
+            start, end, name = spans[i]
+            names = [name]
+            whole = name  # the name of a secret covering the whole merged span, if any
+            j = i + 1
+            while j < len(spans) and spans[j][0] < end:
+                if spans[j][1] > end:
+                    end = spans[j][1]
+                    whole = spans[j][2] if spans[j][0] == start else None
+                if spans[j][2] not in names:
+                    names.append(spans[j][2])
+                j += 1
+            out.append(s[pos:start])
+            out.append(f"[SECRET:{whole or '+'.join(names)}]")
+            pos = end
+            i = j
+        out.append(s[pos:])
+        return "".join(out)
+
+    def data(self, obj: object) -> object:
+        """A deep copy of `obj` with every string, dict keys included, passed through `text`."""
+        if isinstance(obj, str):
+            return self.text(obj)
+        if isinstance(obj, (bytes, bytearray, memoryview)):
+            return self.text(_as_str(obj))
+        if isinstance(obj, dict):
+            return {self.data(k) if isinstance(k, (str, bytes)) else k: self.data(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [self.data(v) for v in obj]
+        if isinstance(obj, tuple):
+            return tuple(self.data(v) for v in obj)
+        if isinstance(obj, (set, frozenset)):
+            return [self.data(v) for v in obj]
+        return obj
+
+    def argv(self, args: Sequence[object]) -> list[str]:
+        """A Redis command's arguments with credentials masked, then known secrets replaced."""
+        out = [_as_str(a) for a in args]
+        for i in _credential_positions(out):
+            out[i] = self._mask(out[i])
+        for i in _acl_password_positions(out):
+            out[i] = out[i][0] + self._mask(out[i][1:])
+        return [self.text(a) for a in out]
+
+    def _mask(self, value: str) -> str:
+        if _PLACEHOLDER.fullmatch(value):
+            return value
+        return f"[SECRET:{self._by_value.get(value) or CREDENTIAL}]"
+
+
+def _credential_positions(args: list[str]) -> list[int]:
+    """Indexes of arguments that are credentials, by the grammar of the command."""
+    if not args:
+        return []
+    n = len(args)
+    cmd = args[0].lower()
+    sub = args[1].lower() if n > 1 else ""
+    found: list[int] = []
+    if cmd == "auth":  # AUTH <password> | AUTH <username> <password>
+        found.extend(range(2 if n >= 3 else 1, n))
+    elif cmd == "hello":  # HELLO [protover [AUTH username password] [SETNAME clientname]]
+        i = 2
+        while i < n:
+            token = args[i].lower()
+            if token == "auth":
+                found.append(i + 2)
+                i += 3
+            elif token == "setname":
+                i += 2
+            else:
+                i += 1
+    elif cmd == "config" and sub == "set":  # CONFIG SET param value [param value ...]
+        found.extend(i + 1 for i in range(2, n - 1, 2) if args[i].lower() in _CONFIG_SECRETS)
+    elif cmd == "sentinel" and (sub == "set" or (sub == "config" and n > 2 and args[2].lower() == "set")):
+        # SENTINEL SET master option value [...] / SENTINEL CONFIG SET param value [...]
+        found.extend(i + 1 for i in range(3, n - 1, 2) if args[i].lower() in _SENTINEL_SECRETS)
+    elif cmd == "migrate":  # MIGRATE host port key db timeout [COPY] [REPLACE] [AUTH pw | AUTH2 u pw] [KEYS]
+        i = 6
+        while i < n:
+            token = args[i].lower()
+            if token == "keys":
+                break
+            if token == "auth":
+                found.append(i + 1)
+                i += 2
+            elif token == "auth2":
+                found.append(i + 2)
+                i += 3
+            else:
+                i += 1
+    return [i for i in found if i < n]
+
+
+def _acl_password_positions(args: list[str]) -> list[int]:
+    """ACL SETUSER user rules...: the rules that set, remove or hash-match a password."""
+    if len(args) < 3 or args[0].lower() != "acl" or args[1].lower() != "setuser":
+        return []
+    return [i for i in range(3, len(args)) if args[i].startswith(_ACL_PASSWORD_PREFIXES) and len(args[i]) > 1]

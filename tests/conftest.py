@@ -1,0 +1,101 @@
+"""Shared fixtures: real redis-server / sshd processes from engine.sandbox, torn down after each test.
+
+Factories rather than ready-made servers, so a test can ask for exactly the shape it needs (password,
+cluster, several hosts) and still have everything stopped for it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.sandbox.redis_server import RedisCluster, RedisServer, SandboxUnavailable, find_binary
+from engine.sandbox.seed import SeedSummary, seed_somabrain
+from engine.sandbox.sshd import SshHost
+
+INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def require_binary(name: str) -> str:
+    """Path of `name`; a missing binary skips the test locally but fails it under CI=true."""
+    try:
+        return find_binary(name)
+    except SandboxUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_DIR in Path(item.path).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[Callable[..., RedisServer]]:
+    """Factory: `redis_server(**RedisServer.start kwargs)`; every server started is stopped afterwards."""
+    require_binary("redis-server")
+    started: list[RedisServer] = []
+
+    def start(**kwargs: Any) -> RedisServer:
+        server = RedisServer.start(**kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture
+def redis_cluster() -> Iterator[Callable[..., RedisCluster]]:
+    """Factory: `redis_cluster(nodes=3)`; clusters are stopped afterwards."""
+    require_binary("redis-server")
+    require_binary("redis-cli")
+    started: list[RedisCluster] = []
+
+    def start(**kwargs: Any) -> RedisCluster:
+        cluster = RedisCluster.start(**kwargs)
+        started.append(cluster)
+        return cluster
+
+    yield start
+    for cluster in reversed(started):
+        cluster.stop()
+
+
+@pytest.fixture
+def sshd_host() -> Iterator[Callable[..., SshHost]]:
+    """Factory: `sshd_host(**SshHost.start kwargs)`; every host is stopped afterwards."""
+    require_binary("sshd")
+    require_binary("ssh-keygen")
+    started: list[SshHost] = []
+
+    def start(**kwargs: Any) -> SshHost:
+        host = SshHost.start(**kwargs)
+        started.append(host)
+        return host
+
+    yield start
+    for host in reversed(started):
+        host.stop()
+
+
+@pytest.fixture
+def seeded_redis(redis_server: Callable[..., RedisServer]) -> tuple[RedisServer, SeedSummary]:
+    """A fresh server holding the default SomaBrain-like keyspace, with its summary."""
+    server = redis_server()
+    with server.client() as client:
+        summary = seed_somabrain(client)
+    return server, summary
+
+
+@pytest.fixture
+def tmp_transcripts(tmp_path: Path) -> Path:
+    """Where a test's runs write transcripts (created lazily by the code under test)."""
+    return tmp_path / "transcripts"
