@@ -156,6 +156,13 @@ def validate(paths: tuple[Path, ...]) -> None:
 @click.option("--operator", help="Who is running this (default: the OS user).")
 @click.option("--incident", help="Incident id this run belongs to.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the outcome and step results.")
+@click.option(
+    "--procedures",
+    "extra",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Also find procedures (and the procedures they call) in this directory.",
+)
 def run(
     procedure: str,
     redis_url: str | None,
@@ -170,6 +177,7 @@ def run(
     operator: str | None,
     incident: str | None,
     as_json: bool,
+    extra: tuple[Path, ...],
 ) -> None:
     """Run a procedure against a target, asking before every change."""
     from engine.console import Console
@@ -192,6 +200,7 @@ def run(
             operator=operator,
             incident=incident,
             argv=tuple(_safe_argv()),
+            extra_procedures=extra,
         )
 
         def on_start(path: str) -> None:

@@ -1,0 +1,43 @@
+# Two entry points a newcomer needs (see README.md): `make demo` and `make test`.
+# Both install what is missing first: Debian packages (redis-server, redis-tools, openssh-server,
+# chromium for the HTML timeline test) and a virtualenv with the project in editable mode.
+
+VENV ?= .venv
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := redis-server redis-tools openssh-server chromium
+
+.PHONY: setup system-packages venv demo test lint bench
+
+setup: system-packages venv
+
+system-packages:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
+	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+demo: setup
+	$(VENV)/bin/runbook run redis/health-check --sandbox
+
+test: setup
+	$(VENV)/bin/ruff check engine tests
+	$(VENV)/bin/pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check engine tests
+	$(VENV)/bin/ruff format --check engine tests
