@@ -315,7 +315,13 @@ class Runner:
         """Render, plan, gate and execute once. The last item says whether retrying makes no sense."""
         effect = step.effect or Effect.READ
         try:
-            body = template.render_data(step.action, values, shell_fields=kind.shell_fields, raw_fields=kind.raw_fields)
+            body = (
+                step.action
+                if kind.expressions
+                else template.render_data(
+                    step.action, values, shell_fields=kind.shell_fields, raw_fields=kind.raw_fields
+                )
+            )
             ctx = StepContext(
                 connections=self.connections,
                 operator=self.operator,

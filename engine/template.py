@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shlex
+import string
+import time
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -17,6 +20,8 @@ from typing import Any
 import jinja2
 from jinja2 import StrictUndefined, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from engine.spec.params import parse_duration, parse_size
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
 
@@ -49,6 +54,36 @@ def _duration(seconds: Any) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
+
+
+def _random_password(length: int = 32) -> str:
+    """A strong password of URL-safe characters; register the step `secret: true` so it is never shown."""
+    alphabet = string.ascii_letters + string.digits + "-_"
+    return "".join(secrets.choice(alphabet) for _ in range(max(int(length), 16)))
+
+
+def _dict_diff(current: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Keys of `baseline` whose value differs in `current` (compared as text, as CONFIG GET returns them)."""
+    return {k: {"current": current.get(k), "baseline": v} for k, v in baseline.items() if str(current.get(k)) != str(v)}
+
+
+def _count_by(items: Any, key: str) -> dict[Any, int]:
+    counts: dict[Any, int] = {}
+    for item in items or []:
+        value = item.get(key) if isinstance(item, Mapping) else getattr(item, key, None)
+        counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
+def _tenant_of(key: str) -> str | None:
+    """'tenant:acme:wm:active' -> 'acme'; None for keys outside the tenant namespace."""
+    parts = str(key).split(":")
+    return parts[1] if len(parts) > 2 and parts[0] == "tenant" else None
+
+
+def _lines_matching(text: str, pattern: str) -> list[str]:
+    rx = re.compile(pattern)
+    return [line for line in str(text).splitlines() if rx.search(line)]
 
 
 def _shell_finalize(value: Any) -> str:
@@ -84,7 +119,16 @@ def _build(finalize: Any = None) -> ImmutableSandboxedEnvironment:
         abs=abs,
         dict=dict,
         list=list,
+        random_password=_random_password,
+        dict_diff=_dict_diff,
+        count_by=_count_by,
+        tenant_of=_tenant_of,
+        lines_matching=_lines_matching,
+        parse_size=parse_size,
+        parse_duration=parse_duration,
+        time=time.time,
     )
+    env.filters.update(tenant_of=_tenant_of, count_by=_count_by)
     return env
 
 

@@ -82,7 +82,12 @@ def semantic_errors(located: Located, *, known_procedures: Callable[[str], bool]
             check(("steps", i, "when"), step["when"], available, expression=True)
         if step.get("foreach"):
             check(("steps", i, "foreach"), step["foreach"], set(params) | defined | BUILTINS, expression=True)
-        if kind_name:
+        if kind_name and registry[kind_name].expressions and isinstance(step[kind_name], dict):
+            seen: set[str] = set()
+            for key, expression in step[kind_name].items():
+                check(("steps", i, kind_name, key), str(expression), available | seen, expression=True)
+                seen.add(key)
+        elif kind_name:
             check(("steps", i, kind_name), step[kind_name], available)
         own = {"result"} | ({register} if register else set())
         for j, expectation in enumerate(step.get("expect") or []):

@@ -9,6 +9,7 @@ nothing of prompts or transcripts; the runner knows nothing of Redis or SSH.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,8 +18,6 @@ from engine.spec.model import Effect
 
 if TYPE_CHECKING:
     from engine.context import StepContext
-
-BUILTIN = ("redis", "ssh", "http", "wait", "call", "prompt", "note", "checklist")
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,7 @@ class StepKind:
     summary: Callable[[Any], str] = lambda body: ""
     shell_fields: frozenset[str] = field(default_factory=frozenset)  # rendered with shell quoting
     raw_fields: frozenset[str] = field(default_factory=frozenset)  # never rendered (the kind does it)
+    expressions: bool = False  # the body is a mapping of name -> expression, evaluated by the kind
     description: str = ""
 
 
@@ -60,12 +60,13 @@ def register(kind: StepKind) -> StepKind:
 
 
 def kinds() -> Mapping[str, StepKind]:
-    """Every registered kind, importing the built-in modules on first use (keeps start-up small)."""
+    """Every registered kind: each `engine/steps/*_step.py` module, imported on first use (start-up stays small)."""
     global _loaded
     if not _loaded:
-        for name in BUILTIN:
-            importlib.import_module(f"engine.steps.{name}_step")
         _loaded = True
+        for module in pkgutil.iter_modules(__path__):
+            if module.name.endswith("_step"):
+                importlib.import_module(f"{__name__}.{module.name}")
     return _REGISTRY
 
 

@@ -1,0 +1,162 @@
+"""`local:` steps: files on the operator's machine (baselines, backups, a rotated password file).
+
+Writing is a change like any other: it goes through the gate, is refused in a dry-run here at the
+lowest layer, and its content is never displayed or transcribed (it may be a secret).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import ActionFailed, MutationRefused
+from engine.spec.model import Effect
+from engine.steps import Action, StepKind, register
+
+if TYPE_CHECKING:
+    from engine.context import StepContext
+
+SCHEMA = {
+    "type": "object",
+    "description": "A local file operation. Exactly one of: read, stat, glob, write.",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "maxProperties": 1,
+    "properties": {
+        "read": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["path"],
+            "properties": {
+                "path": {"type": "string"},
+                "format": {"enum": ["text", "json", "yaml", "redis-conf"], "default": "text"},
+            },
+            "description": "Read and parse a file -> its content.",
+        },
+        "stat": {"type": "string", "description": "A path -> {exists, size, mtime, age_s}."},
+        "glob": {"type": "string", "description": "A glob pattern -> matching paths, newest first."},
+        "write": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["path", "content"],
+            "properties": {
+                "path": {"type": "string"},
+                "content": {"type": "string", "description": "Never shown or transcribed."},
+                "mode": {"type": "string", "pattern": "^0?[0-7]{3}$", "default": "0600"},
+            },
+            "description": "Write a file atomically (temp file + rename) with the given mode.",
+        },
+    },
+}
+
+
+def parse_redis_conf(text: str) -> dict[str, str]:
+    """redis.conf lines -> {directive: value}; repeated directives (save, rename-command) are joined."""
+    out: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.partition(" ")
+        value = value.strip().strip('"')
+        name = name.lower()
+        out[name] = f"{out[name]} {value}" if name in out and name == "save" else value
+    return out
+
+
+def _stat(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        return {"path": path, "exists": False, "size": None, "mtime": None, "age_s": None}
+    st = p.stat()
+    return {"path": path, "exists": True, "size": st.st_size, "mtime": st.st_mtime, "age_s": time.time() - st.st_mtime}
+
+
+def _read(spec: dict[str, Any]) -> Any:
+    path = Path(spec["path"])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ActionFailed(f"cannot read {path}: {exc.strerror}") from None
+    fmt = spec.get("format", "text")
+    try:
+        if fmt == "json":
+            return json.loads(text)
+        if fmt == "yaml":
+            import yaml
+
+            return yaml.safe_load(text)
+    except ValueError as exc:
+        raise ActionFailed(f"{path}: not valid {fmt}: {exc}") from None
+    if fmt == "redis-conf":
+        return parse_redis_conf(text)
+    return text
+
+
+def write_file(path: Path, content: str, mode: int, *, allow_mutation: bool) -> dict[str, Any]:
+    if not allow_mutation:
+        raise MutationRefused(f"dry-run: refused to write {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, content.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    return {"path": str(path), "bytes": len(content.encode("utf-8")), "mode": oct(mode)}
+
+
+def plan(body: dict[str, Any], ctx: StepContext) -> Action:
+    ((op, spec),) = body.items()
+    if op == "read":
+        return Action(Effect.READ, "local", f"read {spec['path']}", lambda: _read(spec))
+    if op == "stat":
+        return Action(Effect.READ, "local", f"stat {spec}", lambda: _stat(spec))
+    if op == "glob":
+
+        def matches() -> list[str]:
+            pattern = Path(spec)
+            found = sorted(pattern.parent.glob(pattern.name), key=lambda p: p.stat().st_mtime, reverse=True)
+            return [str(p) for p in found]
+
+        return Action(Effect.READ, "local", f"glob {spec}", matches)
+    path, mode = Path(spec["path"]), int(str(spec.get("mode", "0600")), 8)
+    return Action(
+        Effect.WRITE,
+        "local",
+        f"write {path} (mode {oct(mode)[2:]}, content not shown)",
+        lambda: write_file(path, spec["content"], mode, allow_mutation=ctx.connections.allow_mutation),
+        measure=lambda: {"file": _stat(str(path))},
+        changes=lambda blast, result: [{"kind": "file", "path": str(path), "action": "written"}],
+    )
+
+
+def _static(body: dict[str, Any]) -> Effect:
+    return Effect.WRITE if "write" in body else Effect.READ
+
+
+register(
+    StepKind(
+        name="local",
+        schema=SCHEMA,
+        plan=plan,
+        static_effect=_static,
+        summary=lambda body: (
+            next(iter(body))
+            + " "
+            + str(
+                next(iter(body.values())).get("path", "")
+                if isinstance(next(iter(body.values())), dict)
+                else next(iter(body.values()))
+            )
+        ),
+        raw_fields=frozenset(),
+        description="Read, inspect or write files on the operator's machine.",
+    )
+)
