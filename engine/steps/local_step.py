@@ -137,6 +137,11 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     )
 
 
+def _summary(body: dict[str, Any]) -> str:
+    ((op, spec),) = body.items()
+    return f"{op} {spec['path'] if isinstance(spec, dict) else spec}"
+
+
 def _static(body: dict[str, Any]) -> Effect:
     return Effect.WRITE if "write" in body else Effect.READ
 
@@ -147,15 +152,7 @@ register(
         schema=SCHEMA,
         plan=plan,
         static_effect=_static,
-        summary=lambda body: (
-            next(iter(body))
-            + " "
-            + str(
-                next(iter(body.values())).get("path", "")
-                if isinstance(next(iter(body.values())), dict)
-                else next(iter(body.values()))
-            )
-        ),
+        summary=_summary,
         raw_fields=frozenset(),
         description="Read, inspect or write files on the operator's machine.",
     )
