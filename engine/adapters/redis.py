@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
 from redis.connection import Connection, ConnectionPool, SSLConnection
+from redis.retry import Retry
 
 from engine.adapters.redis_effects import (
     HANDSHAKE,
@@ -67,6 +69,7 @@ class RedisAdapter:
         self.allow_mutation = allow_mutation
         self._table: dict[str, CommandInfo] | None = None
         self._client: redis.Redis | None = None
+        self._raw: redis.Redis | None = None
         self.server_info: dict[str, Any] = {}
 
     # -- connection ----------------------------------------------------------------------------
@@ -86,19 +89,7 @@ class RedisAdapter:
         if self._client is not None:
             return self
         ep = self.endpoint
-        pool = ConnectionPool(
-            connection_class=GuardedSSLConnection if ep.tls else GuardedConnection,
-            host=ep.host,
-            port=ep.port,
-            db=ep.db,
-            username=ep.username,
-            password=ep.password,
-            socket_timeout=ep.timeout,
-            socket_connect_timeout=ep.timeout,
-            decode_responses=True,
-            effect_guard=None if self.allow_mutation else self._guard,
-            health_check_interval=0,
-        )
+        pool = self._pool(decode_responses=True)
         client = redis.Redis(connection_pool=pool)
         try:
             client.ping()
@@ -119,14 +110,47 @@ class RedisAdapter:
         self._client = client
         return self
 
+    def _pool(self, *, decode_responses: bool) -> ConnectionPool:
+        ep = self.endpoint
+        return ConnectionPool(
+            connection_class=GuardedSSLConnection if ep.tls else GuardedConnection,
+            host=ep.host,
+            port=ep.port,
+            db=ep.db,
+            username=ep.username,
+            password=ep.password,
+            socket_timeout=ep.timeout,
+            socket_connect_timeout=ep.timeout,
+            decode_responses=decode_responses,
+            effect_guard=None if self.allow_mutation else self._guard,
+            health_check_interval=0,
+            retry=Retry(NoBackoff(), 0),  # fail fast: the procedure decides whether to retry
+        )
+
+    def raw_client(self) -> redis.Redis:
+        """A bytes-in, bytes-out client (DUMP payloads, binary values), behind the same guard."""
+        self.connect()
+        if self._raw is None:
+            self._raw = redis.Redis(connection_pool=self._pool(decode_responses=False))
+        return self._raw
+
+    def set_password(self, password: str | None) -> None:
+        """After the procedure itself rotated requirepass: new connections use the new password."""
+        from dataclasses import replace
+
+        self.close()
+        self.endpoint = replace(self.endpoint, password=password)
+        self.connect()
+
     @property
     def client(self) -> redis.Redis:
         return self.connect()._client  # type: ignore[return-value]
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.connection_pool.disconnect()
-            self._client = None
+        for client in (self._client, self._raw):
+            if client is not None:
+                client.connection_pool.disconnect()
+        self._client = self._raw = None
 
     # -- effects -------------------------------------------------------------------------------
     def effect_of(self, argv: Sequence[str | bytes]) -> Effect:
