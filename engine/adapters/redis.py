@@ -24,7 +24,7 @@ from engine.adapters.redis_effects import (
     decode_resp_commands,
     parse_command_table,
 )
-from engine.errors import MutationRefused, TargetError
+from engine.errors import ActionFailed, MutationRefused, TargetError
 from engine.spec.model import Effect
 from engine.targets import RedisEndpoint
 
@@ -207,6 +207,9 @@ class RedisAdapter:
             ) from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise TargetError(f"{self.endpoint.url}: {exc}", advice=explain_text(str(exc))) from None
+        except redis.ResponseError as exc:
+            # every error reply is matched against the runbook's Common Errors table
+            raise ActionFailed(f"{type(exc).__name__}: {exc}", advice=explain_text(str(exc))) from None
 
 
 def explain_text(message: str) -> str | None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING, Any
 
-import redis as redis_lib
-
 from engine.errors import ActionFailed, UsageError
 from engine.spec.model import Effect
 from engine.steps import Action, StepKind, register
@@ -136,12 +134,7 @@ def _plan_command(argv: list[str], adapter: RedisAdapter, ctx: StepContext, wher
     sub = argv[1].lower() if len(argv) > 1 else ""
 
     def execute() -> Any:
-        try:
-            return adapter.call(argv)
-        except redis_lib.ResponseError as exc:
-            from engine.adapters.redis import explain_text
-
-            raise ActionFailed(f"{argv[0].upper()}: {exc}", advice=explain_text(str(exc))) from None
+        return adapter.call(argv)
 
     def measure() -> dict[str, Any]:
         return blast_radius(adapter, argv)
@@ -202,7 +195,7 @@ def command_keys(adapter: RedisAdapter, argv: list[str]) -> list[str]:
     """The keys a command touches, as the server itself extracts them (COMMAND GETKEYS)."""
     try:
         return [str(k) for k in adapter.command_keys(argv)]
-    except redis_lib.ResponseError:
+    except ActionFailed:  # a command without keys
         return []
 
 
