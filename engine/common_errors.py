@@ -74,6 +74,27 @@ KNOWN_ERRORS: tuple[KnownError, ...] = (
 )
 
 
+def error_text(exc: BaseException) -> str:
+    """The error as the server sent it: redis-py strips the code (OOM, READONLY, ...) into `status_code`."""
+    text = str(exc)
+    code = getattr(exc, "status_code", None)
+    if code and not text.startswith(str(code)):
+        return f"{code} {text}"
+    names = {
+        "OutOfMemoryError": "OOM",
+        "ReadOnlyError": "READONLY",
+        "MovedError": "MOVED",
+        "AskError": "ASK",
+        "BusyLoadingError": "LOADING",
+        "MasterDownError": "MASTERDOWN",
+        "ClusterCrossSlotError": "CROSSSLOT",
+    }
+    prefix = names.get(type(exc).__name__)
+    if prefix and not text.startswith(prefix):
+        return f"{prefix} {text}"
+    return text
+
+
 def explain(message: str) -> KnownError | None:
     for known in KNOWN_ERRORS:
         if re.search(known.pattern, message, re.IGNORECASE if known.code == "CONNREFUSED" else 0):

@@ -20,6 +20,12 @@ def describe(procedure: Procedure, variables: dict[str, str]) -> dict[str, Any]:
                 values[param.name] = convert(param, raw)
             except ValueError:
                 values[param.name] = raw
+    shown = {
+        p.name: f"[SECRET:{p.name}]" if p.secret and p.name in values else values.get(p.name)
+        for p in procedure.params
+        if p.name in values
+    }
+    values = {**values, **shown}  # what is rendered for display never holds a secret
     steps = []
     for step in procedure.steps:
         effect = static_effect(step.kind, step.action)

@@ -197,14 +197,26 @@ def render_data(
     return walk(value, False)
 
 
+def _reject_undefined(value: Any) -> None:
+    """An undefined name inside a list or dict literal is as much a typo as one at the top."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _reject_undefined(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_undefined(key)
+            _reject_undefined(item)
+
+
 def evaluate(expression: str, values: Mapping[str, Any]) -> Any:
     """Evaluate a `when`/`expect`/`until` expression; `{{ }}` around it is accepted and ignored."""
     single = _SINGLE_EXPR.match(expression)
     source = single.group("expr") if single else expression
     try:
         result = _compiled_expression(source.strip())(**values)
-        if isinstance(result, jinja2.Undefined):
-            result._fail_with_undefined_error()
+        _reject_undefined(result)
         return result
     except jinja2.TemplateError as exc:
         raise TemplateError(_message(exc)) from None

@@ -88,25 +88,15 @@ class RedisAdapter:
     def connect(self) -> RedisAdapter:
         if self._client is not None:
             return self
-        ep = self.endpoint
         pool = self._pool(decode_responses=True)
         client = redis.Redis(connection_pool=pool)
         try:
             client.ping()
             self._table = parse_command_table(client.execute_command("COMMAND"))
             self.server_info = client.info("server")
-        except redis.AuthenticationError as exc:
+        except redis.RedisError as exc:
             pool.disconnect()
-            raise TargetError(f"{ep.url}: authentication failed: {exc}", advice=explain_text(str(exc))) from None
-        except redis.ConnectionError as exc:
-            pool.disconnect()
-            raise TargetError(f"{ep.url}: cannot connect: {exc}", advice=explain_text("Connection refused")) from None
-        except redis.TimeoutError:
-            pool.disconnect()
-            raise TargetError(f"{ep.url}: timed out after {ep.timeout:g}s") from None
-        except redis.ResponseError as exc:
-            pool.disconnect()
-            raise TargetError(f"{ep.url}: {exc}", advice=explain_text(str(exc))) from None
+            raise self._translate(exc, connecting=True) from None
         self._client = client
         return self
 
@@ -201,15 +191,29 @@ class RedisAdapter:
             return fn()
         except MutationRefused:
             raise
-        except redis.AuthenticationError as exc:
-            raise TargetError(
-                f"{self.endpoint.url}: authentication failed: {exc}", advice=explain_text(str(exc))
-            ) from None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise TargetError(f"{self.endpoint.url}: {exc}", advice=explain_text(str(exc))) from None
-        except redis.ResponseError as exc:
-            # every error reply is matched against the runbook's Common Errors table
-            raise ActionFailed(f"{type(exc).__name__}: {exc}", advice=explain_text(str(exc))) from None
+        except redis.RedisError as exc:
+            raise self._translate(exc, connecting=False) from None
+
+    def _translate(self, exc: redis.RedisError, *, connecting: bool) -> TargetError:
+        """redis-py's exception -> ours, with the runbook's advice matched on the server's full error text."""
+        from engine.common_errors import error_text
+
+        text = error_text(exc)
+        url = self.endpoint.url
+        if isinstance(exc, redis.BusyLoadingError):  # a ConnectionError subclass, but the server is up
+            return TargetError(f"{url}: {text}", advice=explain_text(text))
+        if isinstance(exc, redis.AuthenticationError):
+            return TargetError(f"{url}: authentication failed: {text}", advice=explain_text(text))
+        if isinstance(exc, redis.TimeoutError):
+            return TargetError(f"{url}: timed out after {self.endpoint.timeout:g}s: {text}")
+        if isinstance(exc, redis.ConnectionError):
+            verb = "cannot connect" if connecting else "connection lost"
+            return TargetError(
+                f"{url}: {verb}: {text}", advice=explain_text(text) or explain_text("Connection refused")
+            )
+        if connecting:
+            return TargetError(f"{url}: {text}", advice=explain_text(text))
+        return ActionFailed(text, advice=explain_text(text))
 
 
 def explain_text(message: str) -> str | None:

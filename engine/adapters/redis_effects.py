@@ -136,9 +136,12 @@ DESTRUCTIVE = frozenset(
         "function|restore",
         "client|kill",
         "client|pause",
-        "restore",
         "migrate",
         "module|unload",
+        # a script or function can do anything, FLUSHALL included; EVAL_RO / FCALL_RO are flagged readonly
+        "eval",
+        "evalsha",
+        "fcall",
     }
 )
 
@@ -242,6 +245,10 @@ def classify(argv: Sequence[str | bytes], table: Mapping[str, CommandInfo] | Non
         return Effect.DESTRUCTIVE if params & DESTRUCTIVE_CONFIG else Effect.WRITE
     if full in DESTRUCTIVE:
         return Effect.DESTRUCTIVE
+    if full == "restore" and any(_text(a).lower() == "replace" for a in argv[4:]):
+        return Effect.DESTRUCTIVE  # RESTORE ... REPLACE overwrites whatever the key held
+    if full in ("expire", "pexpire") and len(argv) > 2 and _deletes_now(argv[2]):
+        return Effect.DESTRUCTIVE  # a TTL of zero or less deletes the key on the spot
     if full == "acl|log" and len(argv) > 2 and _text(argv[2]).lower() == "reset":
         return Effect.WRITE
     if full in READ_ONLY:
@@ -259,6 +266,13 @@ def classify(argv: Sequence[str | bytes], table: Mapping[str, CommandInfo] | Non
     if "readonly" in info.flags and "admin" not in info.flags:
         return Effect.READ
     return Effect.WRITE
+
+
+def _deletes_now(ttl: str | bytes) -> bool:
+    try:
+        return int(_text(ttl)) <= 0
+    except ValueError:
+        return False
 
 
 def decode_resp_commands(packed: bytes) -> list[list[bytes]]:
@@ -282,6 +296,8 @@ def decode_resp_commands(packed: bytes) -> list[list[bytes]]:
             eol = packed.index(b"\r\n", pos)
             size = int(packed[pos + 1 : eol])
             start = eol + 2
+            if start + size + 2 > end or packed[start + size : start + size + 2] != b"\r\n":
+                raise ValueError(f"truncated RESP bulk at {start}")
             argv.append(packed[start : start + size])
             pos = start + size + 2
         commands.append(argv)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -34,6 +35,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like 90s, 5m or 1h")
     if isinstance(value, int | float):
+        if value < 0 or not math.isfinite(value):
+            raise ValueError(f"'{value}' is not a duration (a non-negative number of seconds)")
         return float(value)
     match = _DURATION.match(str(value))
     if not match:
@@ -47,12 +50,20 @@ def parse_size(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("expected a size like 2gb or 512mb")
     if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"'{value}' is not a size (a non-negative number of bytes)")
         return value
     match = _SIZE.match(str(value))
     if not match:
         raise ValueError(f"'{value}' is not a size (like 512mb, 2gb, or a number of bytes)")
     unit = match.group(2).lower() if match.group(2) else None
     return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+def matches(pattern: str, text: str) -> bool:
+    """JSON-Schema-style search, except that a final `$` really means the end: 'acme\\n' is not a tenant."""
+    found = re.search(pattern, text)
+    return found is not None and (not pattern.endswith("$") or pattern.endswith("\\$") or found.end() == len(text))
 
 
 def convert(param: Param, raw: Any) -> Any:
@@ -64,7 +75,7 @@ def convert(param: Param, raw: Any) -> Any:
         if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
             raise ValueError(f"'{raw}' is not an integer")
         try:
-            value = int(str(raw).strip())
+            value = int(raw) if isinstance(raw, float) else int(str(raw).strip())
         except ValueError:
             raise ValueError(f"'{raw}' is not an integer") from None
     elif kind == "number":
@@ -72,7 +83,7 @@ def convert(param: Param, raw: Any) -> Any:
             value = float(str(raw).strip()) if not isinstance(raw, int | float) or isinstance(raw, bool) else raw
         except ValueError:
             raise ValueError(f"'{raw}' is not a number") from None
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not math.isfinite(value):
             raise ValueError(f"'{raw}' is not a number")
     elif kind == "boolean":
         if isinstance(raw, bool):
@@ -89,7 +100,7 @@ def convert(param: Param, raw: Any) -> Any:
         value = parse_size(raw)
     else:  # the schema allows nothing else; this guards hand-built Params
         raise ValueError(f"unknown parameter type '{kind}'")
-    if param.pattern is not None and not re.search(param.pattern, str(raw)):
+    if param.pattern is not None and not matches(param.pattern, str(raw)):
         raise ValueError(f"'{raw}' does not match {param.pattern}")
     if param.enum is not None and value not in param.enum and raw not in param.enum:
         raise ValueError(f"'{raw}' is not one of {', '.join(map(str, param.enum))}")

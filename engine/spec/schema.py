@@ -156,6 +156,8 @@ def validate_against(name: str, located: Located) -> list[SourceError]:
     errors: list[SourceError] = []
     for error in validator.iter_errors(located.data):
         errors.extend(_readable(error, located, schema))
+    unknown_at = {e.path for e in errors if e.message.startswith("unknown ")}
+    errors = [e for e in errors if not (e.path in unknown_at and e.message.startswith("exactly one of"))]
     unique = {(e.line, e.column, e.path, e.message): e for e in errors}
     return sorted(unique.values(), key=lambda e: (e.line or 0, e.column or 0, e.path))
 

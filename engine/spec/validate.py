@@ -158,6 +158,8 @@ def _check_param(located: Located, name: str, spec: dict[str, Any]) -> list[Sour
                     type=spec.get("type", "string"),
                     pattern=spec.get("pattern"),
                     enum=tuple(spec["enum"]) if spec.get("enum") else None,
+                    minimum=spec.get("minimum"),
+                    maximum=spec.get("maximum"),
                 ),
                 spec["default"],
             )

@@ -80,7 +80,7 @@ def load_yaml(text: str, file: str) -> Located:
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
                 key = build_scalar(key_node)
-                if not isinstance(key, str | int | float | bool) and key is not None:
+                if not isinstance(key_node, yaml.ScalarNode) or key is None:
                     errors.append(
                         SourceError(file, *_mark(key_node), format_path(path), "mapping keys must be scalars")
                     )
