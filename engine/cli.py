@@ -22,6 +22,7 @@ LAZY_COMMANDS = {
     "timeline": "engine.timeline.cli:timeline",
     "note": "engine.timeline.cli:note",
     "postmortem": "engine.timeline.cli:postmortem",
+    "rehearse": "engine.rehearsal.cli:rehearse",
 }
 
 

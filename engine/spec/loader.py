@@ -148,7 +148,7 @@ class Catalog:
             if root.is_file():
                 out.append(root)
             elif root.is_dir():
-                out.extend(sorted(p for p in root.rglob("*.yaml") if p.is_file()))
+                out.extend(sorted(p for p in root.rglob("*.yaml") if p.is_file() and "scenarios" not in p.parts))
         return out
 
     def entries(self) -> dict[str, Entry]:

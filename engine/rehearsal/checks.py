@@ -1,0 +1,88 @@
+"""What 'resolved' can be measured by: functions a scenario's success expressions call on the world."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from engine.rehearsal.faults import take_snapshot
+from engine.rehearsal.world import World
+
+
+def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
+    """Names for `success` expressions; `run` holds the real run's outcome, findings and step results."""
+
+    def call(fn: Any) -> Any:
+        with world.client() as client:
+            return fn(client)
+
+    def can_write() -> bool:
+        try:
+            with world.client() as client:
+                client.set("rehearsal:probe", "1", px=5000)
+                client.delete("rehearsal:probe")
+            return True
+        except redis.RedisError:
+            return False
+
+    def auth_ok(password: str | None) -> bool:
+        try:
+            with world.client(password=password or False) as client:
+                client.ping()
+            return True
+        except redis.RedisError:
+            return False
+
+    def used_memory_pct() -> float:
+        info = call(lambda c: c.info("memory"))
+        return 100.0 * info["used_memory"] / info["maxmemory"] if info.get("maxmemory") else 0.0
+
+    def count(match: str) -> int:
+        return call(lambda c: sum(1 for _ in c.scan_iter(match=match, count=1000)))
+
+    def count_without_ttl(match: str) -> int:
+        return call(lambda c: sum(1 for k in c.scan_iter(match=match, count=1000) if c.ttl(k) == -1))
+
+    def unchanged_since(name: str, match: str = "*", ignore: str | None = None) -> bool:
+        """Every key matching `match` has the type, value and TTL presence it had at snapshot `name`."""
+        import fnmatch
+
+        before = {k: v for k, v in world.vars[f"snapshot:{name}"].items() if fnmatch.fnmatchcase(k, match)}
+        after = take_snapshot(world, match)
+        if ignore:
+            before = {k: v for k, v in before.items() if not fnmatch.fnmatchcase(k, ignore)}
+            after = {k: v for k, v in after.items() if not fnmatch.fnmatchcase(k, ignore)}
+        return before == after
+
+    def values_equal_snapshot(name: str, match: str = "*") -> bool:
+        """Like unchanged_since, but TTL presence only (a restore gives back values and TTLs)."""
+        return unchanged_since(name, match)
+
+    def result(step_id: str) -> Any:
+        return run["results"].get(step_id)
+
+    return {
+        "ping": world.ping,
+        "dbsize": lambda: call(lambda c: c.dbsize()),
+        "exists": lambda key: bool(call(lambda c: c.exists(key))),
+        "ttl": lambda key: call(lambda c: c.ttl(key)),
+        "get": lambda key: call(lambda c: c.get(key)),
+        "config": lambda name: call(lambda c: c.config_get(name).get(name)),
+        "connected_clients": lambda: call(lambda c: c.info("clients")["connected_clients"]),
+        "can_write": can_write,
+        "auth_ok": auth_ok,
+        "used_memory_pct": used_memory_pct,
+        "count": count,
+        "count_without_ttl": count_without_ttl,
+        "unchanged_since": unchanged_since,
+        "values_equal_snapshot": values_equal_snapshot,
+        "result": result,
+        "world": world.template_values(),
+        "old_password": world.original_password,
+        "new_password": lambda: world.current_password,
+        "run": run,
+        "findings": run["findings"],
+        "output": run["output"],
+        "file_mode": lambda path: oct(__import__("os").stat(path).st_mode & 0o777),
+    }

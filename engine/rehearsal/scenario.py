@@ -1,0 +1,80 @@
+"""Scenario files: next to the procedures, one per procedure, validated by schemas/scenario.schema.json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import UsageError
+from engine.resources import procedures_dir
+from engine.spec.params import parse_duration
+
+
+@dataclass(frozen=True)
+class Check:
+    that: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Scenario:
+    procedure: str
+    name: str
+    description: str
+    file: str
+    world: dict[str, Any] = field(default_factory=dict)
+    seed: dict[str, Any] = field(default_factory=dict)
+    fault: tuple[dict[str, Any], ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+    answers: dict[str, Any] = field(default_factory=dict)
+    success: tuple[Check, ...] = ()
+    expect_exit: tuple[int, ...] = (0,)
+    time_limit: float = 120.0
+
+
+def scenario_files(root: Path | None = None) -> list[Path]:
+    base = root or procedures_dir()
+    return sorted(base.rglob("scenarios/*.yaml"))
+
+
+def load_file(path: Path) -> list[Scenario]:
+    from engine.spec.loader import display_path
+    from engine.spec.schema import validate_against
+    from engine.spec.yamlsource import load_yaml
+
+    located = load_yaml(path.read_text(encoding="utf-8"), display_path(path))
+    errors = validate_against("scenario.schema.json", located)
+    if errors:
+        raise UsageError(f"invalid scenario file {located.file}", errors)
+    data = located.data
+    out = []
+    for raw in data["scenarios"]:
+        out.append(
+            Scenario(
+                procedure=data["procedure"],
+                name=raw["name"],
+                description=raw["description"],
+                file=located.file,
+                world=raw.get("world") or {},
+                seed=raw.get("seed") or {},
+                fault=tuple(raw.get("fault") or ()),
+                params=raw.get("params") or {},
+                answers=raw.get("answers") or {},
+                success=tuple(Check(c["that"], c["message"]) for c in raw["success"]),
+                expect_exit=tuple(raw.get("expect_exit") or (0,)),
+                time_limit=parse_duration(raw.get("time_limit", "120s")),
+            )
+        )
+    return out
+
+
+def load_all(root: Path | None = None) -> list[Scenario]:
+    return [s for path in scenario_files(root) for s in load_file(path)]
+
+
+def find(procedure: str, name: str | None = None, root: Path | None = None) -> list[Scenario]:
+    found = [s for s in load_all(root) if s.procedure == procedure and (name is None or s.name == name)]
+    if not found:
+        raise UsageError(f"no rehearsal scenario for {procedure}" + (f" named '{name}'" if name else ""))
+    return found
