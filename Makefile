@@ -35,9 +35,9 @@ demo: setup
 	$(VENV)/bin/runbook run redis/health-check --sandbox
 
 test: setup
-	$(VENV)/bin/ruff check engine tests
+	$(VENV)/bin/ruff check engine tests bench
 	$(VENV)/bin/pytest -q
 
 lint: venv
-	$(VENV)/bin/ruff check engine tests
-	$(VENV)/bin/ruff format --check engine tests
+	$(VENV)/bin/ruff check engine tests bench
+	$(VENV)/bin/ruff format --check engine tests bench
