@@ -1,0 +1,197 @@
+"""`runbook timeline`, `runbook note`, `runbook postmortem`: thin click commands over the pure core.
+
+Loaded lazily by `engine.cli` (see LAZY_COMMANDS); the rendering modules are imported inside the
+commands. Usage errors (no transcripts for the incident, a bad --tz or --at) exit 2 with a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine.errors import RunbookError, UsageError
+
+FORMATS = ("markdown", "html", "json")
+MILESTONE_CHOICES = ("detected", "declared", "mitigated", "resolved")
+
+
+def _fail(exc: RunbookError) -> None:
+    from engine.cli import fail
+
+    fail(exc)
+
+
+def transcripts_dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--transcripts-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="RUNBOOK_TRANSCRIPTS",
+        default="transcripts",
+        show_default=True,
+        help="Where runs and incident notes are ($RUNBOOK_TRANSCRIPTS).",
+    )(func)
+
+
+def tz_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--tz", "tz_name", metavar="ZONE", help="Also show local times in ZONE, e.g. Europe/Paris.")(
+        func
+    )
+
+
+def output_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE instead of stdout."
+    )(func)
+
+
+def _zone(name: str | None) -> Any:
+    if not name:
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise UsageError(f"--tz {name!r}: unknown time zone ({exc}); use an IANA name such as Europe/Paris") from None
+
+
+def load_timeline(files: tuple[Path, ...], incident: str | None, directory: Path) -> Any:
+    """The timeline of the given files plus, with --incident, the incident's runs and notes."""
+    from engine.timeline.build import build_timeline
+    from engine.timeline.incident import incident_files
+    from engine.transcript.reader import read_transcript
+
+    paths = list(files)
+    if incident is not None:
+        found = incident_files(directory, incident)
+        if not found and not paths:
+            raise UsageError(
+                f"no transcripts for incident {incident} under {directory}: runs join an incident with "
+                f"`runbook run ... --incident {incident}`, notes with `runbook note TEXT --incident {incident}`; "
+                "use --transcripts-dir (or $RUNBOOK_TRANSCRIPTS) if they are elsewhere"
+            )
+        paths += found
+    if not paths:
+        raise UsageError("give transcript files, or --incident ID to find an incident's runs and notes")
+    transcripts = []
+    for path in paths:
+        try:
+            transcripts.append(read_transcript(path))
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return build_timeline(transcripts, incident)
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output}", err=True)
+
+
+def _warn(timeline: Any) -> None:
+    for notice in timeline.notices:
+        click.echo(f"runbook: warning: {notice.text}", err=True)
+
+
+@click.command()
+@click.argument("transcripts", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--incident", help="Include every run and the notes of this incident.")
+@click.option("--format", "out_format", type=click.Choice(FORMATS), default="markdown", show_default=True)
+@output_option
+@tz_option
+@transcripts_dir_option
+def timeline(
+    transcripts: tuple[Path, ...],
+    incident: str | None,
+    out_format: str,
+    output: Path | None,
+    tz_name: str | None,
+    transcripts_dir: Path,
+) -> None:
+    """Merge transcripts and incident notes into one timeline (Markdown, HTML or JSON).
+
+    Each transcript is ordered by seq, transcripts are merged by time, the same run given twice is
+    kept once. A cut-off run is marked where it ends; a broken hash chain is flagged at the top.
+    """
+    try:
+        zone = _zone(tz_name)
+        built = load_timeline(transcripts, incident, transcripts_dir)
+    except RunbookError as exc:
+        _fail(exc)
+    if out_format == "json":
+        from engine.timeline.json_out import render_json
+
+        text = render_json(built, zone)
+    elif out_format == "html":
+        from engine.timeline.html import render_html
+
+        text = render_html(built, zone=zone)
+    else:
+        from engine.timeline.markdown import render_markdown
+
+        text = render_markdown(built, zone=zone, base=(output.parent if output else Path.cwd()).resolve())
+    _warn(built)
+    _emit(text, output)
+
+
+@click.command()
+@click.argument("text")
+@click.option("--incident", required=True, help="Incident id, e.g. INC-2041.")
+@click.option("--milestone", type=click.Choice(MILESTONE_CHOICES), help="This note marks a milestone.")
+@click.option(
+    "--at", "at_text", metavar="TIME", help="When it happened, if earlier: 2026-11-26T01:40:00Z, 01:40 (UTC), 15m."
+)
+@click.option("--operator", help="Who is writing this (default: the OS user).")
+@transcripts_dir_option
+def note(
+    text: str, incident: str, milestone: str | None, at_text: str | None, operator: str | None, transcripts_dir: Path
+) -> None:
+    """Record something that happened outside the engine in the incident's notes.
+
+    An alert that fired, the incident declared, customers told: with --milestone it sets the
+    incident's first signal (detected), declared, mitigated or resolved time on the timeline.
+    """
+    from datetime import UTC, datetime
+
+    from engine.operator import current_user
+    from engine.timeline.notes import add_note, parse_at
+
+    try:
+        at = parse_at(at_text, datetime.now(UTC)) if at_text else None
+        path, event = add_note(
+            transcripts_dir, incident, text, operator=operator or current_user(), milestone=milestone, at=at
+        )
+    except RunbookError as exc:
+        _fail(exc)
+    except OSError as exc:
+        _fail(UsageError(f"cannot write the notes of {incident} under {transcripts_dir}: {exc}"))
+    label = f" ({milestone})" if milestone else ""
+    when = event.get("at") or event.get("time")
+    click.echo(f"noted{label} at {when} in {path} ({event['run_id']}#{event['seq']})")
+
+
+@click.command()
+@click.argument("transcripts", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--incident", required=True, help="Incident id, e.g. INC-2041.")
+@output_option
+@tz_option
+@transcripts_dir_option
+def postmortem(
+    transcripts: tuple[Path, ...], incident: str, output: Path | None, tz_name: str | None, transcripts_dir: Path
+) -> None:
+    """Write a post-mortem draft: every recorded fact filled in, prompts for the rest, the timeline."""
+    from engine.timeline.postmortem import render_postmortem
+
+    try:
+        zone = _zone(tz_name)
+        built = load_timeline(transcripts, incident, transcripts_dir)
+    except RunbookError as exc:
+        _fail(exc)
+    _warn(built)
+    _emit(render_postmortem(built, zone=zone, base=(output.parent if output else Path.cwd()).resolve()), output)
