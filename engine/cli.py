@@ -18,11 +18,11 @@ from engine import __version__
 from engine.errors import ExitCode, RunbookError, UsageError
 
 # Commands that live in their own modules, loaded only when used.
-LAZY_COMMANDS = {
-    "timeline": "engine.timeline.cli:timeline",
-    "note": "engine.timeline.cli:note",
-    "postmortem": "engine.timeline.cli:postmortem",
-    "rehearse": "engine.rehearsal.cli:rehearse",
+LAZY_COMMANDS = {  # name -> (module:attribute, the one-line help `runbook --help` shows without importing it)
+    "timeline": ("engine.timeline.cli:timeline", "Render an incident's transcripts as a timeline."),
+    "note": ("engine.timeline.cli:note", "Record something that happened outside the engine."),
+    "postmortem": ("engine.timeline.cli:postmortem", "Write a post-mortem draft from an incident's records."),
+    "rehearse": ("engine.rehearsal.cli:rehearse", "Rehearse procedures against a sandbox with their incident."),
 }
 
 
@@ -32,12 +32,22 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in LAZY_COMMANDS:
-            module, _, attr = LAZY_COMMANDS[name].partition(":")
-            try:
-                return getattr(importlib.import_module(module), attr)
-            except (ImportError, AttributeError):
-                return None
+            module, _, attr = LAZY_COMMANDS[name][0].partition(":")
+            return getattr(importlib.import_module(module), attr)
         return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in LAZY_COMMANDS:
+                rows.append((name, LAZY_COMMANDS[name][1]))
+            else:
+                command = super().get_command(ctx, name)
+                if command is not None and not command.hidden:
+                    rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 def fail(exc: RunbookError) -> None:
