@@ -1,0 +1,429 @@
+"""`keyspace:` steps: keyspace-wide analysis and pattern changes, streamed over SCAN pages.
+
+Exactly one operation per step:
+
+- `audit_ttl: {match, sample}` -> {scanned, without_ttl, by_tenant, sample} (read)
+- `memory_report: {match, top}` -> {scanned, total_bytes, by_type, by_tenant, biggest} (read)
+- `list: {match, checks, limit}` -> {tenants: {t: [{key, type, ttl, memory}]}, count, truncated} (read)
+- `expire_matching: {match, ttl, max_keys, only_without_ttl}` -> {matched, changed, skipped_had_ttl, capped} (write)
+- `delete_matching: {match, max_keys, allow_broad}` -> {deleted, capped} (destructive)
+
+Every operation walks SCAN (COUNT >= 1000) with one pipeline per page and keeps only aggregates, so a
+keyspace of any size costs one round trip per thousand keys and bounded memory. Keys that vanish
+between SCAN and their check are skipped. Tenants are the field after `tenant:`; other keys count
+under "(none)". The logic lives in engine.keyspace; this module only wires it to the runner.
+
+The cap (`max_keys`) refuses: when the read-only measurement finds more keys to change than
+`max_keys`, nothing is changed and the step errors. While changing, it also stops at `max_keys`
+(`capped: true`) should more keys have appeared since the measurement.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import ActionFailed, UsageError
+from engine.keyspace import operations
+from engine.keyspace.aggregate import normalise_checks
+from engine.keyspace.pages import MIN_COUNT, scan_pages
+from engine.keyspace.patterns import broad_pattern_reason
+from engine.spec.model import Effect
+from engine.steps import Action, StepKind, register
+
+if TYPE_CHECKING:
+    from engine.adapters.redis import RedisAdapter
+    from engine.context import StepContext
+
+_NUMBER = {"type": ["integer", "string"]}
+_FLAG = {"type": ["boolean", "string"]}
+_MATCH = {"type": "string", "minLength": 1, "description": "SCAN MATCH glob, e.g. tenant:*:wm:*"}
+_COUNT = {**_NUMBER, "description": f"SCAN COUNT hint (at least {MIN_COUNT}, the default)."}
+
+
+def _op_schema(description: str, required: list[str], **properties: Any) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": description,
+        "additionalProperties": False,
+        "required": required,
+        "properties": {"match": _MATCH, "count": _COUNT, **properties},
+    }
+
+
+SCHEMA = {
+    "type": "object",
+    "description": "A keyspace-wide operation over SCAN pages (pipelined, streamed, with progress). "
+    "Exactly one of: audit_ttl, memory_report, list, expire_matching, delete_matching.",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "maxProperties": 1,
+    "properties": {
+        "audit_ttl": _op_schema(
+            "Keys without a TTL -> {scanned, without_ttl, by_tenant, sample}.",
+            ["match"],
+            sample={**_NUMBER, "description": "How many key names to keep as a sample (default 20)."},
+        ),
+        "memory_report": _op_schema(
+            "TYPE + MEMORY USAGE of every matching key, one pass -> "
+            "{scanned, total_bytes, by_type, by_tenant, biggest: {type: [{key, bytes, tenant, length, ttl}]}}.",
+            ["match"],
+            top={**_NUMBER, "description": "Biggest keys kept per type (default 10)."},
+        ),
+        "list": _op_schema(
+            "Matching keys grouped by tenant -> {tenants: {t: [{key, type, ttl, memory}]}, count, truncated}.",
+            ["match"],
+            checks={
+                "type": "array",
+                "items": {"enum": ["type", "ttl", "memory"]},
+                "uniqueItems": True,
+                "description": "Per-key checks (default all three).",
+            },
+            limit={**_NUMBER, "description": "Stop after this many keys (default 10000); truncated says so."},
+        ),
+        "expire_matching": _op_schema(
+            "WRITE: set a TTL on matching keys, a pipeline per page (EXPIRE ... NX when only_without_ttl). "
+            "Refused when more than max_keys would change -> {matched, changed, skipped_had_ttl, capped}.",
+            ["match", "ttl", "max_keys"],
+            ttl={"type": ["integer", "number", "string"], "description": "Seconds, or a duration (90s, 1h)."},
+            max_keys={**_NUMBER, "description": "Most keys it may change; more matching: refused, nothing changed."},
+            only_without_ttl={**_FLAG, "description": "Leave keys that already expire alone (default true)."},
+            sample={**_NUMBER, "description": "Key names kept as a sample in the blast radius (default 20)."},
+        ),
+        "delete_matching": _op_schema(
+            "DESTRUCTIVE: SCAN + UNLINK matching keys, a page per pipeline -> {deleted, capped}. Refused when "
+            "more than max_keys match, and for patterns without a literal prefix or spanning tenants "
+            "unless allow_broad.",
+            ["match", "max_keys"],
+            max_keys={**_NUMBER, "description": "Most keys it may delete; more matching: refused, nothing changed."},
+            allow_broad={
+                **_FLAG,
+                "description": "Allow '*', patterns without a literal prefix and 'tenant:*' (default false).",
+            },
+            sample={**_NUMBER, "description": "Key names kept as a sample in the blast radius (default 20)."},
+        ),
+    },
+}
+
+_READS = {"audit_ttl", "memory_report", "list"}
+_LABELS = {
+    "audit_ttl": "TTL audit",
+    "memory_report": "memory report",
+    "list": "listing",
+    "expire_matching": "set TTL",
+    "delete_matching": "delete",
+}
+
+
+def _op(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    ((name, spec),) = body.items()
+    return name, dict(spec or {})
+
+
+def static_effect(body: dict[str, Any]) -> Effect:
+    op, _ = _op(body)
+    if op == "expire_matching":
+        return Effect.WRITE
+    if op == "delete_matching":
+        return Effect.DESTRUCTIVE
+    return Effect.READ
+
+
+def summary(body: dict[str, Any]) -> str:
+    op, spec = _op(body)
+    match = shlex.quote(str(spec.get("match", "")))
+    count = max(_int_or(spec.get("count"), MIN_COUNT), MIN_COUNT)
+    scan = f"SCAN MATCH {match} COUNT {count}"
+    if op == "audit_ttl":
+        return f"{scan} | TTL per key, a pipeline per page: keys without TTL"
+    if op == "memory_report":
+        return f"{scan} | TYPE + MEMORY USAGE per key, a pipeline per page"
+    if op == "list":
+        checks = spec.get("checks") or ["type", "ttl", "memory"]
+        return f"{scan} | {' + '.join(str(c).upper() for c in checks)} per key, by tenant"
+    if op == "expire_matching":
+        nx = " NX" if spec.get("only_without_ttl") in (None, True, "true", "True") else ""
+        ttl = spec.get("ttl")
+        ttl = int(ttl) if isinstance(ttl, float) and ttl.is_integer() else ttl
+        return f"{scan} | EXPIRE key {ttl}{nx} per key, a pipeline per page (max {spec.get('max_keys')})"
+    return f"{scan} | UNLINK per key, a pipeline per page (max {spec.get('max_keys')})"
+
+
+# -- value helpers ---------------------------------------------------------------------------------
+def _int_or(value: Any, default: int) -> int:
+    try:
+        return int(value) if value is not None and not isinstance(value, bool) else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _int(spec: dict[str, Any], name: str, default: int | None = None, minimum: int = 0) -> int:
+    value = spec.get(name, default)
+    if value is None:
+        raise UsageError(f"keyspace: '{name}' is required")
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise UsageError(f"keyspace: '{name}' must be a whole number, got {value!r}")
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int | float) else int(value)
+    except ValueError:
+        raise UsageError(f"keyspace: '{name}' must be a whole number, got {value!r}") from None
+    if number < minimum:
+        raise UsageError(f"keyspace: '{name}' must be at least {minimum}, got {number}")
+    return number
+
+
+def _flag(value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off"):
+        return False
+    raise UsageError(f"keyspace: expected true or false, got {value!r}")
+
+
+def _seconds(value: Any) -> int:
+    from engine.spec.params import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"keyspace: ttl: {exc}") from None
+    if seconds < 1 or not float(seconds).is_integer():
+        raise UsageError(f"keyspace: ttl must be a whole number of seconds >= 1, got {value!r}")
+    return int(seconds)
+
+
+def _nx_supported(adapter: RedisAdapter) -> bool:
+    """EXPIRE ... NX exists from Redis 7.0."""
+    version = str(adapter.server_info.get("redis_version", "0"))
+    try:
+        return int(version.split(".")[0]) >= 7
+    except ValueError:
+        return False
+
+
+# -- planning --------------------------------------------------------------------------------------
+def plan(body: dict[str, Any], ctx: StepContext) -> Action:
+    op, spec = _op(body)
+    match = str(spec.get("match") or "")
+    if not match:
+        raise UsageError("keyspace: 'match' is required")
+    count = _int(spec, "count", MIN_COUNT, minimum=1)
+    if op == "delete_matching" and not _flag(spec.get("allow_broad"), False):
+        reason = broad_pattern_reason(match)
+        if reason:
+            raise UsageError(
+                f"keyspace: delete_matching refused: {reason}. Scope the pattern to one tenant "
+                "(tenant:<name>:*) or a literal prefix, or set allow_broad: true in the procedure."
+            )
+    adapter: RedisAdapter = ctx.connections.redis()
+    where = adapter.endpoint.url
+    label = f"{_LABELS[op]} {match}"
+
+    def pages() -> Any:
+        return scan_pages(adapter, match, count)
+
+    def scanning(fn: Any, what: str = label) -> Any:
+        """Run `fn(progress)` under a progress line: keys matched so far / keys in the database (DBSIZE)."""
+        total = adapter.call(["DBSIZE"])
+        shown = what if match == "*" else f"{what} (matched/keys in db)"
+        with ctx.progress(shown, total=total) as bar:
+            return fn(bar)
+
+    command = summary(body)
+    if op == "audit_ttl":
+        size = _int(spec, "sample", 20)
+        return Action(
+            Effect.READ,
+            where,
+            command,
+            lambda: scanning(lambda bar: operations.audit_ttl(adapter, pages(), sample=size, progress=bar)),
+        )
+    if op == "memory_report":
+        top = _int(spec, "top", 10)
+        return Action(
+            Effect.READ,
+            where,
+            command,
+            lambda: scanning(lambda bar: operations.memory_report(adapter, pages(), top=top, progress=bar)),
+        )
+    if op == "list":
+        try:
+            checks = normalise_checks(spec.get("checks"))
+        except ValueError as exc:
+            raise UsageError(f"keyspace: list: {exc}") from None
+        limit = _int(spec, "limit", 10_000, minimum=1)
+        return Action(
+            Effect.READ,
+            where,
+            command,
+            lambda: scanning(
+                lambda bar: operations.list_keys(adapter, pages(), checks=checks, limit=limit, progress=bar)
+            ),
+        )
+    if op == "expire_matching":
+        return _plan_expire(spec, adapter, where, command, pages, scanning, match)
+    return _plan_delete(spec, adapter, where, command, pages, scanning, match)
+
+
+def _refusal(count: int, max_keys: int, what: str) -> str:
+    return (
+        f"{count} keys would {what}, more than max_keys={max_keys}: refused, nothing changed. "
+        "Narrow the pattern, or raise max_keys after checking the sample"
+    )
+
+
+def _plan_expire(
+    spec: dict[str, Any], adapter: RedisAdapter, where: str, command: str, pages: Any, scanning: Any, match: str
+) -> Action:
+    ttl = _seconds(spec.get("ttl"))
+    max_keys = _int(spec, "max_keys", minimum=1)
+    only_without_ttl = _flag(spec.get("only_without_ttl"), True)
+    sample = _int(spec, "sample", 20)
+    state: dict[str, Any] = {}
+
+    def measure() -> dict[str, Any]:
+        found = scanning(
+            lambda bar: operations.measure_expire(
+                adapter, pages(), only_without_ttl=only_without_ttl, sample=sample, progress=bar
+            ),
+            f"measuring {match}",
+        )
+        blast = {
+            "match": match,
+            "count": found["count"],
+            "matched": found["matched"],
+            "had_ttl": found["had_ttl"],
+            "sample": found["sample"],
+            "ttl_new": ttl,
+            "only_without_ttl": only_without_ttl,
+            "max_keys": max_keys,
+            "over_cap": found["count"] > max_keys,
+        }
+        state["blast"] = blast
+        return blast
+
+    def execute() -> dict[str, Any]:
+        blast = state.get("blast") or measure()
+        if blast["over_cap"]:
+            raise ActionFailed(_refusal(blast["count"], max_keys, "get a TTL"))
+        applied = scanning(
+            lambda bar: operations.expire_matching(
+                adapter,
+                pages(),
+                ttl=ttl,
+                max_keys=max_keys,
+                only_without_ttl=only_without_ttl,
+                nx=_nx_supported(adapter),
+                sample=sample,
+                progress=bar,
+            )
+        )
+        state["sample"] = applied.sample
+        return applied.result
+
+    def predict(blast: dict[str, Any] | None) -> dict[str, Any]:
+        blast = blast or {}
+        if blast.get("over_cap"):
+            return {"matched": blast.get("matched", 0), "changed": 0, "skipped_had_ttl": 0, "capped": False}
+        return {
+            "matched": blast.get("matched", 0),
+            "changed": blast.get("count", 0),
+            "skipped_had_ttl": blast.get("had_ttl", 0),
+            "capped": False,
+        }
+
+    def changes(blast: dict[str, Any] | None, result: Any) -> list[dict[str, Any]]:
+        blast = blast or {}
+        if result is None:  # predicted
+            if blast.get("over_cap"):
+                return []
+            count, keys = blast.get("count", 0), blast.get("sample", [])
+        else:
+            count, keys = result["changed"], state.get("sample", [])
+        if not count:
+            return []
+        change = {"kind": "ttl_set", "count": count, "keys": keys, "ttl_after": ttl, "match": match}
+        if result is not None and result.get("capped"):
+            change["capped"] = True
+        return [change]
+
+    return Action(Effect.WRITE, where, command, execute, measure=measure, changes=changes, predict=predict)
+
+
+def _plan_delete(
+    spec: dict[str, Any], adapter: RedisAdapter, where: str, command: str, pages: Any, scanning: Any, match: str
+) -> Action:
+    max_keys = _int(spec, "max_keys", minimum=1)
+    sample = _int(spec, "sample", 20)
+    state: dict[str, Any] = {}
+
+    def measure() -> dict[str, Any]:
+        found = scanning(
+            lambda bar: operations.measure_delete(adapter, pages(), sample=sample, progress=bar),
+            f"measuring {match}",
+        )
+        blast = {
+            "match": match,
+            "count": found["count"],
+            "bytes": found["bytes"],
+            "sample": found["sample"],
+            "max_keys": max_keys,
+            "over_cap": found["count"] > max_keys,
+        }
+        state["blast"] = blast
+        return blast
+
+    def execute() -> dict[str, Any]:
+        blast = state.get("blast") or measure()
+        if blast["over_cap"]:
+            raise ActionFailed(_refusal(blast["count"], max_keys, "be deleted"))
+        applied = scanning(
+            lambda bar: operations.delete_matching(adapter, pages(), max_keys=max_keys, sample=sample, progress=bar)
+        )
+        state["sample"] = applied.sample
+        return applied.result
+
+    def predict(blast: dict[str, Any] | None) -> dict[str, Any]:
+        blast = blast or {}
+        return {"deleted": 0 if blast.get("over_cap") else blast.get("count", 0), "capped": False}
+
+    def changes(blast: dict[str, Any] | None, result: Any) -> list[dict[str, Any]]:
+        blast = blast or {}
+        if result is None:  # predicted
+            if blast.get("over_cap"):
+                return []
+            count, keys = blast.get("count", 0), blast.get("sample", [])
+        else:
+            count, keys = result["deleted"], state.get("sample", [])
+        if not count:
+            return []
+        change: dict[str, Any] = {
+            "kind": "keys_removed",
+            "count": count,
+            "keys": keys,
+            "match": match,
+            "bytes_measured": blast.get("bytes"),
+        }
+        if result is not None and result.get("capped"):
+            change["capped"] = True
+        return [change]
+
+    return Action(Effect.DESTRUCTIVE, where, command, execute, measure=measure, changes=changes, predict=predict)
+
+
+register(
+    StepKind(
+        name="keyspace",
+        schema=SCHEMA,
+        plan=plan,
+        static_effect=static_effect,
+        summary=summary,
+        description="Keyspace-wide analysis (TTL audit, memory report, listing) and pattern changes "
+        "(TTL by pattern, delete by pattern), streamed over SCAN pages with one pipeline per page.",
+    )
+)
