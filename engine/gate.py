@@ -78,6 +78,12 @@ def render_request(request: ApprovalRequest) -> str:
     return "\n".join(lines)
 
 
+def _human(size: int) -> str:
+    from engine.template import _human_bytes
+
+    return _human_bytes(size)
+
+
 def render_blast_radius(blast: dict[str, Any]) -> list[str]:
     if not blast:
         return []
@@ -102,11 +108,26 @@ def render_blast_radius(blast: dict[str, Any]) -> list[str]:
             + (f" ({blast['used_memory_human']} in use)" if blast.get("used_memory_human") else "")
         )
     if "sample" in blast:
-        out.append(f"  matching keys: {blast.get('count')} (sample: {', '.join(blast['sample'][:10])})")
+        size = f", {_human(blast['bytes'])}" if isinstance(blast.get("bytes"), int) else ""
+        out.append(f"  matching keys: {blast.get('count'):,}{size} (sample: {', '.join(blast['sample'][:10])})")
+    if blast.get("over_cap"):
+        out.append(f"  OVER max_keys ({blast.get('max_keys')}): this step will be refused, nothing changed")
     rest = {
         k: v
         for k, v in blast.items()
-        if k not in {"config", "keys", "key_count", "sample", "count", "used_memory", "used_memory_human", "keyspace"}
+        if k
+        not in {
+            "config",
+            "keys",
+            "key_count",
+            "sample",
+            "count",
+            "used_memory",
+            "used_memory_human",
+            "keyspace",
+            "bytes",
+            "over_cap",
+        }
     }
     if rest:
         out.append("  " + json.dumps(rest, default=str)[:500])

@@ -359,7 +359,12 @@ class Runner:
         )
         blast = None
         if effect is not Effect.READ:
-            blast = self.redactor.data(action.measure()) if action.measure else None
+            try:
+                blast = self.redactor.data(action.measure()) if action.measure else None
+            except RunbookError as exc:  # measuring failed: nothing was sent, the step errors
+                if isinstance(exc, MutationRefused):
+                    raise
+                return self._error_outcome(exc), effect, None, [], False
             stopped = self._gate(step, ref, action, effect, command, values, blast)
             if stopped is not None:
                 changes = action.changes(blast, None) if action.changes and stopped.outcome == "predicted" else []
