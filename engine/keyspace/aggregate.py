@@ -59,6 +59,14 @@ class TtlAudit:
             if len(self.sample) < self.sample_size:
                 self.sample.append(key)
 
+    def absorb(self, scanned: int, without_ttl: int, by_tenant: dict[str, int], sample: list[str]) -> None:
+        """A batch already counted elsewhere (the server-side path): same totals as adding key by key."""
+        self.scanned += scanned
+        self.without_ttl += without_ttl
+        for tenant, count in by_tenant.items():
+            self.by_tenant[tenant] = self.by_tenant.get(tenant, 0) + count
+        self.sample.extend(sample[: max(self.sample_size - len(self.sample), 0)])
+
     def result(self) -> dict[str, Any]:
         return {
             "scanned": self.scanned,
@@ -111,6 +119,25 @@ class MemoryReport:
             group["keys"] += 1
             group["bytes"] += size
         self._biggest.setdefault(kind, TopN(self.top)).add(size, key)
+
+    def absorb(
+        self,
+        scanned: int,
+        total_bytes: int,
+        by_type: dict[str, tuple[int, int]],
+        by_tenant: dict[str, tuple[int, int]],
+        candidates: list[tuple[str, str, int]],
+    ) -> None:
+        """A batch aggregated elsewhere (the server-side path); `candidates` are its biggest (type, key, bytes)."""
+        self.scanned += scanned
+        self.total_bytes += total_bytes
+        for groups, batch in ((self.by_type, by_type), (self.by_tenant, by_tenant)):
+            for name, (keys, size) in batch.items():
+                group = groups.setdefault(name, {"keys": 0, "bytes": 0})
+                group["keys"] += keys
+                group["bytes"] += size
+        for kind, key, size in candidates:
+            self._biggest.setdefault(kind, TopN(self.top)).add(size, key)
 
     def biggest(self) -> dict[str, list[dict[str, Any]]]:
         """Per type, the biggest keys first: [{key, bytes, tenant}]."""

@@ -24,7 +24,7 @@ import shlex
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ActionFailed, UsageError
-from engine.keyspace import operations
+from engine.keyspace import operations, server_side
 from engine.keyspace.aggregate import normalise_checks
 from engine.keyspace.pages import MIN_COUNT, scan_pages
 from engine.keyspace.patterns import broad_pattern_reason
@@ -39,6 +39,11 @@ _NUMBER = {"type": ["integer", "string"]}
 _FLAG = {"type": ["boolean", "string"]}
 _MATCH = {"type": "string", "minLength": 1, "description": "SCAN MATCH glob, e.g. tenant:*:wm:*"}
 _COUNT = {**_NUMBER, "description": f"SCAN COUNT hint (at least {MIN_COUNT}, the default)."}
+_SERVER_SIDE = {
+    "enum": ["auto", "never"],
+    "description": "auto (default): count inside Redis in short read-only Lua batches (EVAL_RO) when the "
+    "server allows scripts, else pipelined from here; never: always pipelined from here.",
+}
 
 
 def _op_schema(description: str, required: list[str], **properties: Any) -> dict[str, Any]:
@@ -63,12 +68,14 @@ SCHEMA = {
             "Keys without a TTL -> {scanned, without_ttl, by_tenant, sample}.",
             ["match"],
             sample={**_NUMBER, "description": "How many key names to keep as a sample (default 20)."},
+            server_side=_SERVER_SIDE,
         ),
         "memory_report": _op_schema(
             "TYPE + MEMORY USAGE of every matching key, one pass -> "
             "{scanned, total_bytes, by_type, by_tenant, biggest: {type: [{key, bytes, tenant, length, ttl}]}}.",
             ["match"],
             top={**_NUMBER, "description": "Biggest keys kept per type (default 10)."},
+            server_side=_SERVER_SIDE,
         ),
         "list": _op_schema(
             "Matching keys grouped by tenant -> {tenants: {t: [{key, type, ttl, memory}]}, count, truncated}.",
@@ -235,22 +242,8 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
             return fn(bar)
 
     command = summary(body)
-    if op == "audit_ttl":
-        size = _int(spec, "sample", 20)
-        return Action(
-            Effect.READ,
-            where,
-            command,
-            lambda: scanning(lambda bar: operations.audit_ttl(adapter, pages(), sample=size, progress=bar)),
-        )
-    if op == "memory_report":
-        top = _int(spec, "top", 10)
-        return Action(
-            Effect.READ,
-            where,
-            command,
-            lambda: scanning(lambda bar: operations.memory_report(adapter, pages(), top=top, progress=bar)),
-        )
+    if op in ("audit_ttl", "memory_report"):
+        return _plan_analysis(op, spec, adapter, where, command, pages, scanning)
     if op == "list":
         try:
             checks = normalise_checks(spec.get("checks"))
@@ -268,6 +261,33 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     if op == "expire_matching":
         return _plan_expire(spec, adapter, where, command, pages, scanning, match)
     return _plan_delete(spec, adapter, where, command, pages, scanning, match)
+
+
+def _plan_analysis(
+    op: str, spec: dict[str, Any], adapter: RedisAdapter, where: str, command: str, pages: Any, scanning: Any
+) -> Action:
+    """TTL audit and memory report: inside Redis in short Lua batches when allowed, else pipelined from here."""
+    want_server_side = spec.get("server_side", "auto") != "never"
+    method: dict[str, str] = {}
+
+    def execute() -> dict[str, Any]:
+        if want_server_side and server_side.available(adapter):
+            method["used"] = "server-side: read-only Lua batches (EVAL_RO), adaptive COUNT"
+            if op == "audit_ttl":
+                size = _int(spec, "sample", 20)
+                return scanning(lambda bar: server_side.audit_ttl(adapter, spec["match"], sample=size, progress=bar))
+            top = _int(spec, "top", 10)
+            return scanning(lambda bar: server_side.memory_report(adapter, spec["match"], top=top, progress=bar))
+        method["used"] = "client-side: SCAN pages, one pipeline per page" + (
+            " (scripts refused by the server)" if want_server_side else ""
+        )
+        if op == "audit_ttl":
+            size = _int(spec, "sample", 20)
+            return scanning(lambda bar: operations.audit_ttl(adapter, pages(), sample=size, progress=bar))
+        top = _int(spec, "top", 10)
+        return scanning(lambda bar: operations.memory_report(adapter, pages(), top=top, progress=bar))
+
+    return Action(Effect.READ, where, command, execute, output=lambda result: f"method: {method.get('used')}")
 
 
 def _refusal(count: int, max_keys: int, what: str) -> str:

@@ -1,0 +1,95 @@
+"""The benchmark keyspace: SomaBrain-shaped, reproducible, built fast and cached as an RDB file.
+
+1,000,000 keys over 200 tenants (`tenant:<t>:wm:<id>`, `tenant:<t>:cache:<id>`): 40% strings of
+50-2000 bytes, 30% hashes of 5-20 fields, 15% lists, 15% sets, about 0.1% big outliers, 70% with a
+TTL. The protocol is generated here and streamed through `redis-cli --pipe` (C speed); the resulting
+dataset is saved once per (keys, seed) under bench/.cache and loaded from there on later runs.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from engine.sandbox import RedisServer, find_binary
+
+CACHE = Path(__file__).resolve().parent / ".cache"
+TENANTS = 200
+
+
+def _resp(*args: bytes | str | int) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def commands(keys: int, seed: int = 7) -> Iterator[bytes]:
+    rng = random.Random(seed)
+    pool = bytes(rng.getrandbits(8) % 26 + 97 for _ in range(1 << 16))  # letters; values are slices of it
+
+    def text(n: int) -> bytes:
+        start = rng.randrange(0, len(pool) - n)
+        return pool[start : start + n]
+
+    for i in range(keys):
+        tenant = f"t{i % TENANTS}"
+        roll = rng.random()
+        big = rng.random() < 0.001
+        if roll < 0.40:
+            key = f"tenant:{tenant}:cache:{i}"
+            yield _resp(b"SET", key, text(rng.randint(50_000, 60_000) if big else rng.randint(50, 2000)))
+        elif roll < 0.70:
+            key = f"tenant:{tenant}:wm:{i}"
+            fields = rng.randint(2000, 5000) if big else rng.randint(5, 20)
+            args: list[bytes | str] = [b"HSET", key]
+            for j in range(fields):
+                args += [f"f{j}", text(rng.randint(8, 40))]
+            yield _resp(*args)
+        elif roll < 0.85:
+            key = f"tenant:{tenant}:wm:{i}"
+            yield _resp(b"RPUSH", key, *(text(rng.randint(8, 60)) for _ in range(rng.randint(2000, 5000) if big
+                                                                                   else rng.randint(3, 30))))
+        else:
+            key = f"tenant:{tenant}:cache:{i}"
+            yield _resp(b"SADD", key, *(f"m{j}" for j in range(rng.randint(2000, 5000) if big else rng.randint(3, 30))))
+        if rng.random() < 0.70:
+            yield _resp(b"EXPIRE", key, rng.randint(86_400, 7 * 86_400))  # long: nothing expires during a bench
+
+
+def start_loaded(keys: int, seed: int = 7, directory: Path | None = None) -> RedisServer:
+    """A redis-server (own temp dir, free port) holding the keyspace; built once, then loaded from the cache."""
+    import tempfile
+
+    cached = CACHE / f"keyspace-{keys}-{seed}.rdb"
+    workdir = directory or Path(tempfile.mkdtemp(prefix="runbook-bench-"))
+    if cached.exists():
+        shutil.copy(cached, workdir / "dump.rdb")
+        server = RedisServer.start(directory=workdir, config={"save": ""})
+        if server.client().dbsize() == keys:
+            return server
+        server.client().flushall()
+    else:
+        server = RedisServer.start(directory=workdir, config={"save": ""})
+    cli = find_binary("redis-cli")
+    pipe = subprocess.Popen([cli, "-h", server.host, "-p", str(server.port), "--pipe"], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL)
+    assert pipe.stdin is not None
+    batch: list[bytes] = []
+    for command in commands(keys, seed):
+        batch.append(command)
+        if len(batch) >= 10_000:
+            pipe.stdin.write(b"".join(batch))
+            batch.clear()
+    pipe.stdin.write(b"".join(batch))
+    pipe.stdin.close()
+    if pipe.wait() != 0:
+        raise RuntimeError("redis-cli --pipe failed while loading the benchmark keyspace")
+    server.client().save()
+    CACHE.mkdir(exist_ok=True)
+    shutil.copy(workdir / "dump.rdb", cached)
+    return server
