@@ -78,9 +78,20 @@ def list_keys(
 
 # -- measurement (reads only: also what a dry-run reports) ------------------------------------------
 def measure_expire(
-    adapter: RedisAdapter, pages: Pages, *, only_without_ttl: bool, sample: int = 20, progress: Progress = _SILENT
+    adapter: RedisAdapter,
+    pages: Pages,
+    *,
+    only_without_ttl: bool,
+    sample: int = 20,
+    progress: Progress = _SILENT,
+    collect: list[str] | None = None,
+    collect_max: int = 0,
 ) -> dict[str, Any]:
-    """{matched, count, had_ttl, sample}: how many matching keys EXPIRE would change (count)."""
+    """{matched, count, had_ttl, sample}: how many matching keys EXPIRE would change (count).
+
+    With `collect`, the keys that would change are appended to it (at most `collect_max`), so the
+    change can act on exactly the measured keys without scanning the keyspace a second time.
+    """
     matched = 0
     tally = Tally(sample_size=sample)
     for page in pages:
@@ -88,20 +99,35 @@ def measure_expire(
             matched += 1
             if ttl == -1 or not only_without_ttl:
                 tally.add(key)
+                if collect is not None and len(collect) < collect_max:
+                    collect.append(key)
         progress.advance(len(page))
     return {"matched": matched, "count": tally.count, "had_ttl": matched - tally.count, "sample": tally.sample}
 
 
 def measure_delete(
-    adapter: RedisAdapter, pages: Pages, *, sample: int = 20, progress: Progress = _SILENT
+    adapter: RedisAdapter,
+    pages: Pages,
+    *,
+    sample: int = 20,
+    progress: Progress = _SILENT,
+    collect: list[str] | None = None,
+    collect_max: int = 0,
 ) -> dict[str, Any]:
-    """{count, bytes, sample}: the matching keys and the memory they hold (MEMORY USAGE)."""
+    """{count, bytes, sample}: the matching keys and the memory they hold (MEMORY USAGE); `collect` as above."""
     tally = Tally(sample_size=sample)
     for page in pages:
         for key, size in size_page(adapter, page):
             tally.add(key, size)
+            if collect is not None and len(collect) < collect_max:
+                collect.append(key)
         progress.advance(len(page))
     return {"count": tally.count, "bytes": tally.bytes, "sample": tally.sample}
+
+
+def in_pages(keys: Sequence[str], size: int = 1000) -> list[list[str]]:
+    """Measured keys back into pipeline-sized pages."""
+    return [list(keys[i : i + size]) for i in range(0, len(keys), size)]
 
 
 # -- changes ---------------------------------------------------------------------------------------

@@ -14,8 +14,12 @@ between SCAN and their check are skipped. Tenants are the field after `tenant:`;
 under "(none)". The logic lives in engine.keyspace; this module only wires it to the runner.
 
 The cap (`max_keys`) refuses: when the read-only measurement finds more keys to change than
-`max_keys`, nothing is changed and the step errors. While changing, it also stops at `max_keys`
-(`capped: true`) should more keys have appeared since the measurement.
+`max_keys`, nothing is changed and the step errors.
+
+A pattern change acts on exactly the keys its measurement found (at most `max_keys`, kept in memory):
+what the operator approved is what is changed, and the keyspace is scanned once, not twice. A key that
+starts matching after the measurement is left alone (the procedure's verification step sees it); a
+measured key that vanished meanwhile is simply not counted (UNLINK/EXPIRE answer 0 for it).
 """
 
 from __future__ import annotations
@@ -307,9 +311,16 @@ def _plan_expire(
     state: dict[str, Any] = {}
 
     def measure() -> dict[str, Any]:
+        state["keys"] = measured = []
         found = scanning(
             lambda bar: operations.measure_expire(
-                adapter, pages(), only_without_ttl=only_without_ttl, sample=sample, progress=bar
+                adapter,
+                pages(),
+                only_without_ttl=only_without_ttl,
+                sample=sample,
+                progress=bar,
+                collect=measured,
+                collect_max=max_keys,
             ),
             f"measuring {match}",
         )
@@ -334,7 +345,7 @@ def _plan_expire(
         applied = scanning(
             lambda bar: operations.expire_matching(
                 adapter,
-                pages(),
+                operations.in_pages(state["keys"]),
                 ttl=ttl,
                 max_keys=max_keys,
                 only_without_ttl=only_without_ttl,
@@ -344,7 +355,12 @@ def _plan_expire(
             )
         )
         state["sample"] = applied.sample
-        return applied.result
+        # acted on the measured keys only: those that already had a TTL were counted by the measurement
+        return {
+            **applied.result,
+            "matched": blast["matched"],
+            "skipped_had_ttl": blast["had_ttl"] + applied.result["skipped_had_ttl"],
+        }
 
     def predict(blast: dict[str, Any] | None) -> dict[str, Any]:
         blast = blast or {}
@@ -383,8 +399,11 @@ def _plan_delete(
     state: dict[str, Any] = {}
 
     def measure() -> dict[str, Any]:
+        state["keys"] = measured = []
         found = scanning(
-            lambda bar: operations.measure_delete(adapter, pages(), sample=sample, progress=bar),
+            lambda bar: operations.measure_delete(
+                adapter, pages(), sample=sample, progress=bar, collect=measured, collect_max=max_keys
+            ),
             f"measuring {match}",
         )
         blast = {
@@ -403,7 +422,9 @@ def _plan_delete(
         if blast["over_cap"]:
             raise ActionFailed(_refusal(blast["count"], max_keys, "be deleted"))
         applied = scanning(
-            lambda bar: operations.delete_matching(adapter, pages(), max_keys=max_keys, sample=sample, progress=bar)
+            lambda bar: operations.delete_matching(
+                adapter, operations.in_pages(state["keys"]), max_keys=max_keys, sample=sample, progress=bar
+            )
         )
         state["sample"] = applied.sample
         return applied.result
