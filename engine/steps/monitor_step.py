@@ -1,0 +1,128 @@
+"""`monitor:` steps: a bounded MONITOR sample, summarised (by command, key prefix, client) instead of streamed.
+
+The runbook's `redis-cli monitor` runs until someone presses Ctrl-C and prints every argument of every
+command, passwords included. Here the sample always stops at whichever bound comes first, `seconds` or
+`max_commands`, on a connection of its own that is closed at the end, and only counts plus the first
+lines (credential arguments masked, long values cut) are kept.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from engine.errors import ActionFailed, TargetError, UsageError
+from engine.parsers.redis_text import key_positions, parse_monitor_line, summarise_monitor
+from engine.spec.model import Effect
+from engine.spec.params import parse_duration
+from engine.steps import Action, StepKind, register
+
+if TYPE_CHECKING:
+    from engine.adapters.redis import RedisAdapter
+    from engine.context import StepContext
+
+MAX_SECONDS = 300.0
+MAX_COMMANDS = 1_000_000
+
+SCHEMA = {
+    "type": "object",
+    "description": "A bounded MONITOR sample -> {commands, seconds, by_command, by_prefix, by_client, sample}. "
+    "Stops at whichever bound comes first.",
+    "additionalProperties": False,
+    "required": ["seconds", "max_commands"],
+    "properties": {
+        "seconds": {
+            "type": ["string", "number"],
+            "description": f"Longest sample (a duration: 5s, 500ms), at most {MAX_SECONDS:g}s.",
+        },
+        "max_commands": {
+            "type": ["integer", "string"],
+            "description": f"Stop after this many commands (1..{MAX_COMMANDS}).",
+        },
+    },
+}
+
+
+def _bounds(body: dict[str, Any]) -> tuple[float, int]:
+    try:
+        seconds = parse_duration(body["seconds"])
+        count = int(body["max_commands"])
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"monitor: {exc}") from None
+    if not 0 < seconds <= MAX_SECONDS:
+        raise UsageError(f"monitor: seconds must be in (0, {MAX_SECONDS:g}], got {seconds:g}")
+    if not 1 <= count <= MAX_COMMANDS:
+        raise UsageError(f"monitor: max_commands must be in [1, {MAX_COMMANDS}], got {count}")
+    return seconds, count
+
+
+def plan(body: dict[str, Any], ctx: StepContext) -> Action:
+    seconds, limit = _bounds(body)
+    adapter = ctx.connections.redis()
+
+    def execute() -> dict[str, Any]:
+        try:
+            entries, elapsed, stopped_by = _sample(adapter, ctx, seconds, limit)
+            names = sorted({e.argv[0].lower() for e in entries})
+            positions = key_positions(adapter.call(["COMMAND", "INFO", *names])) if names else {}
+        except redis.ResponseError as exc:
+            raise ActionFailed(f"MONITOR: {exc}") from None
+        except redis.RedisError as exc:
+            raise TargetError(f"{adapter.endpoint.url}: MONITOR: {exc}") from None
+        return summarise_monitor(
+            entries, seconds=elapsed, positions=positions, redact=ctx.redactor.argv, stopped_by=stopped_by
+        )
+
+    return Action(Effect.READ, adapter.endpoint.url, f"MONITOR for at most {seconds:g}s / {limit} commands", execute)
+
+
+def _sample(adapter: RedisAdapter, ctx: StepContext, seconds: float, limit: int) -> tuple[list[Any], float, str]:
+    """Read MONITOR lines until `limit` lines or `seconds` passed; the connection is closed in every case."""
+    entries: list[Any] = []
+    stopped_by = "seconds"
+    # client.monitor() takes a connection of its own from the pool; __exit__ disconnects it (the only way
+    # to make a server stop feeding a MONITOR) and gives it back. Called in `finally`, also when MONITOR
+    # itself was refused, so no connection is left monitoring.
+    monitor = adapter.client.monitor()
+    started = time.monotonic()
+    try:
+        monitor.__enter__()
+        connection = monitor.connection
+        started = time.monotonic()
+        deadline = started + seconds
+        with ctx.progress(f"MONITOR (up to {seconds:g}s / {limit} commands)") as progress:
+            while True:
+                if len(entries) >= limit:
+                    stopped_by = "max_commands"
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not connection.can_read(timeout=remaining):
+                    break
+                entry = parse_monitor_line(connection.read_response())
+                if entry is not None:
+                    entries.append(entry)
+                    progress.advance(1)
+    finally:
+        monitor.__exit__(None, None, None)
+    return entries, time.monotonic() - started, stopped_by
+
+
+def _summary(body: dict[str, Any]) -> str:
+    try:
+        seconds = f"{parse_duration(body['seconds']):g}s"
+    except (TypeError, ValueError):
+        seconds = str(body.get("seconds"))  # a template not rendered yet
+    return f"MONITOR for at most {seconds} / {body.get('max_commands')} commands"
+
+
+register(
+    StepKind(
+        name="monitor",
+        schema=SCHEMA,
+        plan=plan,
+        summary=_summary,
+        description="A bounded MONITOR sample, summarised.",
+    )
+)
