@@ -63,7 +63,7 @@ def parse_redis_conf(text: str) -> dict[str, str]:
         name, _, value = line.partition(" ")
         value = value.strip().strip('"')
         name = name.lower()
-        out[name] = f"{out[name]} {value}" if name in out and name == "save" else value
+        out[name] = f"{out[name]} {value}" if name in out and name in ("save", "client-output-buffer-limit") else value
     return out
 
 
