@@ -119,28 +119,37 @@ def show(procedure: str, variables: tuple[str, ...], as_json: bool) -> None:
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 def validate(paths: tuple[Path, ...]) -> None:
-    """Check procedure files (default: every shipped procedure). Exit 2 on any error."""
+    """Check procedure and scenario files (default: everything shipped). Exit 2 on any error."""
+    from engine.rehearsal.scenario import load_file as load_scenarios
+    from engine.rehearsal.scenario import scenario_files
     from engine.spec.loader import Catalog, check_file
 
     catalog = Catalog([p for p in paths if p.exists()])
     files: list[Path] = []
     for path in paths or (None,):
         if path is None:
-            files.extend(Catalog().files())
+            files.extend(Catalog().files() + scenario_files())
         elif path.is_dir():
             files.extend(sorted(path.rglob("*.yaml")))
         else:
             files.append(path)
     total = 0
     for file in files:
-        _, errors, _ = check_file(file, known_procedures=catalog.has)
+        if "scenarios" in file.parts:  # rehearsal scenarios: their own schema
+            try:
+                load_scenarios(file)
+                errors = []
+            except RunbookError as exc:
+                errors = getattr(exc, "errors", []) or [str(exc)]
+        else:
+            _, errors, _ = check_file(file, known_procedures=catalog.has)
         for error in errors:
             click.echo(str(error), err=True)
         total += len(errors)
     if total:
         click.echo(f"{total} error(s) in {len(files)} file(s)", err=True)
         sys.exit(ExitCode.USAGE)
-    click.echo(f"{len(files)} procedure file(s) valid")
+    click.echo(f"{len(files)} file(s) valid")
 
 
 # -- run --------------------------------------------------------------------------------------

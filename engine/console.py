@@ -52,7 +52,8 @@ class Console:
                 colour_e = "red" if expectation["severity"] == "critical" else "yellow"
                 self.line(f"{indent}    {expectation['severity'].upper()}: {expectation['message']}", fg=colour_e)
             elif expectation["held"] is None:
-                self.line(f"{indent}    predicted (not checked in a dry-run): {expectation['that']}", fg="cyan")
+                reason = expectation.get("reason", "predicted")
+                self.line(f"{indent}    {reason}: {expectation['that']}", fg="cyan")
         if (
             record.outcome in ("error", "failed", "refused")
             and record.message

@@ -98,6 +98,8 @@ def render_blast_radius(blast: dict[str, Any]) -> list[str]:
                 out.append(
                     f"  {key['key']}: {key.get('type')}, {key.get('length')} items, {key.get('memory')} bytes, {ttl}"
                 )
+            elif key.get("error"):
+                out.append(f"  {key['key']}: could not be measured ({key['error']})")
             else:
                 out.append(f"  {key['key']}: does not exist")
         if blast.get("key_count", 0) > len(blast["keys"]):

@@ -147,43 +147,61 @@ class Runner:
     def _run_step(
         self, procedure: Procedure, step: Step, values: dict[str, Any], ran: dict[str, bool], depth: int
     ) -> str | None:
-        ref = self._ref(procedure, step, depth)
-        if step.when is not None:
-            decided = self._evaluate(step, "when", step.when, values)
-            self.transcript.emit("decision", step=ref, expression=step.when, value=bool(decided), kind="when")
-            if not decided:
-                reason = f"when: {step.when} is false"
-                self.transcript.emit("step.skipped", step=ref, reason=reason)
-                ran[step.id] = False
-                self._record(
-                    StepRecord(step.id, step.name, "skipped", "-", message=reason, depth=depth, procedure=procedure.id)
-                )
+        if step.foreach is None:
+            if self._skipped_by_when(procedure, step, values, ran, depth, iteration=None):
                 return None
-        if step.foreach is not None:
-            items = self._evaluate(step, "foreach", step.foreach, values)
-            if not isinstance(items, list | tuple | dict):
-                raise UsageError(f"{step.location}: foreach gave {type(items).__name__}, not a list")
-            results = []
-            outcomes = []
-            for i, item in enumerate(items):
-                scope = {**values, "item": item, "loop": {"index": i, "first": i == 0, "last": i == len(items) - 1}}
-                outcome = self._run_once(procedure, step, scope, ran, depth, iteration=i)
-                results.append(outcome.result)
-                outcomes.append(outcome)
-                if outcome.outcome in ("failed", "error"):
-                    break
-            worst = next((o for o in outcomes if o.outcome in ("failed", "error")), None)
+            outcome = self._run_once(procedure, step, values, ran, depth, iteration=None)
             if step.register:
-                values[step.register] = results
-            ran[step.id] = any(o.really_ran for o in outcomes)
-            return self._after_failure(step, worst) if worst else None
-        outcome = self._run_once(procedure, step, values, ran, depth, iteration=None)
+                values[step.register] = outcome.result
+            ran[step.id] = outcome.really_ran
+            return self._after_failure(step, outcome) if outcome.outcome in ("failed", "error") else None
+        items = self._evaluate(step, "foreach", step.foreach, values)
+        if isinstance(items, dict):
+            items = list(items.items())
+        if not isinstance(items, list | tuple):
+            raise UsageError(f"{step.location}: foreach gave {type(items).__name__}, not a list")
+        results, worst, any_ran = [], None, False
+        for i, item in enumerate(items):
+            # `when` is decided per item: it may look at `item`
+            scope = {**values, "item": item, "loop": {"index": i, "first": i == 0, "last": i == len(items) - 1}}
+            if self._skipped_by_when(procedure, step, scope, ran, depth, iteration=i):
+                results.append(None)
+                continue
+            outcome = self._run_once(procedure, step, scope, ran, depth, iteration=i)
+            results.append(outcome.result)
+            any_ran = any_ran or outcome.really_ran
+            if outcome.outcome in ("failed", "error"):
+                worst = worst or outcome
+                if step.on_failure.action != "continue":
+                    break  # abort or goto: the remaining items are not tried
         if step.register:
-            values[step.register] = outcome.result
-        ran[step.id] = outcome.really_ran
-        if outcome.outcome in ("failed", "error"):
-            return self._after_failure(step, outcome)
-        return None
+            values[step.register] = results
+        ran[step.id] = any_ran
+        return self._after_failure(step, worst) if worst else None
+
+    def _skipped_by_when(
+        self,
+        procedure: Procedure,
+        step: Step,
+        scope: dict[str, Any],
+        ran: dict[str, bool],
+        depth: int,
+        iteration: int | None,
+    ) -> bool:
+        if step.when is None:
+            return False
+        ref = self._ref(procedure, step, depth, iteration)
+        decided = self._evaluate(step, "when", step.when, scope)
+        self.transcript.emit("decision", step=ref, expression=step.when, value=bool(decided), kind="when")
+        if decided:
+            return False
+        reason = f"when: {step.when} is false"
+        self.transcript.emit("step.skipped", step=ref, reason=reason)
+        ran.setdefault(step.id, False)
+        self._record(
+            StepRecord(step.id, step.name, "skipped", "-", message=reason, depth=depth, procedure=procedure.id)
+        )
+        return True
 
     def _after_failure(self, step: Step, outcome: _Outcome) -> str | None:
         policy = step.on_failure
@@ -242,6 +260,9 @@ class Runner:
                 break
             time.sleep(step.retry.interval)
 
+        if step.secret and outcome.result is not None:
+            # before anything renders the result (expect messages, show, the transcript, the console)
+            _add_secrets(self.redactor, step.register or step.id, outcome.result)
         expectations = self._expectations(step, outcome, values, ran) if outcome.outcome in ("ok", "predicted") else []
         failed_critical = [e for e in expectations if e["held"] is False and e["severity"] == "critical"]
         for e in expectations:
@@ -259,8 +280,6 @@ class Runner:
                 )
             except template.TemplateError as exc:
                 summary = f"(show: {exc})"
-        if step.secret and step.register and outcome.result is not None:
-            self.redactor.add(step.register, str(outcome.result))
         duration = (time.monotonic() - started) * 1000
         fields: dict[str, Any] = {
             "step": ref,
@@ -288,7 +307,7 @@ class Runner:
             outcome.outcome,
             str(effect),
             round(duration, 1),
-            result=outcome.result,
+            result=self.redactor.data(outcome.result),
             summary=summary,
             message=outcome.message,
             advice=outcome.advice,
@@ -369,7 +388,7 @@ class Runner:
             if stopped is not None:
                 changes = action.changes(blast, None) if action.changes and stopped.outcome == "predicted" else []
                 return stopped, effect, blast, changes, True
-        outcome = self._execute(action, ref)
+        outcome = self._execute(action, ref, secret_name=(step.register or step.id) if step.secret else None)
         changes = []
         if outcome.outcome == "ok" and effect is not Effect.READ and action.changes:
             changes = action.changes(blast, outcome.result)
@@ -439,13 +458,19 @@ class Runner:
         self.transcript.emit("approval.given", step=ref, by=decision.by, method=decision.method, command_sha256=digest)
         return None
 
-    def _execute(self, action: Action, ref: dict[str, Any]) -> _Outcome:
+    def _execute(self, action: Action, ref: dict[str, Any], secret_name: str | None = None) -> _Outcome:
         try:
             result = action.execute()
-        except (StepAborted, StoppedError, MutationRefused, KeyboardInterrupt):
+        except StoppedError as exc:  # nobody to answer, or the operator said no: recorded as refused
+            return _Outcome(
+                "refused", message=self.redactor.text(str(exc)), exit_code=ExitCode.STOPPED, really_ran=False
+            )
+        except (StepAborted, MutationRefused, KeyboardInterrupt):
             raise
         except RunbookError as exc:
             return self._error_outcome(exc)
+        if secret_name is not None and result is not None:
+            _add_secrets(self.redactor, secret_name, result)  # before its output is written anywhere
         if action.output is not None:
             text = action.output(result)
             if text:
@@ -468,6 +493,10 @@ class Runner:
         if not step.expect:
             return []
         predicted = outcome.outcome == "predicted" or (step.verifies is not None and not ran.get(step.verifies))
+        if outcome.outcome == "predicted" or self.dry_run:
+            why = "predicted: a dry-run does not send the change this checks"
+        else:
+            why = f"not checked: '{step.verifies}', the change it verifies, did not run"
         scope = self._scope(step, values, outcome.result)
         out = []
         for expectation in step.expect:
@@ -483,6 +512,7 @@ class Runner:
                     "severity": expectation.severity,
                     "held": held,
                     "message": self.redactor.text(message),
+                    **({"reason": why} if held is None else {}),
                 }
             )
         return out
@@ -504,6 +534,20 @@ class Runner:
     def _record(self, record: StepRecord) -> None:
         self.state.records.append(record)
         self.on_step(record)
+
+
+def _add_secrets(redactor: Redactor, name: str, value: Any) -> None:
+    """Every string inside a secret result becomes a secret: a generated password in a mapping included."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _add_secrets(redactor, f"{name}.{key}", item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _add_secrets(redactor, name, item)
+    elif isinstance(value, str | bytes) and value:
+        redactor.add(name, value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        redactor.add(name, str(value))
 
 
 def _shrink(value: Any, depth: int = 0) -> Any:

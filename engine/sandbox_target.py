@@ -32,4 +32,4 @@ def start_sandbox() -> Sandbox:
         server.stop()
         raise
     endpoint = RedisEndpoint(host=server.host, port=server.port)
-    return Sandbox(server, summary, Target(name="sandbox", environment="sandbox", redis=endpoint))
+    return Sandbox(server, summary, Target(name="sandbox", redis=endpoint))

@@ -7,7 +7,7 @@ transcript exists, every way the run can end (done, findings, refused, unreachab
 
 from __future__ import annotations
 
-import os
+import re
 import signal
 import socket
 import sys
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import __version__
-from engine.errors import ExitCode, RunbookError, StoppedError, TargetError, UsageError
+from engine.errors import ExitCode, RunbookError, StoppedError, UsageError
 from engine.spec.model import Procedure
 from engine.targets import Target
 
@@ -77,6 +77,9 @@ class RunResult:
                 for s in self.steps
             ],
         }
+
+
+INCIDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class Interrupted(BaseException):
@@ -143,6 +146,8 @@ def execute(
     from engine.transcript.redact import Redactor
     from engine.transcript.writer import TranscriptWriter, default_transcript_path, new_run_id
 
+    if request.incident is not None and not INCIDENT_ID.fullmatch(request.incident):
+        raise UsageError(f"--incident {request.incident!r}: use letters, digits, '.', '_' and '-' (it names files)")
     procedure, params, catalog = prepare(request)
     sandbox = None
     if request.sandbox:
@@ -165,7 +170,12 @@ def execute(
                 redactor.add(param.name, str(params[param.name]))
         run_id = new_run_id()
         path = request.transcript or default_transcript_path(run_id, request.transcripts_dir)
-        transcript = TranscriptWriter.create(Path(path), run_id, redactor)
+        try:
+            transcript = TranscriptWriter.create(Path(path), run_id, redactor)
+        except FileExistsError:
+            raise UsageError(f"--transcript {path}: a transcript is never overwritten; choose a new path") from None
+        except OSError as exc:
+            raise UsageError(f"--transcript {path}: cannot create it: {exc.strerror}") from None
         on_start(str(path))
         operator = Operator.from_environment(name=request.operator, assume_yes=request.assume_yes)
         mode = "dry-run" if request.dry_run else "live"
@@ -210,10 +220,10 @@ def execute(
             operator=operator,
             gate=Gate(operator),
             dry_run=request.dry_run,
-            target_name=target.name,
+            target_name=target.full_name,
             load_procedure=catalog.load,
             resolve_params=resolve_call,
-            target_values=template_values(target, run_id, request),
+            target_values=template_values(target, run_id, request, operator.name),
             on_step=on_step,
             show_progress=sys.stderr.isatty(),
         )
@@ -265,7 +275,7 @@ def execute(
             sandbox.stop()
 
 
-def template_values(target: Target, run_id: str, request: RunRequest) -> dict[str, Any]:
+def template_values(target: Target, run_id: str, request: RunRequest, operator: str) -> dict[str, Any]:
     """The built-in names every template sees: target, run, service, paths."""
     from engine.template import ShellText
 
@@ -282,17 +292,9 @@ def template_values(target: Target, run_id: str, request: RunRequest) -> dict[st
             "id": run_id,
             "dry_run": request.dry_run,
             "incident": request.incident,
-            "operator": request.operator or os.environ.get("USER"),
+            "operator": operator,
         },
         "service": service,
         "paths": paths,
         "now": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-
-
-def exit_code_for(exc: BaseException) -> int:
-    if isinstance(exc, RunbookError):
-        return exc.exit_code
-    if isinstance(exc, TargetError):
-        return ExitCode.UNREACHABLE
-    return ExitCode.UNREACHABLE

@@ -5,13 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from engine import template
-from engine.spec.model import Effect, Procedure
+from engine.spec.model import Procedure
 from engine.spec.params import convert
 from engine.spec.validate import static_effect
 from engine.steps import get
 
 
 def describe(procedure: Procedure, variables: dict[str, str]) -> dict[str, Any]:
+    """Params are checked as `run` checks them (a bad value is exit 2), but missing ones are allowed."""
+    from engine.spec.params import resolve
+
+    resolve(
+        procedure.params,
+        variables,
+        procedure=procedure.id,
+        interactive_later=frozenset(p.name for p in procedure.params),
+    )
     values: dict[str, Any] = {}
     for param in procedure.params:
         raw = variables.get(param.name, param.default)
@@ -28,9 +37,7 @@ def describe(procedure: Procedure, variables: dict[str, str]) -> dict[str, Any]:
     values = {**values, **shown}  # what is rendered for display never holds a secret
     steps = []
     for step in procedure.steps:
-        effect = static_effect(step.kind, step.action)
-        if step.effect is not None:
-            effect = max(effect or Effect.READ, step.effect)
+        effect = static_effect(step.kind, step.action, step.effect)
         body = _try_render(step.action, values)
         steps.append(
             {

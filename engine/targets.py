@@ -80,6 +80,11 @@ class Target:
     http: HttpEndpoint | None = None
     password_file: str | None = None  # where the Redis password lives, for procedures that rotate it
 
+    @property
+    def full_name(self) -> str:
+        """What a destructive step asks the operator to type: production/cache and staging/cache differ."""
+        return f"{self.environment}/{self.name}" if self.environment else self.name
+
     def describe(self) -> dict[str, Any]:
         """For the transcript header and the template variable `target`: no secrets in here."""
         return {

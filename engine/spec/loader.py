@@ -46,7 +46,9 @@ def check_file(path: Path, *, known_procedures: Any = None) -> tuple[Located | N
         return located, [SourceError(name, 1, 1, "", "a procedure is a YAML mapping (id, title, steps, ...)")], raw
     errors = validate_against("procedure.schema.json", located)
     if not errors:
-        errors = semantic_errors(located, known_procedures=known_procedures)
+        errors = sorted(
+            semantic_errors(located, known_procedures=known_procedures), key=lambda e: (e.line or 0, e.column or 0)
+        )
     return located, errors, raw
 
 

@@ -14,6 +14,11 @@ class Effect(IntEnum):
     WRITE = 1
     DESTRUCTIVE = 2
 
+    def __bool__(self) -> bool:
+        # An IntEnum whose READ is 0 would be falsy, and `declared or DESTRUCTIVE` would silently
+        # turn a declared read into a destructive step (or a GET into a write). Every effect is truthy.
+        return True
+
     @classmethod
     def parse(cls, text: str) -> Effect:
         return cls[text.upper()]

@@ -177,6 +177,8 @@ def _check_effect(located: Located, i: int, step: dict[str, Any], kind_name: str
     body = step[kind_name]
     derived = _static_effect(kind_name, body, kind.static_effect)
     declared = Effect.parse(step["effect"]) if step.get("effect") else None
+    if kind.effect_declared:  # ssh: only the author can say what a shell command does
+        derived = declared if declared is not None else Effect.DESTRUCTIVE
     errors = []
     if declared is not None and derived is not None and declared < derived:
         errors.append(
@@ -220,11 +222,17 @@ def _table() -> dict[str, Any]:
     return _TABLE
 
 
-def static_effect(step_kind: str, body: Any) -> Effect | None:
+def static_effect(step_kind: str, body: Any, declared: Effect | None = None) -> Effect | None:
     """For `show`: the effect a step will have, as far as it can be told without a server."""
     from engine.steps import get
 
-    return _static_effect(step_kind, body, get(step_kind).static_effect)
+    kind = get(step_kind)
+    if kind.effect_declared:
+        return declared if declared is not None else Effect.DESTRUCTIVE
+    derived = _static_effect(step_kind, body, kind.static_effect)
+    if declared is not None:
+        return max(derived or Effect.READ, declared)
+    return derived
 
 
 def _strings(path: tuple[Any, ...], value: Any) -> Iterable[tuple[tuple[Any, ...], str]]:

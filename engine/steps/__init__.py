@@ -45,6 +45,7 @@ class StepKind:
     shell_fields: frozenset[str] = field(default_factory=frozenset)  # rendered with shell quoting
     raw_fields: frozenset[str] = field(default_factory=frozenset)  # never rendered (the kind does it)
     expressions: bool = False  # the body is a mapping of name -> expression, evaluated by the kind
+    effect_declared: bool = False  # the step's `effect:` IS its effect (default destructive): ssh
     description: str = ""
 
 

@@ -30,13 +30,11 @@ def plan(body: list[str], ctx: StepContext) -> Action:
                 raise StoppedError(f"checklist item '{item}': no terminal to tick it on and no --yes")
             done = ctx.operator.confirm(f"  [ ] {item} - done?")
             ticked.append({"item": item, "done": done, "by": ctx.operator.name})
+            if not done:  # the operator says it is not done: the procedure stops here, as for a refusal
+                raise StoppedError(f"checklist item not done: {item}")
         return ticked
 
-    def failed(result: list[dict[str, Any]]) -> str | None:
-        open_items = [t["item"] for t in result if not t["done"]]
-        return f"not done: {'; '.join(open_items)}" if open_items else None
-
-    return Action(Effect.READ, "operator", "checklist: " + "; ".join(body), execute, failed=failed)
+    return Action(Effect.READ, "operator", "checklist: " + "; ".join(body), execute)
 
 
 register(

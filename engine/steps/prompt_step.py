@@ -43,9 +43,14 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
                 body["message"], secret=bool(param and param.secret), pattern=param.pattern if param else None
             )
             try:
-                return convert(param, raw) if param else raw
+                value = convert(param, raw) if param else raw
             except ValueError as exc:
                 ctx.operator.tell(f"  {exc}")
+                continue
+            if param is not None and param.secret:
+                ctx.redactor.add(name, str(value))
+            ctx.values[name] = value  # the answer is the param's value from here on, as if given by --var
+            return value
 
     return Action(Effect.READ, "operator", f"ask: {body['message']}", execute)
 

@@ -87,7 +87,7 @@ def static_effect(body: dict[str, Any]) -> Effect | None:
 def summary(body: dict[str, Any]) -> str:
     op, value = _op(body)
     if op == "command":
-        return _display(value)
+        return _display([_arg(a) for a in value])
     if op == "info":
         return f"INFO {value or ''}".strip()
     if op == "config_get":
@@ -95,7 +95,7 @@ def summary(body: dict[str, Any]) -> str:
     if op in ("scan", "keys"):
         checks = f" [{', '.join(value.get('checks', ['ttl', 'type']))}]" if op == "keys" else ""
         return f"SCAN MATCH {value['match']}{checks}"
-    return f"key info {value}"
+    return "key info " + (value if isinstance(value, str) else " ".join(map(str, value)))
 
 
 def _display(argv: list[Any]) -> str:
@@ -180,6 +180,10 @@ def blast_radius(adapter: RedisAdapter, argv: list[str]) -> dict[str, Any]:
             "used_memory_human": memory.get("used_memory_human"),
             "keyspace": keyspace,
         }
+    from engine.transcript.redact import Redactor
+
+    if Redactor().argv(argv) != argv:  # a credential in the arguments: never echo them back to the server
+        return {"command": argv[0].upper()}
     keys = command_keys(adapter, argv)
     if not keys:
         return {"command": argv[0].upper()}
@@ -207,6 +211,21 @@ def key_info(adapter: RedisAdapter, keys: list[str]) -> list[dict[str, Any]]:
     out, second = [], []
     for i, key in enumerate(keys):
         kind, pttl, memory = first[3 * i : 3 * i + 3]
+        if isinstance(kind, BaseException):  # MOVED on a cluster, NOPERM, ...: unknown, not "missing"
+            from engine.common_errors import error_text
+
+            out.append(
+                {
+                    "key": key,
+                    "exists": None,
+                    "type": None,
+                    "ttl": None,
+                    "memory": None,
+                    "length": None,
+                    "error": error_text(kind),
+                }
+            )
+            continue
         exists = kind != "none"
         ttl = None if not exists else (-1 if pttl == -1 else round(pttl / 1000, 3) if isinstance(pttl, int) else None)
         out.append(

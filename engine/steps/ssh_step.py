@@ -74,6 +74,7 @@ register(
         static_effect=lambda body: None,
         summary=lambda body: body["run"],
         shell_fields=frozenset({"run"}),
+        effect_declared=True,
         description="A command on the target's host over SSH (paramiko), host key checked.",
     )
 )

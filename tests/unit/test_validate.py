@@ -340,7 +340,9 @@ def test_there_are_shipped_procedures() -> None:
 def test_cli_validate_without_arguments_accepts_every_shipped_procedure() -> None:
     result = CliRunner().invoke(main, ["validate"])
     assert result.exit_code == 0, result.output
-    assert f"{len(SHIPPED)} procedure file(s) valid" in result.output
+    from engine.rehearsal.scenario import scenario_files
+
+    assert f"{len(SHIPPED) + len(scenario_files())} file(s) valid" in result.output
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
