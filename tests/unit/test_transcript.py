@@ -566,7 +566,9 @@ def test_the_documented_example_verifies(tmp_path: Path) -> None:
     done = run()
     assert done.returncode == 0 and "chain ok" in done.stdout
     lines = path.read_bytes().split(b"\n")
-    lines[2] = lines[2].replace(b'"ok"', b'"OK"', 1)
+    original = lines[2]
+    lines[2] = lines[2].replace(b'"write"', b'"read"', 1)  # someone downgrades what was approved
+    assert lines[2] != original
     path.write_bytes(b"\n".join(lines))
     done = run()
     assert done.returncode == 1 and "line 4" in done.stderr
