@@ -1,0 +1,266 @@
+"""The key export format (docs/backup-format.md): JSON lines, one key per line, checksummed.
+
+    {"format": "runbook-keys", "version": 1, "source": ..., "keys": N, ...}      header
+    {"key": "tenant:acme:wm:1", "type": "hash", "pttl": 5400000, "dump": "<base64 DUMP payload>"}
+    ...
+    {"trailer": "runbook-keys", "keys": N, "sha256": "<hex>"}                    trailer
+
+The sha256 covers every byte before the trailer line (header and key lines, newlines included), so a
+flipped byte anywhere, a lost line or a cut-off file is caught before anything is restored. A DUMP
+payload keeps the key's type, encoding and value exactly; `pttl` is the remaining time to live in
+milliseconds when the key was exported (-1: no expiry).
+
+Writing streams: key lines go to a hidden temp file while they are hashed and counted, then header,
+lines and trailer are assembled in a second temp file that is fsynced and renamed into place. A
+crash leaves no half-written backup under the final name.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+FORMAT = "runbook-keys"
+VERSION = 1
+COPY_CHUNK = 1 << 20
+
+
+class KeyFileError(Exception):
+    """The file is not a complete, intact export: nothing may be restored from it."""
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    key: bytes
+    type: str
+    pttl: int  # ms remaining at export; -1 when the key had no expiry
+    payload: bytes  # the DUMP payload
+
+    @property
+    def key_text(self) -> str:
+        return self.key.decode("utf-8", "backslashreplace")
+
+
+def encode_record(record: KeyRecord) -> bytes:
+    try:
+        key: dict[str, str] = {"key": record.key.decode("utf-8")}
+    except UnicodeDecodeError:
+        key = {"key_b64": base64.b64encode(record.key).decode("ascii")}
+    line = {**key, "type": record.type, "pttl": record.pttl, "dump": base64.b64encode(record.payload).decode("ascii")}
+    return json.dumps(line, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def decode_record(line: bytes, number: int = 0) -> KeyRecord:
+    where = f"line {number}: " if number else ""
+    try:
+        data = json.loads(line)
+        key = str(data["key"]).encode("utf-8") if "key" in data else base64.b64decode(data["key_b64"], validate=True)
+        pttl = data["pttl"]
+        if not isinstance(pttl, int) or isinstance(pttl, bool) or (pttl < 0 and pttl != -1):
+            raise ValueError(f"bad pttl {pttl!r}")
+        payload = base64.b64decode(data["dump"], validate=True)
+        return KeyRecord(key=key, type=str(data["type"]), pttl=pttl, payload=payload)
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise KeyFileError(f"{where}not a key record: {exc}") from None
+
+
+class KeyFileWriter:
+    """Collect records, then `commit()` writes header + records + trailer atomically at `path`."""
+
+    def __init__(self, path: str | Path, header: dict[str, Any]):
+        self.path = Path(path)
+        if self.path.exists():
+            raise KeyFileError(f"{self.path} already exists: a backup is never overwritten")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.header = {"format": FORMAT, "version": VERSION, **header}
+        self._body_path = self.path.with_name(f".{self.path.name}.body-{os.getpid()}")
+        self._body = open_private(self._body_path)
+        self.keys = 0
+        self.types: dict[str, int] = {}
+        self.with_ttl = 0
+        self.payload_bytes = 0
+        self.rdb_version: int | None = None
+
+    def add(self, record: KeyRecord) -> None:
+        self._body.write(encode_record(record))
+        self.keys += 1
+        self.types[record.type] = self.types.get(record.type, 0) + 1
+        self.with_ttl += record.pttl >= 0
+        self.payload_bytes += len(record.payload)
+        if self.rdb_version is None and len(record.payload) >= 10:
+            self.rdb_version = int.from_bytes(record.payload[-10:-8], "little")
+
+    def commit(self, **header: Any) -> dict[str, Any]:
+        self._body.flush()
+        self._body.close()
+        full = {
+            **self.header,
+            **header,
+            "keys": self.keys,
+            "types": dict(sorted(self.types.items())),
+            "with_ttl": self.with_ttl,
+            "rdb_version": self.rdb_version,
+        }
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        digest = hashlib.sha256()
+        try:
+            with open_private(tmp) as out, open(self._body_path, "rb") as body:
+                head = json.dumps(full, separators=(",", ":"), default=str).encode("utf-8") + b"\n"
+                out.write(head)
+                digest.update(head)
+                while chunk := body.read(COPY_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                trailer = {"trailer": FORMAT, "keys": self.keys, "sha256": digest.hexdigest()}
+                out.write(json.dumps(trailer, separators=(",", ":")).encode("ascii") + b"\n")
+                out.flush()
+                os.fsync(out.fileno())
+            if self.path.exists():
+                raise KeyFileError(f"{self.path} appeared while exporting: a backup is never overwritten")
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            self._body_path.unlink(missing_ok=True)
+        _fsync_dir(self.path.parent)
+        return {
+            "path": str(self.path),
+            "key_count": self.keys,
+            "bytes": self.path.stat().st_size,
+            "sha256": digest.hexdigest(),
+            "types": full["types"],
+            "with_ttl": self.with_ttl,
+            "without_ttl": self.keys - self.with_ttl,
+            "payload_bytes": self.payload_bytes,
+            "rdb_version": self.rdb_version,
+        }
+
+    def abort(self) -> None:
+        if not self._body.closed:
+            self._body.close()
+        self._body_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> KeyFileWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if exc_type is not None or not self._body.closed:
+            self.abort()
+
+
+def open_private(path: Path) -> BinaryIO:
+    """A new file only its owner can read: backups hold every value of the tenant or server."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # whatever the umask, and if the file was there already
+    return os.fdopen(fd, "wb")
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise KeyFileError(f"cannot read {path}: {exc.strerror}") from None
+    with fh:
+        yield from enumerate(fh, start=1)
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    for number, line in _lines(path):
+        return _header(line, number)
+    raise KeyFileError(f"{path}: empty file")
+
+
+def _header(line: bytes, number: int) -> dict[str, Any]:
+    try:
+        header = json.loads(line)
+    except ValueError:
+        raise KeyFileError("line 1: the header is not JSON: not a key export, or corrupt") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise KeyFileError(f"line 1: not a {FORMAT} file")
+    if header.get("version") != VERSION:
+        raise KeyFileError(f"format version {header.get('version')!r} is not supported (this engine reads {VERSION})")
+    return header
+
+
+def verify(path: str | Path) -> dict[str, Any]:
+    """Read the whole file once: checksum, line count and every record's shape. Raises KeyFileError."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    header: dict[str, Any] | None = None
+    pending: tuple[int, bytes] | None = None
+    keys = 0
+    types: dict[str, int] = {}
+    with_ttl = 0
+    for number, line in _lines(path):
+        if pending is not None:
+            prev_number, prev = pending
+            digest.update(prev)
+            if prev_number == 1:
+                header = _header(prev, 1)
+            else:
+                record = decode_record(prev, prev_number)
+                keys += 1
+                types[record.type] = types.get(record.type, 0) + 1
+                with_ttl += record.pttl >= 0
+        pending = (number, line)
+    if pending is None:
+        raise KeyFileError(f"{path}: empty file")
+    number, last = pending
+    if not last.endswith(b"\n"):
+        raise KeyFileError(f"truncated: line {number} is cut off (no trailer)")
+    try:
+        trailer = json.loads(last)
+    except ValueError:
+        trailer = None
+    if not isinstance(trailer, dict) or trailer.get("trailer") != FORMAT:
+        raise KeyFileError(f"truncated: the last line ({number}) is not the trailer")
+    if header is None:
+        raise KeyFileError("no header line")
+    actual = digest.hexdigest()
+    if trailer.get("sha256") != actual:
+        raise KeyFileError(f"checksum mismatch: the trailer says {trailer.get('sha256')}, the content gives {actual}")
+    if trailer.get("keys") != keys or header.get("keys") != keys:
+        raise KeyFileError(
+            f"{keys} key lines, but the header says {header.get('keys')} and the trailer {trailer.get('keys')}"
+        )
+    return {
+        "path": str(path),
+        "header": header,
+        "key_count": keys,
+        "types": dict(sorted(types.items())),
+        "with_ttl": with_ttl,
+        "sha256": actual,
+        "bytes": path.stat().st_size,
+    }
+
+
+def records(path: str | Path) -> Iterator[KeyRecord]:
+    """The key records in file order (call `verify` first: this only parses)."""
+    path = Path(path)
+    previous: tuple[int, bytes] | None = None
+    for number, line in _lines(path):
+        if previous is not None and previous[0] > 1:
+            yield decode_record(previous[1], previous[0])
+        previous = (number, line)

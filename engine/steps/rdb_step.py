@@ -1,0 +1,311 @@
+"""`rdb:` steps: fetch a full RDB over the replication protocol, and check an RDB file.
+
+- `download` asks the server for a full sync (as `redis-cli --rdb` does) and streams the snapshot to
+  `<output_dir>/redis-dump-YYYYMMDD-HHMMSS.rdb` (UTC) through a temp file. Nothing in the dataset
+  changes, so it is a read; a server with disk-based replication (repl-diskless-sync no) writes its
+  own dump.rdb first, exactly as for redis-cli --rdb.
+- `verify` checks the magic, the version, the EOF opcode and the CRC64 natively, asks
+  `redis-check-rdb` when it is installed, and with `load: true` loads the file into a throwaway
+  redis-server to count its keys (against `expect_keys`, or the live source's key count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.backup import rdb
+from engine.errors import ActionFailed, RunbookError, UsageError
+from engine.spec.model import Effect
+from engine.spec.params import parse_duration
+from engine.steps import Action, StepKind, register
+
+if TYPE_CHECKING:
+    from engine.context import StepContext
+
+DEFAULT_NAME = "redis-dump-%Y%m%d-%H%M%S.rdb"
+LOAD_TIMEOUT = 600.0
+
+SCHEMA = {
+    "type": "object",
+    "description": "An RDB backup operation. Exactly one of: download, verify.",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "maxProperties": 1,
+    "properties": {
+        "download": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["output_dir"],
+            "properties": {
+                "output_dir": {"type": "string", "description": "Local directory for the file (created if missing)."},
+                "name_template": {
+                    "type": "string",
+                    "description": f"strftime pattern for the file name, UTC (default {DEFAULT_NAME}).",
+                },
+                "timeout": {
+                    "type": ["string", "number"],
+                    "description": "Longest wait for any single read from the server (default 60s).",
+                },
+            },
+            "description": "Stream a full RDB from the server (replication protocol) -> {path, bytes, sha256, ...}.",
+        },
+        "verify": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["path"],
+            "properties": {
+                "path": {"type": "string", "description": "An RDB file, or a directory: its newest *.rdb."},
+                "expect_keys": {
+                    "type": ["integer", "string", "null"],
+                    "description": "Key count the backup must hold (default: the live source's, when loaded).",
+                },
+                "load": {
+                    "type": ["boolean", "string"],
+                    "default": False,
+                    "description": "Load it into a temporary redis-server and count its keys.",
+                },
+                "check_rdb": {
+                    "type": ["boolean", "string"],
+                    "default": True,
+                    "description": "Run redis-check-rdb when it is installed.",
+                },
+            },
+            "description": "Magic, version, EOF, CRC64; redis-check-rdb; optional load -> {checksum_ok, keys, ...}.",
+        },
+    },
+}
+
+
+def _flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off", ""):
+        return False
+    raise UsageError(f"rdb.verify.{name}: expected true or false, got '{value}'")
+
+
+def summary(body: dict[str, Any]) -> str:
+    ((op, spec),) = body.items()
+    if op == "download":
+        return f"download RDB (replication stream) -> {spec['output_dir']}/"
+    return f"verify RDB {spec['path']}" + (" + test load" if spec.get("load") not in (None, False) else "")
+
+
+# -- download --------------------------------------------------------------------------------------
+def _file_name(template: str | None) -> str:
+    name = datetime.now(UTC).strftime(template or DEFAULT_NAME)
+    if not name or "/" in name or name.startswith(".") or "\0" in name:
+        raise UsageError(f"rdb.download.name_template: '{template}' does not give a plain file name")
+    return name
+
+
+def _plan_download(spec: dict[str, Any], ctx: StepContext) -> Action:
+    adapter = ctx.connections.redis()  # connects and authenticates first: a bad password fails here
+    endpoint = adapter.endpoint
+    directory = Path(str(spec["output_dir"])).expanduser()
+    name = _file_name(spec.get("name_template"))
+    try:
+        timeout = parse_duration(spec["timeout"]) if spec.get("timeout") is not None else 60.0
+    except ValueError as exc:
+        raise UsageError(f"rdb.download.timeout: {exc}") from None
+
+    def execute() -> dict[str, Any]:
+        with ctx.progress(f"RDB from {endpoint.host}:{endpoint.port}") as progress:
+            try:
+                path, result = rdb.write_atomically(
+                    directory,
+                    name,
+                    lambda fh: rdb.download(
+                        host=endpoint.host,
+                        port=endpoint.port,
+                        out=fh,
+                        password=endpoint.password,
+                        username=endpoint.username,
+                        tls=endpoint.tls,
+                        timeout=timeout,
+                        on_progress=progress.advance,
+                    ),
+                )
+            except rdb.RdbError as exc:
+                raise ActionFailed(f"RDB download from {endpoint.url} failed: {exc}", advice=_DOWNLOAD_ADVICE) from None
+            except OSError as exc:
+                raise ActionFailed(f"cannot write {directory / name}: {exc.strerror or exc}") from None
+        return {"path": str(path), **result, "source": endpoint.url}
+
+    return Action(
+        Effect.READ,
+        endpoint.url,
+        f"PSYNC ? -1 (full sync, as redis-cli --rdb) -> {directory / name}",
+        execute,
+    )
+
+
+_DOWNLOAD_ADVICE = (
+    "The account needs the replication commands (PSYNC, REPLCONF: @admin); a replica-only network "
+    "policy or a proxy in front of Redis can also refuse them. Alternatively run redis/backup-snapshot "
+    "(BGSAVE) and copy the server's dump.rdb."
+)
+
+
+# -- verify ----------------------------------------------------------------------------------------
+def _pick(path: Path) -> Path:
+    if path.is_dir():
+        found = sorted(path.glob("*.rdb"), key=lambda p: p.stat().st_mtime, reverse=True)
+        if found:
+            return found[0]
+        return path / "(no *.rdb file)"
+    return path
+
+
+def _check_rdb_binary() -> str | None:
+    from engine.sandbox.redis_server import SandboxUnavailable, find_binary
+
+    try:
+        return find_binary("redis-check-rdb")
+    except SandboxUnavailable:
+        return None
+
+
+@contextlib.contextmanager
+def _start_timeout(seconds: float) -> Iterator[None]:
+    """RedisServer.start waits START_TIMEOUT (10 s) for PING; loading a large RDB takes longer."""
+    from engine.sandbox import redis_server
+
+    before = redis_server.START_TIMEOUT
+    redis_server.START_TIMEOUT = max(before, seconds)
+    try:
+        yield
+    finally:
+        redis_server.START_TIMEOUT = before
+
+
+def load_and_count(path: Path, timeout: float = LOAD_TIMEOUT) -> dict[str, Any]:
+    """Load `path` into a throwaway redis-server (127.0.0.1, free port, no persistence) and count keys."""
+    from engine.sandbox.redis_server import RedisServer, SandboxUnavailable
+
+    workdir = Path(tempfile.mkdtemp(prefix="runbook-rdb-load-"))
+    server = None
+    try:
+        target = workdir / "dump.rdb"
+        try:
+            os.symlink(path.resolve(), target)  # no copy of a large file; the server only reads it
+        except OSError:
+            shutil.copyfile(path, target)
+        try:
+            with _start_timeout(timeout):
+                server = RedisServer.start(directory=workdir)
+        except SandboxUnavailable as exc:
+            return {"ok": False, "error": str(exc), "keys": None, "keyspace": {}}
+        except RuntimeError as exc:  # the server refused the file: its log says why
+            warnings = [ln.split(" # ", 1)[1] for ln in str(exc).splitlines() if " # " in ln]
+            reason = "; ".join(warnings[-2:]) if warnings else str(exc).splitlines()[0]
+            return {"ok": False, "error": reason[:400], "keys": None, "keyspace": {}}
+        with server.client() as client:
+            keyspace = client.info("keyspace")
+            persistence = client.info("persistence")
+        counts = {db: v.get("keys", 0) for db, v in keyspace.items() if isinstance(v, dict)}
+        return {
+            "ok": True,
+            "error": None,
+            "keys": sum(counts.values()),
+            "keyspace": counts,
+            "keys_loaded": persistence.get("rdb_last_load_keys_loaded"),
+            "keys_expired_on_load": persistence.get("rdb_last_load_keys_expired"),
+        }
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _source_keys(ctx: StepContext) -> tuple[int | None, str | None]:
+    """The live server's key count over all databases, when the run has a Redis target."""
+    if ctx.connections.target.redis is None:
+        return None, None
+    try:
+        keyspace = ctx.connections.redis().info("keyspace")
+    except RunbookError as exc:
+        return None, str(exc)
+    return sum(v.get("keys", 0) for v in keyspace.values() if isinstance(v, dict)), None
+
+
+def verify(spec: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    path = _pick(Path(str(spec["path"])).expanduser())
+    load = _flag(spec.get("load", False), "load")
+    expect = spec.get("expect_keys")
+    if expect in ("", None):
+        expect = None
+    else:
+        try:
+            expect = int(expect)
+        except (TypeError, ValueError):
+            raise UsageError(f"rdb.verify.expect_keys: expected a whole number, got '{expect}'") from None
+    try:
+        with ctx.progress(f"CRC64 {path.name}") as progress:
+            out = rdb.verify_file(path, on_progress=progress.advance)
+    except OSError as exc:
+        raise ActionFailed(f"cannot read {path}: {exc.strerror or exc}") from None
+    problems: list[str] = out["problems"]
+    check: dict[str, Any] = {"available": None, "ok": None}
+    loaded: dict[str, Any] | None = None
+    if out["exists"]:
+        if _flag(spec.get("check_rdb", True), "check_rdb"):
+            check = rdb.run_check_rdb(path, binary=_check_rdb_binary())
+            if check.get("ok") is False:
+                problems.append(f"redis-check-rdb: {check.get('error')}")
+        if load:
+            loaded = load_and_count(path)
+            if not loaded["ok"]:
+                problems.append(f"test load failed: {loaded['error']}")
+    keys, keys_from = None, None
+    if loaded and loaded["ok"]:
+        keys, keys_from = loaded["keys"], "loaded"
+    elif check.get("keys") is not None:
+        keys, keys_from = check["keys"] - (check.get("already_expired") or 0), "redis-check-rdb"
+    source_keys, source_error = (None, None)
+    compare_with = expect
+    if expect is None and load:
+        source_keys, source_error = _source_keys(ctx)
+        compare_with = source_keys
+    keys_match = None if keys is None or compare_with is None else keys == compare_with
+    out.update(
+        check_rdb=check,
+        load=loaded,
+        keys=keys,
+        keys_from=keys_from,
+        keyspace=(loaded or {}).get("keyspace"),
+        expect_keys=expect,
+        source_keys=source_keys,
+        source_error=source_error,
+        keys_match=keys_match,
+    )
+    out["ok"] = not problems
+    return out
+
+
+def plan(body: dict[str, Any], ctx: StepContext) -> Action:
+    ((op, spec),) = body.items()
+    if op == "download":
+        return _plan_download(spec, ctx)
+    return Action(Effect.READ, "local", summary(body), lambda: verify(spec, ctx))
+
+
+register(
+    StepKind(
+        name="rdb",
+        schema=SCHEMA,
+        plan=plan,
+        summary=summary,
+        description="Download a full RDB over the replication protocol, or verify an RDB file.",
+    )
+)
