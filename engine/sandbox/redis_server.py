@@ -154,8 +154,12 @@ class RedisServer:
         directory: Path | None = None,
         appendonly: bool = False,
         cluster: bool = False,
+        start_timeout: float = START_TIMEOUT,
     ) -> RedisServer:
-        """Write a config, start the server, return once it answers PING (retrying taken ports)."""
+        """Write a config, start the server, return once it answers PING (retrying taken ports).
+
+        `start_timeout` bounds the wait; loading a large RDB or AOF needs more than the default.
+        """
         binary = find_binary("redis-server")
         owns = directory is None
         workdir = Path(tempfile.mkdtemp(prefix="runbook-redis-")) if directory is None else Path(directory)
@@ -182,6 +186,7 @@ class RedisServer:
                 owns_directory=owns,
                 lines=lines,
             )
+            server.start_timeout = start_timeout
             server.config_path.write_text("\n".join(lines) + "\n")
             try:
                 server._launch(binary)
@@ -213,8 +218,10 @@ class RedisServer:
         self._stopped = False
         self._wait_ready()
 
+    start_timeout: float = START_TIMEOUT
+
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + self.start_timeout
         probe = _no_retry_client(self.host, self.port, self.password)
         try:
             while time.monotonic() < deadline:
@@ -239,7 +246,7 @@ class RedisServer:
             probe.close()
         self._terminate_proc()
         raise RuntimeError(
-            f"redis-server on port {self.port} did not answer PING within {START_TIMEOUT:.0f}s:\n"
+            f"redis-server on port {self.port} did not answer PING within {self.start_timeout:.0f}s:\n"
             f"{log_tail(self.log_path)}"
         )
 

@@ -2,8 +2,11 @@
 
 - `download` asks the server for a full sync (as `redis-cli --rdb` does) and streams the snapshot to
   `<output_dir>/redis-dump-YYYYMMDD-HHMMSS.rdb` (UTC) through a temp file. Nothing in the dataset
-  changes, so it is a read; a server with disk-based replication (repl-diskless-sync no) writes its
-  own dump.rdb first, exactly as for redis-cli --rdb.
+  changes, but the server forks to produce the snapshot (copy-on-write memory on a server that may be
+  short of it) and, with disk-based replication, rewrites its own dump.rdb. The server flags PSYNC as
+  an admin command, not a read, so the engine treats the download as a write: it is confirmed, its
+  cost (memory in use, replication mode) is shown first, and a dry-run never sends it (checked here,
+  since the download uses its own socket rather than the guarded connection).
 - `verify` checks the magic, the version, the EOF opcode and the CRC64 natively, asks
   `redis-check-rdb` when it is installed, and with `load: true` loads the file into a throwaway
   redis-server to count its keys (against `expect_keys`, or the live source's key count).
@@ -11,17 +14,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.backup import rdb
-from engine.errors import ActionFailed, RunbookError, UsageError
+from engine.errors import ActionFailed, MutationRefused, RunbookError, UsageError
 from engine.spec.model import Effect
 from engine.spec.params import parse_duration
 from engine.steps import Action, StepKind, register
@@ -119,7 +120,20 @@ def _plan_download(spec: dict[str, Any], ctx: StepContext) -> Action:
     except ValueError as exc:
         raise UsageError(f"rdb.download.timeout: {exc}") from None
 
+    def measure() -> dict[str, Any]:
+        memory = adapter.info("memory")
+        diskless = adapter.config_get("repl-diskless-sync").get("repl-diskless-sync")
+        return {
+            "fork": {
+                "used_memory_human": memory.get("used_memory_human"),
+                "repl_diskless_sync": diskless,
+                "note": "the server forks for the snapshot; copy-on-write memory grows with writes meanwhile",
+            }
+        }
+
     def execute() -> dict[str, Any]:
+        if not ctx.connections.allow_mutation:  # the download's own socket is outside the guarded pool
+            raise MutationRefused(f"dry-run: refused to send PSYNC to {endpoint.url}")
         with ctx.progress(f"RDB from {endpoint.host}:{endpoint.port}") as progress:
             try:
                 path, result = rdb.write_atomically(
@@ -143,10 +157,15 @@ def _plan_download(spec: dict[str, Any], ctx: StepContext) -> Action:
         return {"path": str(path), **result, "source": endpoint.url}
 
     return Action(
-        Effect.READ,
+        adapter.effect_of(["PSYNC", "?", "-1"]),
         endpoint.url,
         f"PSYNC ? -1 (full sync, as redis-cli --rdb) -> {directory / name}",
         execute,
+        measure=measure,
+        changes=lambda blast, result: [
+            {"kind": "file", "path": (result or {}).get("path", str(directory / name)), "action": "written"}
+        ],
+        predict=lambda blast: {"path": str(directory / name), "predicted": True},
     )
 
 
@@ -176,19 +195,6 @@ def _check_rdb_binary() -> str | None:
         return None
 
 
-@contextlib.contextmanager
-def _start_timeout(seconds: float) -> Iterator[None]:
-    """RedisServer.start waits START_TIMEOUT (10 s) for PING; loading a large RDB takes longer."""
-    from engine.sandbox import redis_server
-
-    before = redis_server.START_TIMEOUT
-    redis_server.START_TIMEOUT = max(before, seconds)
-    try:
-        yield
-    finally:
-        redis_server.START_TIMEOUT = before
-
-
 def load_and_count(path: Path, timeout: float = LOAD_TIMEOUT) -> dict[str, Any]:
     """Load `path` into a throwaway redis-server (127.0.0.1, free port, no persistence) and count keys."""
     from engine.sandbox.redis_server import RedisServer, SandboxUnavailable
@@ -202,8 +208,7 @@ def load_and_count(path: Path, timeout: float = LOAD_TIMEOUT) -> dict[str, Any]:
         except OSError:
             shutil.copyfile(path, target)
         try:
-            with _start_timeout(timeout):
-                server = RedisServer.start(directory=workdir)
+            server = RedisServer.start(directory=workdir, start_timeout=timeout)
         except SandboxUnavailable as exc:
             return {"ok": False, "error": str(exc), "keys": None, "keyspace": {}}
         except RuntimeError as exc:  # the server refused the file: its log says why
@@ -300,11 +305,16 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     return Action(Effect.READ, "local", summary(body), lambda: verify(spec, ctx))
 
 
+def _static_effect(body: dict[str, Any]) -> Effect:
+    return Effect.WRITE if "download" in body else Effect.READ
+
+
 register(
     StepKind(
         name="rdb",
         schema=SCHEMA,
         plan=plan,
+        static_effect=_static_effect,
         summary=summary,
         description="Download a full RDB over the replication protocol, or verify an RDB file.",
     )

@@ -346,7 +346,13 @@ def loaded_dbsize(redis_server, path: Path, tmp_path: Path) -> int:
 
 def test_backup_full_writes_an_rdb_that_check_rdb_accepts_and_that_loads(seeded, redis_server, tmp_path):
     out = tmp_path / "backup"
-    result = run(seeded, tmp_path, "redis/backup-full", "--var", f"output_dir={out}")
+    syncs = seeded.client().info("stats")["sync_full"]
+    # the server forks for a full sync: confirmed (exit 3 without a terminal), never sent in a dry-run
+    assert run(seeded, tmp_path, "redis/backup-full", "--var", f"output_dir={out}").code == 3
+    rehearsal = run(seeded, tmp_path, "redis/backup-full", "--var", f"output_dir={out}", "--dry-run")
+    assert steps_of(rehearsal)["download"]["outcome"] == "predicted"
+    assert seeded.client().info("stats")["sync_full"] == syncs and not out.exists()
+    result = run(seeded, tmp_path, "redis/backup-full", "--var", f"output_dir={out}", "--yes")
     assert result.code == 0, result.output
     dump = steps_of(result)["download"]["result"]
     path = Path(dump["path"])
@@ -364,9 +370,11 @@ def test_backup_full_from_a_password_protected_server(redis_server, tmp_path):
     server = redis_server(password=password, config={"repl-diskless-sync": "no"})  # disk mode: $<len> framing
     seed_somabrain(server.client())
     out = tmp_path / "backup"
-    denied = run(server, tmp_path, "redis/backup-full", "--var", f"output_dir={out}")
+    denied = run(server, tmp_path, "redis/backup-full", "--var", f"output_dir={out}", "--yes")
     assert denied.code == 4 and not out.exists()
-    result = run(server, tmp_path, "redis/backup-full", "--var", f"output_dir={out}", env={"REDISCLI_AUTH": password})
+    result = run(
+        server, tmp_path, "redis/backup-full", "--var", f"output_dir={out}", "--yes", env={"REDISCLI_AUTH": password}
+    )
     assert result.code == 0, result.output
     dump = steps_of(result)["download"]["result"]
     assert dump["mode"] == "disk" and check_rdb(Path(dump["path"])).returncode == 0
