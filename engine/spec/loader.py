@@ -12,8 +12,6 @@ from engine.errors import SourceError, UsageError
 from engine.resources import procedures_dir
 from engine.spec.model import Effect, Expectation, Location, OnFailure, Param, Procedure, Retry, Step
 from engine.spec.params import parse_duration
-from engine.spec.schema import validate_against
-from engine.spec.validate import semantic_errors
 from engine.spec.yamlsource import Located, load_yaml
 
 
@@ -31,6 +29,9 @@ def display_path(path: Path) -> str:
 
 def check_file(path: Path, *, known_procedures: Any = None) -> tuple[Located | None, list[SourceError], bytes]:
     """Every problem in one file: YAML, schema, then semantics (only when the schema holds)."""
+    from engine.spec.schema import validate_against
+    from engine.spec.validate import semantic_errors
+
     name = display_path(path)
     try:
         raw = path.read_bytes()
@@ -137,6 +138,13 @@ class Entry:
     section: str
 
 
+def _fast_loader() -> type:
+    """libyaml's safe loader when PyYAML was built with it (the wheels are): the catalog reads every file."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class Catalog:
     """The procedures a run can name: the shipped ones plus any extra directories or files."""
 
@@ -158,10 +166,11 @@ class Catalog:
         if self._entries is None:
             import yaml
 
+            loader = _fast_loader()
             found: dict[str, Entry] = {}
             for path in self.files():
                 try:
-                    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+                    data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
                 except (OSError, yaml.YAMLError, UnicodeDecodeError):
                     continue
                 if isinstance(data, dict) and isinstance(data.get("id"), str):
