@@ -52,8 +52,11 @@ def commands(keys: int, seed: int = 7) -> Iterator[bytes]:
             yield _resp(*args)
         elif roll < 0.85:
             key = f"tenant:{tenant}:wm:{i}"
-            yield _resp(b"RPUSH", key, *(text(rng.randint(8, 60)) for _ in range(rng.randint(2000, 5000) if big
-                                                                                   else rng.randint(3, 30))))
+            yield _resp(
+                b"RPUSH",
+                key,
+                *(text(rng.randint(8, 60)) for _ in range(rng.randint(2000, 5000) if big else rng.randint(3, 30))),
+            )
         else:
             key = f"tenant:{tenant}:cache:{i}"
             yield _resp(b"SADD", key, *(f"m{j}" for j in range(rng.randint(2000, 5000) if big else rng.randint(3, 30))))
@@ -76,8 +79,9 @@ def start_loaded(keys: int, seed: int = 7, directory: Path | None = None) -> Red
     else:
         server = RedisServer.start(directory=workdir, config={"save": ""})
     cli = find_binary("redis-cli")
-    pipe = subprocess.Popen([cli, "-h", server.host, "-p", str(server.port), "--pipe"], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL)
+    pipe = subprocess.Popen(
+        [cli, "-h", server.host, "-p", str(server.port), "--pipe"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
+    )
     assert pipe.stdin is not None
     batch: list[bytes] = []
     for command in commands(keys, seed):

@@ -123,18 +123,19 @@ def _tenant_cases(server, cli: str, url: str, work: Path, rounds: int, ours) -> 
             note="lossless (type, value, TTL) where the reference drops every non-string",
         )
     ]
+    procedures = str(Path(__file__).resolve().parent / "procedures")
     delete_times, expire_times = [], []
     for _ in range(rounds):
         delete_times.append(
             timed(
                 ours(
                     "delete",
-                    "redis/troubleshoot-memory",
+                    "bench/delete-tenant",
+                    "--procedures",
+                    procedures,
                     "--yes",
                     "--var",
-                    f"old_tenant=t{next(tenants)}",
-                    "--var",
-                    "max_keys=10000",
+                    f"tenant=t{next(tenants)}",
                 )
             )
         )
@@ -142,12 +143,12 @@ def _tenant_cases(server, cli: str, url: str, work: Path, rounds: int, ours) -> 
             timed(
                 ours(
                     "expire",
-                    "redis/troubleshoot-memory",
+                    "bench/expire-tenant",
+                    "--procedures",
+                    procedures,
                     "--yes",
                     "--var",
-                    f"ttl_pattern=tenant:t{next(tenants)}:*",
-                    "--var",
-                    "max_keys=10000",
+                    f"tenant=t{next(tenants)}",
                 )
             )
         )
@@ -157,7 +158,7 @@ def _tenant_cases(server, cli: str, url: str, work: Path, rounds: int, ours) -> 
             sorted(delete_times)[rounds // 2],
             export_s,
             1.5,
-            note="redis/troubleshoot-memory old_tenant=..., measured then UNLINK in pipelines",
+            note="keyspace delete_matching: one measuring SCAN, then UNLINK of the measured keys",
         )
     )
     rows.append(
@@ -166,7 +167,7 @@ def _tenant_cases(server, cli: str, url: str, work: Path, rounds: int, ours) -> 
             sorted(expire_times)[rounds // 2],
             export_s,
             1.5,
-            note="redis/troubleshoot-memory ttl_pattern=..., EXPIRE NX in pipelines",
+            note="keyspace expire_matching: one measuring SCAN, then EXPIRE NX of the measured keys",
         )
     )
     return rows

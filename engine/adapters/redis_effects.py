@@ -268,6 +268,21 @@ def classify(argv: Sequence[str | bytes], table: Mapping[str, CommandInfo] | Non
     return Effect.WRITE
 
 
+# Commands whose effect depends on their arguments: never answered from the name alone.
+_ARGUMENT_DEPENDENT = frozenset({"expire", "pexpire", "restore", "config", "acl", "client", "slowlog"})
+
+
+def always_read(table: Mapping[str, CommandInfo]) -> frozenset[bytes]:
+    """Lower-case names (as bytes) of commands that read whatever their arguments: the guard's fast path."""
+    names = set()
+    for name, info in table.items():
+        if info.subcommands or name in _ARGUMENT_DEPENDENT:
+            continue
+        if classify([name], table) is Effect.READ:
+            names.add(name.encode())
+    return frozenset(names)
+
+
 def _deletes_now(ttl: str | bytes) -> bool:
     try:
         return int(_text(ttl)) <= 0

@@ -108,8 +108,8 @@ return {res[1], scanned, total, flat_types, flat_tenants, flat_best, #res[2]}
 """
 )
 
-TARGET_CALL_S = 0.002  # aim for ~2 ms per call, measured as the round trip (an upper bound of server time)
-MIN_BATCH, MAX_BATCH = 100, 5000
+TARGET_CALL_S = 0.0015  # aim for ~1.5 ms per call, measured as the round trip (an upper bound of server time)
+MIN_BATCH, MAX_BATCH = 100, 2000
 
 
 def available(adapter: RedisAdapter) -> bool:
