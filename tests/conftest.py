@@ -99,3 +99,20 @@ def seeded_redis(redis_server: Callable[..., RedisServer]) -> tuple[RedisServer,
 def tmp_transcripts(tmp_path: Path) -> Path:
     """Where a test's runs write transcripts (created lazily by the code under test)."""
     return tmp_path / "transcripts"
+
+
+@pytest.fixture
+def health_endpoint() -> Iterator[Callable[..., Any]]:
+    """Factory: a SomaBrain-like /health endpoint, `health_endpoint(redis_ok=callable)`; stopped afterwards."""
+    from engine.sandbox.health import HealthServer
+
+    started: list[HealthServer] = []
+
+    def start(**kwargs: Any) -> HealthServer:
+        server = HealthServer(**kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

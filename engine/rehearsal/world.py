@@ -7,12 +7,10 @@ answers like SomaBrain's /health by pinging the same Redis. An inventory file ti
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from engine.sandbox import RedisServer, SshHost, install_redis_service, inventory_for, write_inventory
+from engine.sandbox.health import HealthServer
 from engine.sandbox.sshd import ServiceCommands
 
 
@@ -31,39 +30,6 @@ class WorldSpec:
     config: dict[str, str] = field(default_factory=dict)
     ssh: bool = True
     http: bool = True
-
-
-class _HealthServer:
-    """SomaBrain's health endpoint, reduced to what runbooks check: can the API reach Redis?"""
-
-    def __init__(self, world: World):
-        outer = world
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                redis_ok = outer.ping()
-                body = json.dumps({"status": "ok" if redis_ok else "degraded", "redis": "ok" if redis_ok else "down"})
-                self.send_response(
-                    200 if self.path == "/health" and redis_ok else 503 if self.path == "/health" else 404
-                )
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(body.encode())
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class World:
@@ -77,7 +43,7 @@ class World:
         self.redis: RedisServer | None = None
         self.ssh: SshHost | None = None
         self.service: ServiceCommands | None = None
-        self.http: _HealthServer | None = None
+        self.http: HealthServer | None = None
         self.inventory_path = self.directory / "inventory.yaml"
         self.vars: dict[str, Any] = {}  # facts faults record for params and checks (backup paths, ...)
         self._resources: list[Any] = []  # connections and threads faults keep alive until teardown
@@ -108,7 +74,7 @@ class World:
             self.ssh = SshHost.start()
             self.service = install_redis_service(self.ssh, self.redis)
         if self.spec.http:
-            self.http = _HealthServer(self)
+            self.http = HealthServer(self.ping)
         data = inventory_for(
             self.redis,
             self.ssh,
@@ -124,6 +90,11 @@ class World:
 
     def stop(self) -> None:
         self._stop_event.set()
+        if self.redis is not None and self.spec.password:
+            try:  # a rotation changed it: shut down with the password that works, not wait 5 s for a kill
+                self.redis.password = self.current_password
+            except OSError:
+                pass
         for resource in reversed(self._resources):
             try:
                 if isinstance(resource, threading.Thread):
