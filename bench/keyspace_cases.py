@@ -86,14 +86,18 @@ def run(keys: int, rounds: int) -> list[Row]:
             Row("memory-report, 1M keys (vs redis-cli --memkeys)", a, b, 0.5, note=f"peak RSS {peak['memory']} MB")
         )
         rows += _tenant_cases(server, cli, url, work, rounds, ours)
-        worst = max((e["duration"] for e in admin.slowlog_get(100_000)), default=0)
+        slow = sorted(admin.slowlog_get(100_000), key=lambda e: -e["duration"])
+        worst = slow[0]["duration"] if slow else 0
+        top = "; ".join(
+            f"{e['duration'] / 1000:.1f} ms {e['command'][:48].decode(errors='replace')!r}" for e in slow[:4]
+        )
         rows.append(
             Row(
                 "longest single server-side call during our runs",
                 worst / 1e6,
                 0.005,
                 1.0,
-                note=f"from SLOWLOG (threshold {SLOW_US} us); target: no call over 5 ms",
+                note=f"from SLOWLOG (threshold {SLOW_US} us), target: no call over 5 ms; slowest: {top}",
             )
         )
         rows += _bash_loop_record(server, cli)
