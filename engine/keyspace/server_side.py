@@ -110,6 +110,7 @@ return {res[1], scanned, total, flat_types, flat_tenants, flat_best, #res[2]}
 
 TARGET_CALL_S = 0.0015  # aim for ~1.5 ms per call, measured as the round trip (an upper bound of server time)
 MIN_BATCH, MAX_BATCH = 100, 2000
+MEMORY_BATCH = 500
 
 
 def available(adapter: RedisAdapter) -> bool:
@@ -121,9 +122,11 @@ def available(adapter: RedisAdapter) -> bool:
     return True
 
 
-def _batches(adapter: RedisAdapter, script: str, match: str, extra: list[str], start: int) -> Iterator[list[Any]]:
+def _batches(
+    adapter: RedisAdapter, script: str, match: str, extra: list[str], start: int, ceiling: int = MAX_BATCH
+) -> Iterator[list[Any]]:
     """One reply per EVAL_RO until the cursor comes back to 0, adapting COUNT to keep each call short."""
-    cursor, count = "0", start
+    cursor, count = "0", min(start, ceiling)
     while True:
         began = time.perf_counter()
         reply = adapter.call(["EVAL_RO", script, "0", cursor, match, str(count), *extra])
@@ -133,7 +136,7 @@ def _batches(adapter: RedisAdapter, script: str, match: str, extra: list[str], s
         if cursor == "0":
             return
         if elapsed < TARGET_CALL_S / 2:
-            count = min(MAX_BATCH, count * 2)
+            count = min(ceiling, count * 2)
         elif elapsed > TARGET_CALL_S:
             count = max(MIN_BATCH, count // 2)
 
@@ -150,12 +153,13 @@ def audit_ttl(adapter: RedisAdapter, match: str, *, sample: int, progress: Any, 
     return audit.result()
 
 
-def memory_report(adapter: RedisAdapter, match: str, *, top: int, progress: Any, start: int = 1000) -> dict[str, Any]:
+def memory_report(adapter: RedisAdapter, match: str, *, top: int, progress: Any, start: int = 250) -> dict[str, Any]:
     from engine.keyspace.aggregate import MemoryReport
     from engine.keyspace.pages import details
 
     report = MemoryReport(top=top)
-    for reply in _batches(adapter, MEMORY_REPORT, match, [str(top)], start):
+    # MEMORY USAGE of a big key alone costs milliseconds: smaller batches keep a call with one under budget
+    for reply in _batches(adapter, MEMORY_REPORT, match, [str(top)], start, ceiling=MEMORY_BATCH):
         _, scanned, total, types, tenants, best, returned = reply
         report.absorb(
             int(scanned),
