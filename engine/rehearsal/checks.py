@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -59,6 +61,37 @@ def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
         """Like unchanged_since, but TTL presence only (a restore gives back values and TTLs)."""
         return unchanged_since(name, match)
 
+    def clients(name: str | None = None, idle_min: int | None = None) -> int:
+        """Connected clients (CLIENT LIST) with this name / idle this long, if given; not the check's own."""
+
+        def count_them(c: redis.Redis) -> int:
+            own = c.client_id()
+            return sum(
+                1
+                for entry in c.client_list()
+                if int(entry["id"]) != own
+                and (name is None or entry.get("name") == name)
+                and (idle_min is None or int(entry.get("idle", 0)) >= idle_min)
+            )
+
+        return call(count_them)
+
+    def config_changed_since(name: str) -> list[str]:
+        """The configuration parameters whose value differs from `config_snapshot: name` (names only)."""
+        before = world.vars[f"config:{name}"]
+        after = call(lambda c: c.config_get("*"))
+        return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+
+    def revealed(secret: str | None) -> bool:
+        """Does `secret` appear anywhere the rehearsal left text: both transcripts, the step summaries and results?"""
+        if not secret:
+            return False
+        texts = [run.get("output") or "", json.dumps(run.get("results"), default=str)]
+        for path in (run.get("transcript"), run.get("dry_run_transcript")):
+            if path and Path(path).exists():
+                texts.append(Path(path).read_text(encoding="utf-8"))
+        return any(secret in text for text in texts)
+
     def result(step_id: str) -> Any:
         return run["results"].get(step_id)
 
@@ -70,6 +103,10 @@ def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
         "get": lambda key: call(lambda c: c.get(key)),
         "config": lambda name: call(lambda c: c.config_get(name).get(name)),
         "connected_clients": lambda: call(lambda c: c.info("clients")["connected_clients"]),
+        "clients": clients,
+        "config_changed_since": config_changed_since,
+        "revealed": revealed,
+        "world_config": lambda name, parameter: world.vars[f"config:{name}"].get(parameter),
         "can_write": can_write,
         "auth_ok": auth_ok,
         "used_memory_pct": used_memory_pct,

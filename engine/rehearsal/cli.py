@@ -26,8 +26,20 @@ from engine.errors import ExitCode, RunbookError, UsageError
     show_default=True,
     help="Rehearsal transcripts go under <dir>/rehearsals/<UTC date>/.",
 )
+@click.option(
+    "--scenarios",
+    "scenarios_dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="Read scenarios from DIR/**/scenarios/*.yaml instead of the shipped ones (a new or a broken one).",
+)
 def rehearse(
-    procedure: str | None, scenario: str | None, run_all: bool, guided: bool, as_json: bool, transcripts_dir: Path
+    procedure: str | None,
+    scenario: str | None,
+    run_all: bool,
+    guided: bool,
+    as_json: bool,
+    transcripts_dir: Path,
+    scenarios_dir: Path | None,
 ) -> None:
     """Rehearse procedures against a sandbox with their incident injected; exit 0 only if all are resolved.
 
@@ -43,7 +55,7 @@ def rehearse(
     try:
         if run_all == bool(procedure):
             raise UsageError("give a procedure id or --all")
-        chosen = load_all() if run_all else find(procedure, scenario)
+        chosen = load_all(scenarios_dir) if run_all else find(procedure, scenario, scenarios_dir)
     except RunbookError as exc:
         click.echo(f"runbook: {exc}", err=True)
         sys.exit(ExitCode.USAGE)

@@ -88,11 +88,9 @@ def _fill(world: World, args: dict[str, Any] | None) -> None:
         for i in range(1_000_000):
             try:
                 client.set(f"{prefix}{i}", "x" * size)
-            except redis.ResponseError as exc:
-                if "OOM" in str(exc):
-                    world.vars["filled_keys"] = i
-                    return
-                raise
+            except redis.exceptions.OutOfMemoryError:  # redis-py strips the "OOM" prefix of the error
+                world.vars["filled_keys"] = i
+                return
     raise RuntimeError("fill_until_oom: Redis never refused a write (is maxmemory set with noeviction?)")
 
 
@@ -109,12 +107,27 @@ def _leak(world: World, args: dict[str, Any]) -> None:
 
 
 @fault("idle_connections")
-def _idle(world: World, count: int) -> None:
-    """Connections opened and never closed, as a leaking connection pool leaves them."""
-    for _ in range(int(count)):
+def _idle(world: World, args: int | dict[str, Any]) -> None:
+    """Connections opened and never closed, as a leaking connection pool leaves them.
+
+    `idle_connections: 300` or `{count: 300, name: leaky-worker, idle_for: 2}`: each connection names
+    itself (CLIENT SETNAME) so findings can point at it, then they all sit idle for `idle_for` seconds.
+    `world.idle_clients` is how many were opened, `world.clients_before` the count before the leak.
+    """
+    spec = args if isinstance(args, dict) else {"count": args}
+    count, name = int(spec["count"]), spec.get("name")
+    _enough_file_descriptors(count + 256)
+    with world.client() as probe:
+        world.vars["clients_before"] = int(probe.info("clients")["connected_clients"]) - 1  # not the probe
+    for _ in range(count):
         client = world.client(single_connection_client=True)
-        client.ping()
+        if name:
+            client.client_setname(str(name))
+        else:
+            client.ping()
         world.keep(client)
+    world.vars["idle_clients"] = count
+    time.sleep(float(spec.get("idle_for", 0)))
 
 
 @fault("slow_client")
@@ -138,6 +151,68 @@ def _slow(world: World, args: dict[str, Any]) -> None:
     world.keep(client)
     world.keep(thread)
     time.sleep(float(args.get("warmup", 0.3)))
+
+
+def _enough_file_descriptors(needed: int) -> None:
+    """Raise this process's open-files limit towards `needed` (one descriptor per leaked connection)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            raise RuntimeError(f"idle_connections needs {needed} open files; the hard limit is {hard} (ulimit -Hn)")
+
+
+@fault("wait")
+def _wait(world: World, seconds: float) -> None:
+    """Let time pass (idle clients age, TTLs run down)."""
+    time.sleep(float(seconds))
+
+
+@fault("service")
+def _service(world: World, args: str | dict[str, Any]) -> None:
+    """Run the host's service command: `service: start`, or `{action: start, may_fail: true}` for a start
+    that is expected to fail (a corrupt data file): its failure lands in the Redis log, as in production.
+    `world.service_<action>_exit` is the exit status."""
+    import subprocess
+
+    assert world.service is not None, "the service fault needs a world with ssh (the service script)"
+    spec = args if isinstance(args, dict) else {"action": args}
+    action = spec["action"]
+    if action not in ("start", "stop", "restart", "status"):
+        raise ValueError(f"service: unknown action '{action}' (start, stop, restart, status)")
+    done = subprocess.run(getattr(world.service, action), shell=True, capture_output=True, text=True, timeout=60)
+    world.vars[f"service_{action}_exit"] = done.returncode
+    if done.returncode != 0 and not spec.get("may_fail"):
+        raise RuntimeError(f"service {action} failed ({done.returncode}): {(done.stderr or done.stdout).strip()}")
+
+
+@fault("start_fails")
+def _start_fails(world: World, args: Any) -> None:
+    """Try to start redis-server on its own config, as the service would, and require that it fails.
+
+    The failure (a damaged AOF, a corrupt dump) is written to the Redis log, where the procedure reads
+    it. Faster than `service: start`, whose script waits 10 s for a PING that never comes."""
+    import subprocess
+
+    from engine.sandbox import find_binary
+
+    assert world.redis is not None
+    try:
+        done = subprocess.run(
+            [find_binary("redis-server"), str(world.redis.config_path), "--daemonize", "no"],
+            cwd=world.redis.directory,
+            capture_output=True,
+            timeout=float(args.get("timeout", 10)) if isinstance(args, dict) else 10,
+        )
+    except subprocess.TimeoutExpired:
+        world.redis.kill()
+        raise RuntimeError("start_fails: redis-server started fine; the fault did not break it") from None
+    if done.returncode == 0:
+        raise RuntimeError("start_fails: redis-server exited 0; the fault did not break it")
+    world.vars["start_exit"] = done.returncode
 
 
 @fault("kill_redis")
@@ -179,10 +254,118 @@ def _corrupt(world: World, args: dict[str, Any]) -> None:
     world.vars[f"corrupted_{which}"] = str(path)
 
 
+@fault("truncate_aof")
+def _truncate_aof(world: World, args: dict[str, Any] | None) -> None:
+    """Cut the newest AOF file in the middle of its last record (a crash during a write, a full disk).
+
+    Redis must be stopped first (`stop_redis`): a running server would keep appending. `keep` is the
+    fraction of the last record left in place (default 0.5). Records `world.aof_cut_bytes` (bytes lost)
+    and `world.aof_records` (complete records left in the file)."""
+    assert world.redis is not None
+    args = args or {}
+    aof_dir = world.redis.directory / "appendonlydir"
+    files = sorted(aof_dir.glob("*.incr.aof"), key=lambda p: (p.stat().st_mtime, p.name))
+    if not files:
+        raise RuntimeError("truncate_aof: no INCR AOF file (is appendonly on and has anything been written?)")
+    path = files[-1]
+    data = path.read_bytes()
+    try:
+        cut, complete = cut_inside_last_record(data, float(args.get("keep", 0.5)))
+    except ValueError as exc:
+        raise RuntimeError(f"truncate_aof: {path.name}: {exc}") from None
+    path.write_bytes(data[:cut])
+    world.vars["aof_cut_bytes"] = len(data) - cut
+    world.vars["aof_records"] = complete
+    world.vars["corrupted_aof"] = str(path)
+
+
+def cut_inside_last_record(data: bytes, keep: float) -> tuple[int, int]:
+    """Where to cut an AOF so that its last command is left half-written: (offset, complete commands left)."""
+    starts = record_starts(data)
+    if len(starts) < 2:
+        raise ValueError(f"{len(starts)} command(s) in the file; write something first")
+    last = starts[-1]
+    size = len(data) - last
+    return last + max(1, min(size - 1, int(size * keep))), len(starts) - 1
+
+
+def record_starts(data: bytes) -> list[int]:
+    """Offsets where each command of an AOF (a RESP array: `*<argc>`, then `$<len>` + bytes per argument) starts."""
+
+    def line_end(at: int) -> int:
+        end = data.find(b"\r\n", at)
+        if end < 0:
+            raise ValueError(f"cut off at byte {at}")
+        return end
+
+    starts, i = [], 0
+    while i < len(data):
+        if data[i : i + 1] == b"#":  # an annotation (aof-timestamp-enabled): not a command
+            i = line_end(i) + 2
+            continue
+        if data[i : i + 1] != b"*":
+            raise ValueError(f"not an AOF record at byte {i}")
+        starts.append(i)
+        end = line_end(i)
+        argc, i = int(data[i + 1 : end]), end + 2
+        for _ in range(argc):
+            if data[i : i + 1] != b"$":
+                raise ValueError(f"not a RESP bulk string at byte {i}")
+            end = line_end(i)
+            i = end + 2 + int(data[i + 1 : end]) + 2
+    return starts
+
+
+@fault("run_procedure")
+def _run_procedure(world: World, args: dict[str, Any]) -> None:
+    """Run another procedure against the world as setup (e.g. the backup a restore needs), approved with --yes.
+
+    `{procedure: redis/backup-tenant, params: {...}, as: tenant_backup}`: params may use `{{ world.* }}`;
+    the run must exit 0 (or one of `exit: [..]`). `world.<as>` is its registered results by step id and
+    `world.<as>_transcript` its transcript (kept under the world's directory, removed at teardown).
+    """
+    from engine import template
+    from engine.session import RunRequest, execute
+
+    values = {"world": world.template_values()}
+    params = {
+        k: str(template.render(v, values)) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+        for k, v in (args.get("params") or {}).items()
+    }
+    name = args.get("as") or args["procedure"].rsplit("/", 1)[-1].replace("-", "_")
+    transcripts = world.directory / "setup-transcripts"
+    transcripts.mkdir(exist_ok=True)
+    result = execute(
+        RunRequest(
+            procedure=args["procedure"],
+            variables=params,
+            inventory=str(world.inventory_path),
+            target="rehearsal",
+            operator="rehearsal-setup",
+            assume_yes=True,
+            transcript=transcripts / f"{name}.jsonl",
+        )
+    )
+    allowed = tuple(args.get("exit") or (0,))
+    if result.exit_code not in allowed:
+        raise RuntimeError(
+            f"setup procedure {args['procedure']} exited {result.exit_code} ({result.outcome}: {result.error})"
+        )
+    world.vars[name] = {step.id: step.result for step in result.steps}
+    world.vars[f"{name}_transcript"] = result.transcript
+
+
 @fault("snapshot")
 def _snapshot(world: World, name: str) -> None:
     """Remember every key's type, value and TTL presence, for checks like `unchanged_since(name)`."""
     world.vars[f"snapshot:{name}"] = take_snapshot(world)
+
+
+@fault("config_snapshot")
+def _config_snapshot(world: World, name: str) -> None:
+    """Remember every CONFIG GET * value, for `config_changed_since(name)`."""
+    with world.client() as client:
+        world.vars[f"config:{name}"] = client.config_get("*")
 
 
 def take_snapshot(world: World, match: str = "*") -> dict[str, tuple[str, Any, bool]]:

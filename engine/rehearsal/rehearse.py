@@ -140,6 +140,8 @@ def rehearse(
             "results": {s.id: s.result for s in real.steps},
             "findings": [e["message"] for s in real.steps for e in s.expectations if e["held"] is False],
             "output": "\n".join(str(s.summary or "") + "\n" + str(s.message or "") for s in real.steps),
+            "transcript": real.transcript,
+            "dry_run_transcript": dry.transcript,
         }
         names = checks.namespace(world, run)
         for check in scenario.success:

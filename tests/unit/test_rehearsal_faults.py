@@ -1,0 +1,76 @@
+"""The pure parts of the fault registry: AOF record boundaries, where a truncation cuts, the registry itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.rehearsal import faults
+
+
+def resp(*argv: str | bytes) -> bytes:
+    """One command as Redis appends it to an AOF."""
+    out = b"*%d\r\n" % len(argv)
+    for arg in argv:
+        data = arg.encode() if isinstance(arg, str) else arg
+        out += b"$%d\r\n%s\r\n" % (len(data), data)
+    return out
+
+
+AOF = resp("SELECT", "0") + resp("SET", "k", "hello") + resp("HSET", "h", "f", "va\r\nlue with a CRLF")
+
+
+def test_record_starts_finds_every_command_even_with_crlf_inside_a_value():
+    first = len(resp("SELECT", "0"))
+    second = first + len(resp("SET", "k", "hello"))
+    assert faults.record_starts(AOF) == [0, first, second]
+
+
+def test_record_starts_skips_timestamp_annotations():
+    annotated = b"#TS:1700000000\r\n" + AOF
+    assert len(faults.record_starts(annotated)) == 3
+
+
+def test_record_starts_refuses_what_is_not_an_aof():
+    with pytest.raises(ValueError, match="not an AOF record at byte 0"):
+        faults.record_starts(b"REDIS0011\xfa")
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.5, 0.99, 1.0])
+def test_the_cut_always_lands_strictly_inside_the_last_command(keep):
+    last = faults.record_starts(AOF)[-1]
+    cut, complete = faults.cut_inside_last_record(AOF, keep)
+    assert last < cut < len(AOF)  # at least one byte of it kept, at least one lost: half-written
+    assert complete == 2
+    assert faults.record_starts(AOF[:last]) == faults.record_starts(AOF)[:2]  # the commands before are whole
+
+
+def test_a_file_with_a_single_command_cannot_be_cut_meaningfully():
+    with pytest.raises(ValueError, match="1 command"):
+        faults.cut_inside_last_record(resp("SELECT", "0"), 0.5)
+
+
+def test_every_documented_fault_is_registered_and_unknown_ones_are_named():
+    documented = {
+        "redis",
+        "save",
+        "backup",
+        "flushall",
+        "delete",
+        "fill_until_oom",
+        "leak_keys",
+        "idle_connections",
+        "slow_client",
+        "kill_redis",
+        "stop_redis",
+        "start_fails",
+        "service",
+        "wait",
+        "corrupt",
+        "truncate_aof",
+        "run_procedure",
+        "snapshot",
+        "config_snapshot",
+    }
+    assert set(faults.FAULTS) == documented
+    with pytest.raises(ValueError, match=r"unknown fault 'meteor' \(known: backup, "):
+        faults.apply(None, {"meteor": {}})  # type: ignore[arg-type]
