@@ -92,7 +92,9 @@ def render_table(results: list) -> str:
                 r.procedure,
                 r.scenario,
                 flag,
-                ("" if r.predictions_matched else "DIFFERS: ") + prediction,
+                ("" if r.predictions_matched else "DIFFERS: ")
+                + ("expected difference: " if mismatched and r.predictions_matched else "")
+                + prediction,
                 f"{r.duration_s:.1f}s",
                 str(r.steps),
                 str(r.approvals),
@@ -103,7 +105,10 @@ def render_table(results: list) -> str:
         if r.error:
             details.append(f"  {r.procedure}/{r.scenario}: error: {r.error}")
         for c in mismatched:
-            details.append(f"  {r.procedure}/{r.scenario}: step {c.step}: predicted {c.predicted}, actual {c.actual}")
+            why = f" (expected: {c.expected})" if c.expected else ""
+            details.append(
+                f"  {r.procedure}/{r.scenario}: step {c.step}: predicted {c.predicted}, actual {c.actual}{why}"
+            )
         if r.transcript:
             details.append(f"  {r.procedure}/{r.scenario}: transcript {r.transcript}")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]

@@ -15,6 +15,7 @@ _VERBS = {  # kind -> (singular, plural)
     "command": ("command run", "commands run"),
     "service": ("service action", "service actions"),
     "password_rotated": ("password rotated", "passwords rotated"),
+    "clients_killed": ("client disconnected", "clients disconnected"),
 }
 
 
@@ -24,6 +25,7 @@ class StepComparison:
     predicted: str
     actual: str
     matched: bool
+    expected: str | None = None  # why the scenario expects this step to differ (its expected_differences)
 
 
 def _key(event: dict[str, Any]) -> tuple[str, str, int | None, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,11 @@ def rehearse(
         result.steps = sum(1 for e in real_events if e["type"] == "step.finished")
         result.approvals = sum(1 for e in real_events if e["type"] == "approval.given")
         result.comparisons = compare(_events(dry.transcript), real_events)
-        result.predictions_matched = all(c.matched for c in result.comparisons)
+        result.comparisons = [
+            replace(c, expected=scenario.expected_differences.get(c.step)) if not c.matched else c
+            for c in result.comparisons
+        ]
+        result.predictions_matched = all(c.matched or c.expected for c in result.comparisons)
         run = {
             "exit_code": real.exit_code,
             "outcome": real.outcome,

@@ -27,7 +27,7 @@ class Scenario:
     seed: dict[str, Any] = field(default_factory=dict)
     fault: tuple[dict[str, Any], ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
-    answers: dict[str, Any] = field(default_factory=dict)
+    expected_differences: dict[str, str] = field(default_factory=dict)
     success: tuple[Check, ...] = ()
     expect_exit: tuple[int, ...] = (0,)
     time_limit: float = 120.0
@@ -60,7 +60,7 @@ def load_file(path: Path) -> list[Scenario]:
                 seed=raw.get("seed") or {},
                 fault=tuple(raw.get("fault") or ()),
                 params=raw.get("params") or {},
-                answers=raw.get("answers") or {},
+                expected_differences=raw.get("expected_differences") or {},
                 success=tuple(Check(c["that"], c["message"]) for c in raw["success"]),
                 expect_exit=tuple(raw.get("expect_exit") or (0,)),
                 time_limit=parse_duration(raw.get("time_limit", "120s")),

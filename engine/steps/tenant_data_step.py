@@ -176,12 +176,13 @@ def _file_errors(fn: Callable[[], Any]) -> Callable[[], Any]:
 
 
 # -- export ----------------------------------------------------------------------------------------
-def _output_path(output: str, match: str) -> Path:
+def _output_path(output: str, match: str, run_id: str | None = None) -> Path:
     path = Path(output).expanduser()
     if path.is_dir():
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", match).strip("-.") or "keys"
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        return path / f"{slug}-{stamp}.keys.jsonl"
+        run = f"-{re.sub(r'[^A-Za-z0-9_.-]+', '-', run_id)}" if run_id else ""  # two runs in one second differ
+        return path / f"{slug}-{stamp}{run}.keys.jsonl"
     return path
 
 
@@ -391,7 +392,7 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     where = adapter.endpoint.url
     if op == "export":
         match = str(spec["match"])
-        output = _output_path(str(spec["output"]), match)
+        output = _output_path(str(spec["output"]), match, (ctx.values.get("run") or {}).get("id"))
         count = _count(spec.get("count"))
         return Action(
             Effect.READ,
