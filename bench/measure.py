@@ -73,6 +73,8 @@ def render(rows: list[Row]) -> str:
         for r in rows
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    lines = [tuple(cell.replace("|", "\\|") for cell in line) for line in lines]  # Markdown-safe cells
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = ["| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)) + " |" for line in lines]
     out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     notes = [f"- {r.operation}: {r.note}" for r in rows if r.note]

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from engine import __version__
+from engine.cli_options import transcripts_dir_option
 from engine.errors import ExitCode, RunbookError, UsageError
 
 # Commands that live in their own modules, loaded only when used.
@@ -165,14 +166,7 @@ def validate(paths: tuple[Path, ...]) -> None:
 @click.option(
     "--transcript", type=click.Path(path_type=Path), help="Transcript path (default: under --transcripts-dir)."
 )
-@click.option(
-    "--transcripts-dir",
-    type=click.Path(path_type=Path),
-    envvar="RUNBOOK_TRANSCRIPTS",
-    default="transcripts",
-    show_default=True,
-    help="Where transcripts go ($RUNBOOK_TRANSCRIPTS).",
-)
+@transcripts_dir_option()
 @click.option("--operator", help="Who is running this (default: the OS user).")
 @click.option("--incident", help="Incident id this run belongs to.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the outcome and step results.")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from engine.cli_options import transcripts_dir_option
 from engine.errors import ExitCode, RunbookError, UsageError
 
 
@@ -18,14 +19,7 @@ from engine.errors import ExitCode, RunbookError, UsageError
 @click.option("--all", "run_all", is_flag=True, help="Every scenario of every procedure.")
 @click.option("--guided", is_flag=True, help="Answer the prompts yourself, as in a real incident.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per rehearsal.")
-@click.option(
-    "--transcripts-dir",
-    type=click.Path(path_type=Path),
-    envvar="RUNBOOK_TRANSCRIPTS",
-    default="transcripts",
-    show_default=True,
-    help="Rehearsal transcripts go under <dir>/rehearsals/<UTC date>/.",
-)
+@transcripts_dir_option("Rehearsal transcripts go under <dir>/rehearsals/<UTC date>/.")
 @click.option(
     "--scenarios",
     "scenarios_dir",

@@ -30,6 +30,18 @@ _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
 
 
+def parse_bool(value: Any) -> bool:
+    """true/false, yes/no, on/off, 1/0 (a rendered template gives text): the one place that decides."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"'{value}' is not a boolean (true/false)")
+
+
 def parse_duration(value: Any) -> float:
     """'90s', '5m', '1.5h', '250ms' or a plain number of seconds -> seconds."""
     if isinstance(value, bool):
@@ -86,14 +98,7 @@ def convert(param: Param, raw: Any) -> Any:
         if isinstance(value, bool) or not math.isfinite(value):
             raise ValueError(f"'{raw}' is not a number")
     elif kind == "boolean":
-        if isinstance(raw, bool):
-            value = raw
-        elif str(raw).strip().lower() in _TRUE:
-            value = True
-        elif str(raw).strip().lower() in _FALSE:
-            value = False
-        else:
-            raise ValueError(f"'{raw}' is not a boolean (true/false)")
+        value = parse_bool(raw)
     elif kind == "duration":
         value = parse_duration(raw)
     elif kind == "size":

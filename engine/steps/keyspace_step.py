@@ -184,16 +184,14 @@ def _int(spec: dict[str, Any], name: str, default: int | None = None, minimum: i
 
 
 def _flag(value: Any, default: bool) -> bool:
+    from engine.spec.params import parse_bool
+
     if value is None:
         return default
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "1", "on"):
-        return True
-    if text in ("false", "no", "0", "off"):
-        return False
-    raise UsageError(f"keyspace: expected true or false, got {value!r}")
+    try:
+        return parse_bool(value)
+    except ValueError as exc:
+        raise UsageError(f"keyspace: {exc}") from None
 
 
 def _seconds(value: Any) -> int:
@@ -294,6 +292,25 @@ def _plan_analysis(
     return Action(Effect.READ, where, command, execute, output=lambda result: f"method: {method.get('used')}")
 
 
+def _pattern_changes(
+    kind: str, counted: str, blast: dict[str, Any] | None, result: Any, state: dict[str, Any], **extra: Any
+) -> list[dict[str, Any]]:
+    """The change record of a pattern operation: predicted from the measurement, or what it really did."""
+    blast = blast or {}
+    if result is None:  # predicted (dry-run): nothing when the cap would refuse it
+        if blast.get("over_cap"):
+            return []
+        count, keys = blast.get("count", 0), blast.get("sample", [])
+    else:
+        count, keys = result[counted], state.get("sample", [])
+    if not count:
+        return []
+    change = {"kind": kind, "count": count, "keys": keys, **extra}
+    if result is not None and result.get("capped"):
+        change["capped"] = True
+    return [change]
+
+
 def _refusal(count: int, max_keys: int, what: str) -> str:
     return (
         f"{count} keys would {what}, more than max_keys={max_keys}: refused, nothing changed. "
@@ -374,19 +391,7 @@ def _plan_expire(
         }
 
     def changes(blast: dict[str, Any] | None, result: Any) -> list[dict[str, Any]]:
-        blast = blast or {}
-        if result is None:  # predicted
-            if blast.get("over_cap"):
-                return []
-            count, keys = blast.get("count", 0), blast.get("sample", [])
-        else:
-            count, keys = result["changed"], state.get("sample", [])
-        if not count:
-            return []
-        change = {"kind": "ttl_set", "count": count, "keys": keys, "ttl_after": ttl, "match": match}
-        if result is not None and result.get("capped"):
-            change["capped"] = True
-        return [change]
+        return _pattern_changes("ttl_set", "changed", blast, result, state, ttl_after=ttl, match=match)
 
     return Action(Effect.WRITE, where, command, execute, measure=measure, changes=changes, predict=predict)
 
@@ -434,25 +439,9 @@ def _plan_delete(
         return {"deleted": 0 if blast.get("over_cap") else blast.get("count", 0), "capped": False}
 
     def changes(blast: dict[str, Any] | None, result: Any) -> list[dict[str, Any]]:
-        blast = blast or {}
-        if result is None:  # predicted
-            if blast.get("over_cap"):
-                return []
-            count, keys = blast.get("count", 0), blast.get("sample", [])
-        else:
-            count, keys = result["deleted"], state.get("sample", [])
-        if not count:
-            return []
-        change: dict[str, Any] = {
-            "kind": "keys_removed",
-            "count": count,
-            "keys": keys,
-            "match": match,
-            "bytes_measured": blast.get("bytes"),
-        }
-        if result is not None and result.get("capped"):
-            change["capped"] = True
-        return [change]
+        return _pattern_changes(
+            "keys_removed", "deleted", blast, result, state, match=match, bytes_measured=(blast or {}).get("bytes")
+        )
 
     return Action(Effect.DESTRUCTIVE, where, command, execute, measure=measure, changes=changes, predict=predict)
 

@@ -85,14 +85,12 @@ SCHEMA = {
 
 
 def _flag(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "1", "on"):
-        return True
-    if text in ("false", "no", "0", "off", ""):
-        return False
-    raise UsageError(f"rdb.verify.{name}: expected true or false, got '{value}'")
+    from engine.spec.params import parse_bool
+
+    try:
+        return False if value == "" else parse_bool(value)
+    except ValueError as exc:
+        raise UsageError(f"rdb.verify.{name}: {exc}") from None
 
 
 def summary(body: dict[str, Any]) -> str:

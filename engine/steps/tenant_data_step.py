@@ -89,14 +89,13 @@ def _op(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def _truthy(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "1", "on"):
-        return True
-    if text in ("false", "no", "0", "off", ""):
-        return False
-    return None
+    """None when the value is not a boolean (a template not rendered yet, as in `show`)."""
+    from engine.spec.params import parse_bool
+
+    try:
+        return False if value == "" else parse_bool(value)
+    except ValueError:
+        return None
 
 
 def static_effect(body: dict[str, Any]) -> Effect | None:

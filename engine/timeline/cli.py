@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from engine.cli_options import transcripts_dir_option
 from engine.errors import RunbookError, UsageError
 
 FORMATS = ("markdown", "html", "json")
@@ -22,17 +23,6 @@ def _fail(exc: RunbookError) -> None:
     from engine.cli import fail
 
     fail(exc)
-
-
-def transcripts_dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--transcripts-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar="RUNBOOK_TRANSCRIPTS",
-        default="transcripts",
-        show_default=True,
-        help="Where runs and incident notes are ($RUNBOOK_TRANSCRIPTS).",
-    )(func)
 
 
 def tz_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -105,7 +95,7 @@ def _warn(timeline: Any) -> None:
 @click.option("--format", "out_format", type=click.Choice(FORMATS), default="markdown", show_default=True)
 @output_option
 @tz_option
-@transcripts_dir_option
+@transcripts_dir_option("Where runs and incident notes are ($RUNBOOK_TRANSCRIPTS).")
 def timeline(
     transcripts: tuple[Path, ...],
     incident: str | None,
@@ -148,7 +138,7 @@ def timeline(
     "--at", "at_text", metavar="TIME", help="When it happened, if earlier: 2026-11-26T01:40:00Z, 01:40 (UTC), 15m."
 )
 @click.option("--operator", help="Who is writing this (default: the OS user).")
-@transcripts_dir_option
+@transcripts_dir_option("Where runs and incident notes are ($RUNBOOK_TRANSCRIPTS).")
 def note(
     text: str, incident: str, milestone: str | None, at_text: str | None, operator: str | None, transcripts_dir: Path
 ) -> None:
@@ -181,7 +171,7 @@ def note(
 @click.option("--incident", required=True, help="Incident id, e.g. INC-2041.")
 @output_option
 @tz_option
-@transcripts_dir_option
+@transcripts_dir_option("Where runs and incident notes are ($RUNBOOK_TRANSCRIPTS).")
 def postmortem(
     transcripts: tuple[Path, ...], incident: str, output: Path | None, tz_name: str | None, transcripts_dir: Path
 ) -> None:
