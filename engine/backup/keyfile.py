@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from engine.fsutil import fsync_dir
+
 FORMAT = "runbook-keys"
 VERSION = 1
 COPY_CHUNK = 1 << 20
@@ -130,7 +132,7 @@ class KeyFileWriter:
             raise
         finally:
             self._body_path.unlink(missing_ok=True)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         return {
             "path": str(self.path),
             "key_count": self.keys,
@@ -161,19 +163,6 @@ def open_private(path: Path) -> BinaryIO:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)  # whatever the umask, and if the file was there already
     return os.fdopen(fd, "wb")
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from engine.backup.crc64 import Crc64
 from engine.backup.keyfile import open_private
+from engine.fsutil import fsync_dir
 
 MAGIC = b"REDIS"
 HEADER_BYTES = 9  # "REDIS" + 4 ASCII digits
@@ -365,12 +366,5 @@ def write_atomically(directory: Path, name: str, fill: Callable[[IO[bytes]], Any
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    fsync_dir(directory)
     return final, result

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ActionFailed, MutationRefused
+from engine.fsutil import fsync_dir
 from engine.spec.model import Effect
 from engine.steps import Action, StepKind, register
 
@@ -109,6 +110,7 @@ def write_file(path: Path, content: str, mode: int, *, allow_mutation: bool) -> 
         os.close(fd)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
+    fsync_dir(path.parent)  # a rotated password file must survive a crash right after the rename
     return {"path": str(path), "bytes": len(content.encode("utf-8")), "mode": oct(mode)}
 
 

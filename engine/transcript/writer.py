@@ -25,6 +25,7 @@ from pathlib import Path, PurePath
 from types import TracebackType
 from typing import Any
 
+from engine.fsutil import fsync_dir
 from engine.transcript.redact import Redactor
 
 EVENT_TYPES = (
@@ -219,7 +220,7 @@ class TranscriptWriter:
                 "choose another --transcript path",
                 str(path),
             ) from None
-        _fsync_dir(path.parent)  # the new directory entry survives a crash too
+        fsync_dir(path.parent)  # the new directory entry survives a crash too
         return cls(fd, path, run_id, redactor, **options)
 
     @classmethod
@@ -489,19 +490,6 @@ def _lock_exclusive(fd: int) -> None:
     except ImportError:
         return
     fcntl.flock(fd, fcntl.LOCK_EX)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 def _mono_offset(last_event: Mapping[str, Any], clock: Callable[[], datetime] | None) -> int:
