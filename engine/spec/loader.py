@@ -151,6 +151,7 @@ class Catalog:
     def __init__(self, roots: Iterable[Path] = ()):
         self.roots = [procedures_dir(), *roots]
         self._entries: dict[str, Entry] | None = None
+        self._loaded: dict[str, Procedure] = {}
 
     def files(self) -> list[Path]:
         out: list[Path] = []
@@ -195,4 +196,7 @@ class Catalog:
         raise UsageError(f"no procedure '{ref}' (known: {known})")
 
     def load(self, ref: str) -> Procedure:
-        return load_procedure(self.path_of(ref), known_procedures=self.has)
+        """Load and validate once per catalog: a `call` inside a `foreach` does not re-read the file."""
+        if ref not in self._loaded:
+            self._loaded[ref] = load_procedure(self.path_of(ref), known_procedures=self.has)
+        return self._loaded[ref]
