@@ -72,27 +72,31 @@ def world(redis_server, sshd_host, http_base, tmp_path):
     return redis, host, service, procedure, http_base
 
 
-def _inventory(tmp_path: Path, redis, host, service, http_base, **kwargs) -> Path:
-    return write_inventory(
-        tmp_path / "inventory.yaml", inventory_for(redis, host, service, http_base_url=http_base, **kwargs)
-    )
+def _inventory(tmp_path: Path, redis, host, service, http_base, known_hosts: Path | None = None, **kwargs) -> Path:
+    data = inventory_for(redis, host, service, http_base_url=http_base, **kwargs)
+    if known_hosts is not None:
+        data["environments"]["sandbox"]["targets"]["sandbox"]["ssh"]["known_hosts"] = str(known_hosts)
+    return write_inventory(tmp_path / "inventory.yaml", data)
 
 
-def test_ssh_and_http_steps_capture_output_and_quote_values(world, tmp_path):
-    redis, host, service, procedure, http_base = world
-    inventory = _inventory(tmp_path, redis, host, service, http_base)
-    result = runbook(
+def _run(procedure: Path, inventory: Path, tmp_path: Path, *args: str):
+    return runbook(
         "run",
         str(procedure),
         "--inventory",
         str(inventory),
         "--target",
         "sandbox",
-        "--yes",
         "--transcripts-dir",
         str(tmp_path / "t"),
-        "--json",
+        *args,
     )
+
+
+def test_ssh_and_http_steps_capture_output_and_quote_values(world, tmp_path):
+    redis, host, service, procedure, http_base = world
+    inventory = _inventory(tmp_path, redis, host, service, http_base)
+    result = _run(procedure, inventory, tmp_path, "--yes", "--json")
     assert result.code == 0, result.output
     steps = {s["id"]: s for s in result.json()["steps"]}
     # the param's shell metacharacters arrived as one quoted word: no second command ran
@@ -114,17 +118,7 @@ def test_ssh_and_http_steps_capture_output_and_quote_values(world, tmp_path):
 def test_ssh_write_is_refused_in_dry_run(world, tmp_path):
     redis, host, service, procedure, http_base = world
     inventory = _inventory(tmp_path, redis, host, service, http_base)
-    result = runbook(
-        "run",
-        str(procedure),
-        "--inventory",
-        str(inventory),
-        "--target",
-        "sandbox",
-        "--dry-run",
-        "--transcripts-dir",
-        str(tmp_path / "t"),
-    )
+    result = _run(procedure, inventory, tmp_path, "--dry-run")
     assert result.code == 0, result.output
     assert not list(redis.directory.glob("marker-*"))
     touch = next(e for e in of_type(events(transcript_path(result)), "step.finished") if e["step"]["id"] == "touch")
@@ -135,20 +129,8 @@ def test_unknown_host_key_is_refused(world, tmp_path):
     redis, host, service, procedure, http_base = world
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
-    data = inventory_for(redis, host, service, http_base_url=http_base)
-    data["environments"]["sandbox"]["targets"]["sandbox"]["ssh"]["known_hosts"] = str(empty)
-    inventory = write_inventory(tmp_path / "inventory.yaml", data)
-    result = runbook(
-        "run",
-        str(procedure),
-        "--inventory",
-        str(inventory),
-        "--target",
-        "sandbox",
-        "--yes",
-        "--transcripts-dir",
-        str(tmp_path / "t"),
-    )
+    inventory = _inventory(tmp_path, redis, host, service, http_base, known_hosts=empty)
+    result = _run(procedure, inventory, tmp_path, "--yes")
     assert result.code == 4, result.output
     assert "is not in" in result.output and "refusing to connect" in result.output
     assert empty.read_text() == ""
@@ -160,20 +142,8 @@ def test_changed_host_key_is_refused_even_with_accept_new(world, tmp_path):
     # a different ed25519 key recorded for this host:port
     fake = "AAAAC3NzaC1lZDI1NTE5AAAAIHZhbGlkLWxvb2tpbmcta2V5LWZvci10ZXN0cy1vbmx5"
     other.write_text(f"[{host.address}]:{host.port} ssh-ed25519 {fake}\n")
-    data = inventory_for(redis, host, service, http_base_url=http_base, host_key_policy="accept-new")
-    data["environments"]["sandbox"]["targets"]["sandbox"]["ssh"]["known_hosts"] = str(other)
-    inventory = write_inventory(tmp_path / "inventory.yaml", data)
-    result = runbook(
-        "run",
-        str(procedure),
-        "--inventory",
-        str(inventory),
-        "--target",
-        "sandbox",
-        "--yes",
-        "--transcripts-dir",
-        str(tmp_path / "t"),
-    )
+    inventory = _inventory(tmp_path, redis, host, service, http_base, known_hosts=other, host_key_policy="accept-new")
+    result = _run(procedure, inventory, tmp_path, "--yes")
     assert result.code == 4, result.output
     assert "CHANGED" in result.output
 
@@ -181,20 +151,8 @@ def test_changed_host_key_is_refused_even_with_accept_new(world, tmp_path):
 def test_accept_new_trusts_on_first_use_and_records_it(world, tmp_path):
     redis, host, service, procedure, http_base = world
     known = tmp_path / "tofu_known_hosts"
-    data = inventory_for(redis, host, service, http_base_url=http_base, host_key_policy="accept-new")
-    data["environments"]["sandbox"]["targets"]["sandbox"]["ssh"]["known_hosts"] = str(known)
-    inventory = write_inventory(tmp_path / "inventory.yaml", data)
-    result = runbook(
-        "run",
-        str(procedure),
-        "--inventory",
-        str(inventory),
-        "--target",
-        "sandbox",
-        "--yes",
-        "--transcripts-dir",
-        str(tmp_path / "t"),
-    )
+    inventory = _inventory(tmp_path, redis, host, service, http_base, known_hosts=known, host_key_policy="accept-new")
+    result = _run(procedure, inventory, tmp_path, "--yes")
     assert result.code == 0, result.output
     accepted = of_type(events(transcript_path(result)), "host_key.accepted")
     assert len(accepted) == 1 and accepted[0]["policy"] == "accept-new"
