@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -99,18 +100,72 @@ def test_snapshot_refused_and_dry_run_take_no_snapshot(seeded, tmp_path):
     assert not (seeded.directory / "dump.rdb").exists()
 
 
+def _save_child(server) -> int:
+    """The pid of the server's background-save child (a forked redis-server whose parent is the server)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == server.pid:
+            return int(entry.name)
+    raise AssertionError("no background save child found")
+
+
+def _attempts_started(transcripts: Path, step_id: str) -> int:
+    return sum(
+        1
+        for path in transcripts.glob("**/*.jsonl")
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and '"step.started"' in line and json.loads(line)["step"]["id"] == step_id
+    )
+
+
 def test_snapshot_waits_for_a_save_already_in_progress(seeded, tmp_path):
+    """The running save is held (SIGSTOP) by the test until the procedure has polled it twice: no race."""
     client = seeded.client()
-    client.config_set("rdb-key-save-delay", 15000)  # 91 keys x 15 ms: a save that runs ~1.4 s
+    client.config_set("rdb-key-save-delay", 1000)
     client.bgsave()
-    client.config_set("rdb-key-save-delay", 0)  # the running child keeps its delay; the next save is quick
-    assert client.info("persistence")["rdb_bgsave_in_progress"] == 1
-    saves = client.info("persistence")["rdb_saves"]
-    result = run(seeded, tmp_path, "redis/backup-snapshot", "--yes")
-    assert result.code == 0, result.output
-    steps = steps_of(result)
+    child = _save_child(seeded)
+    os.kill(child, signal.SIGSTOP)
+    client.config_set("rdb-key-save-delay", 0)  # the held child keeps its delay; the next save is quick
+    try:
+        assert client.info("persistence")["rdb_bgsave_in_progress"] == 1
+        saves = client.info("persistence")["rdb_saves"]
+        transcripts = tmp_path / "transcripts"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "engine.cli",
+                "run",
+                "redis/backup-snapshot",
+                "--redis",
+                seeded.url,
+                "--transcripts-dir",
+                str(transcripts),
+                "--json",
+                "--yes",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            cwd=REPO,
+        )
+        deadline = time.monotonic() + 120  # a safety net for a broken engine, not a timing assertion
+        while _attempts_started(transcripts, "running") < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the procedure never polled the running save"
+            time.sleep(0.05)
+    finally:
+        os.kill(child, signal.SIGCONT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    steps = {s["id"]: s for s in json.loads(out.strip().splitlines()[-1])["steps"]}
     assert steps["running"]["result"]["rdb_bgsave_in_progress"] == 0
-    assert finished(result, "running")["attempts"] > 1  # it polled while the other save ran
     assert steps["bgsave"]["outcome"] == "ok"
     assert client.info("persistence")["rdb_saves"] == saves + 1  # ours ran after the first one finished
 
