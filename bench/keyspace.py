@@ -8,6 +8,7 @@ dataset is saved once per (keys, seed) under bench/.cache and loaded from there 
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import subprocess
@@ -64,36 +65,56 @@ def commands(keys: int, seed: int = 7) -> Iterator[bytes]:
             yield _resp(b"EXPIRE", key, rng.randint(86_400, 7 * 86_400))  # long: nothing expires during a bench
 
 
+LOAD_TIMEOUT = 600.0  # a 1M-key RDB (about 730 MB) loads in seconds on a quiet machine, minutes on a busy one
+
+
 def start_loaded(keys: int, seed: int = 7, directory: Path | None = None) -> RedisServer:
-    """A redis-server (own temp dir, free port) holding the keyspace; built once, then loaded from the cache."""
+    """A redis-server (own temp dir, free port) holding the keyspace; built once, then loaded from the cache.
+
+    The server is stopped on every way out of here but the successful one, so a failed or interrupted
+    build never leaves a redis-server behind; the one-off SAVE has no client timeout.
+    """
     import tempfile
 
     cached = CACHE / f"keyspace-{keys}-{seed}.rdb"
     workdir = directory or Path(tempfile.mkdtemp(prefix="runbook-bench-"))
     if cached.exists():
         shutil.copy(cached, workdir / "dump.rdb")
-        server = RedisServer.start(directory=workdir, config={"save": ""})
-        if server.client().dbsize() == keys:
+    server = RedisServer.start(directory=workdir, config={"save": ""}, start_timeout=LOAD_TIMEOUT)
+    try:
+        if cached.exists() and server.client().dbsize() == keys:
             return server
-        server.client().flushall()
-    else:
-        server = RedisServer.start(directory=workdir, config={"save": ""})
+        _build(server, keys, seed)
+        server.client(socket_timeout=None).save()
+        CACHE.mkdir(exist_ok=True)
+        partial = cached.with_name(f".{cached.name}.{os.getpid()}.part")
+        shutil.copy(workdir / "dump.rdb", partial)
+        os.replace(partial, cached)  # a cut-off copy never poses as the cache
+        return server
+    except BaseException:
+        server.stop()
+        raise
+
+
+def _build(server: RedisServer, keys: int, seed: int) -> None:
+    server.client(socket_timeout=None).flushall()
     cli = find_binary("redis-cli")
     pipe = subprocess.Popen(
         [cli, "-h", server.host, "-p", str(server.port), "--pipe"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
     )
     assert pipe.stdin is not None
-    batch: list[bytes] = []
-    for command in commands(keys, seed):
-        batch.append(command)
-        if len(batch) >= 10_000:
-            pipe.stdin.write(b"".join(batch))
-            batch.clear()
-    pipe.stdin.write(b"".join(batch))
-    pipe.stdin.close()
-    if pipe.wait() != 0:
-        raise RuntimeError("redis-cli --pipe failed while loading the benchmark keyspace")
-    server.client().save()
-    CACHE.mkdir(exist_ok=True)
-    shutil.copy(workdir / "dump.rdb", cached)
-    return server
+    try:
+        batch: list[bytes] = []
+        for command in commands(keys, seed):
+            batch.append(command)
+            if len(batch) >= 10_000:
+                pipe.stdin.write(b"".join(batch))
+                batch.clear()
+        pipe.stdin.write(b"".join(batch))
+        pipe.stdin.close()
+        if pipe.wait() != 0:
+            raise RuntimeError("redis-cli --pipe failed while loading the benchmark keyspace")
+    finally:
+        if pipe.poll() is None:
+            pipe.kill()
+            pipe.wait()
