@@ -168,6 +168,12 @@ def validate(paths: tuple[Path, ...]) -> None:
 )
 @transcripts_dir_option()
 @click.option("--operator", help="Who is running this (default: the OS user).")
+@click.option(
+    "--signing-key",
+    type=click.Path(path_type=Path),
+    envvar="RUNBOOK_SIGNING_KEY",
+    help="SSH key that signs approvals and the run's end: a .pub held in ssh-agent, or a private key file.",
+)
 @click.option("--incident", help="Incident id this run belongs to.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the outcome and step results.")
 @click.option(
@@ -189,6 +195,7 @@ def run(
     transcript: Path | None,
     transcripts_dir: Path,
     operator: str | None,
+    signing_key: Path | None,
     incident: str | None,
     as_json: bool,
     extra: tuple[Path, ...],
@@ -212,6 +219,7 @@ def run(
             transcript=transcript,
             transcripts_dir=transcripts_dir,
             operator=operator,
+            signing_key=signing_key,
             incident=incident,
             argv=tuple(_safe_argv()),
             extra_procedures=extra,
@@ -269,13 +277,29 @@ def transcript() -> None:
 
 @transcript.command("verify")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-def transcript_verify(files: tuple[Path, ...]) -> None:
-    """Check schema and hash chain; name the first bad line. Exit 1 if any problem."""
+@click.option(
+    "--allowed-signers",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="OpenSSH allowed_signers file: every approval and run end must be signed by a key it lists.",
+)
+def transcript_verify(files: tuple[Path, ...], allowed_signers: Path | None) -> None:
+    """Check schema, hash chain and signatures; name the first bad line and the signer. Exit 1 if any problem."""
     from engine.transcript.verify import verify_transcript
 
+    allowed = None
+    if allowed_signers is not None:
+        from engine.transcript.allowed_signers import load_allowed_signers
+
+        try:
+            allowed = load_allowed_signers(allowed_signers)
+        except UsageError as exc:
+            fail(exc)
+        for problem in allowed.problems:
+            click.echo(f"warning: {problem}", err=True)
     bad = False
     for file in files:
-        report = verify_transcript(file)
+        report = verify_transcript(file, allowed)
         click.echo(report.render())
         bad = bad or not report.ok
     sys.exit(ExitCode.FINDINGS if bad else ExitCode.OK)

@@ -38,6 +38,7 @@ class RunRequest:
     transcript: Path | None = None
     transcripts_dir: Path = Path("transcripts")
     operator: str | None = None
+    signing_key: Path | None = None
     incident: str | None = None
     argv: tuple[str, ...] = ()
     extra_procedures: tuple[Path, ...] = ()
@@ -149,6 +150,11 @@ def execute(
     if request.incident is not None and not INCIDENT_ID.fullmatch(request.incident):
         raise UsageError(f"--incident {request.incident!r}: use letters, digits, '.', '_' and '-' (it names files)")
     procedure, params, catalog = prepare(request)
+    signer = None
+    if request.signing_key is not None:
+        from engine.transcript.signer import load_signer
+
+        signer = load_signer(request.signing_key)  # before anything starts: a bad key is exit 2
     sandbox = None
     if request.sandbox:
         from engine.sandbox_target import start_sandbox
@@ -171,7 +177,7 @@ def execute(
         run_id = new_run_id()
         path = request.transcript or default_transcript_path(run_id, request.transcripts_dir)
         try:
-            transcript = TranscriptWriter.create(Path(path), run_id, redactor)
+            transcript = TranscriptWriter.create(Path(path), run_id, redactor, signer=signer)
         except FileExistsError:
             raise UsageError(f"--transcript {path}: a transcript is never overwritten; choose a new path") from None
         except OSError as exc:
@@ -190,6 +196,7 @@ def execute(
             },
             engine_version=__version__,
             operator=operator.name,
+            signing_key=signer.describe() if signer is not None else None,
             host=socket.gethostname(),
             mode=mode,
             incident=request.incident,

@@ -27,12 +27,13 @@ class VerifyReport:
     warnings: list[str]
     events: int
     path: Path | None = None
+    signing: str = "unsigned"
 
     def render(self) -> str:
         """Human-readable lines for the CLI: the verdict, then each problem and warning."""
         name = str(self.path) if self.path is not None else "transcript"
         if self.ok:
-            head = f"{name}: ok ({self.events} events, hash chain intact)"
+            head = f"{name}: ok ({self.events} events, hash chain intact; {self.signing})"
         else:
             first = self.problems[0] if self.problems else None
             head = f"{name}: {len(self.problems)} problem(s); first bad line: {first.line if first else '?'}"
@@ -42,8 +43,12 @@ class VerifyReport:
         return "\n".join(out)
 
 
-def verify_transcript(path: Path | str) -> VerifyReport:
-    """Check `path` line by line. FileNotFoundError if it does not exist."""
+def verify_transcript(path: Path | str, allowed_signers: Any = None) -> VerifyReport:
+    """Check `path` line by line. FileNotFoundError if it does not exist.
+
+    Signatures are always checked against the key they name; `allowed_signers` (an AllowedSigners)
+    also demands that every approval and the run's end are signed by someone it lists.
+    """
     path = Path(path)
     transcript = read_transcript(path)
     problems = list(transcript.problems)
@@ -58,6 +63,15 @@ def verify_transcript(path: Path | str) -> VerifyReport:
             where = _json_path(error.absolute_path)
             at = f"{where}: " if where != "$" else ""
             problems.append(Problem(number, seq, f"schema: {label}{at}{error.message}"))
+
+    signing = "unsigned"
+    if (transcript.events and any("signature" in e for e in transcript.events)) or allowed_signers is not None:
+        from engine.transcript.signatures import check_signatures
+
+        signed = check_signatures(transcript.lines, transcript.events, allowed_signers)
+        problems.extend(Problem(line, None, message) for line, message in signed.problems)
+        warnings.extend(signed.warnings)
+        signing = signed.summary()
 
     if not transcript.events and not transcript.problems:
         problems.append(Problem(1, None, "no events: the transcript is empty"))
@@ -88,6 +102,7 @@ def verify_transcript(path: Path | str) -> VerifyReport:
         warnings=warnings,
         events=len(transcript.events),
         path=path,
+        signing=signing,
     )
 
 

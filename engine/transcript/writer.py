@@ -57,7 +57,10 @@ DURABLE_TYPES = frozenset(
 )
 """Fsynced whatever the caller asks; `step.started` is fsynced when the caller passes durable=True."""
 
-RESERVED_FIELDS = frozenset({"seq", "time", "mono_ns", "type", "run_id", "prev_sha256"})
+RESERVED_FIELDS = frozenset({"seq", "time", "mono_ns", "type", "run_id", "prev_sha256", "signature"})
+
+SIGNED_TYPES = frozenset({"approval.given", "approval.refused", "run.ended"})
+"""With a signer, these lines carry an SSH signature over the line itself (and so the chain before it)."""
 
 OUTPUT_LIMIT = 64_000
 """Default byte budget for a step.output line's `output`."""
@@ -187,8 +190,10 @@ class TranscriptWriter:
         last_event: dict[str, Any] | None = None,
         clock: Callable[[], datetime] | None = None,
         monotonic_ns: Callable[[], int] | None = None,
+        signer: Any = None,
     ) -> None:
         self._fd: int | None = fd
+        self.signer = signer  # engine.transcript.signer.Signer or None
         self.path = path
         self.run_id = run_id
         self.redactor = redactor
@@ -339,6 +344,8 @@ class TranscriptWriter:
         }
         event.update(body)
         event["prev_sha256"] = state.prev
+        if self.signer is not None and type in SIGNED_TYPES:
+            event["signature"] = _signature(self.signer, serialise(event))
         line = serialise(event)
         data = line + b"\n"
         after = _State(
@@ -450,6 +457,19 @@ class TranscriptWriter:
 
     def __repr__(self) -> str:
         return f"TranscriptWriter({str(self.path)!r}, run_id={self.run_id!r}, seq={self.seq})"
+
+
+def _signature(signer: Any, payload: bytes) -> dict[str, Any]:
+    """The `signature` field: the line as it would be without this field, signed. Never raises.
+
+    A key that cannot sign (the agent went away mid-incident) must not stop the incident: the line is
+    written with the reason instead, and `transcript verify --allowed-signers` reports it unsigned.
+    """
+    described = signer.describe()
+    try:
+        return {"format": "sshsig", **described, "armored": signer.sign(payload)}
+    except Exception as exc:  # agent and key errors vary; the reason is recorded, the key never is
+        return {"format": "sshsig", **described, "error": f"could not sign: {type(exc).__name__}"}
 
 
 def _redact(redactor: Redactor, value: Any) -> Any:
