@@ -29,6 +29,18 @@ _SENTINEL_SECRETS = frozenset({"auth-pass", "sentinel-pass"})
 _ACL_PASSWORD_PREFIXES = (">", "<", "#", "!")
 
 
+ANYWHERE_LENGTH = 12
+"""Secrets at least this long are redacted as substrings; shorter ones only as whole values."""
+
+
+def _boundary(s: str, at: int) -> bool:
+    """True if position `at` (just before or after a match) does not continue a word."""
+    if at < 0 or at >= len(s):
+        return True
+    char = s[at]
+    return not (char.isalnum() or char in "_-")
+
+
 def _as_str(value: object) -> str:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", errors="replace")
@@ -87,7 +99,13 @@ class Redactor:
         return len(self._primary)
 
     def text(self, s: str) -> str:
-        """`s` with every occurrence of a known secret replaced by `[SECRET:name]`.
+        """`s` with every occurrence of a known secret as a value replaced by `[SECRET:name]`.
+
+        A secret of ANYWHERE_LENGTH characters or more is replaced wherever it occurs: such a string
+        in the text is the secret. A shorter one only where it stands as a value of its own, bounded
+        by the text's ends or by characters that are not part of a word: a password `WRONG` must not
+        turn `WRONGPASS invalid username-password pair` into `[SECRET:pw]PASS ...`, which both
+        mangles the server's message and tells a reader the password.
 
         Occurrences are found for every secret independently (so overlapping secrets are both
         covered), overlapping spans are merged and replaced once; a span made of one secret, or
@@ -100,9 +118,12 @@ class Redactor:
             return s
         spans: list[tuple[int, int, str]] = []
         for value, name in ordered:
+            anywhere = len(value) >= ANYWHERE_LENGTH
             start = s.find(value)
             while start != -1:
-                spans.append((start, start + len(value), name))
+                end = start + len(value)
+                if anywhere or (_boundary(s, start - 1) and _boundary(s, end)):
+                    spans.append((start, end, name))
                 start = s.find(value, start + 1)
         if not spans:
             return s

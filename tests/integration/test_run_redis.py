@@ -209,6 +209,26 @@ def test_wrong_password_exits_4_with_whole_transcript(redis_server, tmp_path):
     assert verify_transcript(path).ok
 
 
+@pytest.mark.parametrize("password", ["WRONG", "a", "PASS"])
+def test_a_short_wrong_password_leaves_the_servers_message_intact(redis_server, tmp_path, password):
+    """Redaction replaces whole values: `WRONG` must not turn WRONGPASS into `[SECRET:...]PASS`."""
+    server = redis_server(password="right-password")
+    result = runbook(
+        "run",
+        "redis/health-check",
+        "--redis",
+        url(server),
+        "--transcripts-dir",
+        str(tmp_path),
+        env={"REDISCLI_AUTH": password},
+    )
+    assert result.code == 4, result.output
+    path = transcript_path(result)
+    for text in (result.output, path.read_text()):
+        assert "WRONGPASS invalid username-password pair" in text
+        assert "]PASS" not in text and "SECRET:REDISCLI_AUTH" not in text
+
+
 def test_unreachable_server_exits_4(redis_server, tmp_path):
     server = redis_server()
     port = server.port

@@ -57,9 +57,9 @@ def test_longest_first_when_one_secret_contains_another() -> None:
 
 def test_overlapping_secrets_leave_nothing_behind() -> None:
     red = Redactor()
-    red.add("a", "abcdef")
-    red.add("b", "defghi")
-    out = red.text("xx abcdefghi yy")
+    red.add("a", "abcdef-long-enough")
+    red.add("b", "long-enough-ghi")
+    out = red.text("xx abcdef-long-enough-ghi yy")
     assert "ghi" not in out and "abc" not in out
     assert out.startswith("xx [SECRET:") and out.endswith("] yy")
     assert "a" in out.split("SECRET:")[1] and "b" in out.split("SECRET:")[1]
@@ -67,8 +67,23 @@ def test_overlapping_secrets_leave_nothing_behind() -> None:
 
 def test_adjacent_occurrences_are_labelled_separately() -> None:
     red = Redactor()
-    red.add("k", "abc")
-    assert red.text("abcabc") == "[SECRET:k][SECRET:k]"
+    red.add("k", "abcdefghijkl")
+    assert red.text("abcdefghijklabcdefghijkl") == "[SECRET:k][SECRET:k]"
+
+
+@pytest.mark.parametrize("password", ["WRONG", "a", "PASS", "pass", "user", "invalid", "or", "-", "password"])
+def test_a_short_secret_never_mangles_a_message_nor_tells_what_it_is(password: str) -> None:
+    """Only whole values are replaced: a server message that merely contains the letters stays as it was."""
+    red = Redactor()
+    red.add("REDISCLI_AUTH", password)
+    message = "WRONGPASS invalid username-password pair or user is disabled."
+    out = red.text(message)
+    if password in message.replace(".", " ").split():  # the password really is a word of the message
+        assert "[SECRET:REDISCLI_AUTH]" in out
+    else:
+        assert out == message
+    for value in (password, f"requirepass {password}", f"--pass={password}", f"auth:{password}@host"):
+        assert password not in red.text(value).replace("requirepass", "").replace("--pass", "").replace("auth", "").replace("@host", ""), value
 
 
 def test_text_is_idempotent_even_when_a_secret_is_in_the_label() -> None:
