@@ -208,7 +208,7 @@ class RedisServer:
         # --daemonize no wins over a `daemonize yes` that CONFIG REWRITE may have copied from the
         # service script's command line: Popen must keep owning the process.
         self._proc = subprocess.Popen(
-            [binary, str(self.config_path), "--daemonize", "no"],
+            [binary, str(self.config_path), *self.extra_args, "--daemonize", "no"],
             cwd=self.directory,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -219,6 +219,7 @@ class RedisServer:
         self._wait_ready()
 
     start_timeout: float = START_TIMEOUT
+    extra_args: tuple[str, ...] = ()  # e.g. ("--sentinel",)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
@@ -467,7 +468,8 @@ class RedisCluster:
         self.nodes = nodes
 
     @classmethod
-    def start(cls, nodes: int = 3) -> RedisCluster:
+    def start(cls, nodes: int = 3, replicas: int = 0) -> RedisCluster:
+        """`nodes` servers; with `replicas` N, every primary gets N replicas (nodes must allow it)."""
         cli = find_binary("redis-cli")
         servers: list[RedisServer] = []
         try:
@@ -475,7 +477,7 @@ class RedisCluster:
                 servers.append(RedisServer.start(cluster=True))
             cluster = cls(servers)
             result = subprocess.run(
-                [cli, "--cluster", "create", *cluster.addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                [cli, "--cluster", "create", *cluster.addresses, "--cluster-replicas", str(replicas), "--cluster-yes"],
                 capture_output=True,
                 text=True,
                 timeout=30,
