@@ -174,6 +174,18 @@ def validate(paths: tuple[Path, ...]) -> None:
     envvar="RUNBOOK_SIGNING_KEY",
     help="SSH key that signs approvals and the run's end: a .pub held in ssh-agent, or a private key file.",
 )
+@click.option(
+    "--steal-lease",
+    metavar="REASON",
+    help="Take over the target's lease from another run (both transcripts record it and the reason).",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=1, max=3600),
+    default=30.0,
+    show_default=True,
+    help="Seconds a lease outlives a run that stopped renewing it (killed, machine lost).",
+)
 @click.option("--incident", help="Incident id this run belongs to.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the outcome and step results.")
 @click.option(
@@ -196,6 +208,8 @@ def run(
     transcripts_dir: Path,
     operator: str | None,
     signing_key: Path | None,
+    steal_lease: str | None,
+    lease_ttl: float,
     incident: str | None,
     as_json: bool,
     extra: tuple[Path, ...],
@@ -220,6 +234,8 @@ def run(
             transcripts_dir=transcripts_dir,
             operator=operator,
             signing_key=signing_key,
+            steal_lease=steal_lease,
+            lease_ttl=lease_ttl,
             incident=incident,
             argv=tuple(_safe_argv()),
             extra_procedures=extra,

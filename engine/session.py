@@ -39,6 +39,8 @@ class RunRequest:
     transcripts_dir: Path = Path("transcripts")
     operator: str | None = None
     signing_key: Path | None = None
+    steal_lease: str | None = None
+    lease_ttl: float = 30.0
     incident: str | None = None
     argv: tuple[str, ...] = ()
     extra_procedures: tuple[Path, ...] = ()
@@ -220,12 +222,27 @@ def execute(
                     redactor.add(param.name, str(values[param.name]))
             return values
 
+        from engine.lease_gate import LeasingGate
+
+        gate: Any = Gate(operator)
+        if not request.dry_run:  # a change takes the target's lease first; reads and rehearsals never do
+            from engine.lease import FileStore, new_holder
+
+            gate = LeasingGate(
+                gate,
+                new_holder(operator.name, run_id, procedure.id, request.incident, socket.gethostname()),
+                redis_call=(lambda argv: connections.redis().call(argv)) if target.redis is not None else None,
+                fallback=FileStore(request.transcripts_dir, target.full_name),
+                record=transcript.emit,
+                ttl=request.lease_ttl,
+                steal_reason=request.steal_lease,
+            )
         runner = Runner(
             transcript=transcript,
             redactor=redactor,
             connections=connections,
             operator=operator,
-            gate=Gate(operator),
+            gate=gate,
             dry_run=request.dry_run,
             target_name=target.full_name,
             load_procedure=catalog.load,
@@ -257,6 +274,8 @@ def execute(
         except Exception as exc:  # a bug: record it, never lose the transcript
             outcome, code, error = "error", ExitCode.UNREACHABLE, redactor.text(f"internal error: {exc!r}")
         finally:
+            if isinstance(gate, LeasingGate):
+                gate.release()
             connections.close()
         records = runner.state.records
         transcript.end(

@@ -41,6 +41,11 @@ EVENT_TYPES = (
     "operator.input",
     "host_key.accepted",
     "note",
+    "lease.acquired",
+    "lease.refused",
+    "lease.stolen",
+    "lease.lost",
+    "lease.released",
     "run.ended",
 )
 
