@@ -47,6 +47,10 @@ class KeyFileError(Exception):
     """The file is not a complete, intact export: nothing may be restored from it."""
 
 
+class OutputExists(KeyFileError):
+    """The export's name is taken (before it started, or while it ran): never overwritten."""
+
+
 class UnsafeInput(KeyFileError):
     """The path names no regular file within the caps (a FIFO, a device, a directory, too big)."""
 
@@ -125,7 +129,7 @@ class KeyFileWriter:
                 raise KeyFileError(f"{self.path.parent}: no such directory") from None
             if self._dir.lstat(self.path.name) is not None:
                 self._dir.close()
-                raise KeyFileError(f"{self.path} already exists: a backup is never overwritten")
+                raise OutputExists(f"{self.path} already exists: a backup is never overwritten")
             self._body_name, self._body = self._dir.create_temp(self.path.name, "body")
         else:
             self._body = _Discard()
@@ -181,7 +185,7 @@ class KeyFileWriter:
             try:
                 directory.publish_new(tmp, self.path.name)
             except FileExistsError:
-                raise KeyFileError(f"{self.path} appeared while exporting: a backup is never overwritten") from None
+                raise OutputExists(f"{self.path} appeared while exporting: a backup is never overwritten") from None
             tmp = None
         finally:
             if tmp is not None:

@@ -180,7 +180,8 @@ _DOWNLOAD_ADVICE = (
 # -- verify ----------------------------------------------------------------------------------------
 def _pick(path: Path) -> Path:
     if path.is_dir():
-        found = sorted(path.glob("*.rdb"), key=lambda p: p.stat().st_mtime, reverse=True)
+        regular = [p for p in path.glob("*.rdb") if p.is_file()]  # no dangling link, FIFO or directory
+        found = sorted(regular, key=lambda p: p.stat().st_mtime, reverse=True)
         if found:
             return found[0]
         return path / "(no *.rdb file)"

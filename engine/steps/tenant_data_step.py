@@ -32,7 +32,7 @@ import redis
 
 from engine import __version__
 from engine.backup import keyfile, scope
-from engine.backup.keyfile import KeyFileError, KeyRecord, UnsafeInput
+from engine.backup.keyfile import KeyFileError, KeyRecord, OutputExists, UnsafeInput
 from engine.errors import ActionFailed, MutationRefused, TargetError, UsageError
 from engine.spec.model import Effect
 from engine.steps import Action, StepKind, register
@@ -183,6 +183,8 @@ def _file_errors(fn: Callable[[], Any]) -> Callable[[], Any]:
             return fn()
         except UnsafeInput as exc:
             raise UsageError(str(exc)) from None
+        except OutputExists as exc:
+            raise ActionFailed(str(exc), advice="Name a new file, or a directory to create one in.") from None
         except KeyFileError as exc:
             raise ActionFailed(str(exc), advice=_CORRUPT_ADVICE) from None
         except OSError as exc:
