@@ -34,6 +34,7 @@ from engine import __version__
 from engine.backup import keyfile, scope
 from engine.backup.keyfile import KeyFileError, KeyRecord, OutputExists, UnsafeInput
 from engine.errors import ActionFailed, MutationRefused, TargetError, UsageError
+from engine.fsutil import UnsafeFileError
 from engine.spec.model import Effect
 from engine.steps import Action, StepKind, register
 
@@ -187,6 +188,8 @@ def _file_errors(fn: Callable[[], Any]) -> Callable[[], Any]:
             raise ActionFailed(str(exc), advice="Name a new file, or a directory to create one in.") from None
         except KeyFileError as exc:
             raise ActionFailed(str(exc), advice=_CORRUPT_ADVICE) from None
+        except UnsafeFileError as exc:  # e.g. an output directory anyone may write to
+            raise UsageError(f"{exc.filename} {exc.strerror}") from None
         except OSError as exc:
             raise ActionFailed(f"{exc.filename or 'local file'}: {exc.strerror or exc}") from None
 
