@@ -112,12 +112,13 @@ def read_text(path: str | Path, *, max_bytes: int, what: str = "file") -> str:
         raise UnsafeFileError(path, f"{what} is not UTF-8 text (byte {exc.start})") from None
 
 
-def group_or_world_readable(path: str | Path) -> bool:
-    """True when users other than the owner may read `path` (ssh warns about such key files)."""
+def open_to_others(path: str | Path) -> int | None:
+    """The permission bits of `path` when its group or others may use it (as ssh checks key files), else None."""
     try:
-        return bool(os.stat(path).st_mode & (stat.S_IRGRP | stat.S_IROTH))
+        mode = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
-        return False
+        return None
+    return mode if mode & 0o077 else None
 
 
 # -- writing ----------------------------------------------------------------------------------------

@@ -215,7 +215,7 @@ def target_from_inventory(inventory: dict[str, Any], name: str, *, environ: dict
 
 
 def _read_password_file(path: Path, where: str) -> str:
-    """A regular file of at most PASSWORD_FILE_MAX_BYTES; readable by others gets a warning, as ssh gives."""
+    """A regular file of at most PASSWORD_FILE_MAX_BYTES; one open to others gets a warning, as ssh gives."""
     import sys
 
     from engine import fsutil
@@ -224,10 +224,11 @@ def _read_password_file(path: Path, where: str) -> str:
         text = fsutil.read_text(path, max_bytes=fsutil.PASSWORD_FILE_MAX_BYTES, what="the password_file")
     except OSError as exc:
         raise UsageError(f"{where}: cannot read password_file {path}: {exc.strerror}") from None
-    if fsutil.group_or_world_readable(path):
+    mode = fsutil.open_to_others(path)
+    if mode is not None:
         print(
-            f"runbook: warning: password_file {path} is readable by other users "
-            f"(mode {oct(path.stat().st_mode & 0o777)[2:]}); run: chmod 600 {path}",
+            f"runbook: warning: password_file {path} can be read or changed by other users "
+            f"(mode {mode:o}); run: chmod 600 {path}",
             file=sys.stderr,
         )
     return text.strip()
