@@ -116,7 +116,7 @@ def _tenant_cases(server, cli: str, url: str, work: Path, rounds: int, ours) -> 
     export_times, mget_times = [], []
     for _ in range(rounds):
         tenant = f"t{next(tenants)}"
-        output = work / f"{tenant}.export"
+        output = work / f"{tenant}.keys.jsonl"  # a new file must end in .jsonl (docs/cli.md, Limits)
         export_times.append(
             timed(ours("export", "redis/backup-tenant", "--var", f"tenant={tenant}", "--var", f"output={output}"))
         )

@@ -187,10 +187,7 @@ def target_from_inventory(inventory: dict[str, Any], name: str, *, environ: dict
         elif "password_file" in spec:
             pfile = _resolve_path(base, spec["password_file"])
             password_file = str(pfile)
-            try:
-                password, source = pfile.read_text(encoding="utf-8").strip(), f"file:{pfile}"
-            except OSError as exc:
-                raise UsageError(f"{file}: target {tname}: cannot read password_file {pfile}: {exc.strerror}") from None
+            password, source = _read_password_file(pfile, f"{file}: target {tname}"), f"file:{pfile}"
         timeout = parse_duration(spec.get("timeout", DEFAULT_TIMEOUT))
         redis = redis_from_url(spec["url"], timeout=timeout, environ={}, password=password, password_source=source)
     if "ssh" in body:
@@ -215,6 +212,26 @@ def target_from_inventory(inventory: dict[str, Any], name: str, *, environ: dict
             health_path=spec.get("health_path", "/health"),
         )
     return Target(name=tname, environment=env, redis=redis, ssh=ssh, http=http, password_file=password_file)
+
+
+def _read_password_file(path: Path, where: str) -> str:
+    """A regular file of at most PASSWORD_FILE_MAX_BYTES; one open to others gets a warning, as ssh gives."""
+    import sys
+
+    from engine import fsutil
+
+    try:
+        text = fsutil.read_text(path, max_bytes=fsutil.PASSWORD_FILE_MAX_BYTES, what="the password_file")
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot read password_file {path}: {exc.strerror}") from None
+    mode = fsutil.open_to_others(path)
+    if mode is not None:
+        print(
+            f"runbook: warning: password_file {path} can be read or changed by other users "
+            f"(mode {mode:o}); run: chmod 600 {path}",
+            file=sys.stderr,
+        )
+    return text.strip()
 
 
 def _resolve_path(base: Path, value: str) -> Path:

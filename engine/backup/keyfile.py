@@ -10,9 +10,11 @@ flipped byte anywhere, a lost line or a cut-off file is caught before anything i
 payload keeps the key's type, encoding and value exactly; `pttl` is the remaining time to live in
 milliseconds when the key was exported (-1: no expiry).
 
-Writing streams: key lines go to a hidden temp file while they are hashed and counted, then header,
-lines and trailer are assembled in a second temp file that is fsynced and renamed into place. A
-crash leaves no half-written backup under the final name.
+Writing streams: key lines go to a hidden temp file while they are counted, then header, lines and
+trailer are assembled in a second temp file that is fsynced and published under the final name only
+if nothing has that name (engine/fsutil.py: O_EXCL | O_NOFOLLOW, unpredictable temp names). A crash
+leaves no half-written backup under the final name. Reading checks the file is a regular one and
+caps its size and its line length (KEY_EXPORT_MAX_BYTES, KEY_RECORD_MAX_BYTES).
 """
 
 from __future__ import annotations
@@ -25,9 +27,16 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from engine.fsutil import fsync_dir
+from engine.fsutil import (
+    KEY_EXPORT_MAX_BYTES,
+    KEY_RECORD_MAX_BYTES,
+    Directory,
+    UnsafeFileError,
+    human_size,
+    open_regular,
+)
 
 FORMAT = "runbook-keys"
 VERSION = 1
@@ -36,6 +45,14 @@ COPY_CHUNK = 1 << 20
 
 class KeyFileError(Exception):
     """The file is not a complete, intact export: nothing may be restored from it."""
+
+
+class OutputExists(KeyFileError):
+    """The export's name is taken (before it started, or while it ran): never overwritten."""
+
+
+class UnsafeInput(KeyFileError):
+    """The path names no regular file within the caps (a FIFO, a device, a directory, too big)."""
 
 
 @dataclass(frozen=True)
@@ -73,17 +90,49 @@ def decode_record(line: bytes, number: int = 0) -> KeyRecord:
         raise KeyFileError(f"{where}not a key record: {exc}") from None
 
 
-class KeyFileWriter:
-    """Collect records, then `commit()` writes header + records + trailer atomically at `path`."""
+class _Discard:
+    """Where a dry-run's export goes: counted, hashed by nobody, written nowhere."""
 
-    def __init__(self, path: str | Path, header: dict[str, Any]):
+    closed = False
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class KeyFileWriter:
+    """Collect records, then `commit()` writes header + records + trailer atomically at `path`.
+
+    The directory is opened and checked once; the body and the assembled file are new files with
+    unpredictable names created with O_EXCL | O_NOFOLLOW inside it, and the result is published under
+    `path` only if nothing has that name. `write=False` (a dry-run) creates no file at all: the records
+    are read and counted, and the result says what would have been written.
+    """
+
+    def __init__(self, path: str | Path, header: dict[str, Any], *, write: bool = True):
         self.path = Path(path)
-        if self.path.exists():
-            raise KeyFileError(f"{self.path} already exists: a backup is never overwritten")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.write = write
         self.header = {"format": FORMAT, "version": VERSION, **header}
-        self._body_path = self.path.with_name(f".{self.path.name}.body-{os.getpid()}")
-        self._body = open_private(self._body_path)
+        self._dir: Directory | None = None
+        self._body_name: str | None = None
+        self._body: Any
+        if write:
+            try:
+                self._dir = Directory.open(self.path.parent)
+            except FileNotFoundError:
+                raise KeyFileError(f"{self.path.parent}: no such directory") from None
+            if self._dir.lstat(self.path.name) is not None:
+                self._dir.close()
+                raise OutputExists(f"{self.path} already exists: a backup is never overwritten")
+            self._body_name, self._body = self._dir.create_temp(self.path.name, "body")
+        else:
+            self._body = _Discard()
         self.keys = 0
         self.types: dict[str, int] = {}
         self.with_ttl = 0
@@ -100,8 +149,6 @@ class KeyFileWriter:
             self.rdb_version = int.from_bytes(record.payload[-10:-8], "little")
 
     def commit(self, **header: Any) -> dict[str, Any]:
-        self._body.flush()
-        self._body.close()
         full = {
             **self.header,
             **header,
@@ -110,11 +157,21 @@ class KeyFileWriter:
             "with_ttl": self.with_ttl,
             "rdb_version": self.rdb_version,
         }
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        head = json.dumps(full, separators=(",", ":"), default=str).encode("utf-8") + b"\n"
+        if self._dir is None:
+            body_size = self._body.size
+            self._body.close()
+            trailer = {"trailer": FORMAT, "keys": self.keys, "sha256": "0" * 64}
+            size = len(head) + body_size + len(json.dumps(trailer, separators=(",", ":"))) + 1
+            return self._result(None, size, written=False)
+        directory, body = self._dir, self._body
         digest = hashlib.sha256()
+        tmp: str | None = None
         try:
-            with open_private(tmp) as out, open(self._body_path, "rb") as body:
-                head = json.dumps(full, separators=(",", ":"), default=str).encode("utf-8") + b"\n"
+            body.flush()
+            body.seek(0)
+            tmp, out = directory.create_temp(self.path.name, "tmp")
+            with out:
                 out.write(head)
                 digest.update(head)
                 while chunk := body.read(COPY_CHUNK):
@@ -124,21 +181,26 @@ class KeyFileWriter:
                 out.write(json.dumps(trailer, separators=(",", ":")).encode("ascii") + b"\n")
                 out.flush()
                 os.fsync(out.fileno())
-            if self.path.exists():
-                raise KeyFileError(f"{self.path} appeared while exporting: a backup is never overwritten")
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+                size = out.tell()
+            try:
+                directory.publish_new(tmp, self.path.name)
+            except FileExistsError:
+                raise OutputExists(f"{self.path} appeared while exporting: a backup is never overwritten") from None
+            tmp = None
         finally:
-            self._body_path.unlink(missing_ok=True)
-        fsync_dir(self.path.parent)
+            if tmp is not None:
+                directory.unlink(tmp)
+            self.abort()
+        return self._result(digest.hexdigest(), size, written=True)
+
+    def _result(self, sha256: str | None, size: int, *, written: bool) -> dict[str, Any]:
         return {
             "path": str(self.path),
+            "written": written,
             "key_count": self.keys,
-            "bytes": self.path.stat().st_size,
-            "sha256": digest.hexdigest(),
-            "types": full["types"],
+            "bytes": size,
+            "sha256": sha256,
+            "types": dict(sorted(self.types.items())),
             "with_ttl": self.with_ttl,
             "without_ttl": self.keys - self.with_ttl,
             "payload_bytes": self.payload_bytes,
@@ -148,30 +210,36 @@ class KeyFileWriter:
     def abort(self) -> None:
         if not self._body.closed:
             self._body.close()
-        self._body_path.unlink(missing_ok=True)
+        if self._dir is not None:
+            if self._body_name is not None:
+                self._dir.unlink(self._body_name)
+                self._body_name = None
+            self._dir.close()
+            self._dir = None
 
     def __enter__(self) -> KeyFileWriter:
         return self
 
     def __exit__(self, exc_type: Any, *rest: Any) -> None:
-        if exc_type is not None or not self._body.closed:
-            self.abort()
-
-
-def open_private(path: Path) -> BinaryIO:
-    """A new file only its owner can read: backups hold every value of the tenant or server."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # whatever the umask, and if the file was there already
-    return os.fdopen(fd, "wb")
+        self.abort()
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Numbered lines of a regular file within KEY_EXPORT_MAX_BYTES, none over KEY_RECORD_MAX_BYTES."""
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below
+        fh = open_regular(path, max_bytes=KEY_EXPORT_MAX_BYTES, what="the export")
+    except UnsafeFileError as exc:
+        raise UnsafeInput(f"{path}: {exc.strerror}") from None
     except OSError as exc:
-        raise KeyFileError(f"cannot read {path}: {exc.strerror}") from None
+        raise KeyFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     with fh:
-        yield from enumerate(fh, start=1)
+        number = 0
+        while line := fh.readline(KEY_RECORD_MAX_BYTES + 1):
+            number += 1
+            if len(line) > KEY_RECORD_MAX_BYTES:
+                cap = human_size(KEY_RECORD_MAX_BYTES)
+                raise UnsafeInput(f"{path}: line {number} is longer than {cap}: not a key export")
+            yield number, line
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
@@ -202,7 +270,9 @@ def verify(path: str | Path) -> dict[str, Any]:
     keys = 0
     types: dict[str, int] = {}
     with_ttl = 0
+    size = 0
     for number, line in _lines(path):
+        size += len(line)
         if pending is not None:
             prev_number, prev = pending
             digest.update(prev)
@@ -241,7 +311,7 @@ def verify(path: str | Path) -> dict[str, Any]:
         "types": dict(sorted(types.items())),
         "with_ttl": with_ttl,
         "sha256": actual,
-        "bytes": path.stat().st_size,
+        "bytes": size,
     }
 
 

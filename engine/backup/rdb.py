@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.backup.crc64 import Crc64
-from engine.backup.keyfile import open_private
-from engine.fsutil import fsync_dir
+from engine.fsutil import Directory, open_regular
 
 MAGIC = b"REDIS"
 HEADER_BYTES = 9  # "REDIS" + 4 ASCII digits
@@ -55,7 +54,7 @@ def verify_file(path: str | Path, *, on_progress: Callable[[int], None] | None =
     path = Path(path)
     out: dict[str, Any] = {
         "path": str(path),
-        "exists": path.is_file(),
+        "exists": False,
         "bytes": None,
         "mtime": None,
         "age_s": None,
@@ -71,13 +70,14 @@ def verify_file(path: str | Path, *, on_progress: Callable[[int], None] | None =
         "problems": [],
     }
     problems: list[str] = out["problems"]
-    if not out["exists"]:
+    if not os.path.exists(path):
         problems.append(f"{path}: file not found")
         return out
-    stat = path.stat()
+    fh = open_regular(path, max_bytes=None, what="the RDB")  # UnsafeFileError: a FIFO, a device, a directory
+    stat = os.fstat(fh.fileno())
     size = stat.st_size
-    out.update(bytes=size, mtime=stat.st_mtime, age_s=round(time.time() - stat.st_mtime, 1))
-    with open(path, "rb") as fh:
+    out.update(exists=True, bytes=size, mtime=stat.st_mtime, age_s=round(time.time() - stat.st_mtime, 1))
+    with fh:
         head = fh.read(HEADER_BYTES)
         out.update({k: v for k, v in parse_header(head).items() if k != "magic"})
         if not out["magic_ok"]:
@@ -349,22 +349,23 @@ def download(
 
 
 def write_atomically(directory: Path, name: str, fill: Callable[[IO[bytes]], Any]) -> tuple[Path, Any]:
-    """Write `directory/name` through a hidden temp file, fsync it, rename; never replace an existing file."""
+    """Write `directory/name` through a new temp file with an unpredictable name (O_EXCL | O_NOFOLLOW),
+    fsync it, and publish it under `name` only if nothing has that name: never replaces a file."""
     final = directory / name
-    if final.exists():
-        raise RdbError(f"{final} already exists: a backup is never overwritten")
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{name}.part-{os.getpid()}"
-    try:
-        with open_private(tmp) as fh:
-            result = fill(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if final.exists():
-            raise RdbError(f"{final} appeared while downloading: a backup is never overwritten")
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(directory)
+    with Directory.open(directory, create=True) as folder:
+        if folder.lstat(name) is not None:
+            raise RdbError(f"{final} already exists: a backup is never overwritten")
+        tmp, fh = folder.create_temp(name, "part")
+        try:
+            with fh:
+                result = fill(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                folder.publish_new(tmp, name)
+            except FileExistsError:
+                raise RdbError(f"{final} appeared while downloading: a backup is never overwritten") from None
+        except BaseException:
+            folder.unlink(tmp)
+            raise
     return final, result

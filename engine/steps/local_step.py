@@ -7,13 +7,12 @@ lowest layer, and its content is never displayed or transcribed (it may be a sec
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ActionFailed, MutationRefused
-from engine.fsutil import fsync_dir
+from engine import fsutil
+from engine.errors import ActionFailed, MutationRefused, UsageError
 from engine.spec.model import Effect
 from engine.steps import Action, StepKind, register
 
@@ -79,7 +78,9 @@ def _stat(path: str) -> dict[str, Any]:
 def _read(spec: dict[str, Any]) -> Any:
     path = Path(spec["path"])
     try:
-        text = path.read_text(encoding="utf-8")
+        text = fsutil.read_text(path, max_bytes=fsutil.LOCAL_READ_MAX_BYTES)
+    except fsutil.UnsafeFileError as exc:  # a FIFO, a device, a directory, too big, not UTF-8
+        raise UsageError(f"local.read.path: {path}: {exc.strerror}") from None
     except OSError as exc:
         raise ActionFailed(f"cannot read {path}: {exc.strerror}") from None
     fmt = spec.get("format", "text")
@@ -98,20 +99,17 @@ def _read(spec: dict[str, Any]) -> Any:
 
 
 def write_file(path: Path, content: str, mode: int, *, allow_mutation: bool) -> dict[str, Any]:
+    """Temp file (O_EXCL | O_NOFOLLOW, unpredictable name) + rename over a regular file, never through a link."""
     if not allow_mutation:
         raise MutationRefused(f"dry-run: refused to write {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    data = content.encode("utf-8")
     try:
-        os.write(fd, content.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)  # a rotated password file must survive a crash right after the rename
-    return {"path": str(path), "bytes": len(content.encode("utf-8")), "mode": oct(mode)}
+        fsutil.write_file(path, data, mode=mode, replace=True)  # fsyncs the directory: a rotated password
+    except fsutil.UnsafeFileError as exc:  # file survives a crash right after the rename
+        raise UsageError(f"local.write.path: {exc.filename} {exc.strerror}") from None
+    except OSError as exc:
+        raise ActionFailed(f"cannot write {path}: {exc.strerror or exc}") from None
+    return {"path": str(path), "bytes": len(data), "mode": oct(mode)}
 
 
 def plan(body: dict[str, Any], ctx: StepContext) -> Action:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.backup import rdb
 from engine.errors import ActionFailed, MutationRefused, RunbookError, UsageError
+from engine.fsutil import UnsafeFileError
 from engine.spec.model import Effect
 from engine.spec.params import parse_duration
 from engine.steps import Action, StepKind, register
@@ -150,6 +151,8 @@ def _plan_download(spec: dict[str, Any], ctx: StepContext) -> Action:
                 )
             except rdb.RdbError as exc:
                 raise ActionFailed(f"RDB download from {endpoint.url} failed: {exc}", advice=_DOWNLOAD_ADVICE) from None
+            except UnsafeFileError as exc:
+                raise UsageError(f"rdb.download.output_dir: {exc.filename} {exc.strerror}") from None
             except OSError as exc:
                 raise ActionFailed(f"cannot write {directory / name}: {exc.strerror or exc}") from None
         return {"path": str(path), **result, "source": endpoint.url}
@@ -177,7 +180,8 @@ _DOWNLOAD_ADVICE = (
 # -- verify ----------------------------------------------------------------------------------------
 def _pick(path: Path) -> Path:
     if path.is_dir():
-        found = sorted(path.glob("*.rdb"), key=lambda p: p.stat().st_mtime, reverse=True)
+        regular = [p for p in path.glob("*.rdb") if p.is_file()]  # no dangling link, FIFO or directory
+        found = sorted(regular, key=lambda p: p.stat().st_mtime, reverse=True)
         if found:
             return found[0]
         return path / "(no *.rdb file)"
@@ -256,6 +260,8 @@ def verify(spec: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     try:
         with ctx.progress(f"CRC64 {path.name}") as progress:
             out = rdb.verify_file(path, on_progress=progress.advance)
+    except UnsafeFileError as exc:
+        raise UsageError(f"rdb.verify.path: {exc.filename}: {exc.strerror}") from None
     except OSError as exc:
         raise ActionFailed(f"cannot read {path}: {exc.strerror or exc}") from None
     problems: list[str] = out["problems"]

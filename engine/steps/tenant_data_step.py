@@ -7,10 +7,20 @@
 - `import` RESTOREs every key with the TTL it had left at export time. The checksum is verified
   before Redis is touched; existing keys are never overwritten unless `replace: true`
   (RESTORE ... REPLACE, destructive); the count is verified afterwards.
+
+Scope: a restore writes only keys that match the export's own pattern (its header's `match`) and,
+when given, the tenant asked for (`tenant`); one record outside either refuses the whole restore
+before the gate, and the gate counts every key by tenant (engine/backup/scope.py). The checksum
+proves the file is intact, not that it is honest.
+
+Files: the export is written only in a real run (a dry-run reads and counts, and creates nothing);
+`output` is an existing directory or a new `*.jsonl` file in an existing one, never an existing file.
+Inputs must be regular files within the caps of engine/fsutil.py (a FIFO or /dev/zero is refused).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -21,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from engine import __version__
-from engine.backup import keyfile
-from engine.backup.keyfile import KeyFileError, KeyRecord
+from engine.backup import keyfile, scope
+from engine.backup.keyfile import KeyFileError, KeyRecord, OutputExists, UnsafeInput
 from engine.errors import ActionFailed, MutationRefused, TargetError, UsageError
+from engine.fsutil import UnsafeFileError
 from engine.spec.model import Effect
 from engine.steps import Action, StepKind, register
 
@@ -51,8 +62,8 @@ SCHEMA = {
                 "match": {"type": "string", "description": "SCAN MATCH pattern, e.g. tenant:acme:*"},
                 "output": {
                     "type": "string",
-                    "description": "File to create (never overwritten), or an existing directory to "
-                    "create <pattern>-YYYYMMDD-HHMMSS.keys.jsonl in.",
+                    "description": "An existing directory to create <pattern>-YYYYMMDD-HHMMSS.keys.jsonl in, "
+                    "or a new file ending in .jsonl in an existing directory (an existing file is refused).",
                 },
                 "count": {"type": ["integer", "string"], "description": "SCAN COUNT hint, at least 1000."},
             },
@@ -71,6 +82,11 @@ SCHEMA = {
             "required": ["input"],
             "properties": {
                 "input": {"type": "string"},
+                "tenant": {
+                    "type": "string",
+                    "description": "The tenant to restore: every key must match tenant:<tenant>:* (and the "
+                    "export's own pattern), else nothing is restored.",
+                },
                 "replace": {
                     "type": ["boolean", "string"],
                     "default": False,
@@ -166,8 +182,14 @@ def _file_errors(fn: Callable[[], Any]) -> Callable[[], Any]:
     def guarded() -> Any:
         try:
             return fn()
+        except UnsafeInput as exc:
+            raise UsageError(str(exc)) from None
+        except OutputExists as exc:
+            raise ActionFailed(str(exc), advice="Name a new file, or a directory to create one in.") from None
         except KeyFileError as exc:
             raise ActionFailed(str(exc), advice=_CORRUPT_ADVICE) from None
+        except UnsafeFileError as exc:  # e.g. an output directory anyone may write to
+            raise UsageError(f"{exc.filename} {exc.strerror}") from None
         except OSError as exc:
             raise ActionFailed(f"{exc.filename or 'local file'}: {exc.strerror or exc}") from None
 
@@ -176,12 +198,29 @@ def _file_errors(fn: Callable[[], Any]) -> Callable[[], Any]:
 
 # -- export ----------------------------------------------------------------------------------------
 def _output_path(output: str, match: str, run_id: str | None = None) -> Path:
+    """Where an export goes, decided before anything runs: a new file in an existing directory."""
     path = Path(output).expanduser()
     if path.is_dir():
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", match).strip("-.") or "keys"
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         run = f"-{re.sub(r'[^A-Za-z0-9_.-]+', '-', run_id)}" if run_id else ""  # two runs in one second differ
         return path / f"{slug}-{stamp}{run}.keys.jsonl"
+    where = f"tenant_data.export.output: '{output}'"
+    if output.endswith(("/", os.sep)):
+        raise UsageError(f"{where} names a directory that does not exist: create it first")
+    if path.exists() or path.is_symlink():
+        kind = "a file" if path.is_file() and not path.is_symlink() else "something that is not a directory"
+        raise UsageError(
+            f"{where} exists already ({kind}): an export never overwrites a file; "
+            "name a new file or an existing directory"
+        )
+    if not path.parent.is_dir():
+        raise UsageError(f"{where}: the directory {path.parent} does not exist: create it first")
+    if not path.name.endswith(".jsonl"):
+        raise UsageError(
+            f"{where} is neither an existing directory nor a file name ending in .jsonl: "
+            "to export into a new directory, create it first"
+        )
     return path
 
 
@@ -198,7 +237,7 @@ def export(adapter: RedisAdapter, match: str, output: Path, count: int, ctx: Ste
     }
     seen: set[bytes] = set()  # SCAN may return a key twice; names only, never values
     vanished = duplicates = 0
-    writer = keyfile.KeyFileWriter(output, header)
+    writer = keyfile.KeyFileWriter(output, header, write=ctx.connections.allow_mutation)  # dry-run: no file
     with writer, ctx.progress(f"export {match}") as progress:
         for page in _scan_pages(adapter, match, count):
             fresh = []
@@ -225,6 +264,7 @@ def export(adapter: RedisAdapter, match: str, output: Path, count: int, ctx: Ste
     elapsed = time.monotonic() - started
     return {
         **result,
+        "dry_run": not result["written"],
         "match": match,
         "source": adapter.endpoint.url,
         "redis_version": header["redis_version"],
@@ -240,6 +280,8 @@ def export(adapter: RedisAdapter, match: str, output: Path, count: int, ctx: Ste
 def _verify(path: str) -> dict[str, Any]:
     try:
         return keyfile.verify(path)
+    except UnsafeInput as exc:
+        raise UsageError(f"{exc}: nothing restored") from None
     except KeyFileError as exc:
         raise ActionFailed(f"{path}: {exc}: nothing restored", advice=_CORRUPT_ADVICE) from None
 
@@ -248,6 +290,31 @@ _CORRUPT_ADVICE = (
     "The export is incomplete or corrupt. Restore from another copy (redis/backup-tenant makes a new one "
     "from a live server), or from a full RDB backup (redis/backup-full, Recovery Procedures)."
 )
+
+
+def _patterns(header: dict[str, Any], tenant: str | None) -> list[str]:
+    match = header.get("match")
+    if not isinstance(match, str) or not match:
+        raise KeyFileError("the header names no match pattern: what the export may hold is unknown")
+    return [match] + ([scope.tenant_pattern(tenant)] if tenant else [])
+
+
+def scope_of(path: str, header: dict[str, Any], tenant: str | None = None) -> scope.ScopeReport:
+    """Every key of the file counted by tenant, checked against the header's pattern (and `tenant`)."""
+    return scope.check((r.key for r in keyfile.records(path)), _patterns(header, tenant))
+
+
+def check_scope(path: str, header: dict[str, Any], tenant: str | None) -> scope.ScopeReport:
+    """The scope report, or UsageError when one record lies outside: nothing may be restored then."""
+    try:
+        report = scope_of(path, header, tenant)
+    except UnsafeInput as exc:
+        raise UsageError(f"{exc}: nothing restored") from None
+    except KeyFileError as exc:
+        raise ActionFailed(f"{path}: {exc}: nothing restored", advice=_CORRUPT_ADVICE) from None
+    if report.outside:
+        raise UsageError(f"{path}: {report.describe_outside()}: nothing restored")
+    return report
 
 
 def _batches(path: str, size: int = BATCH_KEYS) -> Iterator[list[KeyRecord]]:
@@ -263,17 +330,21 @@ def _batches(path: str, size: int = BATCH_KEYS) -> Iterator[list[KeyRecord]]:
         yield batch
 
 
-def existing_keys(adapter: RedisAdapter, path: str) -> tuple[int, list[str]]:
-    """How many of the file's keys exist on the target now, and the first few of them."""
-    count, sample = 0, []
+def existing_keys(adapter: RedisAdapter, path: str) -> tuple[int, list[str], dict[str, int]]:
+    """How many of the file's keys exist on the target now, the first few, and all of them by tenant."""
+    from engine.keyspace.aggregate import tenant_of
+
+    count, sample, by_tenant = 0, [], {}
     for batch in _batches(path):
         replies = _pipeline(adapter, [("EXISTS", r.key) for r in batch])
         for record, reply in zip(batch, replies, strict=True):
             if reply == 1:
                 count += 1
+                tenant = tenant_of(record.key_text)
+                by_tenant[tenant] = by_tenant.get(tenant, 0) + 1
                 if len(sample) < SAMPLE:
                     sample.append(record.key_text)
-    return count, sample
+    return count, sample, by_tenant
 
 
 def _first_keys(path: str) -> list[str]:
@@ -288,6 +359,11 @@ def _first_keys(path: str) -> list[str]:
 def inspect(adapter: RedisAdapter, path: str) -> dict[str, Any]:
     try:
         checked = keyfile.verify(path)
+        report = scope_of(path, checked["header"])
+        if report.outside:
+            raise KeyFileError(f"not an honest export: {report.describe_outside()}")
+    except UnsafeInput as exc:
+        raise UsageError(str(exc)) from None
     except KeyFileError as exc:
         return {
             "path": path,
@@ -298,13 +374,14 @@ def inspect(adapter: RedisAdapter, path: str) -> dict[str, Any]:
             "existing_sample": [],
         }
     header = checked["header"]
-    existing, sample = existing_keys(adapter, path)
+    existing, sample, _ = existing_keys(adapter, path)
     return {
         "path": path,
         "ok": True,
         "error": None,
         "key_count": checked["key_count"],
         "types": checked["types"],
+        "by_tenant": report.by_tenant,
         "with_ttl": checked["with_ttl"],
         "bytes": checked["bytes"],
         "sha256": checked["sha256"],
@@ -321,12 +398,14 @@ def inspect(adapter: RedisAdapter, path: str) -> dict[str, Any]:
     }
 
 
-def restore(adapter: RedisAdapter, path: str, replace: bool, ctx: StepContext) -> dict[str, Any]:
+def restore(adapter: RedisAdapter, path: str, replace: bool, tenant: str | None, ctx: StepContext) -> dict[str, Any]:
     started = time.monotonic()
     checked = _verify(path)  # again: the file may have changed while the operator was reading the prompt
+    check_scope(path, checked["header"], tenant)
+    allowed = [scope.redis_glob(p) for p in _patterns(checked["header"], tenant)]
     total = checked["key_count"]
     if not replace:
-        existing, sample = existing_keys(adapter, path)
+        existing, sample, _ = existing_keys(adapter, path)
         if existing:
             raise ActionFailed(
                 f"{existing} of the {total} keys in {path} exist already (e.g. {', '.join(sample[:5])}): "
@@ -337,6 +416,9 @@ def restore(adapter: RedisAdapter, path: str, replace: bool, ctx: StepContext) -
     suffix = ("REPLACE",) if replace else ()
     with ctx.progress(f"restore {Path(path).name}", total=total) as progress:
         for batch in _batches(path):
+            for record in batch:  # the file swapped under us since the check: stop before sending
+                if not all(regex.fullmatch(record.key) for regex in allowed):
+                    raise ActionFailed(f"{path} changed during the restore: {record.key_text} is outside its scope")
             calls = [("RESTORE", r.key, r.pttl if r.pttl > 0 else 0, r.payload, *suffix) for r in batch]
             replies = _pipeline(adapter, calls)
             for record, reply in zip(batch, replies, strict=True):
@@ -406,18 +488,24 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     replace = _truthy(spec.get("replace", False))
     if replace is None:
         raise UsageError(f"tenant_data.import.replace: expected true or false, got '{spec.get('replace')}'")
-    checked = _file_errors(lambda: _verify(path))()  # a corrupt file stops here: before the gate, before Redis
+    tenant = str(spec["tenant"]) if spec.get("tenant") not in (None, "") else None
+    # a corrupt file, or one key outside the export's pattern or the tenant, stops here: before the gate
+    checked = _file_errors(lambda: _verify(path))()
     header = checked["header"]
+    report = check_scope(path, header, tenant)
 
     def measure() -> dict[str, Any]:
-        # in the gate's vocabulary: count + sample + bytes print as a line, the rest as JSON (existing first)
-        existing, sample = existing_keys(adapter, path)
+        # in the gate's vocabulary: count + sample + bytes print as a line, the rest as JSON (by tenant first)
+        existing, sample, existing_by_tenant = existing_keys(adapter, path)
         return {
             "count": checked["key_count"],
             "sample": _first_keys(path),
             "bytes": checked["bytes"],
+            "by_tenant": report.by_tenant,
             "existing": existing,
+            "existing_by_tenant": existing_by_tenant,
             "existing_sample": sample[:5],
+            "scope": list(report.patterns),
             "replace": replace,
             "file": path,
             "source": header.get("source"),
@@ -440,7 +528,7 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
         where,
         f"{verb} {checked['key_count']} keys from {path} (sha256 {checked['sha256'][:12]}, exported "
         f"{header.get('created')} from {header.get('source')}) with their remaining TTLs",
-        _file_errors(lambda: restore(adapter, path, replace, ctx)),
+        _file_errors(lambda: restore(adapter, path, replace, tenant, ctx)),
         measure=_file_errors(measure),
         changes=changes,
         predict=lambda blast: {"restored": (blast or {}).get("count"), "predicted": True},

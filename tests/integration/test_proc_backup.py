@@ -238,7 +238,7 @@ def test_tenant_round_trip_keeps_type_value_and_ttl(seeded, tmp_path):
 
     client.delete(*before)
     assert not key_state(client, TENANT)
-    result = run(seeded, tmp_path, "redis/restore-tenant", "--var", f"input={path}", "--yes")
+    result = run(seeded, tmp_path, "redis/restore-tenant", "--var", f"input={path}", "--var", "tenant=acme", "--yes")
     assert result.code == 0, result.output
     after = key_state(client, TENANT)
     elapsed_ms = (time.monotonic() - taken) * 1000
@@ -258,7 +258,7 @@ def test_tenant_round_trip_keeps_type_value_and_ttl(seeded, tmp_path):
     assert verify_transcript(transcript_path(result)).ok
 
 
-def test_export_is_a_read_and_runs_in_a_dry_run(seeded, tmp_path):
+def test_export_is_a_read_that_writes_no_file_in_a_dry_run(seeded, tmp_path):
     client = seeded.client()
     before = key_state(client, TENANT)
     out = tmp_path / "dry"
@@ -267,18 +267,27 @@ def test_export_is_a_read_and_runs_in_a_dry_run(seeded, tmp_path):
     assert result.code == 0, result.output
     export = finished(result, "export")
     assert export["outcome"] == "ok" and export["effect"] == "read" and export["result"]["key_count"] == 31
+    assert export["result"]["written"] is False and export["result"]["bytes"] > 0
+    assert steps_of(result)["check"]["outcome"] == "skipped"
     assert {k: v[:2] for k, v in key_state(client, TENANT).items()} == {k: v[:2] for k, v in before.items()}
-    (written,) = out.iterdir()
-    again = run(seeded, tmp_path, "redis/backup-tenant", "--var", "tenant=acme", "--var", f"output={written}")
-    assert again.code == 4 and "never overwritten" in again.output
-    assert list(out.iterdir()) == [written]
+    assert list(out.iterdir()) == []  # a dry-run creates no file, not even a temporary one
+
+
+def test_an_existing_output_file_is_refused_as_existing(seeded, tmp_path):
+    path, _ = export_tenant(seeded, tmp_path)
+    content = path.read_bytes()
+    again = run(seeded, tmp_path, "redis/backup-tenant", "--var", "tenant=acme", "--var", f"output={path}")
+    assert again.code == 2, again.output
+    assert "exists already" in again.output and "never overwrites" in again.output
+    assert "corrupt" not in again.output
+    assert path.read_bytes() == content and list(path.parent.iterdir()) == [path]
 
 
 def test_restore_refuses_to_overwrite_without_replace(seeded, tmp_path):
     client = seeded.client()
     path, _ = export_tenant(seeded, tmp_path)
     client.set("tenant:acme:cache:0", "changed after the export", keepttl=True)
-    result = run(seeded, tmp_path, "redis/restore-tenant", "--var", f"input={path}", "--yes")
+    result = run(seeded, tmp_path, "redis/restore-tenant", "--var", f"input={path}", "--var", "tenant=acme", "--yes")
     assert result.code == 1, result.output
     assert "exist already" in result.output and "replace=true" in result.output
     assert client.get("tenant:acme:cache:0") == "changed after the export"
@@ -292,7 +301,7 @@ def test_restore_with_replace_refused_dry_run_and_approved(seeded, tmp_path):
     original = client.hgetall("tenant:acme:wm:active")
     client.hset("tenant:acme:wm:active", "goal", "overwritten by a bad deploy")
     client.delete("tenant:acme:cache:1")
-    args = ("--var", f"input={path}", "--var", "replace=true")
+    args = ("--var", f"input={path}", "--var", "tenant=acme", "--var", "replace=true")
 
     refused = run(seeded, tmp_path, "redis/restore-tenant", *args)
     assert refused.code == 3, refused.output
@@ -326,7 +335,7 @@ def test_a_corrupt_export_restores_nothing(seeded, tmp_path):
     data[len(data) // 2] ^= 0x01  # one flipped bit in the middle of a key line
     path.write_bytes(bytes(data))
     client.delete(*key_state(client, TENANT))
-    result = run(seeded, tmp_path, "redis/restore-tenant", "--var", f"input={path}", "--yes")
+    result = run(seeded, tmp_path, "redis/restore-tenant", "--var", f"input={path}", "--var", "tenant=acme", "--yes")
     assert result.code == 1, result.output
     assert "Nothing was restored" in result.output
     inspect = steps_of(result)["inspect"]["result"]
@@ -377,7 +386,7 @@ def test_export_and_restore_show_progress_on_a_terminal(redis_server, tmp_path):
     (path,) = out.iterdir()
     keys = list(client.scan_iter("tenant:t0:*", count=1000))
     client.delete(*keys)
-    child = spawn("redis/restore-tenant", "--var", f"input={path}")
+    child = spawn("redis/restore-tenant", "--var", f"input={path}", "--var", "tenant=t0")
     child.expect(r"\[y/N\]")
     child.sendline("y")
     child.expect(rf"restore {path.name}: [\d,]+/3,000")
