@@ -47,6 +47,7 @@ _META = frozenset(" \t\n;&|<>()")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SPECIAL_PARAMS = frozenset("?#@*$!-0123456789")
 _PRIVATE_USE = re.compile("[\ue000-\uf8ff]")
+_BRACE_EXPANSION = re.compile(r"\{.*(,|\.\.).*\}")  # over a word's unquoted braces, commas and dots
 _IO_NUMBER = re.compile(r"\d+(?=[<>])")
 _BRACED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*|[?#@*$!0-9-])\}")
 
@@ -847,12 +848,12 @@ class _Parser:
                 value.append(c)
                 unknown("glob")  # a home directory: one word, never an option
             else:
-                if c in "{}":
+                if c in "{},.":
                     unquoted_braces += c
                 self.pos += 1
                 value.append(c)
         text = self._display(s[start : self.pos])
-        if "{" in unquoted_braces and "}" in unquoted_braces[unquoted_braces.index("{") :] and text != "{}":
+        if _BRACE_EXPANSION.search(unquoted_braces):
             prefix, splits = [], "fields"  # brace expansion {a,b} / {1..9}: any words
         joined = "".join(value)
         assign = None
