@@ -9,7 +9,9 @@ refuses it itself, and a real run puts it before the gate as a write.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,6 +77,15 @@ steps:
 """
 
 
+@dataclass(frozen=True)
+class World:
+    host: Any
+    service: Any
+    dump: Path
+    evil: Path
+    inventory: Path
+
+
 @pytest.fixture
 def host_world(redis_server, sshd_host, tmp_path):
     redis = redis_server()
@@ -88,7 +99,7 @@ def host_world(redis_server, sshd_host, tmp_path):
     facet = data["environments"]["sandbox"]["targets"]["sandbox"]["ssh"]
     facet["service"]["restart"] = f"sync; cp {evil} {dump}"  # shell text with a write after an operator
     inventory = write_inventory(tmp_path / "inventory.yaml", data)
-    return host, service, dump, evil, inventory
+    return World(host, service, dump, evil, inventory)
 
 
 def _run(procedure: Path, inventory: Path, tmp_path: Path, *args: str):
@@ -110,9 +121,9 @@ def _step(result, step_id: str, kind: str = "step.finished") -> dict:
 
 
 def test_cp_over_dump_labelled_read_is_rejected_by_validate(host_world, tmp_path):
-    host, service, dump, evil, inventory = host_world
+    w = host_world
     procedure = tmp_path / "copy.yaml"
-    procedure.write_text(LITERAL.format(evil=evil, dump=dump))
+    procedure.write_text(LITERAL.format(evil=w.evil, dump=w.dump))
     result = runbook("validate", str(procedure))
     assert result.code == 2, result.output
     line = LITERAL.splitlines().index('      run: "cp {evil} {dump}"') + 1
@@ -120,85 +131,85 @@ def test_cp_over_dump_labelled_read_is_rejected_by_validate(host_world, tmp_path
         result.output
     )
     for args in (["--dry-run"], ["--yes"]):
-        ran = _run(procedure, inventory, tmp_path, *args)
+        ran = _run(procedure, w.inventory, tmp_path, *args)
         assert ran.code == 2, ran.output
         assert "'cp' is not a read-only program" in ran.output
-    assert dump.read_bytes() == ORIGINAL
+    assert w.dump.read_bytes() == ORIGINAL
 
 
 def test_a_template_that_renders_a_copy_is_not_run_in_a_dry_run(host_world, tmp_path):
-    host, service, dump, evil, inventory = host_world
+    w = host_world
     procedure = tmp_path / "smuggled.yaml"
     procedure.write_text(SMUGGLED)
     assert runbook("validate", str(procedure)).code == 0  # one quoted word as far as validate can see
-    result = _run(procedure, inventory, tmp_path, "--dry-run")
+    result = _run(procedure, w.inventory, tmp_path, "--dry-run")
     assert result.code == 0, result.output
-    assert dump.read_bytes() == ORIGINAL
+    assert w.dump.read_bytes() == ORIGINAL
     started = _step(result, "copy", "step.started")
-    assert started["effect"] == "write" and started["command"] == f"echo sync; cp {evil} {dump}"
+    assert started["effect"] == "write" and started["command"] == f"echo sync; cp {w.evil} {w.dump}"
     assert _step(result, "copy")["outcome"] == "predicted"
     assert _step(result, "after")["outcome"] == "ok"  # proven reads still run in the dry-run
 
 
 def test_a_template_that_renders_a_copy_is_gated_in_a_real_run(host_world, tmp_path):
-    host, service, dump, evil, inventory = host_world
+    w = host_world
     procedure = tmp_path / "smuggled.yaml"
     procedure.write_text(SMUGGLED)
-    refused = _run(procedure, inventory, tmp_path)  # nobody at the terminal to approve it
+    refused = _run(procedure, w.inventory, tmp_path)  # nobody at the terminal to approve it
     assert refused.code == 3, refused.output
-    assert dump.read_bytes() == ORIGINAL
+    assert w.dump.read_bytes() == ORIGINAL
     asked = _step(refused, "copy", "approval.requested")
     assert asked["effect"] == "write"
     assert "effect: read, but 'cp' is not a read-only program" in asked["blast_radius"]["not_read_only"]
     assert _step(refused, "copy")["outcome"] == "refused"
 
-    approved = _run(procedure, inventory, tmp_path, "--yes")
+    approved = _run(procedure, w.inventory, tmp_path, "--yes")
     assert approved.code == 0, approved.output
     assert _step(approved, "copy", "approval.given")["method"]
-    assert dump.read_bytes() == EVIL  # it was a change, and it ran only once approved
+    assert w.dump.read_bytes() == EVIL  # it was a change, and it ran only once approved
 
 
 def test_the_ssh_adapter_refuses_what_is_not_proven_read_only(host_world):
-    host, service, dump, evil, inventory = host_world
+    w = host_world
     endpoint = SshEndpoint(
-        host=host.address,
-        port=host.port,
-        user=host.user,
-        key_file=str(host.key_file),
-        known_hosts=str(host.known_hosts),
-        service=ServiceCommands(status=service.status, logs=service.logs),
+        host=w.host.address,
+        port=w.host.port,
+        user=w.host.user,
+        key_file=str(w.host.key_file),
+        known_hosts=str(w.host.known_hosts),
+        service=ServiceCommands(status=w.service.status, logs=w.service.logs),
     )
-    copy = f"cp {evil} {dump}"
+    copy = f"cp {w.evil} {w.dump}"
     dry = SshAdapter(endpoint, allow_mutation=False)
     try:
         for effect in Effect:  # whatever label the caller gives it
-            with pytest.raises(MutationRefused, match="'cp' is not a read-only program|refused to run a"):
+            with pytest.raises(MutationRefused, match=r"'cp' is not a read-only program|refused to run a \w+ command"):
                 dry.run(copy, effect=effect)
         with pytest.raises(MutationRefused, match="output redirection '>' writes a file"):
-            dry.run(f"cat {evil} > {dump}", effect=Effect.READ)
-        assert dump.read_bytes() == ORIGINAL
-        assert dry.run(f"cat -- {dump}", effect=Effect.READ).stdout == ORIGINAL.decode()
-        assert dry.run(service.status, effect=Effect.READ).exit_status == 0  # the inventory's, read by contract
+            dry.run(f"cat {w.evil} > {w.dump}", effect=Effect.READ)
+        assert w.dump.read_bytes() == ORIGINAL
+        assert dry.run(f"cat -- {w.dump}", effect=Effect.READ).stdout == ORIGINAL.decode()
+        assert dry.run(w.service.status, effect=Effect.READ).exit_status == 0  # the inventory's: read by contract
     finally:
         dry.close()
     real = SshAdapter(endpoint, allow_mutation=True)
     try:
         with pytest.raises(MutationRefused, match="labelled read that is not proven read-only"):
             real.run(copy, effect=Effect.READ)
-        assert dump.read_bytes() == ORIGINAL
+        assert w.dump.read_bytes() == ORIGINAL
         assert real.run(copy, effect=Effect.WRITE).exit_status == 0  # declared a change (and gated upstream)
-        assert dump.read_bytes() == EVIL
+        assert w.dump.read_bytes() == EVIL
     finally:
         real.close()
 
 
 def test_local_write_labelled_read_is_rejected_and_refused_in_a_dry_run(host_world, tmp_path):
-    host, service, dump, evil, inventory = host_world
+    w = host_world
     procedure = tmp_path / "local.yaml"
-    procedure.write_text(LOCAL.format(dump=dump))
+    procedure.write_text(LOCAL.format(dump=w.dump))
     result = runbook("validate", str(procedure))
     assert result.code == 2, result.output
     assert "steps[0].effect: declared 'read' but this local step is write" in result.output
     with pytest.raises(MutationRefused, match="dry-run: refused to write"):
-        write_file(dump, "evil", 0o600, allow_mutation=False)
-    assert dump.read_bytes() == ORIGINAL
+        write_file(w.dump, "evil", 0o600, allow_mutation=False)
+    assert w.dump.read_bytes() == ORIGINAL
