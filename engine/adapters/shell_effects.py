@@ -230,6 +230,12 @@ def _tail(parser: _Parser, name: str, args: list[Word]) -> None:
         raise NotProven(f"'{name} {args[0].text}': an obsolete +N[f] operand may follow forever")
 
 
+def _printf(parser: _Parser, name: str, args: list[Word]) -> None:
+    """bash's `printf -v NAME` assigns a variable (`printf -v PATH /tmp` changes what runs next)."""
+    if args and args[0].value != "--" and args[0].may_start_with("-"):
+        raise NotProven(f"'{name} {args[0].text}': 'printf -v' assigns a shell variable")
+
+
 def _sleep(parser: _Parser, name: str, args: list[Word]) -> None:
     for word in args:
         if word.value is None or not re.fullmatch(r"\d+(\.\d+)?[smhd]?", word.value):
@@ -373,7 +379,7 @@ def _xargs(parser: _Parser, name: str, args: list[Word]) -> None:
 
 _FREE = (
     "cat tac head ls stat wc cut grep egrep fgrep du ps pgrep pidof id uname uptime getent whoami groups "
-    "nproc arch tty logname pwd cd exit : true false echo printf test [ type which basename dirname "
+    "nproc arch tty logname pwd cd exit : true false echo test [ type which basename dirname "
     "realpath readlink cmp diff comm join paste nl fold tr od strings column numfmt expr seq "
     "sha1sum sha224sum sha256sum sha384sum sha512sum md5sum b2sum cksum sum w who"
 )
@@ -439,7 +445,7 @@ PROGRAMS: Mapping[str, Check] = {
         ),
         _no_operands,
     ),  # no -c/--continuous
-    "lsof": _options(_opts("nPltaRwVbhi", "pucdg", prefixes="-+")),  # no -r/+r (repeat), -D, +D, +L ...
+    "lsof": _options(_opts("nPltaRwVbhig", "pucd", prefixes="-+")),  # no -r/+r (repeat), -D, +D, +L ...
     "findmnt": _options(
         _opts(
             "AabcDdfklmnrsuUvJe",
@@ -483,6 +489,7 @@ PROGRAMS: Mapping[str, Check] = {
     "redis-check-rdb": _one_file,
     "redis-check-aof": _one_file,
     "sleep": _sleep,
+    "printf": _printf,
     "set": _set,
     "command": _command,
     "sudo": _sudo,
@@ -1008,6 +1015,8 @@ def _run(command: str, markers: Mapping[str, Marker], trusted: Sequence[tuple[st
         return Verdict(False, f"the command is longer than {MAX_LENGTH} characters")
     if not command.strip():
         return Verdict(False, "an empty command")
+    if "\x00" in command:
+        return Verdict(False, "a NUL character (the remote shell would see only what precedes it)")
     try:
         _Parser(command, 0, markers, trusted).program()
     except NotProven as exc:

@@ -51,7 +51,7 @@ READ = {
     "true": "true",
     "false": "false",
     "echo": "echo '# iptables -S'",
-    "printf": "printf '%s\\n' done",
+    "printf": "printf -- '%s\\n' done",
     "test": "test -e /var/lib/redis/dump.rdb",
     "[": "[ /a -ef /b ]",
     "type": "type redis-server",
@@ -456,6 +456,10 @@ WRITING_USES = {
     "set -k": "shell options only",
     "set -a": "shell options only",
     "set -- a b": "shell options only",
+    "printf -v PATH /tmp": "'printf -v' assigns",
+    "printf -vPATH /tmp": "'printf -v' assigns",
+    "printf $fmt x": "'printf -v' assigns",
+    "lsof -g -r 1": "'-r'",
     "date -s{{ x }}": "'-s'",
 }
 
@@ -577,6 +581,7 @@ TRICKS = {
     "| ls": "unexpected '|'",
     "ls |": "unexpected 'end of command'",
     "cat \\": "trailing backslash",
+    "cat /a\x00; rm -rf /": "a NUL character",
     "cat <<EOF\n$(rm x)\nEOF\n": "here-document 'EOF'",
     "cat <<EOF\n`rm x`\nEOF\n": "here-document 'EOF'",
     "cat <<EOF\nno end": "has no end",
