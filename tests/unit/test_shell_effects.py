@@ -815,3 +815,63 @@ def test_the_module_does_no_io() -> None:
     assert imported <= {"__future__", "re", "collections.abc", "dataclasses"}
     calls = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
     assert not calls & {"open", "exec", "eval", "__import__"}
+
+
+@pytest.mark.parametrize("command", list(READ.values()), ids=_read_id)
+def test_a_read_redirected_into_a_file_is_not_read(command: str) -> None:
+    verdict = classify(f"{command} > /var/lib/redis/dump.rdb")
+    assert not verdict.read_only
+    assert "output redirection '>' writes a file (/var/lib/redis/dump.rdb)" in verdict.reason
+
+
+# -- the shipped catalog: every ssh step labelled read is proven, statically and once rendered ---------
+
+
+class _Anything(str):
+    """A template value of any shape (`paths.rdb`, `aof_loc.lines[0]`) rendering as the same text."""
+
+    def __getattr__(self, name: str) -> _Anything:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _Anything(str(self))
+
+    def __getitem__(self, key: object) -> _Anything:  # type: ignore[override]
+        return _Anything(str(self))
+
+
+def _shipped_read_steps() -> list[tuple[str, str]]:
+    import yaml
+
+    from engine.resources import procedures_dir
+
+    found = []
+    for path in sorted(procedures_dir().glob("*/*.yaml")):
+        for step in yaml.safe_load(path.read_text(encoding="utf-8")).get("steps") or []:
+            if "ssh" in step and step.get("effect") == "read":
+                found.append((f"{path.stem}:{step['id']}", step["ssh"]["run"]))
+    return found
+
+
+SHIPPED = _shipped_read_steps()
+STATUS_TEXT = "'/tmp/host dir/bin/redis-service' status"
+LOGS_TEXT = "tail -n 200 '/tmp/host dir/redis.log'"
+
+
+def test_the_catalog_has_ssh_read_steps() -> None:
+    assert len(SHIPPED) >= 20
+
+
+@pytest.mark.parametrize(("step", "run"), SHIPPED, ids=[s for s, _ in SHIPPED])
+@pytest.mark.parametrize("value", ["/var/lib/redis/dump.rdb", "/tmp/dir with space/x;rm -rf /", "-f", "+5f", "$(rm x)"])
+def test_shipped_read_steps_stay_read_whatever_their_values(step: str, run: str, value: str) -> None:
+    from engine import template
+    from engine.template import ShellText
+
+    assert classify_template(run).read_only, classify_template(run).reason
+    anything = _Anything(value)
+    service = {"status": ShellText(STATUS_TEXT), "logs": ShellText(LOGS_TEXT)}
+    names = template.variables(run) - {"service"}
+    values = {name: anything for name in names} | {"service": service}
+    rendered = template.render(run, values, shell=True)
+    verdict = classify(rendered, trusted=[STATUS_TEXT, LOGS_TEXT])
+    assert verdict.read_only, (rendered, verdict.reason)
