@@ -1,5 +1,10 @@
 """Commands on hosts over SSH (paramiko), with host keys checked and the dry-run guard in `run`.
 
+The guard does not take the caller's word: `run` classifies the command itself
+(engine/adapters/shell_effects.py). In a dry-run only a command proven read-only leaves the process;
+in a real run a command claimed `read` that is not proven is refused (the step kind sends such a
+command through the gate as a write instead).
+
 Host keys are checked against the inventory's known_hosts file (else ~/.ssh/known_hosts). An unknown
 key is refused unless the inventory says `host_key_policy: accept-new` for the host; a changed key
 is always refused. Accepted keys are appended to that known_hosts file and reported to the caller.
@@ -16,6 +21,7 @@ from typing import Any
 
 import paramiko
 
+from engine.adapters.shell_effects import Verdict, classify
 from engine.errors import HostKeyError, MutationRefused, TargetError
 from engine.spec.model import Effect
 from engine.targets import SshEndpoint
@@ -131,10 +137,23 @@ class SshAdapter:
         self._client = client
         return client
 
+    def proves_read(self, command: str) -> Verdict:
+        """Whether `command` is proven read-only; the inventory's status and logs commands are read by contract."""
+        service = self.endpoint.service
+        return classify(command, trusted=(service.status or "", service.logs or ""))
+
     def run(self, command: str, *, effect: Effect, timeout: float | None = None) -> SshResult:
-        """Run one command; in a rehearsal only commands declared `read` leave the process."""
+        """Run one command; in a dry-run only a command labelled `read` and proven read-only leaves the process."""
+        verdict = self.proves_read(command)
+        where = self.endpoint.address
         if not self.allow_mutation and effect is not Effect.READ:
-            raise MutationRefused(f"dry-run: refused to run a {effect} command on {self.endpoint.address}")
+            raise MutationRefused(f"dry-run: refused to run a {effect} command on {where}")
+        if not self.allow_mutation and not verdict:
+            raise MutationRefused(f"dry-run: refused a command not proven read-only on {where}: {verdict.reason}")
+        if effect is Effect.READ and not verdict:
+            raise MutationRefused(
+                f"refused to run a command labelled read that is not proven read-only on {where}: {verdict.reason}"
+            )
         client = self.connect()
         timeout = timeout or self.endpoint.timeout
         started = time.monotonic()

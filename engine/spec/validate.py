@@ -177,9 +177,11 @@ def _check_effect(located: Located, i: int, step: dict[str, Any], kind_name: str
     body = step[kind_name]
     derived = _static_effect(kind_name, body, kind.static_effect)
     declared = Effect.parse(step["effect"]) if step.get("effect") else None
-    if kind.effect_declared:  # ssh: only the author can say what a shell command does
-        derived = declared if declared is not None else Effect.DESTRUCTIVE
     errors = []
+    if kind.effect_declared:  # ssh: the author says what a shell command does; a `read` must be proven
+        derived = declared if declared is not None else Effect.DESTRUCTIVE
+        if declared is Effect.READ:
+            errors.extend(_unproven_read(located, ("steps", i, kind_name), body, kind.shell_fields))
     if declared is not None and derived is not None and declared < derived:
         errors.append(
             located.error(("steps", i, "effect"), f"declared '{declared}' but this {kind_name} step is {derived}")
@@ -194,6 +196,19 @@ def _check_effect(located: Located, i: int, step: dict[str, Any], kind_name: str
                 f"a {effective} step needs a 'confirm' text: the question the operator answers before it runs",
             )
         )
+    return errors
+
+
+def _unproven_read(located: Located, path: tuple[Any, ...], body: Any, fields: frozenset[str]) -> list[SourceError]:
+    """Each shell field of a step labelled `read` must be proven read-only (run time checks again, rendered)."""
+    from engine.adapters.shell_effects import classify_template
+
+    errors = []
+    for name in sorted(fields):
+        text = body.get(name) if isinstance(body, dict) else None
+        verdict = classify_template(text) if isinstance(text, str) else None
+        if verdict is not None and not verdict:
+            errors.append(located.error((*path, name), f"effect: read, but {verdict.reason}"))
     return errors
 
 

@@ -1,4 +1,9 @@
-"""`ssh:` steps: a shell command on the target's host. Destructive unless the step says `effect: read`."""
+"""`ssh:` steps: a shell command on the target's host.
+
+Destructive unless the step declares its effect. `effect: read` is a claim the engine checks: the
+rendered command must be proven read-only (engine/adapters/shell_effects.py), else the step runs as
+a `write`, through the gate (and is predicted, not run, in a dry-run).
+"""
 
 from __future__ import annotations
 
@@ -34,9 +39,14 @@ SCHEMA = {
 
 def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     adapter = ctx.connections.ssh()
-    effect = ctx.step.effect if ctx.step.effect is not None else Effect.DESTRUCTIVE
-    timeout = parse_duration(body["timeout"]) if body.get("timeout") is not None else None
     command = body["run"]
+    effect = ctx.step.effect if ctx.step.effect is not None else Effect.DESTRUCTIVE
+    unproven = None
+    if effect is Effect.READ:
+        verdict = adapter.proves_read(command)
+        if not verdict:  # a read label the command does not prove: gated as a change, never run unasked
+            effect, unproven = Effect.WRITE, f"effect: read, but {verdict.reason}"
+    timeout = parse_duration(body["timeout"]) if body.get("timeout") is not None else None
 
     def execute() -> dict[str, Any]:
         return adapter.run(command, effect=effect, timeout=timeout).as_data()
@@ -62,7 +72,7 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
         output=output,
         failed=failed,
         changes=changes,
-        measure=lambda: {"host": adapter.endpoint.address},
+        measure=lambda: {"host": adapter.endpoint.address, **({"not_read_only": unproven} if unproven else {})},
     )
 
 

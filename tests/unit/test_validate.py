@@ -154,6 +154,16 @@ def _ssh_without_confirm(t: str) -> str:
     return edit(t, "  - id: verify\n", step + "  - id: verify\n")
 
 
+def _ssh_read(run: str) -> Callable[[str], str]:
+    """An ssh step labelled `effect: read` running `run` (the label must be proven from the command)."""
+
+    def build(t: str) -> str:
+        step = f"  - id: look\n    name: Look on the host\n    effect: read\n    ssh:\n      run: {run}\n\n"
+        return edit(t, "  - id: verify\n", step + "  - id: verify\n")
+
+    return build
+
+
 def _two_actions(t: str) -> str:
     return edit(t, "    show: \"{{ 'gone'", "    wait: 1s\n    show: \"{{ 'gone'")
 
@@ -205,6 +215,34 @@ CASES = [
     Case("param-typo", _param_typo, '"tenant:{{ tenantt }}', "steps[1].redis.command[1]", "undeclared name 'tenantt'"),
     Case("del-no-confirm", _del_without_confirm, "id: delete", "steps[1]", "a destructive step needs a 'confirm' text"),
     Case("ssh-no-confirm", _ssh_without_confirm, "id: log", "steps[2]", "a destructive step needs a 'confirm' text"),
+    Case(
+        "ssh-read-cp",
+        _ssh_read('"cp /var/backups/redis/old.rdb /var/lib/redis/dump.rdb"'),
+        'run: "cp',
+        "steps[2].ssh.run",
+        "effect: read, but 'cp' is not a read-only program",
+    ),
+    Case(
+        "ssh-read-redirect",
+        _ssh_read('"cat /var/backups/redis/old.rdb > /var/lib/redis/dump.rdb"'),
+        'run: "cat',
+        "steps[2].ssh.run",
+        "effect: read, but output redirection '>' writes a file (/var/lib/redis/dump.rdb)",
+    ),
+    Case(
+        "ssh-read-hidden-in-substitution",
+        _ssh_read("'ls \"$(c\\p x /var/lib/redis/dump.rdb)\"'"),
+        "run: 'ls",
+        "steps[2].ssh.run",
+        "effect: read, but 'cp' is not a read-only program (written c\\p)",
+    ),
+    Case(
+        "ssh-read-template-as-option",
+        _ssh_read('"sort {{ tenant }}"'),
+        'run: "sort',
+        "steps[2].ssh.run",
+        "effect: read, but '{{ tenant }}' may be any option of 'sort' (put '--' before it)",
+    ),
     Case("two-actions", _two_actions, "wait: 1s", "steps[2].wait", "a step has exactly one action; found redis, wait"),
     Case("no-action", _no_action, "id: verify", "steps[2]", "a step needs one action: "),
     Case(
@@ -283,7 +321,7 @@ def test_call_to_a_shipped_procedure_is_fine(tmp_path: Path) -> None:
 
 
 def test_ssh_step_declared_read_needs_no_confirm(tmp_path: Path) -> None:
-    text = edit(_ssh_without_confirm(WM_CLEAR), "    ssh:\n", "    effect: read\n    ssh:\n")
+    text = _ssh_read('"tail -n 50 -- /var/log/redis/redis-server.log | grep -c -- {{ tenant }}"')(WM_CLEAR)
     assert check(write(tmp_path, text)) == []
 
 
