@@ -22,24 +22,50 @@ from engine.adapters.redis_effects import (
     always_read,
     classify,
     command_name,
+    connection_state_command,
     decode_resp_commands,
     parse_command_table,
+    state_changes_in_packet,
 )
-from engine.errors import ActionFailed, MutationRefused, TargetError
+from engine.errors import ActionFailed, MutationRefused, TargetError, UsageError
 from engine.spec.model import Effect
-from engine.targets import RedisEndpoint
+from engine.targets import RedisEndpoint, TlsSettings, tls_context
 
 Guard = Callable[[list[bytes]], None]
 
 
+class ConnectionStateRefused(UsageError):
+    """A step tried to change the connection itself (SELECT, MULTI, CLIENT REPLY, ...): exit 2, nothing sent."""
+
+
+def refusal(command: str, url: str) -> ConnectionStateRefused:
+    return ConnectionStateRefused(
+        f"{command} is not a step command: it changes the connection's own state (database, user, protocol, "
+        f"reply mode, transaction or subscriptions), which the engine owns; refused before it reached {url}. "
+        "To work in another database, run against a target whose URL names it (redis://host:port/N)."
+    )
+
+
 class _GuardMixin:
-    def __init__(self, *args: Any, effect_guard: Guard | None = None, **kwargs: Any):
+    """Checks every write to the socket: connection state always, effects in a rehearsal."""
+
+    def __init__(
+        self,
+        *args: Any,
+        effect_guard: Guard | None = None,
+        pinned_url: str = "",
+        tls: TlsSettings | None = None,
+        **kwargs: Any,
+    ):
         self._effect_guard = effect_guard
+        self._pinned_url = pinned_url
+        self._tls = tls
         self._handshaking = False
         super().__init__(*args, **kwargs)
+        self._pinned_db = self.db  # type: ignore[attr-defined]
 
     def on_connect_check_health(self, *args: Any, **kwargs: Any) -> None:
-        # The library's own handshake (HELLO, AUTH, CLIENT SETINFO, SELECT, ...) touches no data.
+        # The library's own handshake (HELLO, AUTH, CLIENT SETINFO, SELECT of the target's db) touches no data.
         self._handshaking = True
         try:
             super().on_connect_check_health(*args, **kwargs)  # type: ignore[misc]
@@ -47,10 +73,16 @@ class _GuardMixin:
             self._handshaking = False
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        if self._effect_guard is not None and not self._handshaking:
-            data = command if isinstance(command, bytes | bytearray) else b"".join(bytes(c) for c in command)
-            for argv in decode_resp_commands(bytes(data)):
-                self._effect_guard(argv)
+        if not self._handshaking:
+            data = bytes(command) if isinstance(command, bytes | bytearray) else b"".join(bytes(c) for c in command)
+            if self.db != self._pinned_db:  # type: ignore[attr-defined]
+                raise refusal(f"a database other than {self._pinned_db}", self._pinned_url)
+            changed = state_changes_in_packet(data)
+            if changed is not None:
+                raise refusal(changed, self._pinned_url)
+            if self._effect_guard is not None:
+                for argv in decode_resp_commands(data):
+                    self._effect_guard(argv)
         super().send_packed_command(command, check_health)  # type: ignore[misc]
 
 
@@ -59,7 +91,10 @@ class GuardedConnection(_GuardMixin, Connection):
 
 
 class GuardedSSLConnection(_GuardMixin, SSLConnection):
-    pass
+    def _wrap_socket_with_ssl(self, sock: Any) -> Any:
+        """The inventory's CA, client certificate and server name (SNI and the name checked) for this target."""
+        settings = self._tls or TlsSettings()
+        return tls_context(settings).wrap_socket(sock, server_hostname=settings.server_name or self.host)  # type: ignore[attr-defined]
 
 
 class RedisAdapter:
@@ -119,6 +154,8 @@ class RedisAdapter:
             socket_connect_timeout=ep.timeout,
             decode_responses=decode_responses,
             effect_guard=None if self.allow_mutation else self._guard,
+            pinned_url=ep.url,
+            **({"tls": ep.tls_settings} if ep.tls else {}),
             health_check_interval=0,
             retry=Retry(NoBackoff(), 0),  # fail fast: the procedure decides whether to retry
         )
@@ -157,9 +194,23 @@ class RedisAdapter:
         self.connect()
         return dict(self._table or {})
 
+    def check_step_command(self, argv: Sequence[Any]) -> None:
+        """Refuse a command that would change the connection (the step's own, maybe from a template)."""
+        found = connection_state_command([_arg_bytes(a) for a in argv]) if argv else None
+        if found is not None:
+            raise refusal(found, self.endpoint.url)
+
     # -- calls ---------------------------------------------------------------------------------
     def call(self, argv: Sequence[Any]) -> Any:
-        return self._wrap(lambda: self.client.execute_command(*argv))
+        """One command, never one that changes the connection (also MONITOR and MULTI, which the socket
+        guard lets through for the engine's own sampler and transactions)."""
+        self.check_step_command(argv)
+        reply = self._wrap(lambda: self.client.execute_command(*argv))
+        if argv and _arg_bytes(argv[0]).lower() == b"acl":  # LIST, GETUSER: password hashes never leave here
+            from engine.transcript.redact import acl_reply
+
+            return acl_reply(reply)
+        return reply
 
     def command_keys(self, argv: Sequence[Any]) -> list[Any]:
         """The keys in `argv`, as the server extracts them (COMMAND GETKEYS)."""
