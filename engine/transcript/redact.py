@@ -235,9 +235,7 @@ def acl_reply(reply: object) -> object:
             return " ".join(_acl_token(token) for token in reply.split(" "))
         return _ACL_HASH_RULE.sub(lambda m: f"{m.group(1)}[SECRET:{ACL_HASH}]", reply)
     if isinstance(reply, dict):
-        return {
-            k: (_hashes(v) if _as_str(k) == "passwords" else acl_reply(v)) for k, v in reply.items()
-        }
+        return {k: (_hashes(v) if _as_str(k) == "passwords" else acl_reply(v)) for k, v in reply.items()}
     if isinstance(reply, (list, tuple)):
         out = [acl_reply(v) for v in reply]
         for i in range(len(out) - 1):
