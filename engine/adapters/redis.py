@@ -8,6 +8,7 @@ pipeline, a bug) can get a change through a rehearsal.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -94,7 +95,13 @@ class GuardedSSLConnection(_GuardMixin, SSLConnection):
     def _wrap_socket_with_ssl(self, sock: Any) -> Any:
         """The inventory's CA, client certificate and server name (SNI and the name checked) for this target."""
         settings = self._tls or TlsSettings()
-        return tls_context(settings).wrap_socket(sock, server_hostname=settings.server_name or self.host)  # type: ignore[attr-defined]
+        try:
+            return tls_context(settings).wrap_socket(sock, server_hostname=settings.server_name or self.host)  # type: ignore[attr-defined]
+        except TimeoutError:  # TCP is up, the TLS hello got no answer: a plain port waits for a newline
+            sock.close()
+            raise redis.ConnectionError(
+                f"TLS handshake timed out with {self.host}:{self.port}: no TLS answer to our hello"  # type: ignore[attr-defined]
+            ) from None
 
 
 class RedisAdapter:
@@ -141,15 +148,15 @@ class RedisAdapter:
         self._client = client
         return self
 
-    def _pool(self, *, decode_responses: bool) -> ConnectionPool:
+    def _pool(self, *, decode_responses: bool, **overrides: Any) -> ConnectionPool:
         ep = self.endpoint
+        credentials = {"username": ep.username, "password": ep.password, **overrides}
         return ConnectionPool(
             connection_class=GuardedSSLConnection if ep.tls else GuardedConnection,
             host=ep.host,
             port=ep.port,
             db=ep.db,
-            username=ep.username,
-            password=ep.password,
+            **credentials,
             socket_timeout=ep.timeout,
             socket_connect_timeout=ep.timeout,
             decode_responses=decode_responses,
@@ -159,6 +166,11 @@ class RedisAdapter:
             health_check_interval=0,
             retry=Retry(NoBackoff(), 0),  # fail fast: the procedure decides whether to retry
         )
+
+    def side_client(self, *, username: str | None, password: str | None, protocol: int = 2) -> redis.Redis:
+        """A client of its own on the same endpoint (TLS settings and guards included), other credentials."""
+        pool = self._pool(decode_responses=True, username=username, password=password, protocol=protocol)
+        return redis.Redis(connection_pool=pool)
 
     def raw_client(self) -> redis.Redis:
         """A bytes-in, bytes-out client (DUMP payloads, binary values), behind the same guard."""
@@ -295,12 +307,18 @@ class RedisAdapter:
             return TargetError(f"{url}: timed out after {self.endpoint.timeout:g}s: {text}")
         if isinstance(exc, redis.ConnectionError):
             verb = "cannot connect" if connecting else "connection lost"
+            if connecting and not self.endpoint.tls and _CLOSED_AT_ONCE.search(text):
+                text = f"the server closed before answering a plain-text client ({text})"
             return TargetError(
                 f"{url}: {verb}: {text}", advice=explain_text(text) or explain_text("Connection refused")
             )
         if connecting:
             return TargetError(f"{url}: {text}", advice=explain_text(text))
         return ActionFailed(text, advice=explain_text(text))
+
+
+# How a TLS port answers a plain-text client: it drops the connection before any Redis reply.
+_CLOSED_AT_ONCE = re.compile(r"Connection reset by peer|Connection closed by server|Error 104\b", re.IGNORECASE)
 
 
 def _arg_bytes(value: Any) -> bytes:

@@ -206,9 +206,6 @@ CONNECTION_STATE = frozenset(
         "replconf",
     }
 )
-_TRANSACTION = frozenset({"multi", "exec", "discard"})
-# What the socket guard lets through that `call` refuses: the engine's own transactions and MONITOR sampler.
-_ENGINE_ONLY = _TRANSACTION | {"monitor"}
 # First words of CONNECTION_STATE commands as RESP bulk strings: a packet holding none of them is passed
 # without decoding (keyspace pipelines of thousands of commands in a real run).
 _STATE_MARKERS = tuple(

@@ -255,3 +255,20 @@ def _hashes(values: object) -> object:
     if isinstance(values, (list, tuple)):
         return [f"[SECRET:{ACL_HASH}]" for _ in values]
     return f"[SECRET:{ACL_HASH}]" if values else values
+
+
+# scheme://[userinfo@]rest[?query][#fragment] inside any text (a command line, an error message).
+_URL = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s/?#@]*@)?([^\s?#;]*)([?#;]\S*)?")
+
+
+def url_credentials(text: str) -> str:
+    """`text` with every URL's password (user:password@) and query or fragment replaced: argv, messages."""
+
+    def scrub(m: re.Match[str]) -> str:
+        userinfo = m.group(2) or ""
+        if ":" in userinfo or "%3a" in userinfo.lower():
+            userinfo = "[SECRET:url-credential]@"
+        query = "?[SECRET:url-query]" if m.group(4) else ""
+        return f"{m.group(1)}{userinfo}{m.group(3)}{query}"
+
+    return _URL.sub(scrub, text) if "://" in text else text
