@@ -211,7 +211,9 @@ def test_every_url_credential_form_is_refused_in_an_inventory_without_echo(locke
     write(tmp_path, "ping", HEALTH)
     for url in _urls_for(locked):
         inventory = tmp_path / "inv.yaml"
-        inventory.write_text(f"environments:\n  prod:\n    targets:\n      cache:\n        redis:\n          url: '{url}'\n")
+        inventory.write_text(
+            f"environments:\n  prod:\n    targets:\n      cache:\n        redis:\n          url: '{url}'\n"
+        )
         result = runbook(
             "run", "test/ping", "--inventory", str(inventory), "--target", "cache", "--procedures", str(tmp_path),
             "--transcripts-dir", str(tmp_path / "t"), "--json",
