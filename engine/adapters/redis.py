@@ -19,6 +19,7 @@ from redis.retry import Retry
 
 from engine.adapters.redis_effects import (
     HANDSHAKE,
+    STATE_FIRST_WORDS,
     CommandInfo,
     always_read,
     classify,
@@ -62,6 +63,7 @@ class _GuardMixin:
         self._pinned_url = pinned_url
         self._tls = tls
         self._handshaking = False
+        self.names_checked = False  # set by pipeline_calls for one write whose command names it checked
         super().__init__(*args, **kwargs)
         self._pinned_db = self.db  # type: ignore[attr-defined]
 
@@ -78,7 +80,7 @@ class _GuardMixin:
             data = bytes(command) if isinstance(command, bytes | bytearray) else b"".join(bytes(c) for c in command)
             if self.db != self._pinned_db:  # type: ignore[attr-defined]
                 raise refusal(f"a database other than {self._pinned_db}", self._pinned_url)
-            changed = state_changes_in_packet(data)
+            changed = None if self.names_checked else state_changes_in_packet(data)
             if changed is not None:
                 raise refusal(changed, self._pinned_url)
             if self._effect_guard is not None:
@@ -260,7 +262,14 @@ class RedisAdapter:
             pool = self.client.connection_pool
             conn = pool.get_connection()
             try:
-                conn.send_packed_command([pack_commands(calls)])
+                # The names are ours to see here, cheaper than scanning the bytes: when none of them can
+                # change the connection, the socket guard skips its scan (the db pin is still checked).
+                names = {_arg_bytes(n).decode("utf-8", "replace").lower() for n in {c[0] for c in calls if c}}
+                conn.names_checked = not (names & STATE_FIRST_WORDS)
+                try:
+                    conn.send_packed_command([pack_commands(calls)])
+                finally:
+                    conn.names_checked = False
                 parser = getattr(conn, "_parser", None)
                 if parser is not None and hasattr(parser, "read_response"):
                     # the connection's own parser (hiredis when installed): error replies come back as

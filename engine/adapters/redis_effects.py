@@ -206,6 +206,7 @@ CONNECTION_STATE = frozenset(
         "replconf",
     }
 )
+STATE_FIRST_WORDS = frozenset(name.split("|")[0] for name in CONNECTION_STATE)
 # First words of CONNECTION_STATE commands as RESP bulk strings: a packet holding none of them is passed
 # without decoding (keyspace pipelines of thousands of commands in a real run).
 _STATE_MARKERS = tuple(
