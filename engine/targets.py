@@ -125,14 +125,21 @@ _HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,15}")
 
 
+def _carries_credential(url: str) -> bool:
+    """user:password@ (also percent-encoded), a query, a fragment or ;params: where URLs hide secrets."""
+    rest = url.partition("://")[2]
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    userinfo = netloc.rpartition("@")[0] if "@" in netloc else ""
+    return ":" in unquote(userinfo) or any(c in rest for c in "?#;")
+
+
 def url_problem(url: str) -> str | None:
     """What is wrong with a target URL, or None. Never quotes the URL: its user part or query may be a secret."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return "is not a URL: expected redis://[user@]host[:port][/db] or rediss://..."
     netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    userinfo = netloc.rpartition("@")[0] if "@" in netloc else ""
-    if ":" in unquote(userinfo) or "?" in rest or "#" in rest or ";" in rest:
+    if _carries_credential(url):
         return f"carries a credential or options (in its user part, query or fragment; not shown): {CREDENTIAL_ADVICE}"
     if scheme.lower() not in ("redis", "rediss"):
         shown = f"'{scheme}://'" if _SCHEME.fullmatch(scheme) else "another scheme"
@@ -220,6 +227,17 @@ def _url_errors(located: Any) -> list[SourceError]:
             if problem:
                 path = ("environments", env, "targets", name, "redis", "url")
                 errors.append(located.error(path, f"the URL {problem}"))
+            http = target.get("http") if isinstance(target, dict) else None
+            base = http.get("base_url") if isinstance(http, dict) else None
+            if isinstance(base, str) and _carries_credential(base):
+                path = ("environments", env, "targets", name, "http", "base_url")
+                errors.append(
+                    located.error(
+                        path,
+                        "the URL carries a credential or a query (not shown); it would reach "
+                        "transcripts: an HTTP base_url is scheme://host[:port][/path]",
+                    )
+                )
     return errors
 
 

@@ -288,3 +288,40 @@ def test_tls_errors_have_their_own_advice_never_restart(code: str, text: str) ->
 def test_a_refused_connection_is_still_service_down() -> None:
     found = explain("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
     assert found is not None and found.code == "CONNREFUSED"
+
+
+def _inventory(tmp_path: Path, redis_block: str, http_block: str = "") -> Path:
+    path = tmp_path / "inv.yaml"
+    path.write_text("environments:\n  prod:\n    targets:\n      cache:\n        redis:\n" + redis_block + http_block)
+    return path
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [f"https://ops:{SECRET}@api.internal", f"https://api.internal/?token={SECRET}", f"ftp://u%3A{SECRET}@x"],
+)
+def test_an_http_base_url_with_a_credential_is_refused_without_echo(tmp_path: Path, base_url: str) -> None:
+    from engine.targets import load_inventory
+
+    path = _inventory(
+        tmp_path, "          url: redis://h:6379/0\n", f"        http:\n          base_url: '{base_url}'\n"
+    )
+    with pytest.raises(UsageError) as caught:
+        load_inventory(path)
+    assert (
+        SECRET not in str(caught.value) and "inv.yaml:8" in str(caught.value) and "http.base_url" in str(caught.value)
+    )
+
+
+def test_tls_settings_need_a_rediss_url_and_loadable_files(tmp_path: Path) -> None:
+    from engine.targets import load_inventory, target_from_inventory
+
+    plain = _inventory(tmp_path, "          url: redis://h:6379/0\n          tls:\n            server_name: x\n")
+    with pytest.raises(UsageError, match="rediss://"):
+        target_from_inventory(load_inventory(plain), "cache", environ={})
+    missing = _inventory(tmp_path, "          url: rediss://h:6379/0\n          tls:\n            ca_file: nope.pem\n")
+    with pytest.raises(UsageError, match=r"redis\.tls: cannot load"):
+        target_from_inventory(load_inventory(missing), "cache", environ={})
+    key_alone = _inventory(tmp_path, "          url: rediss://h:6379/0\n          tls:\n            key_file: k.pem\n")
+    with pytest.raises(UsageError, match="cert_file"):
+        target_from_inventory(load_inventory(key_alone), "cache", environ={})
