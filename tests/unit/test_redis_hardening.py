@@ -325,3 +325,26 @@ def test_tls_settings_need_a_rediss_url_and_loadable_files(tmp_path: Path) -> No
     key_alone = _inventory(tmp_path, "          url: rediss://h:6379/0\n          tls:\n            key_file: k.pem\n")
     with pytest.raises(UsageError, match="cert_file"):
         target_from_inventory(load_inventory(key_alone), "cache", environ={})
+
+
+def _generated_credential_urls() -> list[str]:
+    """Every scheme x host form x place a credential hides in a URL, with percent-encoded spellings."""
+    schemes = ["redis", "rediss", "unix", "REDIS", "Rediss"]
+    hosts = ["127.0.0.1:6390", "[::1]:6390", "cache.internal", "cache.internal:6390"]
+    userinfos = [f":{SECRET}@", f"default:{SECRET}@", f"%3A{SECRET}@", f"default%3a{SECRET}@", f"u:{SECRET}%40x@"]
+    tails = [f"?password={SECRET}", f"?auth={SECRET}", f"?db=0&pass%77ord={SECRET}", f"?{SECRET}", f"#{SECRET}"]
+    tails += [f";password={SECRET}", f"/0?password={SECRET}", f"/?password={SECRET}"]
+    urls = [f"{s}://{u}{h}/0" for s in schemes for u in userinfos for h in hosts]
+    urls += [f"{s}://{h}{t}" for s in schemes for h in hosts for t in tails]
+    return urls
+
+
+def test_every_generated_credential_url_is_refused_without_echo() -> None:
+    urls = _generated_credential_urls()
+    assert len(urls) > 150
+    for url in urls:
+        with pytest.raises(UsageError) as caught:
+            redis_from_url(url, environ={})
+        message = str(caught.value)
+        assert SECRET not in message and "REDISCLI_AUTH" in message, url
+        assert SECRET not in url_credentials(f"--redis={url}"), url
