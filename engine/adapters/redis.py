@@ -3,7 +3,9 @@
 Every byte redis-py writes to the socket passes `GuardedConnection.send_packed_command`. When the
 adapter is read-only, the commands in those bytes are decoded and any whose server-derived effect
 is not `read` is refused there, before the write. Nothing above this layer (a step, a helper, a
-pipeline, a bug) can get a change through a rehearsal.
+pipeline, a bug) can get a change through a rehearsal. In every mode, a command that would change
+the connection itself (SELECT, SWAPDB, RESET, CLIENT REPLY, a MULTI left open, ...) is refused there
+too: the connection stays on the target URL's database, as the gate and the transcript say.
 """
 
 from __future__ import annotations
