@@ -281,8 +281,10 @@ def run(
 
 
 def _safe_argv() -> list[str]:
-    """argv for the transcript; values never hold secrets (passwords cannot be given on the command line)."""
-    return ["runbook", *sys.argv[1:]]
+    """argv for the transcript: a URL's password and query never reach it (such a --redis is refused anyway)."""
+    from engine.transcript.redact import url_credentials
+
+    return ["runbook", *(url_credentials(arg) for arg in sys.argv[1:])]
 
 
 # -- transcript ---------------------------------------------------------------------------------

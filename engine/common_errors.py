@@ -34,6 +34,53 @@ KNOWN_ERRORS: tuple[KnownError, ...] = (
         "Memory limit exceeded",
         "Increase memory or clear cache (redis/emergency-oom)",
     ),
+    # TLS before CONNREFUSED: redis-py words every failed connect "Error N connecting to ...", and a TLS
+    # failure is a healthy server we cannot trust (or that cannot trust us): never "restart it".
+    KnownError(
+        "TLS_HOSTNAME",
+        r"Hostname mismatch|IP address mismatch|CERTIFICATE_VERIFY_FAILED.*not valid for",
+        "The server's TLS certificate is for another name (the server is up: do not restart it)",
+        "Connect by a name the certificate carries, or set the inventory's redis.tls.server_name to it",
+    ),
+    KnownError(
+        "TLS_UNTRUSTED",
+        r"CERTIFICATE_VERIFY_FAILED|certificate verify failed|self.signed certificate|unable to get local issuer"
+        r"|certificate has expired",
+        "The server's TLS certificate is not trusted: unknown or self-signed CA, or expired (the server is up: do not "
+        "restart it)",
+        "Name the CA that signed it in the inventory's redis.tls.ca_file, or renew an expired certificate",
+    ),
+    KnownError(
+        "TLS_NOT_TLS",
+        r"WRONG_VERSION_NUMBER|wrong version number|record layer failure|packet length too long"
+        r"|TLS handshake timed out|connecting to.*(?:EOF occurred in violation of protocol|UNEXPECTED_EOF)",
+        "This port does not speak TLS: a rediss:// URL points at a plain Redis port (the server is up: do not "
+        "restart it)",
+        "Use redis:// for a plain port, or the port the server's tls-port names",
+    ),
+    KnownError(
+        "TLS_REQUIRED",
+        r"closed before answering a plain-text client",
+        "The server closed the connection at once: most likely a TLS port (tls-port) reached with a plain "
+        "redis:// URL (the server is up: do not restart it)",
+        "Use a rediss:// URL (and the inventory's redis.tls block for its CA)",
+    ),
+    KnownError(
+        "TLS_CLIENT_CERT",
+        r"certificate required|CERTIFICATE_REQUIRED|alert bad certificate|BAD_CERTIFICATE|alert unknown ca"
+        r"|UNKNOWN_CA|(?:writing|reading).*EOF occurred in violation of protocol",
+        "The server ended the TLS session: it requires a client certificate (tls-auth-clients) or refused ours "
+        "(the server is up: do not restart it)",
+        "Set the inventory's redis.tls.cert_file and key_file to a certificate signed by a CA the server trusts",
+    ),
+    KnownError(
+        "TLS_HANDSHAKE",
+        r"\[SSL[:\]]|SSLError|handshake failure|HANDSHAKE_FAILURE|TLSV1_ALERT|no protocols available"
+        r"|EOF occurred in violation of protocol",
+        "The TLS handshake failed: no protocol or cipher in common, or a certificate refused (the server is up: "
+        "do not restart it)",
+        "Compare the server's tls-protocols / tls-ciphers with this client, and the inventory's redis.tls settings",
+    ),
     KnownError(
         "CONNREFUSED",
         r"Connection refused|Error 111|connecting to",
@@ -97,6 +144,7 @@ def error_text(exc: BaseException) -> str:
 
 def explain(message: str) -> KnownError | None:
     for known in KNOWN_ERRORS:
-        if re.search(known.pattern, message, re.IGNORECASE if known.code == "CONNREFUSED" else 0):
+        flags = re.IGNORECASE if known.code == "CONNREFUSED" or known.code.startswith("TLS_") else 0
+        if re.search(known.pattern, message, flags):
             return known
     return None

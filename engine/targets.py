@@ -7,6 +7,8 @@ and `--redis` takes the password from REDISCLI_AUTH as redis-cli does.
 from __future__ import annotations
 
 import os
+import re
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,24 @@ DEFAULT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """How a rediss:// target proves itself: the CA that signed its certificate, the name on it, our own cert."""
+
+    ca_file: str | None = None  # None: the system's trusted CAs
+    cert_file: str | None = None  # client certificate, when the server asks for one (tls-auth-clients)
+    key_file: str | None = None
+    server_name: str | None = None  # sent as SNI and checked against the certificate; default: the URL's host
+
+
+def tls_context(settings: TlsSettings) -> ssl.SSLContext:
+    """A verifying client context: certificates are always checked, and so is the server's name."""
+    context = ssl.create_default_context(cafile=settings.ca_file)
+    if settings.cert_file:
+        context.load_cert_chain(settings.cert_file, settings.key_file)
+    return context
+
+
+@dataclass(frozen=True)
 class RedisEndpoint:
     host: str
     port: int = 6379
@@ -28,6 +48,7 @@ class RedisEndpoint:
     password_source: str | None = None  # "REDISCLI_AUTH", "env:NAME", "file:/path": named in the redactor
     tls: bool = False
     timeout: float = DEFAULT_TIMEOUT
+    tls_settings: TlsSettings = field(default_factory=TlsSettings)
 
     @property
     def url(self) -> str:
@@ -96,6 +117,50 @@ class Target:
         }
 
 
+CREDENTIAL_ADVICE = (
+    "a URL never carries a credential (it would show in ps, shell history and transcripts): give the "
+    "password through REDISCLI_AUTH (--redis) or the inventory's password_env / password_file"
+)
+_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,15}")
+
+
+def _carries_credential(url: str) -> bool:
+    """user:password@ (also percent-encoded), a query, a fragment or ;params: where URLs hide secrets."""
+    rest = url.partition("://")[2]
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    userinfo = netloc.rpartition("@")[0] if "@" in netloc else ""
+    return ":" in unquote(userinfo) or any(c in rest for c in "?#;")
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a target URL, or None. Never quotes the URL: its user part or query may be a secret."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "is not a URL: expected redis://[user@]host[:port][/db] or rediss://..."
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if _carries_credential(url):
+        return f"carries a credential or options (in its user part, query or fragment; not shown): {CREDENTIAL_ADVICE}"
+    if scheme.lower() not in ("redis", "rediss"):
+        shown = f"'{scheme}://'" if _SCHEME.fullmatch(scheme) else "another scheme"
+        return f"must start with redis:// or rediss://, not {shown}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "has an invalid host or port (not shown)"
+    host = netloc.rpartition("@")[2]
+    host = host[: host.find("]") + 1] if host.startswith("[") else host.partition(":")[0]
+    if not host or not _HOST.fullmatch(host):
+        return "has an invalid host name (not shown)"
+    if port == 0:
+        return "has an invalid port"
+    db_text = parts.path.lstrip("/") or "0"
+    if not db_text.isascii() or not db_text.isdigit() or "/" in db_text:
+        return "names its database with something other than a number (the path after the host; not shown)"
+    return None
+
+
 def redis_from_url(
     url: str,
     *,
@@ -103,35 +168,30 @@ def redis_from_url(
     environ: dict[str, str] | None = None,
     password: str | None = None,
     password_source: str | None = None,
+    tls_settings: TlsSettings | None = None,
+    where: str = "--redis",
 ) -> RedisEndpoint:
-    """`redis://[user@]host[:port][/db]`; a password inside the URL is refused (it would be on argv)."""
+    """`redis://[user@]host[:port][/db]`; a credential or option inside the URL is refused, never echoed."""
     environ = os.environ if environ is None else environ
+    problem = url_problem(url)
+    if problem:
+        raise UsageError(f"{where}: the URL {problem}")
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss"):
-        raise UsageError(f"--redis: expected redis:// or rediss:// URL, got '{url}'")
-    if parts.password:
-        raise UsageError(
-            "--redis: the URL contains a password; put it in the REDISCLI_AUTH environment "
-            "variable or in an inventory (password_env / password_file) instead"
-        )
-    try:
-        port = parts.port or 6379
-    except ValueError:
-        raise UsageError(f"--redis: invalid port in '{url}'") from None
-    db_text = parts.path.lstrip("/") or "0"
-    if not db_text.isdigit():
-        raise UsageError(f"--redis: database must be a number, got '{db_text}'")
     if password is None and environ.get("REDISCLI_AUTH"):
         password, password_source = environ["REDISCLI_AUTH"], "REDISCLI_AUTH"
+    tls = parts.scheme.lower() == "rediss"
+    if tls_settings is not None and tls_settings != TlsSettings() and not tls:
+        raise UsageError(f"{where}: tls settings need a rediss:// URL (a redis:// URL is plain TCP)")
     return RedisEndpoint(
         host=parts.hostname or "127.0.0.1",
-        port=port,
-        db=int(db_text),
+        port=parts.port or 6379,
+        db=int(parts.path.lstrip("/") or "0"),
         username=unquote(parts.username) if parts.username else None,
         password=password,
         password_source=password_source,
-        tls=parts.scheme == "rediss",
+        tls=tls,
         timeout=timeout,
+        tls_settings=tls_settings or TlsSettings(),
     )
 
 
@@ -146,10 +206,39 @@ def load_inventory(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise UsageError(f"cannot read inventory {path}: {exc.strerror}") from None
     located = load_yaml(text, str(path))
-    errors = validate_against("inventory.schema.json", located)
+    url_errors = _url_errors(located)
+    quoted = {e.path for e in url_errors}
+    errors = url_errors + [e for e in validate_against("inventory.schema.json", located) if e.path not in quoted]
     if errors:
         raise UsageError(f"invalid inventory {path}", errors)
     return {"file": str(path), "data": located.data}
+
+
+def _url_errors(located: Any) -> list[SourceError]:
+    """Every target URL checked before the schema is, whose pattern errors would quote the URL (and its secret)."""
+    errors = []
+    envs = located.data.get("environments") if isinstance(located.data, dict) else None
+    for env, body in (envs or {}).items() if isinstance(envs, dict) else ():
+        targets = body.get("targets") if isinstance(body, dict) else None
+        for name, target in (targets or {}).items() if isinstance(targets, dict) else ():
+            redis = target.get("redis") if isinstance(target, dict) else None
+            url = redis.get("url") if isinstance(redis, dict) else None
+            problem = url_problem(url) if isinstance(url, str) else None
+            if problem:
+                path = ("environments", env, "targets", name, "redis", "url")
+                errors.append(located.error(path, f"the URL {problem}"))
+            http = target.get("http") if isinstance(target, dict) else None
+            base = http.get("base_url") if isinstance(http, dict) else None
+            if isinstance(base, str) and _carries_credential(base):
+                path = ("environments", env, "targets", name, "http", "base_url")
+                errors.append(
+                    located.error(
+                        path,
+                        "the URL carries a credential or a query (not shown); it would reach "
+                        "transcripts: an HTTP base_url is scheme://host[:port][/path]",
+                    )
+                )
+    return errors
 
 
 def target_from_inventory(inventory: dict[str, Any], name: str, *, environ: dict[str, str] | None = None) -> Target:
@@ -189,7 +278,15 @@ def target_from_inventory(inventory: dict[str, Any], name: str, *, environ: dict
             password_file = str(pfile)
             password, source = _read_password_file(pfile, f"{file}: target {tname}"), f"file:{pfile}"
         timeout = parse_duration(spec.get("timeout", DEFAULT_TIMEOUT))
-        redis = redis_from_url(spec["url"], timeout=timeout, environ={}, password=password, password_source=source)
+        redis = redis_from_url(
+            spec["url"],
+            timeout=timeout,
+            environ={},
+            password=password,
+            password_source=source,
+            tls_settings=_tls_settings(base, spec.get("tls") or {}, f"{file}: target {tname}: redis.tls"),
+            where=f"{file}: target {tname}: redis.url",
+        )
     if "ssh" in body:
         spec = body["ssh"]
         ssh = SshEndpoint(
@@ -232,6 +329,20 @@ def _read_password_file(path: Path, where: str) -> str:
             file=sys.stderr,
         )
     return text.strip()
+
+
+def _tls_settings(base: Path, spec: dict[str, Any], where: str) -> TlsSettings:
+    """The inventory's tls block, paths resolved next to the inventory and loaded once to fail early."""
+    files = {key: str(_resolve_path(base, spec[key])) for key in ("ca_file", "cert_file", "key_file") if spec.get(key)}
+    settings = TlsSettings(server_name=spec.get("server_name"), **files)
+    if settings.key_file and not settings.cert_file:
+        raise UsageError(f"{where}: key_file needs cert_file (the client certificate it belongs to)")
+    try:
+        tls_context(settings)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__
+        raise UsageError(f"{where}: cannot load the CA file or client certificate/key: {reason}") from None
+    return settings
 
 
 def _resolve_path(base: Path, value: str) -> Path:

@@ -3,11 +3,14 @@
 Every byte redis-py writes to the socket passes `GuardedConnection.send_packed_command`. When the
 adapter is read-only, the commands in those bytes are decoded and any whose server-derived effect
 is not `read` is refused there, before the write. Nothing above this layer (a step, a helper, a
-pipeline, a bug) can get a change through a rehearsal.
+pipeline, a bug) can get a change through a rehearsal. In every mode, a command that would change
+the connection itself (SELECT, SWAPDB, RESET, CLIENT REPLY, a MULTI left open, ...) is refused there
+too: the connection stays on the target URL's database, as the gate and the transcript say.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -18,28 +21,56 @@ from redis.retry import Retry
 
 from engine.adapters.redis_effects import (
     HANDSHAKE,
+    STATE_FIRST_WORDS,
     CommandInfo,
     always_read,
     classify,
     command_name,
+    connection_state_command,
     decode_resp_commands,
     parse_command_table,
+    state_changes_in_packet,
 )
-from engine.errors import ActionFailed, MutationRefused, TargetError
+from engine.errors import ActionFailed, MutationRefused, TargetError, UsageError
 from engine.spec.model import Effect
-from engine.targets import RedisEndpoint
+from engine.targets import RedisEndpoint, TlsSettings, tls_context
 
 Guard = Callable[[list[bytes]], None]
 
 
+class ConnectionStateRefused(UsageError):
+    """A step tried to change the connection itself (SELECT, MULTI, CLIENT REPLY, ...): exit 2, nothing sent."""
+
+
+def refusal(command: str, url: str) -> ConnectionStateRefused:
+    return ConnectionStateRefused(
+        f"{command} is not a step command: it changes the connection's own state (database, user, protocol, "
+        f"reply mode, transaction or subscriptions), which the engine owns; refused before it reached {url}. "
+        "To work in another database, run against a target whose URL names it (redis://host:port/N)."
+    )
+
+
 class _GuardMixin:
-    def __init__(self, *args: Any, effect_guard: Guard | None = None, **kwargs: Any):
+    """Checks every write to the socket: connection state always, effects in a rehearsal."""
+
+    def __init__(
+        self,
+        *args: Any,
+        effect_guard: Guard | None = None,
+        pinned_url: str = "",
+        tls: TlsSettings | None = None,
+        **kwargs: Any,
+    ):
         self._effect_guard = effect_guard
+        self._pinned_url = pinned_url
+        self._tls = tls
         self._handshaking = False
+        self.names_checked = False  # set by pipeline_calls for one write whose command names it checked
         super().__init__(*args, **kwargs)
+        self._pinned_db = self.db  # type: ignore[attr-defined]
 
     def on_connect_check_health(self, *args: Any, **kwargs: Any) -> None:
-        # The library's own handshake (HELLO, AUTH, CLIENT SETINFO, SELECT, ...) touches no data.
+        # The library's own handshake (HELLO, AUTH, CLIENT SETINFO, SELECT of the target's db) touches no data.
         self._handshaking = True
         try:
             super().on_connect_check_health(*args, **kwargs)  # type: ignore[misc]
@@ -47,10 +78,16 @@ class _GuardMixin:
             self._handshaking = False
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        if self._effect_guard is not None and not self._handshaking:
-            data = command if isinstance(command, bytes | bytearray) else b"".join(bytes(c) for c in command)
-            for argv in decode_resp_commands(bytes(data)):
-                self._effect_guard(argv)
+        if not self._handshaking:
+            data = bytes(command) if isinstance(command, bytes | bytearray) else b"".join(bytes(c) for c in command)
+            if self.db != self._pinned_db:  # type: ignore[attr-defined]
+                raise refusal(f"a database other than {self._pinned_db}", self._pinned_url)
+            changed = None if self.names_checked else state_changes_in_packet(data)
+            if changed is not None:
+                raise refusal(changed, self._pinned_url)
+            if self._effect_guard is not None:
+                for argv in decode_resp_commands(data):
+                    self._effect_guard(argv)
         super().send_packed_command(command, check_health)  # type: ignore[misc]
 
 
@@ -59,7 +96,16 @@ class GuardedConnection(_GuardMixin, Connection):
 
 
 class GuardedSSLConnection(_GuardMixin, SSLConnection):
-    pass
+    def _wrap_socket_with_ssl(self, sock: Any) -> Any:
+        """The inventory's CA, client certificate and server name (SNI and the name checked) for this target."""
+        settings = self._tls or TlsSettings()
+        try:
+            return tls_context(settings).wrap_socket(sock, server_hostname=settings.server_name or self.host)  # type: ignore[attr-defined]
+        except TimeoutError:  # TCP is up, the TLS hello got no answer: a plain port waits for a newline
+            sock.close()
+            raise redis.ConnectionError(
+                f"TLS handshake timed out with {self.host}:{self.port}: no TLS answer to our hello"  # type: ignore[attr-defined]
+            ) from None
 
 
 class RedisAdapter:
@@ -106,22 +152,29 @@ class RedisAdapter:
         self._client = client
         return self
 
-    def _pool(self, *, decode_responses: bool) -> ConnectionPool:
+    def _pool(self, *, decode_responses: bool, **overrides: Any) -> ConnectionPool:
         ep = self.endpoint
+        credentials = {"username": ep.username, "password": ep.password, **overrides}
         return ConnectionPool(
             connection_class=GuardedSSLConnection if ep.tls else GuardedConnection,
             host=ep.host,
             port=ep.port,
             db=ep.db,
-            username=ep.username,
-            password=ep.password,
+            **credentials,
             socket_timeout=ep.timeout,
             socket_connect_timeout=ep.timeout,
             decode_responses=decode_responses,
             effect_guard=None if self.allow_mutation else self._guard,
+            pinned_url=ep.url,
+            **({"tls": ep.tls_settings} if ep.tls else {}),
             health_check_interval=0,
             retry=Retry(NoBackoff(), 0),  # fail fast: the procedure decides whether to retry
         )
+
+    def side_client(self, *, username: str | None, password: str | None, protocol: int = 2) -> redis.Redis:
+        """A client of its own on the same endpoint (TLS settings and guards included), other credentials."""
+        pool = self._pool(decode_responses=True, username=username, password=password, protocol=protocol)
+        return redis.Redis(connection_pool=pool)
 
     def raw_client(self) -> redis.Redis:
         """A bytes-in, bytes-out client (DUMP payloads, binary values), behind the same guard."""
@@ -157,9 +210,23 @@ class RedisAdapter:
         self.connect()
         return dict(self._table or {})
 
+    def check_step_command(self, argv: Sequence[Any]) -> None:
+        """Refuse a command that would change the connection (the step's own, maybe from a template)."""
+        found = connection_state_command([_arg_bytes(a) for a in argv]) if argv else None
+        if found is not None:
+            raise refusal(found, self.endpoint.url)
+
     # -- calls ---------------------------------------------------------------------------------
     def call(self, argv: Sequence[Any]) -> Any:
-        return self._wrap(lambda: self.client.execute_command(*argv))
+        """One command, never one that changes the connection (also MONITOR and MULTI, which the socket
+        guard lets through for the engine's own sampler and transactions)."""
+        self.check_step_command(argv)
+        reply = self._wrap(lambda: self.client.execute_command(*argv))
+        if argv and _arg_bytes(argv[0]).lower() == b"acl":  # LIST, GETUSER: password hashes never leave here
+            from engine.transcript.redact import acl_reply
+
+            return acl_reply(reply)
+        return reply
 
     def command_keys(self, argv: Sequence[Any]) -> list[Any]:
         """The keys in `argv`, as the server extracts them (COMMAND GETKEYS)."""
@@ -197,7 +264,14 @@ class RedisAdapter:
             pool = self.client.connection_pool
             conn = pool.get_connection()
             try:
-                conn.send_packed_command([pack_commands(calls)])
+                # The names are ours to see here, cheaper than scanning the bytes: when none of them can
+                # change the connection, the socket guard skips its scan (the db pin is still checked).
+                names = {_arg_bytes(n).decode("utf-8", "replace").lower() for n in {c[0] for c in calls if c}}
+                conn.names_checked = not (names & STATE_FIRST_WORDS)
+                try:
+                    conn.send_packed_command([pack_commands(calls)])
+                finally:
+                    conn.names_checked = False
                 parser = getattr(conn, "_parser", None)
                 if parser is not None and hasattr(parser, "read_response"):
                     # the connection's own parser (hiredis when installed): error replies come back as
@@ -244,12 +318,18 @@ class RedisAdapter:
             return TargetError(f"{url}: timed out after {self.endpoint.timeout:g}s: {text}")
         if isinstance(exc, redis.ConnectionError):
             verb = "cannot connect" if connecting else "connection lost"
+            if connecting and not self.endpoint.tls and _CLOSED_AT_ONCE.search(text):
+                text = f"the server closed before answering a plain-text client ({text})"
             return TargetError(
                 f"{url}: {verb}: {text}", advice=explain_text(text) or explain_text("Connection refused")
             )
         if connecting:
             return TargetError(f"{url}: {text}", advice=explain_text(text))
         return ActionFailed(text, advice=explain_text(text))
+
+
+# How a TLS port answers a plain-text client: it drops the connection before any Redis reply.
+_CLOSED_AT_ONCE = re.compile(r"Connection reset by peer|Connection closed by server|Error 104\b", re.IGNORECASE)
 
 
 def _arg_bytes(value: Any) -> bytes:

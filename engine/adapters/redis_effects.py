@@ -165,6 +165,95 @@ DESTRUCTIVE_CONFIG = frozenset(
 # Sent by the client library itself while connecting; never data.
 HANDSHAKE = frozenset({"auth", "hello", "select", "client|setinfo", "client|setname", "ping", "readonly"})
 
+# Commands that change the connection itself: its database, identity, protocol, reply mode, transaction or
+# subscription state, or that move data between databases. The engine owns the connection (the target's
+# URL names its database); a step never sends these. `call` refuses all of them, the socket guard refuses
+# them outside the library's own handshake (MULTI ... EXEC only as one closed transaction in one write,
+# MONITOR only on the monitor step's own connection, which `call` never reaches).
+CONNECTION_STATE = frozenset(
+    {
+        "select",
+        "swapdb",
+        "move",
+        "reset",
+        "hello",
+        "auth",
+        "quit",
+        "client|setname",
+        "client|setinfo",
+        "client|reply",
+        "client|tracking",
+        "client|caching",
+        "client|no-evict",
+        "client|no-touch",
+        "readonly",
+        "readwrite",
+        "asking",
+        "multi",
+        "exec",
+        "discard",
+        "watch",
+        "unwatch",
+        "subscribe",
+        "unsubscribe",
+        "psubscribe",
+        "punsubscribe",
+        "ssubscribe",
+        "sunsubscribe",
+        "monitor",
+        "sync",
+        "psync",
+        "replconf",
+    }
+)
+STATE_FIRST_WORDS = frozenset(name.split("|")[0] for name in CONNECTION_STATE)
+# First words of CONNECTION_STATE commands as RESP bulk strings: a packet holding none of them is passed
+# without decoding (keyspace pipelines of thousands of commands in a real run).
+_STATE_MARKERS = tuple(
+    sorted({b"\r\n" + name.split("|")[0].encode() + b"\r\n" for name in CONNECTION_STATE - {"monitor"}})
+)
+
+
+def connection_state_command(argv: Sequence[str | bytes]) -> str | None:
+    """'SELECT', 'CLIENT REPLY', ... when `argv` would change the connection's state; None otherwise."""
+    if not argv:
+        return None
+    name = _text(argv[0]).lower()
+    if name in CONNECTION_STATE:
+        return name.upper()
+    if name == "client" and len(argv) > 1:
+        full = f"client|{_text(argv[1]).lower()}"
+        if full in CONNECTION_STATE:
+            return full.replace("|", " ").upper()
+    return None
+
+
+def state_changes_in_packet(packed: bytes) -> str | None:
+    """The first connection-state command in bytes about to be written, or None (the socket guard).
+
+    MULTI ... EXEC (or DISCARD) pass when they open and close in the same write: that is how the
+    library sends a transaction; a MULTI left open would queue every later command on the connection.
+    """
+    lowered = packed.lower()
+    if not any(marker in lowered for marker in _STATE_MARKERS):
+        return None
+    in_multi = False
+    for argv in decode_resp_commands(packed):
+        found = connection_state_command(argv)
+        if found is None:
+            continue
+        name = found.lower()
+        if name == "monitor":
+            continue
+        if name == "multi" and not in_multi:
+            in_multi = True
+            continue
+        if name in ("exec", "discard") and in_multi:
+            in_multi = False
+            continue
+        return found
+    return "MULTI (left open)" if in_multi else None
+
 
 @dataclass(frozen=True)
 class CommandInfo:

@@ -282,6 +282,8 @@ def download(
     password: str | None = None,
     username: str | None = None,
     tls: bool = False,
+    tls_context: ssl.SSLContext | None = None,
+    server_name: str | None = None,
     timeout: float = 30.0,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
@@ -294,7 +296,8 @@ def download(
     sock: socket.socket = raw
     try:
         if tls:
-            sock = ssl.create_default_context().wrap_socket(raw, server_hostname=host)
+            context = tls_context or ssl.create_default_context()
+            sock = context.wrap_socket(raw, server_hostname=server_name or host)
         sock.settimeout(timeout)  # per read: the master sends a newline every second while it prepares
         stream = ReplicationStream(sock.recv)
 

@@ -123,6 +123,8 @@ def semantic_errors(located: Located, *, known_procedures: Callable[[str], bool]
                 )
         if kind_name:
             errors.extend(_check_effect(located, i, step, kind_name))
+        if kind_name == "redis":
+            errors.extend(_connection_state_errors(located, i, step["redis"]))
         if register:
             if register in params:
                 errors.append(located.error(("steps", i, "register"), f"register '{register}' shadows a param"))
@@ -210,6 +212,31 @@ def _unproven_read(located: Located, path: tuple[Any, ...], body: Any, fields: f
         if verdict is not None and not verdict:
             errors.append(located.error((*path, name), f"effect: read, but {verdict.reason}"))
     return errors
+
+
+def _connection_state_errors(located: Located, i: int, body: Any) -> list[SourceError]:
+    """SELECT, MULTI, CLIENT REPLY, ...: the engine owns the connection; a step never changes it."""
+    command = body.get("command") if isinstance(body, dict) else None
+    if not command:
+        return []
+    from engine.adapters.redis_effects import connection_state_command
+
+    literal = []
+    for arg in command[:2]:
+        if template.is_template(str(arg)):
+            break
+        literal.append(str(arg))
+    found = connection_state_command(literal) if literal else None
+    if found is None:
+        return []
+    return [
+        located.error(
+            ("steps", i, "redis", "command", 0),
+            f"{found} is not a step command: it changes the connection's own state (database, user, protocol, "
+            "reply mode, transaction or subscriptions), which the engine owns; for another database, use a "
+            "target whose URL names it (redis://host:port/N)",
+        )
+    ]
 
 
 def _static_effect(kind_name: str, body: Any, fallback: Callable[[Any], Effect | None]) -> Effect | None:

@@ -110,6 +110,8 @@ def _file_name(template: str | None) -> str:
 
 
 def _plan_download(spec: dict[str, Any], ctx: StepContext) -> Action:
+    from engine.targets import tls_context
+
     adapter = ctx.connections.redis()  # connects and authenticates first: a bad password fails here
     endpoint = adapter.endpoint
     directory = Path(str(spec["output_dir"])).expanduser()
@@ -145,6 +147,8 @@ def _plan_download(spec: dict[str, Any], ctx: StepContext) -> Action:
                         password=endpoint.password,
                         username=endpoint.username,
                         tls=endpoint.tls,
+                        tls_context=tls_context(endpoint.tls_settings) if endpoint.tls else None,
+                        server_name=endpoint.tls_settings.server_name,
                         timeout=timeout,
                         on_progress=progress.advance,
                     ),

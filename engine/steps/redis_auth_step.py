@@ -223,23 +223,10 @@ def _failed(exc: redis.RedisError, where: str) -> TargetError:
 def check_credential(adapter: RedisAdapter, username: str | None, password: str | None) -> dict[str, Any]:
     """AUTH + PING on a connection of its own: whether the server accepts this credential right now."""
     import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
 
     ep = adapter.endpoint
-    client = redis.Redis(
-        host=ep.host,
-        port=ep.port,
-        db=ep.db,
-        username=username,
-        password=password,
-        ssl=ep.tls,
-        socket_timeout=ep.timeout,
-        socket_connect_timeout=ep.timeout,
-        retry=Retry(NoBackoff(), 0),
-        protocol=2,  # plain AUTH + PING: what every client (and redis-cli -a) does
-        decode_responses=True,
-    )
+    # plain AUTH + PING (protocol 2): what every client (and redis-cli -a) does
+    client = adapter.side_client(username=username, password=password, protocol=2)
     try:
         client.ping()
         return {"accepted": True, "error": None, "username": username or DEFAULT_USER}
@@ -248,7 +235,7 @@ def check_credential(adapter: RedisAdapter, username: str | None, password: str 
     except redis.RedisError as exc:
         raise _failed(exc, ep.url) from None
     finally:
-        client.close()
+        client.connection_pool.disconnect()
 
 
 def _generate(spec: dict[str, Any], ctx: StepContext) -> Action:

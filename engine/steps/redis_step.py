@@ -129,6 +129,7 @@ def _arg(value: Any) -> str:
 
 
 def _plan_command(argv: list[str], adapter: RedisAdapter, ctx: StepContext, where: str) -> Action:
+    adapter.check_step_command(argv)  # SELECT, MULTI, ...: literal ones fail validate, templated ones here
     effect = adapter.effect_of(argv)
     name = argv[0].lower()
     sub = argv[1].lower() if len(argv) > 1 else ""

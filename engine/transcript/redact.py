@@ -18,6 +18,12 @@ from urllib.parse import quote
 CREDENTIAL = "redis-credential"
 """The name shown for a Redis credential argument whose value the redactor does not know."""
 
+ACL_HASH = "acl-password-hash"
+"""The name shown for an ACL password hash: an unsalted SHA-256 is as good as the password to a dictionary."""
+
+# An ACL rule holding a password hash (#<sha256>, !<sha256>), as a token of its own in any text.
+_ACL_HASH_RULE = re.compile(r"(?<!\S)([#!])[0-9a-fA-F]{64}(?!\S)")
+
 # An existing placeholder: text inside one is never redacted again, so `text` is idempotent.
 _PLACEHOLDER = re.compile(r"\[SECRET:[^\[\]\s]*\]")
 
@@ -109,10 +115,13 @@ class Redactor:
 
         Occurrences are found for every secret independently (so overlapping secrets are both
         covered), overlapping spans are merged and replaced once; a span made of one secret, or
-        covered by one secret entirely, is labelled with that secret's name.
+        covered by one secret entirely, is labelled with that secret's name. ACL password hash
+        rules (`#<sha256>`) are masked whoever registered them.
         """
         if not isinstance(s, str):
             s = _as_str(s)
+        if "#" in s or "!" in s:
+            s = _ACL_HASH_RULE.sub(lambda m: f"{m.group(1)}[SECRET:{ACL_HASH}]", s)
         ordered = self._ordered
         if not s or not ordered:
             return s
@@ -232,3 +241,55 @@ def _acl_password_positions(args: list[str]) -> list[int]:
     if len(args) < 3 or args[0].lower() != "acl" or args[1].lower() != "setuser":
         return []
     return [i for i in range(3, len(args)) if args[i].startswith(_ACL_PASSWORD_PREFIXES) and len(args[i]) > 1]
+
+
+def acl_reply(reply: object) -> object:
+    """An ACL LIST / GETUSER / LOG reply with every password and password hash masked.
+
+    ACL LIST lines (`user default on #<sha256> ~* +@all`) lose their `#`, `!`, `>` and `<` rules'
+    values; GETUSER's `passwords` (a dict key, or a name in the raw flat list) lose every entry.
+    """
+    if isinstance(reply, (bytes, bytearray)):
+        return acl_reply(bytes(reply).decode("utf-8", errors="replace"))
+    if isinstance(reply, str):
+        if reply.startswith("user "):
+            return " ".join(_acl_token(token) for token in reply.split(" "))
+        return _ACL_HASH_RULE.sub(lambda m: f"{m.group(1)}[SECRET:{ACL_HASH}]", reply)
+    if isinstance(reply, dict):
+        return {k: (_hashes(v) if _as_str(k) == "passwords" else acl_reply(v)) for k, v in reply.items()}
+    if isinstance(reply, (list, tuple)):
+        out = [acl_reply(v) for v in reply]
+        for i in range(len(out) - 1):
+            if out[i] == "passwords" and isinstance(out[i + 1], list):
+                out[i + 1] = _hashes(out[i + 1])
+        return out
+    return reply
+
+
+def _acl_token(token: str) -> str:
+    if len(token) > 1 and token.startswith(_ACL_PASSWORD_PREFIXES):
+        return f"{token[0]}[SECRET:{ACL_HASH if token[0] in '#!' else CREDENTIAL}]"
+    return token
+
+
+def _hashes(values: object) -> object:
+    if isinstance(values, (list, tuple)):
+        return [f"[SECRET:{ACL_HASH}]" for _ in values]
+    return f"[SECRET:{ACL_HASH}]" if values else values
+
+
+# scheme://[userinfo@]rest[?query][#fragment] inside any text (a command line, an error message).
+_URL = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s/?#@]*@)?([^\s?#;]*)([?#;]\S*)?")
+
+
+def url_credentials(text: str) -> str:
+    """`text` with every URL's password (user:password@) and query or fragment replaced: argv, messages."""
+
+    def scrub(m: re.Match[str]) -> str:
+        userinfo = m.group(2) or ""
+        if ":" in userinfo or "%3a" in userinfo.lower():
+            userinfo = "[SECRET:url-credential]@"
+        query = "?[SECRET:url-query]" if m.group(4) else ""
+        return f"{m.group(1)}{userinfo}{m.group(3)}{query}"
+
+    return _URL.sub(scrub, text) if "://" in text else text
