@@ -131,3 +131,14 @@ def test_help_imports_no_heavy_module() -> None:
     assert result.returncode == 0, result.stderr
     assert "Commands:" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_unicode_digits_in_a_typed_param_are_a_usage_error_naming_the_param() -> None:
+    for procedure, var, shown in (
+        ("redis/troubleshoot-memory", "top=١٢", "--var top: '\\u0661\\u0662' is not an integer"),
+        ("redis/emergency-oom", "maxmemory=٤gb", "--var maxmemory: '\\u0664gb' is not a size"),
+        ("redis/troubleshoot-memory", "top=1_2", "--var top: '1_2' is not an integer"),
+    ):
+        code, out = invoke("show", procedure, "--var", var)
+        assert code == 2, out
+        assert shown in out and "ASCII digits 0-9 only" in out
