@@ -110,8 +110,9 @@ def show(procedure: str, variables: tuple[str, ...], as_json: bool) -> None:
     from engine.spec.params import parse_var_options
 
     try:
-        proc = Catalog().load(procedure)
-        data = describe(proc, parse_var_options(variables))
+        catalog = Catalog()
+        proc = catalog.load(procedure)
+        data = describe(proc, parse_var_options(variables), load=catalog.load)
     except RunbookError as exc:
         fail(exc)
     click.echo(json.dumps(data, indent=2, default=str) if as_json else render_text(data))

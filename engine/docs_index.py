@@ -56,7 +56,7 @@ def rows() -> list[dict[str, Any]]:
     from engine.spec.loader import Catalog
 
     catalog = Catalog()
-    return [describe(catalog.load(pid), {}) for pid in sorted(catalog.entries())]
+    return [describe(catalog.load(pid), {}, load=catalog.load) for pid in sorted(catalog.entries())]
 
 
 def render(described: list[dict[str, Any]]) -> str:

@@ -244,3 +244,24 @@ def test_show_renders_every_shipped_procedure_without_a_template_error() -> None
         if errors:
             broken[procedure] = errors
     assert broken == {}
+
+
+def test_show_marks_a_call_with_the_strongest_effect_of_the_called_steps(tmp_path: Path) -> None:
+    code, out = invoke("show", "redis/emergency-data-loss", "--json")
+    assert code == 0, out
+    steps = {s["id"]: s for s in json.loads(out)["steps"]}
+    assert steps["restore"]["kind"] == "call" and steps["restore"]["effect"] == "destructive"  # redis/restore-rdb
+    code, out = invoke("show", "redis/troubleshoot-memory", "--json")
+    steps = {s["id"]: s for s in json.loads(out)["steps"]}
+    assert steps["leaks"]["effect"] == "read"  # redis/audit-ttl only reads
+    caller = tmp_path / "caller.yaml"
+    caller.write_text(
+        "id: test/caller\ntitle: T\nsection: S\ndescription: D\nrequires: [redis]\n"
+        "params:\n  which: {type: string, default: redis/wm-list}\n"
+        "steps:\n  - id: any\n    name: Call a procedure named by a param\n"
+        '    call: {procedure: "{{ which }}"}\n',
+        encoding="utf-8",
+    )
+    code, out = invoke("show", str(caller))
+    assert code == 0, out
+    assert "[decided at run time] any: Call a procedure named by a param" in out
