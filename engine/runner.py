@@ -122,6 +122,7 @@ class Runner:
         self.on_step = on_step
         self.state = RunState()
         self._frames: dict[int, _Frame] = {}  # by call depth
+        self._predicted: set[str] = set()  # registers that hold a dry-run's prediction, not a result
 
     # -- procedure level -----------------------------------------------------------------------
     def run(self, procedure: Procedure, params: dict[str, Any], *, depth: int = 0) -> dict[str, Any]:
@@ -333,6 +334,8 @@ class Runner:
         self._record(record)
         if outcome.outcome == "refused":
             raise StoppedError(outcome.message or "refused")
+        if outcome.outcome == "predicted" and step.register:
+            self._predicted.add(step.register)
         return outcome
 
     # -- pieces ------------------------------------------------------------------------------
@@ -527,7 +530,11 @@ class Runner:
     ) -> list[dict[str, Any]]:
         if not step.expect:
             return []
-        predicted = outcome.outcome == "predicted" or (step.verifies is not None and not ran.get(step.verifies))
+        predicted = (
+            outcome.outcome == "predicted"
+            or (step.verifies is not None and not ran.get(step.verifies))
+            or (self.dry_run and self._reads_a_prediction(step))
+        )
         if outcome.outcome == "predicted" or self.dry_run:
             why = "predicted: a dry-run does not send the change this checks"
         else:
@@ -551,6 +558,19 @@ class Runner:
                 }
             )
         return out
+
+    def _reads_a_prediction(self, step: Step) -> bool:
+        """The step works on what a dry-run predicted (a file not written, a key not set): it checks a prediction."""
+        if not self._predicted:
+            return False
+        kind = get(step.kind)
+        if kind.expressions and isinstance(step.action, dict):
+            names = set().union(*(template.expression_variables(str(v)) for v in step.action.values()))
+        else:
+            names = template.variables(step.action)
+        for expectation in step.expect:
+            names |= template.expression_variables(expectation.that)
+        return bool(names & self._predicted)
 
     def _evaluate(self, step: Step, field_name: str, expression: str, values: dict[str, Any]) -> Any:
         try:
