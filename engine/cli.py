@@ -163,7 +163,12 @@ def validate(paths: tuple[Path, ...]) -> None:
 @click.option("--sandbox", is_flag=True, help="Run against a throwaway seeded redis-server started for this run.")
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Set a param (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Rehearse: reads run, changes are measured and recorded, never sent.")
-@click.option("--yes", "assume_yes", is_flag=True, help="Approve every step (recorded as approved by flag).")
+@click.option(
+    "--yes",
+    "assume_yes",
+    is_flag=True,
+    help="Approve each change (recorded as approved by flag); not past 3 visits of one changing step or 50 changes.",
+)
 @click.option(
     "--transcript", type=click.Path(path_type=Path), help="Transcript path (default: under --transcripts-dir)."
 )
