@@ -110,8 +110,9 @@ def show(procedure: str, variables: tuple[str, ...], as_json: bool) -> None:
     from engine.spec.params import parse_var_options
 
     try:
-        proc = Catalog().load(procedure)
-        data = describe(proc, parse_var_options(variables))
+        catalog = Catalog()
+        proc = catalog.load(procedure)
+        data = describe(proc, parse_var_options(variables), load=catalog.load)
     except RunbookError as exc:
         fail(exc)
     click.echo(json.dumps(data, indent=2, default=str) if as_json else render_text(data))
@@ -162,7 +163,12 @@ def validate(paths: tuple[Path, ...]) -> None:
 @click.option("--sandbox", is_flag=True, help="Run against a throwaway seeded redis-server started for this run.")
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Set a param (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Rehearse: reads run, changes are measured and recorded, never sent.")
-@click.option("--yes", "assume_yes", is_flag=True, help="Approve every step (recorded as approved by flag).")
+@click.option(
+    "--yes",
+    "assume_yes",
+    is_flag=True,
+    help="Approve each change (recorded as approved by flag); not past 3 visits of one changing step or 50 changes.",
+)
 @click.option(
     "--transcript", type=click.Path(path_type=Path), help="Transcript path (default: under --transcripts-dir)."
 )

@@ -18,7 +18,7 @@ from typing import Any
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "procedures.md"
 REGENERATE = "python -m engine.docs_index"
-_EFFECT_ORDER = ("destructive", "write", "read", "decided by the server")
+_EFFECT_ORDER = ("destructive", "write", "read", "decided at run time")
 
 
 def _cell(text: Any) -> str:
@@ -42,11 +42,9 @@ def _param(p: dict[str, Any]) -> str:
 
 def _effects(data: dict[str, Any]) -> str:
     counts = Counter(s["effect"] for s in data["steps"])
-    parts = [
-        f"{counts[e]} {'server-decided' if e == 'decided by the server' else e}" for e in _EFFECT_ORDER if counts[e]
-    ]
+    parts = [f"{counts[e]} {e}" for e in _EFFECT_ORDER if counts[e]]
     strongest = next((e for e in _EFFECT_ORDER if counts[e] and e != "read"), None)
-    head = "read-only" if strongest is None else f"**{strongest.replace('decided by the server', 'server-decided')}**"
+    head = "read-only" if strongest is None else f"**{strongest}**"
     calls = sorted({s["summary"].removeprefix("call ") for s in data["steps"] if s["kind"] == "call" and s["summary"]})
     tail = f"; calls {', '.join(f'`{c}`' for c in calls)}" if calls else ""
     return f"{head}: {', '.join(parts)}{tail}"
@@ -58,7 +56,7 @@ def rows() -> list[dict[str, Any]]:
     from engine.spec.loader import Catalog
 
     catalog = Catalog()
-    return [describe(catalog.load(pid), {}) for pid in sorted(catalog.entries())]
+    return [describe(catalog.load(pid), {}, load=catalog.load) for pid in sorted(catalog.entries())]
 
 
 def render(described: list[dict[str, Any]]) -> str:
@@ -69,8 +67,8 @@ def render(described: list[dict[str, Any]]) -> str:
         "`runbook show <id>` prints a procedure's steps with their effects; `runbook list` lists them.",
         "",
         "Effects count the steps by what they can do: *read*, *write* (asks y/N), *destructive* (asks for "
-        "the target's name), *server-decided* (a raw Redis command whose effect the server's COMMAND INFO "
-        "decides at run time).",
+        "the target's name), *decided at run time* (the effect depends on a rendered value: a templated Redis "
+        "command name or argument that decides it, a templated replace; decided once the step is rendered).",
         "",
         "| id | for | params | effects |",
         "|---|---|---|---|",

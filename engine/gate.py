@@ -1,7 +1,9 @@
 """May this step run? Asked for every non-read step, after it is rendered and its blast radius measured.
 
 write: the operator answers y/N. destructive: the operator types the target's name. `--yes` approves
-and says so. No terminal and no `--yes`: refused before anything is sent.
+and says so, one execution of one rendered command at a time, and not past the runner's caps on
+repeated changes (`repeat`): those are asked on the terminal, or refused. No terminal and no `--yes`:
+refused before anything is sent.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class ApprovalRequest:
     target_name: str
     confirm: str | None = None
     blast_radius: dict[str, Any] = field(default_factory=dict)
+    repeat: str = ""  # why --yes does not cover this one (a change repeated past the cap); empty: it does
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,11 @@ class Gate:
 
     def review(self, request: ApprovalRequest) -> Decision:
         op = self.operator
-        if op.assume_yes:
+        if op.assume_yes and not request.repeat:
             return Decision(True, "flag", "flag")
         if not op.interactive:
+            if request.repeat:
+                return Decision(False, op.name, "none", f"{request.repeat}; no terminal to ask on")
             return Decision(False, op.name, "none", "no terminal and no --yes")
         op.tell(render_request(request))
         try:
@@ -74,6 +79,8 @@ def render_request(request: ApprovalRequest) -> str:
     ]
     if request.confirm:
         lines.append(f"  why    : {request.confirm}")
+    if request.repeat:
+        lines.append(click.style(f"  again  : {request.repeat}", fg=colour, bold=True))
     lines.extend(f"  {line}" for line in render_blast_radius(request.blast_radius))
     return "\n".join(lines)
 

@@ -30,6 +30,10 @@ from engine.transcript.redact import Redactor
 from engine.transcript.writer import TranscriptWriter, sha256_text
 
 MAX_STEP_EXECUTIONS = 10_000  # a goto loop that never ends is a bug in the procedure, not an incident
+# `--yes` approves one execution of one rendered command, not a loop: past these caps every further
+# change is asked on the terminal, or refused (exit 3) when there is none.
+MAX_CHANGE_VISITS = 3  # visits of one changing step (in one procedure frame) that reach the gate
+MAX_CHANGES_BY_FLAG = 50  # changes approved in one run
 RESULT_ITEMS_KEPT = 200
 
 
@@ -59,6 +63,14 @@ class RunState:
     approvals: int = 0
     refusals: int = 0
     executions: int = 0
+
+
+@dataclass
+class _Frame:
+    """One procedure being walked (a call opens another): how often each step was entered and gated."""
+
+    visits: dict[str, int] = field(default_factory=dict)
+    gated: dict[str, set[int]] = field(default_factory=dict)  # step id -> the visits that reached the gate
 
 
 class StepAborted(Exception):
@@ -109,12 +121,15 @@ class Runner:
         self.show_progress = show_progress
         self.on_step = on_step
         self.state = RunState()
+        self._frames: dict[int, _Frame] = {}  # by call depth
+        self._predicted: set[str] = set()  # registers that hold a dry-run's prediction, not a result
 
     # -- procedure level -----------------------------------------------------------------------
     def run(self, procedure: Procedure, params: dict[str, Any], *, depth: int = 0) -> dict[str, Any]:
         """Run every step; returns the registered values. Raises StepAborted/RunbookError to stop."""
         values: dict[str, Any] = {**self.target_values, **params, "params": dict(params)}
         ran: dict[str, bool] = {}
+        frame = self._frames[depth] = _Frame()  # a finished frame at this depth is replaced
         index = 0
         steps = procedure.steps
         while index < len(steps):
@@ -124,6 +139,7 @@ class Runner:
                 raise UsageError(
                     f"{step.location}: more than {MAX_STEP_EXECUTIONS} step executions: a goto loop in the procedure?"
                 )
+            frame.visits[step.id] = frame.visits.get(step.id, 0) + 1
             jump = self._run_step(procedure, step, values, ran, depth)
             if jump is not None:
                 index = next(i for i, s in enumerate(steps) if s.id == jump)
@@ -318,6 +334,8 @@ class Runner:
         self._record(record)
         if outcome.outcome == "refused":
             raise StoppedError(outcome.message or "refused")
+        if outcome.outcome == "predicted" and step.register:
+            self._predicted.add(step.register)
         return outcome
 
     # -- pieces ------------------------------------------------------------------------------
@@ -418,6 +436,7 @@ class Runner:
             except template.TemplateError as exc:
                 confirm = f"(confirm text failed: {exc})"
         digest = sha256_text(command)
+        repeat = self._repeat(step, ref["call_depth"])
         self.transcript.emit(
             "approval.requested",
             step=ref,
@@ -427,6 +446,7 @@ class Runner:
             where=action.where,
             blast_radius=blast or {},
             confirm=confirm,
+            **({"repeat": repeat} if repeat else {}),
         )
         decision = self.gate.review(
             ApprovalRequest(
@@ -439,6 +459,7 @@ class Runner:
                 target_name=self.target_name,
                 confirm=confirm,
                 blast_radius=blast or {},
+                repeat=repeat,
             )
         )
         if not decision.approved:
@@ -457,6 +478,23 @@ class Runner:
         self.state.approvals += 1
         self.transcript.emit("approval.given", step=ref, by=decision.by, method=decision.method, command_sha256=digest)
         return None
+
+    def _repeat(self, step: Step, depth: int) -> str:
+        """Why `--yes` does not cover this change: its step changed too often in this run, or the run did."""
+        frame = self._frames.setdefault(depth, _Frame())
+        visits = frame.gated.setdefault(step.id, set())
+        visits.add(frame.visits.get(step.id, 1))
+        if len(visits) > MAX_CHANGE_VISITS:
+            return (
+                f"step '{step.id}' is about to change something for the {_nth(len(visits))} time in this run "
+                f"(a goto loop?): --yes covers at most {MAX_CHANGE_VISITS} visits of one changing step"
+            )
+        if self.state.approvals >= MAX_CHANGES_BY_FLAG:
+            return (
+                f"this run has already made {self.state.approvals} approved changes: "
+                f"--yes covers at most {MAX_CHANGES_BY_FLAG} in one run"
+            )
+        return ""
 
     def _execute(self, action: Action, ref: dict[str, Any], secret_name: str | None = None) -> _Outcome:
         try:
@@ -492,7 +530,11 @@ class Runner:
     ) -> list[dict[str, Any]]:
         if not step.expect:
             return []
-        predicted = outcome.outcome == "predicted" or (step.verifies is not None and not ran.get(step.verifies))
+        predicted = (
+            outcome.outcome == "predicted"
+            or (step.verifies is not None and not ran.get(step.verifies))
+            or (self.dry_run and self._reads_a_prediction(step))
+        )
         if outcome.outcome == "predicted" or self.dry_run:
             why = "predicted: a dry-run does not send the change this checks"
         else:
@@ -517,6 +559,19 @@ class Runner:
             )
         return out
 
+    def _reads_a_prediction(self, step: Step) -> bool:
+        """The step works on what a dry-run predicted (a file not written, a key not set): it checks a prediction."""
+        if not self._predicted:
+            return False
+        kind = get(step.kind)
+        if kind.expressions and isinstance(step.action, dict):
+            names = set().union(*(template.expression_variables(str(v)) for v in step.action.values()))
+        else:
+            names = template.variables(step.action)
+        for expectation in step.expect:
+            names |= template.expression_variables(expectation.that)
+        return bool(names & self._predicted)
+
     def _evaluate(self, step: Step, field_name: str, expression: str, values: dict[str, Any]) -> Any:
         try:
             return template.evaluate(expression, values)
@@ -534,6 +589,11 @@ class Runner:
     def _record(self, record: StepRecord) -> None:
         self.state.records.append(record)
         self.on_step(record)
+
+
+def _nth(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def _add_secrets(redactor: Redactor, name: str, value: Any) -> None:

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from engine import template
-from engine.spec.model import Procedure
+from engine.errors import RunbookError
+from engine.spec.effects import StaticEffect, static_effect
+from engine.spec.model import Effect, Procedure, Step
 from engine.spec.params import convert
-from engine.spec.validate import static_effect
 from engine.steps import get
 
+RUN_TIME = "decided at run time"
 
-def describe(procedure: Procedure, variables: dict[str, str]) -> dict[str, Any]:
-    """Params are checked as `run` checks them (a bad value is exit 2), but missing ones are allowed."""
+
+def describe(
+    procedure: Procedure, variables: dict[str, str], load: Callable[[str], Procedure] | None = None
+) -> dict[str, Any]:
+    """Params are checked as `run` checks them (a bad value is exit 2), but missing ones are allowed.
+
+    With `load`, a `call` step is marked with the strongest effect among the callee's steps (each is
+    still gated on its own when it runs): a call of redis/restore-rdb is not a read.
+    """
     from engine.spec.params import resolve
 
     resolve(
@@ -37,18 +47,29 @@ def describe(procedure: Procedure, variables: dict[str, str]) -> dict[str, Any]:
     values = {**values, **shown}  # what is rendered for display never holds a secret
     steps = []
     for step in procedure.steps:
-        effect = static_effect(step.kind, step.action, step.effect)
-        body = _try_render(step.action, values)
+        errors: list[str] = []
+        body = _try_render(step.action, values, errors)
+        if step.kind == "call" and load is not None:
+            effect = _call_effect(step, load, frozenset({procedure.id}))
+        else:
+            effect = static_effect(step.kind, step.action, step.effect, rendered=body)
+        confirm = _try_render(step.confirm, values, errors) if step.confirm else None
+        for field in ("show", "when"):
+            if getattr(step, field):
+                _try_render(getattr(step, field), values, errors, expression=field == "when")
         steps.append(
             {
                 "id": step.id,
                 "name": step.name,
                 "kind": step.kind,
-                "effect": str(effect) if effect is not None else "decided by the server",
+                "effect": str(effect.effect) if effect.effect is not None else RUN_TIME,
+                # decided at run time: what it is with the values given, when those tell it (else null)
+                "effect_for_values": str(effect.for_values) if effect.for_values is not None else None,
                 "summary": get(step.kind).summary(body) if isinstance(body, dict | list | str | int | float) else "",
                 "when": step.when,
-                "confirm": _try_render(step.confirm, values) if step.confirm else None,
+                "confirm": confirm,
                 "source": str(step.location),
+                "template_errors": errors,
             }
         )
     return {
@@ -75,12 +96,41 @@ def describe(procedure: Procedure, variables: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _try_render(value: Any, values: dict[str, Any]) -> Any:
+def _call_effect(step: Step, load: Callable[[str], Procedure], calling: frozenset[str]) -> StaticEffect:
+    """The strongest effect a call can have: its callee's steps (and theirs), as `validate` reads them."""
+    callee_id = step.action.get("procedure") if isinstance(step.action, dict) else None
+    if not isinstance(callee_id, str) or template.is_template(callee_id) or callee_id in calling:
+        return StaticEffect(None)  # the callee is named at run time (or calls itself: the runner stops that)
+    try:
+        callee = load(callee_id)
+    except RunbookError:
+        return StaticEffect(None)
+    strongest = Effect.READ
+    for inner in callee.steps:
+        if inner.kind == "call":
+            found = _call_effect(inner, load, calling | {callee_id})
+        else:
+            found = static_effect(inner.kind, inner.action, inner.effect)
+        if found.effect is None:
+            return StaticEffect(None)  # the call's params may decide it
+        strongest = max(strongest, found.effect)
+    return StaticEffect(strongest)
+
+
+def _try_render(value: Any, values: dict[str, Any], errors: list[str], *, expression: bool = False) -> Any:
+    """Render what the values given can render; a name known only at run time stays as written.
+
+    A template whose every name is known here and still fails is broken: it goes to `errors`.
+    """
+
     def walk(item: Any) -> Any:
         if isinstance(item, str):
+            names = template.expression_variables(item) if expression else template.variables(item)
             try:
-                return template.render(item, values)
-            except template.TemplateError:
+                return template.evaluate(item, values) if expression else template.render(item, values)
+            except template.TemplateError as exc:
+                if not names - set(values):
+                    errors.append(f"{item.strip()[:80]}: {exc}")
                 return item  # names only known at run time stay as written
         if isinstance(item, list):
             return [walk(v) for v in item]
@@ -91,7 +141,7 @@ def _try_render(value: Any, values: dict[str, Any]) -> Any:
     return walk(value)
 
 
-_MARK = {"read": "[read]", "write": "[WRITE]", "destructive": "[DESTRUCTIVE]"}
+_MARK = {"read": "[read]", "write": "[WRITE]", "destructive": "[DESTRUCTIVE]", RUN_TIME: f"[{RUN_TIME}]"}
 
 
 def render_text(data: dict[str, Any]) -> str:
@@ -115,6 +165,13 @@ def render_text(data: dict[str, Any]) -> str:
         lines.append(f"  {i:>2}. {mark:<14} {s['id']}: {s['name']}")
         if s["summary"]:
             lines.append(f"      {s['summary']}")
+        if s["kind"] == "call" and s["effect"] != "read":
+            lines.append("      (the strongest effect among its steps; each is gated on its own when it runs)")
+        if s["effect"] == RUN_TIME:
+            known = _MARK[s["effect_for_values"]] if s["effect_for_values"] else "known only at run time"
+            lines.append(f"      effect: depends on rendered values, decided when the step runs; here: {known}")
+        for error in s["template_errors"]:
+            lines.append(f"      template error: {error}")
         if s["when"]:
             lines.append(f"      when: {s['when']}")
         if s["confirm"]:

@@ -10,10 +10,14 @@ from typing import Any
 from engine.errors import UsageError
 from engine.spec.model import Param
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
+# Numbers are ASCII digits only (re.ASCII, no int()/float()): Python also reads '١٢', '１２', '1_000'
+# and Unicode spaces as numbers, which an operator cannot tell from what was meant.
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE | re.ASCII)
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 # Redis's own units (redis.conf): k/m/g are powers of 1000, kb/mb/gb powers of 1024.
-_SIZE = re.compile(r"^\s*(\d+)\s*(b|k|kb|m|mb|g|gb|t|tb)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*([0-9]+)\s*(b|k|kb|m|mb|g|gb|t|tb)?\s*$", re.IGNORECASE | re.ASCII)
+_INTEGER = re.compile(r"^\s*[+-]?[0-9]+\s*$", re.ASCII)
+_NUMBER = re.compile(r"^\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?\s*$", re.IGNORECASE | re.ASCII)
 _SIZE_UNITS = {
     None: 1,
     "b": 1,
@@ -28,6 +32,19 @@ _SIZE_UNITS = {
 }
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
+
+
+def _shown(value: Any) -> str:
+    """The value quoted, non-ASCII as escapes: '\\u0661\\u0662' says what '١٢' hides."""
+    text = str(value)
+    return ascii(text) if not text.isascii() else f"'{text}'"
+
+
+def _ascii_hint(value: Any) -> str:
+    text = str(value)
+    if not text.isascii() or "_" in text:
+        return " (numbers are written with ASCII digits 0-9 only)"
+    return ""
 
 
 def parse_bool(value: Any) -> bool:
@@ -52,7 +69,7 @@ def parse_duration(value: Any) -> float:
         return float(value)
     match = _DURATION.match(str(value))
     if not match:
-        raise ValueError(f"'{value}' is not a duration (like 500ms, 90s, 5m, 1h)")
+        raise ValueError(f"{_shown(value)} is not a duration (like 500ms, 90s, 5m, 1h){_ascii_hint(value)}")
     unit = match.group(2).lower() if match.group(2) else None
     return float(match.group(1)) * _DURATION_UNITS[unit]
 
@@ -67,14 +84,20 @@ def parse_size(value: Any) -> int:
         return value
     match = _SIZE.match(str(value))
     if not match:
-        raise ValueError(f"'{value}' is not a size (like 512mb, 2gb, or a number of bytes)")
+        raise ValueError(f"{_shown(value)} is not a size (like 512mb, 2gb, or a number of bytes){_ascii_hint(value)}")
     unit = match.group(2).lower() if match.group(2) else None
     return int(match.group(1)) * _SIZE_UNITS[unit]
 
 
 def matches(pattern: str, text: str) -> bool:
-    """JSON-Schema-style search, except that a final `$` really means the end: 'acme\\n' is not a tenant."""
-    found = re.search(pattern, text)
+    """JSON-Schema-style search, except that a final `$` really means the end: 'acme\\n' is not a tenant.
+
+    Classes are ASCII as in JSON Schema's ECMA-262 regexes: `\\d` is 0-9, not '١٢'.
+    """
+    try:
+        found = re.search(pattern, text, re.ASCII)
+    except re.error:  # a pattern that asks for (?u) itself
+        found = re.search(pattern, text)
     return found is not None and (not pattern.endswith("$") or pattern.endswith("\\$") or found.end() == len(text))
 
 
@@ -86,16 +109,23 @@ def convert(param: Param, raw: Any) -> Any:
     elif kind == "integer":
         if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
             raise ValueError(f"'{raw}' is not an integer")
-        try:
-            value = int(raw) if isinstance(raw, float) else int(str(raw).strip())
-        except ValueError:
-            raise ValueError(f"'{raw}' is not an integer") from None
+        if isinstance(raw, int | float):
+            value = int(raw)
+        elif isinstance(raw, str) and _INTEGER.match(raw):
+            try:
+                value = int(raw.strip())
+            except ValueError:  # longer than Python's 4300-digit limit
+                raise ValueError(f"'{raw[:20]}...' is not an integer (too long)") from None
+        else:
+            raise ValueError(f"{_shown(raw)} is not an integer{_ascii_hint(raw)}")
     elif kind == "number":
-        try:
-            value = float(str(raw).strip()) if not isinstance(raw, int | float) or isinstance(raw, bool) else raw
-        except ValueError:
-            raise ValueError(f"'{raw}' is not a number") from None
-        if isinstance(value, bool) or not math.isfinite(value):
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            value = raw
+        elif isinstance(raw, str) and _NUMBER.match(raw):
+            value = float(raw.strip())
+        else:
+            raise ValueError(f"{_shown(raw)} is not a number{_ascii_hint(raw)}")
+        if not math.isfinite(value):
             raise ValueError(f"'{raw}' is not a number")
     elif kind == "boolean":
         value = parse_bool(raw)

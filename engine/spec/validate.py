@@ -177,7 +177,9 @@ def _check_effect(located: Located, i: int, step: dict[str, Any], kind_name: str
 
     kind = get(kind_name)
     body = step[kind_name]
-    derived = _static_effect(kind_name, body, kind.static_effect)
+    from engine.spec.effects import static_effect as effect_of
+
+    derived = effect_of(kind_name, body).effect  # None: a rendered value decides it (maybe a change)
     declared = Effect.parse(step["effect"]) if step.get("effect") else None
     errors = []
     if kind.effect_declared:  # ssh: the author says what a shell command does; a `read` must be proven
@@ -192,10 +194,15 @@ def _check_effect(located: Located, i: int, step: dict[str, Any], kind_name: str
     if derived is None and declared is None:
         effective = Effect.DESTRUCTIVE  # unknown until run time: the format asks for a confirm text
     if effective is not Effect.READ and not step.get("confirm"):
+        what = (
+            f"a {effective} step"
+            if derived is not None or declared is not None
+            else ("a step whose effect a rendered value decides (it may change something)")
+        )
         errors.append(
             located.error(
                 ("steps", i),
-                f"a {effective} step needs a 'confirm' text: the question the operator answers before it runs",
+                f"{what} needs a 'confirm' text: the question the operator answers before it runs",
             )
         )
     return errors
@@ -239,20 +246,6 @@ def _connection_state_errors(located: Located, i: int, body: Any) -> list[Source
     ]
 
 
-def _static_effect(kind_name: str, body: Any, fallback: Callable[[Any], Effect | None]) -> Effect | None:
-    if kind_name == "redis" and isinstance(body, dict) and "command" in body and body["command"]:
-        argv = [str(a) for a in body["command"]]
-        if template.is_template(argv[0]):
-            return None
-        from engine.adapters.redis_effects import classify
-
-        return classify(argv, _table())
-    try:
-        return fallback(body)
-    except (KeyError, TypeError, AttributeError):
-        return None
-
-
 _TABLE: dict[str, Any] = {}
 
 
@@ -262,19 +255,6 @@ def _table() -> dict[str, Any]:
 
         _TABLE.update(bundled_table())
     return _TABLE
-
-
-def static_effect(step_kind: str, body: Any, declared: Effect | None = None) -> Effect | None:
-    """For `show`: the effect a step will have, as far as it can be told without a server."""
-    from engine.steps import get
-
-    kind = get(step_kind)
-    if kind.effect_declared:
-        return declared if declared is not None else Effect.DESTRUCTIVE
-    derived = _static_effect(step_kind, body, kind.static_effect)
-    if declared is not None:
-        return max(derived or Effect.READ, declared)
-    return derived
 
 
 def _strings(path: tuple[Any, ...], value: Any) -> Iterable[tuple[tuple[Any, ...], str]]:

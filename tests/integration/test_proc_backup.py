@@ -417,6 +417,8 @@ def test_backup_full_writes_an_rdb_that_check_rdb_accepts_and_that_loads(seeded,
     assert run(seeded, tmp_path, "redis/backup-full", "--var", f"output_dir={out}").code == 3
     rehearsal = run(seeded, tmp_path, "redis/backup-full", "--var", f"output_dir={out}", "--dry-run")
     assert steps_of(rehearsal)["download"]["outcome"] == "predicted"
+    assert rehearsal.code == 0, rehearsal.output  # the check of the dump that was only predicted is predicted
+    assert [e["held"] for e in steps_of(rehearsal)["check"]["expectations"]] == [None, None]
     assert seeded.client().info("stats")["sync_full"] == syncs and not out.exists()
     result = run(seeded, tmp_path, "redis/backup-full", "--var", f"output_dir={out}", "--yes")
     assert result.code == 0, result.output
@@ -429,6 +431,7 @@ def test_backup_full_writes_an_rdb_that_check_rdb_accepts_and_that_loads(seeded,
     assert loaded_dbsize(redis_server, path, tmp_path) == seeded.client().dbsize() == 91
     check = steps_of(result)["check"]["result"]
     assert check["checksum_ok"] is True and check["check_rdb"]["ok"] is True and check["keys"] == 91
+    assert [e["held"] for e in steps_of(result)["check"]["expectations"]] == [True, True]  # checked for real
 
 
 def test_backup_full_from_a_password_protected_server(redis_server, tmp_path):

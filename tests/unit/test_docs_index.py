@@ -35,7 +35,7 @@ def test_row_shows_purpose_params_and_strongest_effect() -> None:
                 {"effect": "write", "kind": "redis", "summary": "EXPIRE k 1"},
                 {"effect": "destructive", "kind": "redis", "summary": "UNLINK k"},
                 {"effect": "read", "kind": "call", "summary": "call redis/verify-wm"},
-                {"effect": "decided by the server", "kind": "redis", "summary": "{{ cmd }}"},
+                {"effect": "decided at run time", "kind": "redis", "summary": "{{ cmd }}"},
             ],
         }
     ]
@@ -43,7 +43,7 @@ def test_row_shows_purpose_params_and_strongest_effect() -> None:
     assert row == (
         "| `redis/x` | Do x (A › B \\| C) | `tenant:string (required)`, `ttl:duration=3600s`, `flag:boolean=false`, "
         '`value:string=""`, `pw:string (secret)` | **destructive**: 1 destructive, 1 write, 2 read, '
-        "1 server-decided; calls `redis/verify-wm` |"
+        "1 decided at run time; calls `redis/verify-wm` |"
     )
     read_only = render([{**described[0], "params": [], "steps": [described[0]["steps"][0]]}]).splitlines()[-1]
     assert read_only.endswith("| none | read-only: 1 read |")

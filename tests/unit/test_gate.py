@@ -183,3 +183,26 @@ def test_blast_radius_other_facts_are_shown_as_json() -> None:
 def test_no_blast_radius_no_section() -> None:
     assert render_blast_radius({}) == []
     assert "blast radius" not in render_request(request())
+
+
+# -- a change repeated past the runner's caps: --yes does not cover it ---------------------------------
+REPEAT = "step 'incr' is about to change something for the 4th time in this run (a goto loop?)"
+
+
+def test_yes_does_not_cover_a_repeated_change_without_a_terminal() -> None:
+    out = io.StringIO()
+    op = Operator("alice", interactive=False, assume_yes=True, out=out)
+    decision = Gate(op).review(request(Effect.WRITE, repeat=REPEAT))
+    assert (decision.approved, decision.method) == (False, "none")
+    assert decision.reason == f"{REPEAT}; no terminal to ask on"
+    assert out.getvalue() == ""
+
+
+@pytest.mark.parametrize("says_yes", [True, False])
+def test_yes_with_a_terminal_asks_again_for_a_repeated_change(says_yes: bool) -> None:
+    out = io.StringIO()
+    op = ScriptedOperator("alice", interactive=True, assume_yes=True, out=out, says_yes=says_yes)
+    decision = Gate(op).review(request(Effect.WRITE, repeat=REPEAT))
+    assert op.asked == ["  Proceed?"]
+    assert (decision.approved, decision.by, decision.method) == (says_yes, "alice", "yes")
+    assert f"again  : {REPEAT}" in click.unstyle(out.getvalue())

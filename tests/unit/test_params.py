@@ -299,3 +299,62 @@ def test_parse_var_last_one_wins() -> None:
 def test_parse_var_without_name_or_equals_is_a_usage_error(pair: str) -> None:
     with pytest.raises(UsageError, match="--var expects NAME=VALUE"):
         parse_var_options((pair,))
+
+
+# -- numbers are ASCII digits only ------------------------------------------------------------------
+# Python's int()/float() and regex \d read these as numbers; an operator cannot tell them from ASCII.
+NOT_ASCII_NUMBERS = [
+    "١٢",  # Arabic-Indic digits
+    "۱۲",  # Extended Arabic-Indic
+    "１２",  # fullwidth
+    "१२",  # Devanagari
+    "²",  # superscript two (str.isdigit() says yes)
+    "1_000",  # int()'s digit grouping
+    "\u20031",  # EM SPACE before the digit (int() strips Unicode whitespace)
+    "1\u2003",
+    "\x1c12",  # a control character int() strips as whitespace
+    "1 2",
+]
+
+
+@pytest.mark.parametrize("raw", NOT_ASCII_NUMBERS)
+@pytest.mark.parametrize("kind", ["integer", "number", "size", "duration"])
+def test_typed_params_take_ascii_digits_only(kind: str, raw: str) -> None:
+    with pytest.raises(ValueError, match=r"is not an? (integer|number|size|duration)"):
+        convert(Param("n", kind), raw)
+
+
+@pytest.mark.parametrize("raw", ["٤gb", "４gb", "4\u2009gb", "1_024mb", "٤"])
+def test_size_refuses_unicode_digits_with_units(raw: str) -> None:
+    with pytest.raises(ValueError, match="is not a size"):
+        parse_size(raw)
+
+
+@pytest.mark.parametrize("raw", ["٥m", "５s", "1_0s", "٣٠"])
+def test_duration_refuses_unicode_digits_with_units(raw: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(raw)
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-Infinity", "1e400", "0x10", "1_0.5"])
+def test_number_refuses_what_float_would_take(raw: str) -> None:
+    with pytest.raises(ValueError, match="is not a number"):
+        convert(Param("x", "number"), raw)
+
+
+def test_the_error_names_the_param_and_shows_the_hidden_characters() -> None:
+    message = _usage((Param("top", "integer"), Param("maxmemory", "size")), {"top": "١٢", "maxmemory": "٤gb"})
+    assert "--var top: '\\u0661\\u0662' is not an integer (numbers are written with ASCII digits 0-9 only)" in message
+    assert "--var maxmemory: '\\u0664gb' is not a size" in message
+
+
+def test_a_5000_digit_integer_is_refused_with_a_message() -> None:
+    with pytest.raises(ValueError, match="too long"):
+        convert(Param("n", "integer"), "9" * 5000)
+
+
+@pytest.mark.parametrize("pattern", [r"^\d+$", r"^\w+$"])
+def test_a_pattern_class_means_ascii_as_in_json_schema(pattern: str) -> None:
+    with pytest.raises(ValueError, match="does not match"):
+        convert(Param("p", pattern=pattern), "١٢")
+    assert convert(Param("p", pattern=pattern), "12") == "12"
