@@ -32,7 +32,7 @@ SAMPLE_VARS: dict[str, dict[str, str]] = {
     "redis/restore-rdb": {"backup": "{rdb}"},
     # the export's keys exist on the live server (it was taken from it): without replace=true the
     # procedure refuses to overwrite them, by design
-    "redis/restore-tenant": {"input": "{export}", "replace": "true"},
+    "redis/restore-tenant": {"input": "{export}", "tenant": "acme", "replace": "true"},
     "redis/verify-checklist": {"backup_dir": "{backups}"},
     "redis/wm-clear": {"tenant": "acme"},
     "redis/wm-extend": {"tenant": "acme"},
