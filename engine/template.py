@@ -174,6 +174,16 @@ def render(value: Any, values: Mapping[str, Any], *, shell: bool = False) -> Any
         raise TemplateError(f"{type(exc).__name__}: {exc}") from None
 
 
+def typed(value: Any, values: Mapping[str, Any], parse: Any) -> Any:
+    """A number/duration/count field: rendered when it is a template, then parsed; a bad value is a TemplateError."""
+    rendered = render(value, values) if is_template(value) else value
+    try:
+        return parse(rendered)
+    except (ValueError, TypeError) as exc:
+        shown = f" ({value!r} gave {rendered!r})" if rendered is not value else ""
+        raise TemplateError(f"{exc}{shown}") from None
+
+
 def render_data(
     value: Any,
     values: Mapping[str, Any],
