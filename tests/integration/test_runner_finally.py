@@ -122,7 +122,7 @@ def test_a_signal_during_the_observation_window_leaves_the_config_as_it_was(serv
 
 def test_a_template_error_after_the_change_leaves_the_config_as_it_was(server, tmp_path):
     body = LIFT_AND_OBSERVE.replace(
-        "redis: {command: [EXISTS, released]}\n    retry: {until: \"result == 1\", attempts: 1000000, "
+        'redis: {command: [EXISTS, released]}\n    retry: {until: "result == 1", attempts: 1000000, '
         "interval: 20ms, timeout: 1h}",
         'redis: {command: [GET, "{{ params.no_such_field }}"]}',
     )

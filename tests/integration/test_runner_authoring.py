@@ -1,0 +1,168 @@
+"""What procedure authors hit (issue 13): param-driven waits, verifies+until in a dry-run, outcomes, series,
+blocks, on a real Redis through the real CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.integration.cli_support import events, of_type, runbook, transcript_path
+
+HEADER = "title: T\nsection: test\ndescription: test procedure\nrequires: [redis]\n"
+
+
+@pytest.fixture
+def server(redis_server):
+    return redis_server()
+
+
+def write(directory: Path, name: str, body: str) -> Path:
+    path = directory / f"{name}.yaml"
+    path.write_text(f"id: test/{name}\n{HEADER}{body}")
+    return path
+
+
+def run(server, tmp_path, *args):
+    return runbook(
+        "run",
+        *args,
+        "--redis",
+        f"redis://127.0.0.1:{server.port}/0",
+        "--procedures",
+        str(tmp_path),
+        "--transcripts-dir",
+        str(tmp_path / "t"),
+        "--json",
+    )
+
+
+PARAM_WAIT = """\
+params:
+  attempts: {type: integer, default: 3}
+  interval: {type: string, default: 10ms}
+  pause: {type: string, default: 1ms}
+steps:
+  - id: settle
+    name: Let it settle
+    wait: "{{ pause }}"
+  - id: poll
+    name: Poll a key that never comes
+    redis: {command: [EXISTS, never]}
+    retry: {until: "result == 1", attempts: "{{ attempts }}", interval: "{{ interval }}", timeout: "{{ '1h' }}"}
+"""
+
+
+def test_retry_and_wait_take_params(server, tmp_path):
+    write(tmp_path, "wait", PARAM_WAIT)
+    result = run(server, tmp_path, "test/wait", "--var", "attempts=4")
+    assert result.code == 1, result.output  # the until never held: a finding, not a crash
+    poll = next(s for s in result.json()["steps"] if s["id"] == "poll")
+    assert "after 4 attempts" in poll["message"]
+    settle = next(s for s in result.json()["steps"] if s["id"] == "settle")
+    assert settle["outcome"] == "ok" and settle["result"] == {"waited_s": 0.001}
+    until = [d for d in of_type(events(transcript_path(result)), "decision") if d["kind"] == "until"]
+    assert len(until) == 4
+
+
+@pytest.mark.parametrize(
+    ("var", "field"),
+    [("interval=soon", "retry.interval"), ("pause=later", "wait"), ("attempts=0", "retry.attempts")],
+)
+def test_a_param_that_is_not_a_duration_or_count_is_exit_2_at_the_step(server, tmp_path, var, field):
+    write(
+        tmp_path, "wait", PARAM_WAIT.replace("{type: integer, default: 3}", "{type: integer, default: 3, minimum: 0}")
+    )
+    result = run(server, tmp_path, "test/wait", "--var", var)
+    assert result.code == 2, result.output
+    assert "Traceback" not in result.output
+    error = result.json()["error"]
+    assert "wait.yaml" in error and ("not a duration" in error or "not a count" in error)
+    if field != "wait":
+        assert field in error
+
+
+def test_validate_names_a_literal_that_is_not_a_duration(tmp_path):
+    path = write(
+        tmp_path,
+        "bad",
+        "steps:\n  - id: w\n    name: Wait\n    wait: soon\n"
+        "  - id: p\n    name: Poll\n    redis: {info: server}\n    retry: {interval: often}\n",
+    )
+    result = runbook("validate", str(path))
+    assert result.code == 2
+    assert (
+        "bad.yaml:9:5: steps[0].wait" in result.output
+        and "steps[0].wait" in result.output
+        and "'soon'" in result.output
+    )
+    assert "steps[1].retry.interval" in result.output and "'often'" in result.output
+
+
+def test_dry_run_of_verifies_with_until_returns_at_once(server, tmp_path):
+    write(
+        tmp_path,
+        "verify",
+        """\
+steps:
+  - id: change
+    name: Lower the threshold
+    redis: {command: [CONFIG, SET, slowlog-log-slower-than, "5"]}
+    confirm: Lower it?
+  - id: check
+    name: Wait for the change to show
+    verifies: change
+    redis: {config_get: slowlog-log-slower-than}
+    retry: {until: "result['slowlog-log-slower-than'] == '5'", attempts: 100000, interval: 1s, timeout: 1h}
+    expect:
+      - that: "result['slowlog-log-slower-than'] == '5'"
+        message: not applied
+""",
+    )
+    result = run(server, tmp_path, "test/verify", "--dry-run")  # would poll for an hour (the CLI helper gives 60 s)
+    assert result.code == 0, result.output
+    check = next(s for s in result.json()["steps"] if s["id"] == "check")
+    assert check["outcome"] == "predicted" and "not polled" in check["message"]
+    assert check["expectations"][0]["held"] is None
+    until = [d for d in of_type(events(transcript_path(result)), "decision") if d["kind"] == "until"]
+    assert [d.get("value") for d in until] == [None]
+
+
+def test_outcome_driven_branch(server, tmp_path):
+    write(
+        tmp_path,
+        "branch",
+        """\
+steps:
+  - id: broken
+    name: A command Redis rejects
+    redis: {command: [HGET, onlyonearg]}
+    register: reply
+    on_failure: continue
+  - id: on-error
+    name: Runs because the step before errored
+    when: "steps.broken.outcome == 'error'"
+    compute:
+      saw: "steps.broken.error"
+      reply_is_none: "reply is none"
+      took: "steps.broken.duration_ms >= 0"
+  - id: on-ok
+    name: Skipped because it did not succeed
+    when: "steps.broken.outcome == 'ok'"
+    redis: {command: [PING]}
+  - id: timed
+    name: Sees its own duration
+    redis: {command: [PING]}
+    expect:
+      - that: "steps.timed.duration_ms >= 0 and steps.timed.outcome == 'ok'"
+        message: no duration
+""",
+    )
+    result = run(server, tmp_path, "test/branch")
+    assert result.code == 0, result.output
+    steps = {s["id"]: s for s in result.json()["steps"]}
+    assert steps["on-error"]["outcome"] == "ok"
+    assert "wrong number of arguments" in steps["on-error"]["result"]["saw"]
+    assert steps["on-error"]["result"]["reply_is_none"] is True and steps["on-error"]["result"]["took"] is True
+    assert steps["on-ok"]["outcome"] == "skipped"
+    assert steps["timed"]["expectations"][0]["held"] is True
