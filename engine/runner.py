@@ -702,7 +702,7 @@ class Runner:
                 raise ActionFailed(samples[-1]["error"])
             return {
                 "samples": samples,
-                "values": [s.get("value") for s in samples],
+                "readings": [s.get("value") for s in samples],  # not `values`: that is a mapping method
                 "count": len(samples),
                 "errors": sum(1 for s in samples if "error" in s),
                 "interrupted": interrupted,

@@ -86,6 +86,84 @@ def _lines_matching(text: str, pattern: str) -> list[str]:
     return [line for line in str(text).splitlines() if rx.search(line)]
 
 
+# -- series (a `sample:` step's result) --------------------------------------------------------------------------
+
+
+def _samples(series: Any) -> list[dict[str, Any]]:
+    """A sampled result ({samples: [{t, value}]}) or a plain list (each item a value, t unknown)."""
+    if isinstance(series, Mapping) and isinstance(series.get("samples"), list):
+        return [s for s in series["samples"] if "error" not in s]
+    if isinstance(series, list | tuple):
+        return [{"t": None, "value": v} for v in series]
+    raise TypeError(f"expected a series (a sampled result or a list), got {type(series).__name__}")
+
+
+def _values(series: Any, expression: str | None = None) -> list[Any]:
+    """The values of a series; with an expression over `value` (and `t`), that expression per sample."""
+    if expression is None:
+        return [s["value"] for s in _samples(series)]
+    return [evaluate(expression, {"value": s["value"], "t": s["t"]}) for s in _samples(series)]
+
+
+def _numbers(series: Any, expression: str | None = None) -> list[float]:
+    return [float(v) for v in _values(series, expression) if v is not None]
+
+
+def _series_min(*args: Any, **kwargs: Any) -> Any:
+    if len(args) in (1, 2) and isinstance(args[0], Mapping) and "samples" in args[0]:
+        return min(_numbers(*args), default=None)
+    return min(*args, **kwargs)
+
+
+def _series_max(*args: Any, **kwargs: Any) -> Any:
+    if len(args) in (1, 2) and isinstance(args[0], Mapping) and "samples" in args[0]:
+        return max(_numbers(*args), default=None)
+    return max(*args, **kwargs)
+
+
+def _avg(series: Any, expression: str | None = None) -> float | None:
+    numbers = _numbers(series, expression)
+    return sum(numbers) / len(numbers) if numbers else None
+
+
+def _last(series: Any, expression: str | None = None) -> Any:
+    values = _values(series, expression)
+    return values[-1] if values else None
+
+
+def _all(series: Any, expression: str | None = None) -> bool:
+    values = _values(series, expression)
+    return bool(values) and all(bool(v) for v in values)
+
+
+def _any(series: Any, expression: str | None = None) -> bool:
+    return any(bool(v) for v in _values(series, expression))
+
+
+def _held_for(series: Any, expression: str) -> float:
+    """Seconds the expression has held without a break up to the last sample (0 when the last fails)."""
+    samples = _samples(series)
+    held_since = None
+    for sample in samples:
+        if bool(evaluate(expression, {"value": sample["value"], "t": sample["t"]})):
+            held_since = sample if held_since is None else held_since
+        else:
+            held_since = None
+    if held_since is None or held_since["t"] is None:
+        return 0.0
+    return round(float(samples[-1]["t"]) - float(held_since["t"]), 3)
+
+
+def _rate(series: Any, expression: str | None = None) -> float | None:
+    """Per second, between the first and the last sample (a counter such as evicted_keys)."""
+    samples = _samples(series)
+    if len(samples) < 2 or samples[0]["t"] is None:
+        return None
+    values = _numbers(series, expression)
+    elapsed = float(samples[-1]["t"]) - float(samples[0]["t"])
+    return (values[-1] - values[0]) / elapsed if elapsed > 0 else None
+
+
 def _shell_finalize(value: Any) -> str:
     if isinstance(value, ShellText):
         return str(value)
@@ -107,8 +185,15 @@ def _build(finalize: Any = None) -> ImmutableSandboxedEnvironment:
     )
     env.globals.update(
         percent=_percent,
-        min=min,
-        max=max,
+        min=_series_min,
+        max=_series_max,
+        avg=_avg,
+        last=_last,
+        all=_all,
+        any=_any,
+        held_for=_held_for,
+        rate=_rate,
+        series_values=_values,
         len=len,
         int=int,
         float=float,

@@ -166,3 +166,111 @@ steps:
     assert steps["on-error"]["result"]["reply_is_none"] is True and steps["on-error"]["result"]["took"] is True
     assert steps["on-ok"]["outcome"] == "skipped"
     assert steps["timed"]["expectations"][0]["held"] is True
+
+
+def test_a_sustained_condition_over_a_sampled_series(server, tmp_path):
+    server.client().set("level", "7")
+    write(
+        tmp_path,
+        "sustained",
+        """\
+params:
+  samples: {type: integer, default: 5}
+steps:
+  - id: watch
+    name: Sample the level
+    redis: {command: [GET, level]}
+    sample: {every: 10ms, count: "{{ samples }}"}
+    register: level
+    expect:
+      - that: "level.count == samples and all(level, 'value | int > 5')"
+        message: not above 5 at every sample
+      - that: "held_for(level, 'value | int > 5') >= 0.04 and last(level) == '7' and max(level) == 7"
+        message: not held
+  - id: after
+    name: The series is a value like any other
+    compute: {n: "level.readings | length", interrupted: "level.interrupted"}
+""",
+    )
+    result = run(server, tmp_path, "test/sustained")
+    assert result.code == 0, result.output
+    steps = {s["id"]: s for s in result.json()["steps"]}
+    assert [e["held"] for e in steps["watch"]["expectations"]] == [True, True]
+    assert steps["after"]["result"] == {"n": 5, "interrupted": False}
+    series = steps["watch"]["result"]
+    assert [s["value"] for s in series["samples"]] == ["7"] * 5
+    assert [s["t"] for s in series["samples"]] == sorted(s["t"] for s in series["samples"])
+
+
+def test_sample_rejects_a_change(tmp_path):
+    path = write(
+        tmp_path,
+        "bad",
+        "steps:\n  - id: w\n    name: Write every second\n    redis: {command: [SET, k, v]}\n"
+        "    confirm: set?\n    sample: {every: 1s, count: 3}\n",
+    )
+    result = runbook("validate", str(path))
+    assert result.code == 2 and "steps[0].sample" in result.output and "cannot be sampled" in result.output
+
+
+def test_ctrl_c_ends_sampling_and_keeps_the_series(server, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.integration.cli_support import REPO
+
+    write(
+        tmp_path,
+        "long",
+        """\
+steps:
+  - id: watch
+    name: Sample for an hour
+    redis: {command: [ECHO, sampling]}
+    sample: {every: 10ms, for: 1h}
+    register: series
+  - id: after
+    name: The run goes on with what was collected
+    compute: {n: "series.count", interrupted: "series.interrupted"}
+""",
+    )
+    transcript = tmp_path / "run.jsonl"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "run",
+            "test/long",
+            "--redis",
+            f"redis://127.0.0.1:{server.port}/0",
+            "--procedures",
+            str(tmp_path),
+            "--transcript",
+            str(transcript),
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    client = server.client()
+    try:
+        deadline = time.monotonic() + 60
+        while int(client.info("commandstats").get("cmdstat_echo", {}).get("calls", 0)) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    steps = {s["id"]: s for s in __import__("json").loads(stdout.strip().splitlines()[-1])["steps"]}
+    assert steps["watch"]["outcome"] == "ok"
+    assert steps["after"]["result"]["interrupted"] is True and steps["after"]["result"]["n"] >= 3

@@ -273,3 +273,43 @@ def test_check_syntax() -> None:
     assert check_syntax("{% if a %}") is not None
     assert check_syntax("a == 1", expression=True) is None
     assert check_syntax("a b", expression=True) is not None
+
+
+SERIES = {
+    "samples": [
+        {"t": 0.0, "value": {"ratio": 1.2}},
+        {"t": 1.0, "value": {"ratio": 1.7}},
+        {"t": 2.0, "value": {"ratio": 1.8}},
+        {"t": 3.0, "value": None, "error": "timeout"},
+        {"t": 4.0, "value": {"ratio": 1.9}},
+    ]
+}
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("held_for(s, 'value.ratio > 1.5')", 3.0),  # from t=1 to t=4; the errored sample is left out
+        ("held_for(s, 'value.ratio > 1.75')", 2.0),
+        ("held_for(s, 'value.ratio > 5')", 0.0),
+        ("all(s, 'value.ratio > 1')", True),
+        ("all(s, 'value.ratio > 1.5')", False),
+        ("any(s, 'value.ratio > 1.85')", True),
+        ("min(s, 'value.ratio')", 1.2),
+        ("max(s, 'value.ratio')", 1.9),
+        ("avg(s, 'value.ratio') | round(2)", 1.65),
+        ("last(s, 'value.ratio')", 1.9),
+        ("rate(s, 'value.ratio') | round(3)", 0.175),
+        ("min(3, 1, 2)", 1),
+        ("max([3, 5])", 5),
+        ("all([1, 2]) and not any([0, false])", True),
+        ("avg([1, 2, 3])", 2.0),
+    ],
+)
+def test_series_helpers(expression: str, expected: Any) -> None:
+    assert evaluate(expression, {"s": SERIES}) == expected
+
+
+def test_series_helper_on_something_else_is_a_template_error() -> None:
+    with pytest.raises(TemplateError, match="expected a series"):
+        evaluate("avg(5)", {})
