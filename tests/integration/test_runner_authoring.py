@@ -274,3 +274,86 @@ steps:
     steps = {s["id"]: s for s in __import__("json").loads(stdout.strip().splitlines()[-1])["steps"]}
     assert steps["watch"]["outcome"] == "ok"
     assert steps["after"]["result"]["interrupted"] is True and steps["after"]["result"]["n"] >= 3
+
+
+def test_a_block_looped_with_foreach(server, tmp_path):
+    client = server.client()
+    for tenant in ("a", "b", "c"):
+        client.set(f"tenant:{tenant}:size", tenant * 3)
+    write(
+        tmp_path,
+        "blocks",
+        """\
+steps:
+  - id: per-tenant
+    name: Measure and mark each tenant
+    foreach: "['a', 'b', 'c']"
+    when: "item != 'c'"
+    register: per_tenant
+    block:
+      - id: size
+        name: Length of the tenant's value
+        redis: {command: [STRLEN, "tenant:{{ item }}:size"]}
+        register: size
+      - id: mark
+        name: Mark the tenant as measured
+        redis: {command: [SET, "tenant:{{ item }}:measured", "{{ size }}"]}
+        confirm: Mark it?
+        register: marked
+  - id: guarded
+    name: A block whose first step fails, continued
+    on_failure: continue
+    block:
+      - id: boom
+        name: Rejected by Redis
+        redis: {command: [HGET, onlyonearg]}
+      - id: never
+        name: Not reached
+        redis: {command: [SET, never, "1"]}
+        confirm: set?
+  - id: report
+    name: Branch on the block's outcome
+    when: "steps.guarded.outcome == 'error'"
+    compute:
+      sizes: "per_tenant[:2] | map(attribute='size') | list"
+      skipped: "per_tenant[2] is none"
+""",
+    )
+    result = run(server, tmp_path, "test/blocks", "--yes")
+    assert result.code == 0, result.output
+    assert client.get("tenant:a:measured") == "3" and client.get("tenant:b:measured") == "3"
+    assert client.get("tenant:c:measured") is None and client.get("never") is None
+    steps = result.json()["steps"]
+    report = next(s for s in steps if s["id"] == "report")
+    assert report["result"] == {"sizes": [3, 3], "skipped": True}
+    assert [s["id"] for s in steps if s["id"] in ("size", "mark")] == ["size", "mark", "size", "mark"]
+    guarded = next(s for s in steps if s["id"] == "guarded")
+    assert guarded["outcome"] == "error" and "wrong number of arguments" in guarded["message"]
+
+
+def test_a_block_retried_until_its_result_holds(server, tmp_path):
+    write(
+        tmp_path,
+        "retryblock",
+        """\
+steps:
+  - id: twice
+    name: Bump and read, until the count reaches 3
+    retry: {until: "result.n | int >= 3", attempts: 5, interval: 1ms}
+    register: bumped
+    block:
+      - id: bump
+        name: Bump
+        redis: {command: [INCR, counter]}
+        confirm: Bump?
+      - id: read
+        name: Read
+        redis: {command: [GET, counter]}
+        register: n
+""",
+    )
+    result = run(server, tmp_path, "test/retryblock", "--yes")
+    assert result.code == 0, result.output
+    assert server.client().get("counter") == "3"
+    twice = next(s for s in result.json()["steps"] if s["id"] == "twice")
+    assert twice["result"] == {"n": "3"}
