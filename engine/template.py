@@ -21,6 +21,7 @@ import jinja2
 from jinja2 import StrictUndefined, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from engine import safe_regex
 from engine.spec.params import parse_duration, parse_size
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
@@ -82,8 +83,56 @@ def _tenant_of(key: str) -> str | None:
 
 
 def _lines_matching(text: str, pattern: str) -> list[str]:
-    rx = re.compile(pattern)
-    return [line for line in str(text).splitlines() if rx.search(line)]
+    rx = safe_regex.compile_bounded(pattern)
+    return [line for line in safe_regex.bounded_text(text).splitlines() if rx.search(line)]
+
+
+def _matches(text: Any, pattern: str) -> bool:
+    """`matches(line, 'ERR .*timeout')`: a search, bounded (no nested unbounded repeats, capped text)."""
+    return safe_regex.search(pattern, text) is not None
+
+
+def _regex_find(text: Any, pattern: str) -> list[Any]:
+    """Every match (or its groups) of a bounded pattern: `regex_find(out, 'used=(\\d+)')`."""
+    return safe_regex.compile_bounded(pattern).findall(safe_regex.bounded_text(text))
+
+
+# -- time: one format for the engine (`now`, samples) and the parsers ------------------------------------------
+
+ENGINE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def parse_time(value: Any) -> float:
+    """Epoch seconds from the engine's `now` (2026-11-26T02:03:04Z), ISO 8601 with an offset, a Redis log
+    time (26 Nov 2026 02:03:04.567), or a number of epoch seconds. A time without a zone is UTC."""
+    from datetime import UTC, datetime
+
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        from engine.parsers.redis_host import parse_time as parse_log_time
+
+        parsed = parse_log_time(text)
+        if parsed is None:
+            raise ValueError(
+                f"'{text}' is not a time (like {time.strftime(ENGINE_TIME_FORMAT, time.gmtime(0))})"
+            ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def format_time(value: Any, fmt: str = ENGINE_TIME_FORMAT) -> str:
+    """A time (epoch seconds or any text parse_time reads) in the engine's format, or `fmt` (strftime, UTC)."""
+    return time.strftime(fmt, time.gmtime(parse_time(value)))
+
+
+def _seconds_since(value: Any, now: Any = None) -> float:
+    """Seconds from a time to `now` (default: the engine's clock now)."""
+    return (time.time() if now is None else parse_time(now)) - parse_time(value)
 
 
 # -- series (a `sample:` step's result) --------------------------------------------------------------------------
@@ -209,11 +258,23 @@ def _build(finalize: Any = None) -> ImmutableSandboxedEnvironment:
         count_by=_count_by,
         tenant_of=_tenant_of,
         lines_matching=_lines_matching,
+        matches=_matches,
+        regex_find=_regex_find,
+        parse_time=parse_time,
+        format_time=format_time,
+        seconds_since=_seconds_since,
         parse_size=parse_size,
         parse_duration=parse_duration,
         time=time.time,
     )
-    env.filters.update(tenant_of=_tenant_of, count_by=_count_by)
+    env.filters.update(
+        tenant_of=_tenant_of,
+        count_by=_count_by,
+        matches=_matches,
+        parse_time=parse_time,
+        format_time=format_time,
+        parse_duration=parse_duration,
+    )
     return env
 
 

@@ -313,3 +313,61 @@ def test_series_helpers(expression: str, expected: Any) -> None:
 def test_series_helper_on_something_else_is_a_template_error() -> None:
     with pytest.raises(TemplateError, match="expected a series"):
         evaluate("avg(5)", {})
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("matches('ERR connection timeout', 'ERR .*timeout')", True),
+        ("matches('OK', '^ERR')", False),
+        ("'tenant:acme:x' | matches('^tenant:[a-z]+:')", True),
+        ("regex_find('used=12 peak=30', '(\\\\w+)=(\\\\d+)')", [("used", "12"), ("peak", "30")]),
+        ("lines_matching('a\\nERR x\\nb', '^ERR')", ["ERR x"]),
+    ],
+)
+def test_regex_helpers(expression: str, expected: Any) -> None:
+    assert evaluate(expression, {}) == expected
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["(a+)+$", "(a*)*b", "(.*)*x", "^(\\\\w+\\\\s?)*$", "(a|aa)*$", "(x|xy)+z", "((ab)*c)*d", "(?:a+){2,}"],
+)
+def test_catastrophic_patterns_are_refused_before_they_run(pattern: str) -> None:
+    hostile = "a" * 40 + "!"
+    with pytest.raises(TemplateError, match="catastrophic backtracking"):
+        evaluate(f"matches(text, '{pattern}')", {"text": hostile})
+    with pytest.raises(TemplateError, match="catastrophic backtracking"):
+        evaluate(f"lines_matching(text, '{pattern}')", {"text": hostile})
+
+
+def test_regex_input_is_capped_and_bad_patterns_are_template_errors() -> None:
+    with pytest.raises(TemplateError, match="more than the 1,000,000"):
+        evaluate("matches(text, 'x')", {"text": "a" * 1_000_001})
+    with pytest.raises(TemplateError, match="invalid regular expression"):
+        evaluate("matches('x', '(')", {})
+
+
+@pytest.mark.parametrize(
+    ("text", "epoch"),
+    [
+        ("2026-11-26T02:03:04Z", 1795658584.0),
+        ("2026-11-26T04:03:04+02:00", 1795658584.0),
+        ("2026-11-26 02:03:04", 1795658584.0),
+        ("26 Nov 2026 02:03:04.500", 1795658584.5),
+        (1795658584, 1795658584.0),
+    ],
+)
+def test_parse_time_reads_the_engines_format_iso_and_redis_log_times(text: Any, epoch: float) -> None:
+    assert evaluate("parse_time(t)", {"t": text}) == epoch
+
+
+def test_time_helpers_compare_and_format() -> None:
+    scope = {"now": "2026-11-26T02:10:00Z", "seen": "26 Nov 2026 02:03:04.000"}
+    assert evaluate("parse_time(now) - parse_time(seen) > parse_duration('5m')", scope) is True
+    assert evaluate("seconds_since(seen, now)", scope) == 416.0
+    assert evaluate("format_time(seen)", scope) == "2026-11-26T02:03:04Z"
+    assert evaluate("format_time(1795658584, '%H:%M')", {}) == "02:03"
+    assert evaluate("'90s' | parse_duration", {}) == 90.0
+    with pytest.raises(TemplateError, match="is not a time"):
+        evaluate("parse_time('yesterday')", {})
