@@ -357,3 +357,38 @@ steps:
     assert server.client().get("counter") == "3"
     twice = next(s for s in result.json()["steps"] if s["id"] == "twice")
     assert twice["result"] == {"n": "3"}
+
+
+def test_latency_sampled(server, tmp_path):
+    write(
+        tmp_path,
+        "latency",
+        """\
+params:
+  pings: {type: integer, default: 20}
+steps:
+  - id: rtt
+    name: PING round trips
+    latency: {count: "{{ pings }}", every: 1ms}
+    register: rtt
+    expect:
+      - that: "rtt.pings == pings and rtt.min_ms <= rtt.p50_ms <= rtt.p99_ms <= rtt.max_ms"
+        message: inconsistent figures
+      - that: "steps.rtt.duration_ms >= rtt.avg_ms * rtt.pings"
+        message: the step's own duration covers its pings
+  - id: history
+    name: Latency history, two windows
+    latency: {count: 3, every: 0}
+    sample: {every: 1ms, count: 2}
+    register: history
+    expect:
+      - that: "history.count == 2 and max(history, 'value.max_ms') >= min(history, 'value.min_ms')"
+        message: no history
+""",
+    )
+    result = run(server, tmp_path, "test/latency")
+    assert result.code == 0, result.output
+    rtt = next(s for s in result.json()["steps"] if s["id"] == "rtt")
+    assert set(rtt["result"]) == {"pings", "min_ms", "avg_ms", "max_ms", "p50_ms", "p90_ms", "p99_ms", "stddev_ms"}
+    assert all(e["held"] for e in rtt["expectations"])
+    assert int(server.client().info("commandstats")["cmdstat_ping"]["calls"]) >= 26

@@ -371,3 +371,12 @@ def test_time_helpers_compare_and_format() -> None:
     assert evaluate("'90s' | parse_duration", {}) == 90.0
     with pytest.raises(TemplateError, match="is not a time"):
         evaluate("parse_time('yesterday')", {})
+
+
+def test_latency_percentiles_are_nearest_rank() -> None:
+    from engine.steps.latency_step import summarise
+
+    figures = summarise([float(v) for v in range(100, 0, -1)])
+    assert figures["pings"] == 100 and figures["min_ms"] == 1.0 and figures["max_ms"] == 100.0
+    assert (figures["p50_ms"], figures["p90_ms"], figures["p99_ms"], figures["avg_ms"]) == (50.0, 90.0, 99.0, 50.5)
+    assert summarise([2.0])["p99_ms"] == 2.0
