@@ -625,7 +625,9 @@ class Runner:
             if effect is not Effect.READ:
                 message = f"{step.location}: sample: only a read step can be sampled (this one is {effect})"
                 return _Outcome("error", message=message, exit_code=ExitCode.USAGE), effect, None, [], True
-            return self._execute(self._sampled(action, step, sampling), ref), effect, None, [], False
+            sampled = self._execute(self._sampled(action, step, sampling), ref)
+            _check_shape(step, sampled, sampled=True)
+            return sampled, effect, None, [], False
         blast = None
         if effect is not Effect.READ:
             try:
@@ -643,6 +645,7 @@ class Runner:
             if blast:
                 frame.measured.setdefault(step.id, blast)  # what `restore:` puts back: the value before
         outcome = self._execute(action, ref, secret_name=(step.register or step.id) if step.secret else None)
+        _check_shape(step, outcome)
         changes = []
         if outcome.outcome == "ok" and effect is not Effect.READ and action.changes:
             changes = action.changes(blast, outcome.result)
@@ -877,6 +880,17 @@ class Runner:
     def _record(self, record: StepRecord) -> None:
         self.state.records.append(record)
         self.on_step(record)
+
+
+def _check_shape(step: Step, outcome: _Outcome, *, sampled: bool = False) -> None:
+    """Tests run with RUNBOOK_CHECK_RESULTS=1: a kind whose result drifts from its declared shape is a bug."""
+    from engine.steps import results
+
+    if outcome.outcome != "ok" or not results.checking():
+        return
+    problem = results.check_result(step.kind, step.action, outcome.result, sampled=sampled)
+    if problem:
+        raise AssertionError(f"{step.location}: {step.kind} result does not match its declared shape: {problem}")
 
 
 def utc_now() -> str:

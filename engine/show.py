@@ -36,19 +36,27 @@ def describe(procedure: Procedure, variables: dict[str, str]) -> dict[str, Any]:
     }
     values = {**values, **shown}  # what is rendered for display never holds a secret
     steps = []
-    for step in procedure.steps:
-        effect = static_effect(step.kind, step.action, step.effect)
-        body = _try_render(step.action, values)
+    for step, phase, depth in _flatten(procedure):
+        effect = static_effect(step.kind, step.action, step.effect) if step.kind != "block" else None
+        body = _try_render(step.action, values) if step.kind != "block" else step.action
         steps.append(
             {
                 "id": step.id,
                 "name": step.name,
                 "kind": step.kind,
-                "effect": str(effect) if effect is not None else "decided by the server",
+                "effect": "-"
+                if step.kind == "block"
+                else str(effect)
+                if effect is not None
+                else "decided by the server",
                 "summary": get(step.kind).summary(body) if isinstance(body, dict | list | str | int | float) else "",
                 "when": step.when,
                 "confirm": _try_render(step.confirm, values) if step.confirm else None,
                 "source": str(step.location),
+                "phase": phase,
+                "depth": depth,
+                **({"foreach": step.foreach} if step.foreach else {}),
+                **({"sample": "sampled"} if step.sample else {}),
             }
         )
     return {
@@ -73,6 +81,21 @@ def describe(procedure: Procedure, variables: dict[str, str]) -> dict[str, Any]:
         ],
         "steps": steps,
     }
+
+
+def _flatten(procedure: Procedure) -> list[tuple[Any, str, int]]:
+    """Steps in reading order: blocks opened (their steps indented), then the finally steps."""
+    out: list[tuple[Any, str, int]] = []
+
+    def walk(steps: Any, phase: str, depth: int) -> None:
+        for step in steps:
+            out.append((step, phase, depth))
+            if step.kind == "block":
+                walk(step.action, phase, depth + 1)
+
+    walk(procedure.steps, "steps", 0)
+    walk(procedure.finally_steps, "finally", 0)
+    return out
 
 
 def _try_render(value: Any, values: dict[str, Any]) -> Any:
@@ -111,8 +134,11 @@ def render_text(data: dict[str, Any]) -> str:
             )
     lines.append("steps:")
     for i, s in enumerate(data["steps"], 1):
+        if s.get("phase") == "finally" and (i == 1 or data["steps"][i - 2].get("phase") != "finally"):
+            lines.append("finally (always runs, however the steps end):")
         mark = _MARK.get(s["effect"], f"[{s['effect']}]")
-        lines.append(f"  {i:>2}. {mark:<14} {s['id']}: {s['name']}")
+        indent = "    " * s.get("depth", 0)
+        lines.append(f"  {i:>2}. {indent}{mark:<14} {s['id']}: {s['name']}")
         if s["summary"]:
             lines.append(f"      {s['summary']}")
         if s["when"]:

@@ -34,6 +34,7 @@ def run(server, tmp_path, *args):
         "--transcripts-dir",
         str(tmp_path / "t"),
         "--json",
+        env={"RUNBOOK_CHECK_RESULTS": "1"},  # every result is checked against its kind's declared shape
     )
 
 
@@ -392,3 +393,37 @@ steps:
     assert set(rtt["result"]) == {"pings", "min_ms", "avg_ms", "max_ms", "p50_ms", "p90_ms", "p99_ms", "stddev_ms"}
     assert all(e["held"] for e in rtt["expectations"])
     assert int(server.client().info("commandstats")["cmdstat_ping"]["calls"]) >= 26
+
+
+@pytest.mark.parametrize(
+    ("procedure", "variables"),
+    [
+        ("redis/health-check", []),
+        ("redis/memory-report", []),
+        (
+            "redis/cache-stats",
+            ["--var", "monitor=true", "--var", "monitor_seconds=200ms", "--var", "monitor_commands=50"],
+        ),
+        ("redis/config-show", []),
+        ("redis/audit-ttl", []),
+        ("redis/troubleshoot-performance", []),
+        ("redis/tune-connections", []),
+        ("redis/wm-list", []),
+    ],
+)
+def test_shipped_procedures_register_results_of_their_declared_shapes(seeded_redis, tmp_path, procedure, variables):
+    server, _ = seeded_redis
+    result = runbook(
+        "run",
+        procedure,
+        *variables,
+        "--redis",
+        f"redis://127.0.0.1:{server.port}/0",
+        "--transcripts-dir",
+        str(tmp_path / "t"),
+        "--dry-run",
+        "--json",
+        env={"RUNBOOK_CHECK_RESULTS": "1"},
+    )
+    assert "declared shape" not in result.output, result.output
+    assert result.code in (0, 1, 3), result.output
