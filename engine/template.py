@@ -213,6 +213,34 @@ def _rate(series: Any, expression: str | None = None) -> float | None:
     return (values[-1] - values[0]) / elapsed if elapsed > 0 else None
 
 
+def _rates(series: Any, expression: str | None = None) -> dict[str, Any]:
+    """The per-second change between consecutive samples, as a series (t of the later sample): a counter's
+    rate over time, for `held_for(rates(stats, 'value.evicted_keys'), 'value > 100')`."""
+    samples = [s for s in _samples(series) if s["t"] is not None]
+    values = _numbers({"samples": samples}, expression)
+    out = []
+    for (a, va), (b, vb) in zip(
+        zip(samples, values, strict=False), zip(samples[1:], values[1:], strict=False), strict=False
+    ):
+        elapsed = float(b["t"]) - float(a["t"])
+        if elapsed > 0:
+            out.append({"t": b["t"], "value": (vb - va) / elapsed})
+    return {"samples": out}
+
+
+def _decreases(before: Any, after: Any, field: str | None = None) -> dict[str, float]:
+    """Keys whose number went down from `before` to `after` (missing after: down to 0), by how much:
+    `decreases(before.by_tenant, after.by_tenant, 'keys')` = the tenants that lost keys."""
+    out: dict[str, float] = {}
+    for key, old in (before or {}).items():
+        new = (after or {}).get(key)
+        old_n = (old or {}).get(field) if field else old
+        new_n = ((new or {}).get(field) if field else new) or 0
+        if old_n is not None and float(new_n) < float(old_n):
+            out[key] = float(old_n) - float(new_n)
+    return out
+
+
 def _shell_finalize(value: Any) -> str:
     if isinstance(value, ShellText):
         return str(value)
@@ -242,6 +270,8 @@ def _build(finalize: Any = None) -> ImmutableSandboxedEnvironment:
         any=_any,
         held_for=_held_for,
         rate=_rate,
+        rates=_rates,
+        decreases=_decreases,
         series_values=_values,
         len=len,
         int=int,

@@ -380,3 +380,13 @@ def test_latency_percentiles_are_nearest_rank() -> None:
     assert figures["pings"] == 100 and figures["min_ms"] == 1.0 and figures["max_ms"] == 100.0
     assert (figures["p50_ms"], figures["p90_ms"], figures["p99_ms"], figures["avg_ms"]) == (50.0, 90.0, 99.0, 50.5)
     assert summarise([2.0])["p99_ms"] == 2.0
+
+
+def test_rates_between_samples_and_decreases() -> None:
+    counter = {"samples": [{"t": 0.0, "value": 0}, {"t": 1.0, "value": 100}, {"t": 3.0, "value": 140}]}
+    assert evaluate("rates(s).samples | map(attribute='value') | list", {"s": counter}) == [100.0, 20.0]
+    assert evaluate("held_for(rates(s), 'value > 10')", {"s": counter}) == 2.0
+    assert evaluate("held_for(rates(s), 'value > 50')", {"s": counter}) == 0.0
+    before = {"acme": {"keys": 10}, "globex": {"keys": 5}, "initech": {"keys": 3}}
+    after = {"acme": {"keys": 4}, "globex": {"keys": 9}}
+    assert evaluate("decreases(b, a, 'keys')", {"b": before, "a": after}) == {"acme": 6.0, "initech": 3.0}
