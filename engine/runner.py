@@ -380,11 +380,13 @@ class Runner:
             elif outcome.outcome == "ok" and unsent:
                 why = "dry-run" if self.dry_run else "it did not run"
                 outcome = _Outcome(
-                    "predicted" if self.dry_run else "ok",
+                    "ok",  # the read ran; only the wait is skipped (its expectations are predicted)
                     outcome.result,
                     message=f"until '{step.retry.until}' not polled: '{step.verifies}' was not sent ({why})",
                 )
-                self.transcript.emit("decision", step=ref, expression=step.retry.until, value=None, kind="until")
+                self.transcript.emit(
+                    "decision", step=ref, expression=step.retry.until, value="not polled", kind="until"
+                )
                 break
             elif outcome.outcome == "ok":
                 scope = self._scope(step, values, outcome.result)
@@ -532,7 +534,7 @@ class Runner:
         }
         if outcome.message and outcome.outcome in ("failed", "error", "refused"):
             fields["error"] = {"message": outcome.message, "advice": outcome.advice}
-        elif outcome.message and outcome.outcome == "predicted" and step.verifies:
+        elif outcome.message and outcome.outcome == "ok" and step.verifies:
             fields["note"] = outcome.message
         if expectations:
             fields["expectations"] = expectations

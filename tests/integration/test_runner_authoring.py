@@ -123,10 +123,10 @@ steps:
     result = run(server, tmp_path, "test/verify", "--dry-run")  # would poll for an hour (the CLI helper gives 60 s)
     assert result.code == 0, result.output
     check = next(s for s in result.json()["steps"] if s["id"] == "check")
-    assert check["outcome"] == "predicted" and "not polled" in check["message"]
+    assert check["outcome"] == "ok" and "not polled" in check["message"]
     assert check["expectations"][0]["held"] is None
     until = [d for d in of_type(events(transcript_path(result)), "decision") if d["kind"] == "until"]
-    assert [d.get("value") for d in until] == [None]
+    assert [d["value"] for d in until] == ["not polled"]
 
 
 def test_outcome_driven_branch(server, tmp_path):

@@ -87,6 +87,12 @@ def assert_cleaned_up(evts: list[dict], ending: str) -> None:
     assert of_type(evts, "run.ended")[0]["outcome"] in ("interrupted", "usage", "failed", "error")
 
 
+def assert_verifies(path: Path) -> None:
+    """The new fields (pre-approved, the finally decision, cleanup) are in the transcript schema."""
+    verified = runbook("transcript", "verify", str(path))
+    assert verified.code == 0, verified.output
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_during_the_observation_window_leaves_the_config_as_it_was(server, tmp_path, signum):
     write(tmp_path, "observe", LIFT_AND_OBSERVE)
@@ -118,6 +124,7 @@ def test_a_signal_during_the_observation_window_leaves_the_config_as_it_was(serv
     assert of_type(evts, "run.ended")[0]["outcome"] == "interrupted"
     look = next(e for e in of_type(evts, "step.finished") if e["step"]["id"] == "look")
     assert look["result"] == {"latency-monitor-threshold": "0"}  # later cleanup steps still ran
+    assert_verifies(transcript)
 
 
 def test_a_template_error_after_the_change_leaves_the_config_as_it_was(server, tmp_path):
@@ -134,6 +141,7 @@ def test_a_template_error_after_the_change_leaves_the_config_as_it_was(server, t
     assert threshold(server) == "0"
     evts = events(transcript)
     assert_cleaned_up(evts, "aborted")
+    assert_verifies(transcript)
 
 
 def test_dry_run_predicts_the_cleanup(server, tmp_path):
