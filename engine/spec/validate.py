@@ -196,6 +196,8 @@ class _StepChecker:
         if register:
             if register in params:
                 errors.append(located.error((*path, "register"), f"register '{register}' shadows a param"))
+            elif register in BUILTINS:
+                errors.append(located.error((*path, "register"), f"register '{register}' shadows a built-in name"))
             self.defined.add(register)
         self.seen_ids.append(step.get("id"))
 
@@ -216,7 +218,24 @@ def _typed_fields(step: dict[str, Any]) -> list[tuple[tuple[Any, ...], Any, str]
             out.append((("sample", key), sample[key], what))
     if "wait" in step:
         out.append((("wait",), step["wait"], "duration"))
+    for kind_name, fields in KIND_NUMBER_FIELDS.items():
+        body = step.get(kind_name)
+        if isinstance(body, dict):
+            for key, what in fields.items():
+                if body.get(key) is not None:
+                    out.append(((kind_name, key), body[key], what))
     return out
+
+
+# Number-like options of the kinds: a literal is checked by `validate`, a template when it renders.
+KIND_NUMBER_FIELDS: dict[str, dict[str, str]] = {
+    "ssh": {"timeout": "duration"},
+    "http": {"timeout": "duration"},
+    "tcp": {"timeout": "duration"},
+    "monitor": {"seconds": "duration", "max_commands": "count"},
+    "latency": {"count": "count", "every": "duration"},
+    "parse": {"within": "duration"},
+}
 
 
 def field_path(path: tuple[Any, ...], field: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -427,3 +427,17 @@ def test_shipped_procedures_register_results_of_their_declared_shapes(seeded_red
     )
     assert "declared shape" not in result.output, result.output
     assert result.code in (0, 1, 3), result.output
+
+
+def test_validate_checks_literal_numbers_of_kinds_and_builtin_shadowing(tmp_path):
+    path = write(
+        tmp_path,
+        "kinds",
+        "steps:\n  - id: l\n    name: Latency\n    latency: {count: many, every: often}\n"
+        "  - id: s\n    name: Steps\n    redis: {info: server}\n    register: steps\n",
+    )
+    result = runbook("validate", str(path))
+    assert result.code == 2
+    assert "steps[0].latency.count: expected integer, got string 'many'" in result.output
+    assert "steps[0].latency.every: expected duration, got string 'often'" in result.output
+    assert "register 'steps' shadows a built-in name" in result.output
