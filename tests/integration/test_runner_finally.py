@@ -201,3 +201,47 @@ finally:
     assert finished.index("put-back") < finished.index("fail") < finished.index("outer-cleanup")
     assert [d["value"] for d in of_type(evts, "decision") if d["kind"] == "finally"] == ["ok", "failed"]
     assert threshold(server) == "0"
+
+
+def test_a_signal_during_the_cleanup_waits_for_it(server, tmp_path):
+    body = (
+        LIFT_AND_OBSERVE
+        + """\
+  - id: hold
+    name: A cleanup step the test holds until it releases it
+    redis: {command: [EXISTS, cleanup-released]}
+    retry: {until: "result == 1", attempts: 1000000, interval: 20ms, timeout: 1h}
+"""
+    )
+    write(tmp_path, "held", body)
+    transcript = tmp_path / "run.jsonl"
+    stderr_path = tmp_path / "stderr.txt"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with stderr_path.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", *args(server, tmp_path, "test/held", transcript, "--yes")],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    try:
+        started = lambda step_id: lambda e: e["type"] == "step.started" and e.get("step", {}).get("id") == step_id  # noqa: E731
+        wait_for_event(transcript, started("observe"), proc)
+        proc.send_signal(signal.SIGINT)
+        wait_for_event(transcript, started("hold"), proc)
+        proc.send_signal(signal.SIGTERM)  # during the cleanup: held back, the cleanup goes on
+        deadline = time.monotonic() + 60
+        while "interrupt again to abandon the cleanup" not in stderr_path.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, stderr_path.read_text()
+            time.sleep(0.02)
+        server.client().set("cleanup-released", "1")
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130  # the first signal ends the run; the held one changed nothing
+    evts = events(transcript)
+    hold = next(e for e in of_type(evts, "step.finished") if e["step"]["id"] == "hold")
+    assert hold["outcome"] == "ok"
+    assert threshold(server) == "0"
