@@ -446,31 +446,28 @@ class Runner:
             )
             try:
                 self._run_steps(procedure, step.action, values, frame, depth)
-                result = {name: values.get(name) for name in registers}
-                outcome = _Outcome("ok", result)
+                outcome = _Outcome("ok", {name: values.get(name) for name in registers})
             except StepAborted as exc:
-                result = {name: values.get(name) for name in registers}
                 kind = "failed" if exc.exit_code == ExitCode.FINDINGS else "error"
+                result = {name: values.get(name) for name in registers}
                 outcome = _Outcome(kind, result, message=str(exc), exit_code=exc.exit_code)
-            if step.retry is None or attempt >= attempts:
+            if step.retry is None:
                 break
             if outcome.outcome == "ok":
                 if step.retry.until is None:
                     break
-                done = self._evaluate(step, "retry.until", step.retry.until, self._scope(step, values, result))
+                scope = self._scope(step, values, outcome.result)
+                done = self._evaluate(step, "retry.until", step.retry.until, scope)
                 self.transcript.emit("decision", step=ref, expression=step.retry.until, value=bool(done), kind="until")
                 if done:
                     break
+                if attempt >= attempts:
+                    message = f"until '{step.retry.until}' did not hold after {attempt} attempts"
+                    outcome = _Outcome("failed", outcome.result, message=message, exit_code=ExitCode.FINDINGS)
+                    break
+            elif attempt >= attempts:
+                break
             time.sleep(interval)
-        if step.retry is not None and step.retry.until is not None and outcome.outcome == "ok" and attempt >= attempts:
-            done = self._evaluate(step, "retry.until", step.retry.until, self._scope(step, values, outcome.result))
-            if not done:
-                outcome = _Outcome(
-                    "failed",
-                    outcome.result,
-                    message=f"until '{step.retry.until}' did not hold after {attempt} attempts",
-                    exit_code=ExitCode.FINDINGS,
-                )
         return outcome, attempt
 
     def _finish(
