@@ -97,7 +97,7 @@ def assert_verifies(path: Path) -> None:
 def test_a_signal_during_the_observation_window_leaves_the_config_as_it_was(server, tmp_path, signum):
     write(tmp_path, "observe", LIFT_AND_OBSERVE)
     transcript = tmp_path / "run.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RUNBOOK_CHECK_RESULTS": "1"}
     env.pop("REDISCLI_AUTH", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", *args(server, tmp_path, "test/observe", transcript, "--yes")],
@@ -216,7 +216,7 @@ def test_a_signal_during_the_cleanup_waits_for_it(server, tmp_path):
     write(tmp_path, "held", body)
     transcript = tmp_path / "run.jsonl"
     stderr_path = tmp_path / "stderr.txt"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RUNBOOK_CHECK_RESULTS": "1"}
     with stderr_path.open("w") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", *args(server, tmp_path, "test/held", transcript, "--yes")],
