@@ -35,6 +35,7 @@ from engine.transcript.writer import TranscriptWriter, sha256_text
 
 MAX_STEP_EXECUTIONS = 10_000  # a goto loop that never ends is a bug in the procedure, not an incident
 RESULT_ITEMS_KEPT = 200
+MAX_SAMPLES = 100_000  # a series is kept in memory and in the transcript: every 0s for 1h is a typo
 
 
 @dataclass
@@ -653,7 +654,7 @@ class Runner:
     def _sampling(self, step: Step, values: dict[str, Any]) -> _Sampling:
         sample = step.sample
         assert sample is not None
-        return _Sampling(
+        sampling = _Sampling(
             every=self._typed(step, "sample.every", sample.every, values, parse_duration),
             duration=self._typed(step, "sample.for", sample.duration, values, parse_duration)
             if sample.duration is not None
@@ -662,6 +663,15 @@ class Runner:
             if sample.count is not None
             else None,
         )
+        planned = sampling.count or (
+            (sampling.duration or 0) / sampling.every + 1 if sampling.every > 0 else float("inf")
+        )
+        if planned > MAX_SAMPLES:
+            raise UsageError(
+                f"{step.location}: steps.{step.id}.sample: {planned:g} samples (every {sampling.every:g}s) is more "
+                f"than {MAX_SAMPLES:,}: sample less often"
+            )
+        return sampling
 
     def _sampled(self, action: Action, step: Step, sampling: _Sampling) -> Action:
         """The read run every `every`; Ctrl-C ends the series early and keeps it (the run goes on)."""

@@ -291,6 +291,17 @@ def sample_errors(located: Located, path: tuple[Any, ...], step: dict[str, Any],
         return [
             located.error((*path, "sample"), "sample and retry do not go together: sample already repeats the step")
         ]
+    sample = step["sample"]
+    every = sample.get("every", 1)
+    if "for" in sample and not template.is_template(every):
+        from engine.spec.params import parse_duration
+
+        try:
+            zero = parse_duration(every) <= 0
+        except ValueError:
+            zero = False  # reported by typed_field_errors
+        if zero:
+            return [located.error((*path, "sample", "every"), "sample: `every` must be more than 0 with `for`")]
     return []
 
 

@@ -441,3 +441,21 @@ def test_validate_checks_literal_numbers_of_kinds_and_builtin_shadowing(tmp_path
     assert "steps[0].latency.count: expected integer, got string 'many'" in result.output
     assert "steps[0].latency.every: expected duration, got string 'often'" in result.output
     assert "register 'steps' shadows a built-in name" in result.output
+
+
+def test_a_sample_that_never_ends_is_refused(server, tmp_path):
+    bad = write(
+        tmp_path,
+        "zero",
+        "steps:\n  - id: s\n    name: S\n    redis: {info: server}\n    sample: {every: 0, for: 5s}\n",
+    )
+    result = runbook("validate", str(bad))
+    assert result.code == 2 and "steps[0].sample.every: sample: `every` must be more than 0" in result.output
+    write(
+        tmp_path,
+        "huge",
+        "params:\n  every: {type: string, default: 0s}\nsteps:\n  - id: s\n    name: S\n    redis: {info: server}\n"
+        "    sample: {every: '{{ every }}', for: 1h}\n",
+    )
+    ran = run(server, tmp_path, "test/huge")
+    assert ran.code == 2 and "sample less often" in ran.json()["error"], ran.output
