@@ -231,7 +231,7 @@ steps:
   - id: watch
     name: Sample for an hour
     redis: {command: [ECHO, sampling]}
-    sample: {every: 10ms, for: 1h}
+    sample: {every: 50ms, for: 1h}
     register: series
   - id: after
     name: The run goes on with what was collected
