@@ -459,3 +459,40 @@ def test_a_sample_that_never_ends_is_refused(server, tmp_path):
     )
     ran = run(server, tmp_path, "test/huge")
     assert ran.code == 2 and "sample less often" in ran.json()["error"], ran.output
+
+
+def test_sampling_shows_progress_on_a_terminal(server, tmp_path):
+    import os
+    import sys
+
+    from tests.integration.cli_support import REPO
+
+    pexpect = pytest.importorskip("pexpect")
+    write(
+        tmp_path,
+        "progress",
+        "steps:\n  - id: watch\n    name: Watch\n    redis: {info: stats}\n    sample: {every: 1ms, count: 3}\n",
+    )
+    child = pexpect.spawn(
+        sys.executable,
+        [
+            "-m",
+            "engine.cli",
+            "run",
+            "test/progress",
+            "--redis",
+            server.url,
+            "--procedures",
+            str(tmp_path),
+            "--transcripts-dir",
+            str(tmp_path / "t"),
+        ],
+        cwd=str(REPO),
+        encoding="utf-8",
+        timeout=30,
+        env={k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"},
+    )
+    child.expect(r"sampling watch: 1/3")  # the counter, on the terminal only
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
