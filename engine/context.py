@@ -102,6 +102,7 @@ class StepContext:
     values: dict[str, Any]
     call_procedure: Callable[[str, dict[str, Any]], Any]
     show_progress: bool = False
+    recorded_change: Callable[[str], dict[str, Any] | None] = lambda step_id: None  # restore: blast of a step
 
     @contextmanager
     def progress(self, label: str, total: int | None = None) -> Iterator[Progress]:

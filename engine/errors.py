@@ -82,3 +82,13 @@ class HostKeyError(TargetError):
 
 class ActionFailed(TargetError):
     """The action reached its target and was refused there (a Redis error reply, a failed HTTP call)."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM: stop where we are, record it, exit 130 (or 143). Not an Exception: nothing swallows it."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

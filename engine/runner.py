@@ -7,16 +7,19 @@ applies the step's rules. Every event goes to the transcript before the operator
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from engine import template
-from engine.context import Connections, StepContext
+from engine.context import Connections, Progress, StepContext
 from engine.errors import (
     ActionFailed,
     ExitCode,
+    Interrupted,
     MutationRefused,
     RunbookError,
     StoppedError,
@@ -25,6 +28,7 @@ from engine.errors import (
 from engine.gate import ApprovalRequest, Gate
 from engine.operator import Operator
 from engine.spec.model import Effect, Procedure, Step
+from engine.spec.params import parse_count, parse_duration
 from engine.steps import Action, get
 from engine.transcript.redact import Redactor
 from engine.transcript.writer import TranscriptWriter, sha256_text
@@ -35,6 +39,7 @@ MAX_STEP_EXECUTIONS = 10_000  # a goto loop that never ends is a bug in the proc
 MAX_CHANGE_VISITS = 3  # visits of one changing step (in one procedure frame) that reach the gate
 MAX_CHANGES_BY_FLAG = 50  # changes approved in one run
 RESULT_ITEMS_KEPT = 200
+MAX_SAMPLES = 100_000  # a series is kept in memory and in the transcript: every 0s for 1h is a typo
 
 
 @dataclass
@@ -67,10 +72,37 @@ class RunState:
 
 @dataclass
 class _Frame:
-    """One procedure being walked (a call opens another): how often each step was entered and gated."""
+    """One run of one procedure: visits and gated visits of each step (caps on repeated changes), which
+    steps ran, and what its changes measured and got approved (restore)."""
 
     visits: dict[str, int] = field(default_factory=dict)
     gated: dict[str, set[int]] = field(default_factory=dict)  # step id -> the visits that reached the gate
+    ran: dict[str, bool] = field(default_factory=dict)
+    measured: dict[str, dict[str, Any]] = field(default_factory=dict)
+    approved: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Sampling:
+    every: float
+    duration: float | None
+    count: int | None
+
+
+def _status(outcome: str) -> dict[str, Any]:
+    """`steps.<id>` before and after a step: the outcome beside the result, for branching on it."""
+    return {"outcome": outcome, "error": None, "duration_ms": None, "result": None, "attempts": 0}
+
+
+def _ending(exc: BaseException) -> str:
+    """How the steps ended, as the finally decision records it."""
+    if isinstance(exc, Interrupted):
+        return "interrupted"
+    if isinstance(exc, StepAborted):
+        return "failed" if exc.exit_code == ExitCode.FINDINGS else "aborted"
+    if isinstance(exc, StoppedError):
+        return "refused"
+    return "error"
 
 
 class StepAborted(Exception):
@@ -121,17 +153,39 @@ class Runner:
         self.show_progress = show_progress
         self.on_step = on_step
         self.state = RunState()
+        self.cleaning = 0  # > 0 while finally steps run: the session holds a signal back until they are done
         self._frames: dict[int, _Frame] = {}  # by call depth
         self._predicted: set[str] = set()  # registers that hold a dry-run's prediction, not a result
 
     # -- procedure level -----------------------------------------------------------------------
     def run(self, procedure: Procedure, params: dict[str, Any], *, depth: int = 0) -> dict[str, Any]:
-        """Run every step; returns the registered values. Raises StepAborted/RunbookError to stop."""
-        values: dict[str, Any] = {**self.target_values, **params, "params": dict(params)}
-        ran: dict[str, bool] = {}
+        """Run every step, then the finally steps however the steps ended; returns the registered values.
+
+        Raises StepAborted/RunbookError (or the interruption) to stop, after the cleanup ran.
+        """
+        values: dict[str, Any] = {
+            **self.target_values,
+            **params,
+            "params": dict(params),
+            "steps": {s.id: _status("not_run") for s in procedure.all_steps()},
+        }
         frame = self._frames[depth] = _Frame()  # a finished frame at this depth is replaced
+        try:
+            self._run_steps(procedure, procedure.steps, values, frame, depth)
+        except BaseException as exc:
+            if procedure.finally_steps:
+                self._run_finally(procedure, values, frame, depth, _ending(exc))
+            raise
+        if procedure.finally_steps:
+            failure = self._run_finally(procedure, values, frame, depth, "ok")
+            if failure is not None:
+                raise failure
+        return {k: v for k, v in values.items() if k not in self.target_values and k not in ("params", "steps")}
+
+    def _run_steps(
+        self, procedure: Procedure, steps: tuple[Step, ...], values: dict[str, Any], frame: _Frame, depth: int
+    ) -> None:
         index = 0
-        steps = procedure.steps
         while index < len(steps):
             step = steps[index]
             self.state.executions += 1
@@ -140,12 +194,37 @@ class Runner:
                     f"{step.location}: more than {MAX_STEP_EXECUTIONS} step executions: a goto loop in the procedure?"
                 )
             frame.visits[step.id] = frame.visits.get(step.id, 0) + 1
-            jump = self._run_step(procedure, step, values, ran, depth)
+            jump = self._run_step(procedure, step, values, frame, depth)
             if jump is not None:
                 index = next(i for i, s in enumerate(steps) if s.id == jump)
             else:
                 index += 1
-        return {k: v for k, v in values.items() if k not in self.target_values and k != "params"}
+
+    def _run_finally(
+        self, procedure: Procedure, values: dict[str, Any], frame: _Frame, depth: int, ending: str
+    ) -> BaseException | None:
+        """Every cleanup step, in order, whatever the others do; the first failure is returned, not raised.
+
+        A signal during the cleanup is held back by the session until it is done (`cleaning`).
+        """
+        self.transcript.emit(
+            "decision",
+            step={"id": "finally", "name": f"cleanup of {procedure.id}", "call_depth": depth},
+            expression="finally",
+            value=ending,
+            kind="finally",
+        )
+        self.cleaning += 1
+        first: BaseException | None = None
+        try:
+            for step in procedure.finally_steps:
+                try:
+                    self._run_step(procedure, step, values, frame, depth)
+                except (StepAborted, RunbookError) as exc:
+                    first = first or exc
+        finally:
+            self.cleaning -= 1
+        return first
 
     # -- step level ----------------------------------------------------------------------------
     def _ref(self, procedure: Procedure, step: Step, depth: int, iteration: int | None = None) -> dict[str, Any]:
@@ -161,30 +240,35 @@ class Runner:
         }
 
     def _run_step(
-        self, procedure: Procedure, step: Step, values: dict[str, Any], ran: dict[str, bool], depth: int
+        self, procedure: Procedure, step: Step, values: dict[str, Any], frame: _Frame, depth: int
     ) -> str | None:
+        if step.kind == "restore" and step.action not in frame.measured:
+            self._skip(procedure, step, values, frame, depth, None, f"'{step.action}' changed nothing in this run")
+            return None
         if step.foreach is None:
-            if self._skipped_by_when(procedure, step, values, ran, depth, iteration=None):
+            if self._skipped_by_when(procedure, step, values, frame, depth, iteration=None):
                 return None
-            outcome = self._run_once(procedure, step, values, ran, depth, iteration=None)
+            outcome = self._run_once(procedure, step, values, frame, depth, iteration=None)
             if step.register:
                 values[step.register] = outcome.result
-            ran[step.id] = outcome.really_ran
+            frame.ran[step.id] = outcome.really_ran
             return self._after_failure(step, outcome) if outcome.outcome in ("failed", "error") else None
         items = self._evaluate(step, "foreach", step.foreach, values)
         if isinstance(items, dict):
             items = list(items.items())
         if not isinstance(items, list | tuple):
             raise UsageError(f"{step.location}: foreach gave {type(items).__name__}, not a list")
-        results, worst, any_ran = [], None, False
+        results, statuses, worst, any_ran = [], [], None, False
         for i, item in enumerate(items):
             # `when` is decided per item: it may look at `item`
             scope = {**values, "item": item, "loop": {"index": i, "first": i == 0, "last": i == len(items) - 1}}
-            if self._skipped_by_when(procedure, step, scope, ran, depth, iteration=i):
+            if self._skipped_by_when(procedure, step, scope, frame, depth, iteration=i):
                 results.append(None)
+                statuses.append(values["steps"][step.id])
                 continue
-            outcome = self._run_once(procedure, step, scope, ran, depth, iteration=i)
+            outcome = self._run_once(procedure, step, scope, frame, depth, iteration=i)
             results.append(outcome.result)
+            statuses.append(values["steps"][step.id])
             any_ran = any_ran or outcome.really_ran
             if outcome.outcome in ("failed", "error"):
                 worst = worst or outcome
@@ -192,7 +276,14 @@ class Runner:
                     break  # abort or goto: the remaining items are not tried
         if step.register:
             values[step.register] = results
-        ran[step.id] = any_ran
+        values["steps"][step.id] = {
+            **_status(worst.outcome if worst else ("ok" if any_ran else "skipped")),
+            "error": worst.message if worst else None,
+            "duration_ms": round(sum(s.get("duration_ms") or 0 for s in statuses), 3),
+            "result": results,
+            "items": statuses,
+        }
+        frame.ran[step.id] = any_ran
         return self._after_failure(step, worst) if worst else None
 
     def _skipped_by_when(
@@ -200,7 +291,7 @@ class Runner:
         procedure: Procedure,
         step: Step,
         scope: dict[str, Any],
-        ran: dict[str, bool],
+        frame: _Frame,
         depth: int,
         iteration: int | None,
     ) -> bool:
@@ -211,13 +302,25 @@ class Runner:
         self.transcript.emit("decision", step=ref, expression=step.when, value=bool(decided), kind="when")
         if decided:
             return False
-        reason = f"when: {step.when} is false"
-        self.transcript.emit("step.skipped", step=ref, reason=reason)
-        ran.setdefault(step.id, False)
+        self._skip(procedure, step, scope, frame, depth, iteration, f"when: {step.when} is false")
+        return True
+
+    def _skip(
+        self,
+        procedure: Procedure,
+        step: Step,
+        scope: dict[str, Any],
+        frame: _Frame,
+        depth: int,
+        iteration: int | None,
+        reason: str,
+    ) -> None:
+        self.transcript.emit("step.skipped", step=self._ref(procedure, step, depth, iteration), reason=reason)
+        frame.ran.setdefault(step.id, False)
+        scope["steps"][step.id] = {**_status("skipped"), "error": None}
         self._record(
             StepRecord(step.id, step.name, "skipped", "-", message=reason, depth=depth, procedure=procedure.id)
         )
-        return True
 
     def _after_failure(self, step: Step, outcome: _Outcome) -> str | None:
         policy = step.on_failure
@@ -239,31 +342,70 @@ class Runner:
         procedure: Procedure,
         step: Step,
         values: dict[str, Any],
-        ran: dict[str, bool],
+        frame: _Frame,
         depth: int,
         iteration: int | None,
     ) -> _Outcome:
         ref = self._ref(procedure, step, depth, iteration)
+        started = time.monotonic()
+        if step.kind == "block":
+            outcome, attempt = self._run_block(procedure, step, ref, values, frame, depth)
+            effect, blast, changes = Effect.READ, None, []
+        else:
+            outcome, effect, blast, changes, attempt = self._attempts(procedure, step, ref, values, frame, depth)
+        return self._finish(
+            procedure, step, ref, values, frame, depth, started, outcome, effect, blast, changes, attempt
+        )
+
+    def _attempts(
+        self,
+        procedure: Procedure,
+        step: Step,
+        ref: dict[str, Any],
+        values: dict[str, Any],
+        frame: _Frame,
+        depth: int,
+    ) -> tuple[_Outcome, Effect, dict[str, Any] | None, list[dict[str, Any]], int]:
+        """The step's attempts under its retry policy (whose numbers may be templates, rendered now)."""
         kind = get(step.kind)
         started = time.monotonic()
-        attempts = step.retry.attempts if step.retry else 1
-        deadline = started + step.retry.timeout if step.retry else None
+        try:
+            attempts, interval, timeout = self._retry_policy(step, values)
+        except UsageError as exc:
+            self.transcript.emit("step.started", step=ref, effect="read", where="", command="", attempt=1)
+            return _Outcome("error", message=str(exc), exit_code=ExitCode.USAGE), Effect.READ, None, [], 1
+        deadline = started + timeout if step.retry else None
+        # a check of a change that was not sent (dry-run, or skipped) has nothing to wait for
+        unsent = step.verifies is not None and not frame.ran.get(step.verifies)
         attempt = 0
         while True:
             attempt += 1
-            outcome, effect, blast, changes, final = self._attempt(procedure, step, kind, ref, values, depth, attempt)
+            outcome, effect, blast, changes, final = self._attempt(
+                procedure, step, kind, ref, values, frame, depth, attempt
+            )
             if final or step.retry is None:
                 break
             if step.retry.until is None:
                 if outcome.outcome == "ok":
                     break  # retry without until: retry only while the step errors
+            elif outcome.outcome == "ok" and unsent:
+                why = "dry-run" if self.dry_run else "it did not run"
+                outcome = _Outcome(
+                    "ok",  # the read ran; only the wait is skipped (its expectations are predicted)
+                    outcome.result,
+                    message=f"until '{step.retry.until}' not polled: '{step.verifies}' was not sent ({why})",
+                )
+                self.transcript.emit(
+                    "decision", step=ref, expression=step.retry.until, value="not polled", kind="until"
+                )
+                break
             elif outcome.outcome == "ok":
                 scope = self._scope(step, values, outcome.result)
                 done = self._evaluate(step, "retry.until", step.retry.until, scope)
                 self.transcript.emit("decision", step=ref, expression=step.retry.until, value=bool(done), kind="until")
                 if done:
                     break
-            out_of_time = deadline is not None and time.monotonic() + step.retry.interval > deadline
+            out_of_time = deadline is not None and time.monotonic() + interval > deadline
             if attempt >= attempts or out_of_time:
                 if outcome.outcome == "ok":
                     outcome = _Outcome(
@@ -274,12 +416,99 @@ class Runner:
                         exit_code=ExitCode.FINDINGS,
                     )
                 break
-            time.sleep(step.retry.interval)
+            time.sleep(interval)
+        return outcome, effect, blast, changes, attempt
 
+    def _retry_policy(self, step: Step, values: dict[str, Any]) -> tuple[int, float, float]:
+        if step.retry is None:
+            return 1, 0.0, 0.0
+        return (
+            self._typed(step, "retry.attempts", step.retry.attempts, values, parse_count),
+            self._typed(step, "retry.interval", step.retry.interval, values, parse_duration),
+            self._typed(step, "retry.timeout", step.retry.timeout, values, parse_duration),
+        )
+
+    def _typed(self, step: Step, field_name: str, value: Any, values: dict[str, Any], parse: Any) -> Any:
+        try:
+            return template.typed(value, values, parse)
+        except template.TemplateError as exc:
+            raise UsageError(f"{step.location}: steps.{step.id}.{field_name}: {exc}") from None
+
+    def _run_block(
+        self,
+        procedure: Procedure,
+        step: Step,
+        ref: dict[str, Any],
+        values: dict[str, Any],
+        frame: _Frame,
+        depth: int,
+    ) -> tuple[_Outcome, int]:
+        """The inner steps as one: a failure that aborts inside ends the block (its on_failure decides)."""
+        try:
+            attempts, interval, _ = self._retry_policy(step, values)
+        except UsageError as exc:
+            return _Outcome("error", message=str(exc), exit_code=ExitCode.USAGE), 1
+        registers = [s.register for s in step.action if s.register]
+        attempt = 0
+        while True:
+            attempt += 1
+            self.transcript.emit(
+                "step.started", step=ref, effect="read", where="block", command=f"block {step.id}", attempt=attempt
+            )
+            try:
+                self._run_steps(procedure, step.action, values, frame, depth)
+                outcome = _Outcome("ok", {name: values.get(name) for name in registers})
+            except StepAborted as exc:
+                kind = "failed" if exc.exit_code == ExitCode.FINDINGS else "error"
+                result = {name: values.get(name) for name in registers}
+                outcome = _Outcome(kind, result, message=str(exc), exit_code=exc.exit_code)
+            if step.retry is None:
+                break
+            if outcome.outcome == "ok":
+                if step.retry.until is None:
+                    break
+                scope = self._scope(step, values, outcome.result)
+                done = self._evaluate(step, "retry.until", step.retry.until, scope)
+                self.transcript.emit("decision", step=ref, expression=step.retry.until, value=bool(done), kind="until")
+                if done:
+                    break
+                if attempt >= attempts:
+                    message = f"until '{step.retry.until}' did not hold after {attempt} attempts"
+                    outcome = _Outcome("failed", outcome.result, message=message, exit_code=ExitCode.FINDINGS)
+                    break
+            elif attempt >= attempts:
+                break
+            time.sleep(interval)
+        return outcome, attempt
+
+    def _finish(
+        self,
+        procedure: Procedure,
+        step: Step,
+        ref: dict[str, Any],
+        values: dict[str, Any],
+        frame: _Frame,
+        depth: int,
+        started: float,
+        outcome: _Outcome,
+        effect: Effect,
+        blast: dict[str, Any] | None,
+        changes: list[dict[str, Any]],
+        attempt: int,
+    ) -> _Outcome:
+        """Expectations, the summary line, the transcript record and `steps.<id>`, for any kind of step."""
         if step.secret and outcome.result is not None:
             # before anything renders the result (expect messages, show, the transcript, the console)
             _add_secrets(self.redactor, step.register or step.id, outcome.result)
-        expectations = self._expectations(step, outcome, values, ran) if outcome.outcome in ("ok", "predicted") else []
+        values["steps"][step.id] = {  # expectations and `show` may read this step's own duration and outcome
+            **_status(outcome.outcome),
+            "duration_ms": round((time.monotonic() - started) * 1000, 3),
+            "result": outcome.result,
+            "attempts": attempt,
+        }
+        expectations = (
+            self._expectations(step, outcome, values, frame.ran) if outcome.outcome in ("ok", "predicted") else []
+        )
         failed_critical = [e for e in expectations if e["held"] is False and e["severity"] == "critical"]
         for e in expectations:
             if e["held"] is False and e["severity"] in ("critical", "warning"):
@@ -289,7 +518,7 @@ class Runner:
                 "failed", outcome.result, message=failed_critical[0]["message"], exit_code=ExitCode.FINDINGS
             )
         summary = None
-        if step.show and outcome.outcome in ("ok", "failed"):
+        if step.show and outcome.outcome in ("ok", "failed", "predicted"):
             try:
                 summary = self.redactor.text(
                     str(template.render(step.show, self._scope(step, values, outcome.result))).strip()
@@ -297,6 +526,13 @@ class Runner:
             except template.TemplateError as exc:
                 summary = f"(show: {exc})"
         duration = (time.monotonic() - started) * 1000
+        values["steps"][step.id].update(
+            outcome=outcome.outcome,
+            duration_ms=round(duration, 3),
+            error=self.redactor.text(outcome.message)
+            if outcome.outcome in ("failed", "error", "refused") and outcome.message
+            else None,
+        )
         fields: dict[str, Any] = {
             "step": ref,
             "outcome": outcome.outcome,
@@ -306,6 +542,8 @@ class Runner:
         }
         if outcome.message and outcome.outcome in ("failed", "error", "refused"):
             fields["error"] = {"message": outcome.message, "advice": outcome.advice}
+        elif outcome.message and outcome.outcome == "ok" and step.verifies:
+            fields["note"] = outcome.message
         if expectations:
             fields["expectations"] = expectations
         if summary is not None:
@@ -316,6 +554,8 @@ class Runner:
             fields["predicted_changes" if outcome.outcome == "predicted" else "changes"] = changes
         if attempt > 1:
             fields["attempts"] = attempt
+        if step.cleanup:
+            fields["cleanup"] = True
         self.transcript.emit("step.finished", **fields)
         record = StepRecord(
             step.id,
@@ -346,6 +586,7 @@ class Runner:
         kind: Any,
         ref: dict[str, Any],
         values: dict[str, Any],
+        frame: _Frame,
         depth: int,
         attempt: int,
     ) -> tuple[_Outcome, Effect, dict[str, Any] | None, list[dict[str, Any]], bool]:
@@ -369,20 +610,18 @@ class Runner:
                 values=values,
                 call_procedure=lambda pid, p: self._call(pid, p, depth),
                 show_progress=self.show_progress,
+                recorded_change=frame.measured.get,
             )
             action = kind.plan(body, ctx)
-        except template.TemplateError as exc:
+            sampling = self._sampling(step, values) if step.sample is not None else None
+        except (template.TemplateError, ValueError, TypeError) as exc:
+            # a template, or a value rendered into a field that wants a number or a duration
             self.transcript.emit("step.started", step=ref, effect=str(effect), where="", command="", attempt=attempt)
-            return (
-                _Outcome("error", message=f"{step.location}: {step.kind}: {exc}", exit_code=ExitCode.USAGE),
-                effect,
-                None,
-                [],
-                True,
-            )
+            message = str(exc) if str(exc).startswith(str(step.location)) else f"{step.location}: {step.kind}: {exc}"
+            return _Outcome("error", message=message, exit_code=ExitCode.USAGE), effect, None, [], True
         except RunbookError as exc:
             self.transcript.emit("step.started", step=ref, effect=str(effect), where="", command="", attempt=attempt)
-            return self._error_outcome(exc), effect, None, [], False
+            return self._error_outcome(exc), effect, None, [], isinstance(exc, UsageError)
         effect = max(action.effect, step.effect or Effect.READ)
         command = self.redactor.text(action.command)
         self.transcript.emit(
@@ -394,6 +633,13 @@ class Runner:
             command=command,
             attempt=attempt,
         )
+        if sampling is not None:
+            if effect is not Effect.READ:
+                message = f"{step.location}: sample: only a read step can be sampled (this one is {effect})"
+                return _Outcome("error", message=message, exit_code=ExitCode.USAGE), effect, None, [], True
+            sampled = self._execute(self._sampled(action, step, sampling), ref)
+            _check_shape(step, sampled, sampled=True)
+            return sampled, effect, None, [], False
         blast = None
         if effect is not Effect.READ:
             try:
@@ -402,15 +648,93 @@ class Runner:
                 if isinstance(exc, MutationRefused):
                     raise
                 return self._error_outcome(exc), effect, None, [], False
-            stopped = self._gate(step, ref, action, effect, command, values, blast)
+            stopped = self._gate(step, ref, action, effect, command, values, blast, frame)
             if stopped is not None:
+                if stopped.outcome == "predicted" and blast:
+                    frame.measured.setdefault(step.id, blast)
                 changes = action.changes(blast, None) if action.changes and stopped.outcome == "predicted" else []
                 return stopped, effect, blast, changes, True
+            if blast:
+                frame.measured.setdefault(step.id, blast)  # what `restore:` puts back: the value before
         outcome = self._execute(action, ref, secret_name=(step.register or step.id) if step.secret else None)
+        _check_shape(step, outcome)
         changes = []
         if outcome.outcome == "ok" and effect is not Effect.READ and action.changes:
             changes = action.changes(blast, outcome.result)
         return outcome, effect, blast, changes, False
+
+    def _sampling(self, step: Step, values: dict[str, Any]) -> _Sampling:
+        sample = step.sample
+        assert sample is not None
+        sampling = _Sampling(
+            every=self._typed(step, "sample.every", sample.every, values, parse_duration),
+            duration=self._typed(step, "sample.for", sample.duration, values, parse_duration)
+            if sample.duration is not None
+            else None,
+            count=self._typed(step, "sample.count", sample.count, values, parse_count)
+            if sample.count is not None
+            else None,
+        )
+        planned = sampling.count or (
+            (sampling.duration or 0) / sampling.every + 1 if sampling.every > 0 else float("inf")
+        )
+        if planned > MAX_SAMPLES:
+            raise UsageError(
+                f"{step.location}: steps.{step.id}.sample: {planned:g} samples (every {sampling.every:g}s) is more "
+                f"than {MAX_SAMPLES:,}: sample less often"
+            )
+        return sampling
+
+    def _sampled(self, action: Action, step: Step, sampling: _Sampling) -> Action:
+        """The read run every `every`; Ctrl-C ends the series early and keeps it (the run goes on)."""
+
+        def execute() -> dict[str, Any]:
+            samples: list[dict[str, Any]] = []
+            started = time.monotonic()
+            total = sampling.count or int((sampling.duration or 0) / max(sampling.every, 1e-3)) + 1
+            progress = Progress(f"sampling {step.id}", total, self.show_progress)
+            interrupted = False
+            try:
+                while True:
+                    at = time.monotonic() - started
+                    sample: dict[str, Any] = {"t": round(at, 3), "at": utc_now()}
+                    try:
+                        sample["value"] = action.execute()
+                    except MutationRefused:
+                        raise
+                    except RunbookError as exc:
+                        sample.update(value=None, error=self.redactor.text(str(exc)))
+                    samples.append(sample)
+                    progress.advance(1)
+                    if sampling.count is not None and len(samples) >= sampling.count:
+                        break
+                    next_at = len(samples) * sampling.every
+                    if sampling.duration is not None and next_at > sampling.duration + 1e-9:
+                        break
+                    time.sleep(max(0.0, started + next_at - time.monotonic()))
+            except Interrupted as exc:
+                if exc.signum != signal.SIGINT:
+                    raise
+                interrupted = True
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                progress.finish()
+            if interrupted:
+                self.operator.tell(f"  sampling stopped by Ctrl-C: {len(samples)} samples kept")
+            if samples and all("error" in s for s in samples):
+                raise ActionFailed(samples[-1]["error"])
+            return {
+                "samples": samples,
+                "readings": [s.get("value") for s in samples],  # not `values`: that is a mapping method
+                "count": len(samples),
+                "errors": sum(1 for s in samples if "error" in s),
+                "interrupted": interrupted,
+                "every_s": sampling.every,
+                "elapsed_s": round(time.monotonic() - started, 3),
+            }
+
+        return Action(action.effect, action.where, action.command, execute)
 
     def _scope(self, step: Step, values: dict[str, Any], result: Any) -> dict[str, Any]:
         return {**values, "result": result, **({step.register: result} if step.register else {})}
@@ -424,18 +748,42 @@ class Runner:
         command: str,
         values: dict[str, Any],
         blast: dict[str, Any] | None,
+        frame: _Frame,
     ) -> _Outcome | None:
         """None to go ahead; else the outcome that replaces running (predicted in dry-run, or refused)."""
         if self.dry_run:
             predicted = action.predict(blast) if action.predict else None
             return _Outcome("predicted", predicted, message="dry-run: not sent", really_ran=False)
+        digest = sha256_text(command)
+        if step.kind == "restore" and step.action in frame.approved:
+            # putting back what an approved change changed: that approval covers it, and says so
+            original = frame.approved[step.action]
+            self.transcript.emit(
+                "approval.requested",
+                step=ref,
+                effect=str(effect),
+                command=command,
+                command_sha256=digest,
+                where=action.where,
+                blast_radius=blast or {},
+                confirm=f"put back what '{step.action}' changed",
+            )
+            self.state.approvals += 1
+            self.transcript.emit(
+                "approval.given",
+                step=ref,
+                by=original["by"],
+                method="pre-approved",
+                command_sha256=digest,
+                pre_approved_by={"step": step.action, **original},
+            )
+            return None
         confirm = None
         if step.confirm:
             try:
                 confirm = self.redactor.text(str(template.render(step.confirm, values)))
             except template.TemplateError as exc:
                 confirm = f"(confirm text failed: {exc})"
-        digest = sha256_text(command)
         repeat = self._repeat(step, ref["call_depth"])
         self.transcript.emit(
             "approval.requested",
@@ -477,6 +825,7 @@ class Runner:
             )
         self.state.approvals += 1
         self.transcript.emit("approval.given", step=ref, by=decision.by, method=decision.method, command_sha256=digest)
+        frame.approved.setdefault(step.id, {"by": decision.by, "method": decision.method, "command_sha256": digest})
         return None
 
     def _repeat(self, step: Step, depth: int) -> str:
@@ -594,6 +943,22 @@ class Runner:
 def _nth(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
+
+
+def _check_shape(step: Step, outcome: _Outcome, *, sampled: bool = False) -> None:
+    """Tests run with RUNBOOK_CHECK_RESULTS=1: a kind whose result drifts from its declared shape is a bug."""
+    from engine.steps import results
+
+    if outcome.outcome != "ok" or not results.checking():
+        return
+    problem = results.check_result(step.kind, step.action, outcome.result, sampled=sampled)
+    if problem:
+        raise AssertionError(f"{step.location}: {step.kind} result does not match its declared shape: {problem}")
+
+
+def utc_now() -> str:
+    """The engine's one time format (the `now` template value), for samples and parsers."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _add_secrets(redactor: Redactor, name: str, value: Any) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import __version__
-from engine.errors import ExitCode, RunbookError, StoppedError, UsageError
+from engine.errors import ExitCode, Interrupted, RunbookError, StoppedError, UsageError
 from engine.spec.model import Procedure
 from engine.targets import Target
 
@@ -85,17 +85,15 @@ class RunResult:
 INCIDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM: stop where we are, record it, exit 130 (or 143)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 @contextmanager
-def _signals_raise() -> Iterator[None]:
+def _signals_raise(cleaning: Callable[[], bool] = lambda: False, held: list[int] | None = None) -> Iterator[None]:
+    """A signal raises Interrupted, except during cleanup (finally steps): the first one waits for it to end."""
+
     def handler(signum: int, frame: Any) -> None:
+        if cleaning() and held is not None and not held:
+            held.append(signum)
+            sys.stderr.write("\n  cleaning up (finally steps); interrupt again to abandon the cleanup\n")
+            return
         raise Interrupted(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -254,8 +252,11 @@ def execute(
         started = time.monotonic()
         outcome, code, error = "ok", ExitCode.OK, None
         try:
-            with _signals_raise():
+            held: list[int] = []
+            with _signals_raise(lambda: runner.cleaning > 0, held):
                 runner.run(procedure, params)
+                if held:
+                    raise Interrupted(held[0])
                 if runner.state.findings:
                     outcome, code = "findings", ExitCode.FINDINGS
         except StepAborted as exc:

@@ -46,13 +46,17 @@ def describe(
     }
     values = {**values, **shown}  # what is rendered for display never holds a secret
     steps = []
-    for step in procedure.steps:
+    for step, phase, depth in _flatten(procedure):
         errors: list[str] = []
-        body = _try_render(step.action, values, errors)
-        if step.kind == "call" and load is not None:
-            effect = _call_effect(step, load, frozenset({procedure.id}))
+        effect: StaticEffect | None = None
+        if step.kind == "block":
+            body = step.action
         else:
-            effect = static_effect(step.kind, step.action, step.effect, rendered=body)
+            body = _try_render(step.action, values, errors)
+            if step.kind == "call" and load is not None:
+                effect = _call_effect(step, load, frozenset({procedure.id}))
+            else:
+                effect = static_effect(step.kind, step.action, step.effect, rendered=body)
         confirm = _try_render(step.confirm, values, errors) if step.confirm else None
         for field in ("show", "when"):
             if getattr(step, field):
@@ -62,14 +66,18 @@ def describe(
                 "id": step.id,
                 "name": step.name,
                 "kind": step.kind,
-                "effect": str(effect.effect) if effect.effect is not None else RUN_TIME,
+                "effect": "-" if effect is None else str(effect.effect) if effect.effect is not None else RUN_TIME,
                 # decided at run time: what it is with the values given, when those tell it (else null)
-                "effect_for_values": str(effect.for_values) if effect.for_values is not None else None,
+                "effect_for_values": str(effect.for_values) if effect and effect.for_values is not None else None,
                 "summary": get(step.kind).summary(body) if isinstance(body, dict | list | str | int | float) else "",
                 "when": step.when,
                 "confirm": confirm,
                 "source": str(step.location),
                 "template_errors": errors,
+                "phase": phase,
+                "depth": depth,
+                **({"foreach": step.foreach} if step.foreach else {}),
+                **({"sample": "sampled"} if step.sample else {}),
             }
         )
     return {
@@ -106,7 +114,9 @@ def _call_effect(step: Step, load: Callable[[str], Procedure], calling: frozense
     except RunbookError:
         return StaticEffect(None)
     strongest = Effect.READ
-    for inner in callee.steps:
+    for inner in callee.all_steps():
+        if inner.kind == "block":
+            continue  # its steps are in all_steps() too
         if inner.kind == "call":
             found = _call_effect(inner, load, calling | {callee_id})
         else:
@@ -115,6 +125,21 @@ def _call_effect(step: Step, load: Callable[[str], Procedure], calling: frozense
             return StaticEffect(None)  # the call's params may decide it
         strongest = max(strongest, found.effect)
     return StaticEffect(strongest)
+
+
+def _flatten(procedure: Procedure) -> list[tuple[Any, str, int]]:
+    """Steps in reading order: blocks opened (their steps indented), then the finally steps."""
+    out: list[tuple[Any, str, int]] = []
+
+    def walk(steps: Any, phase: str, depth: int) -> None:
+        for step in steps:
+            out.append((step, phase, depth))
+            if step.kind == "block":
+                walk(step.action, phase, depth + 1)
+
+    walk(procedure.steps, "steps", 0)
+    walk(procedure.finally_steps, "finally", 0)
+    return out
 
 
 def _try_render(value: Any, values: dict[str, Any], errors: list[str], *, expression: bool = False) -> Any:
@@ -141,7 +166,13 @@ def _try_render(value: Any, values: dict[str, Any], errors: list[str], *, expres
     return walk(value)
 
 
-_MARK = {"read": "[read]", "write": "[WRITE]", "destructive": "[DESTRUCTIVE]", RUN_TIME: f"[{RUN_TIME}]"}
+_MARK = {
+    "read": "[read]",
+    "write": "[WRITE]",
+    "destructive": "[DESTRUCTIVE]",
+    RUN_TIME: f"[{RUN_TIME}]",
+    "-": "[block]",
+}
 
 
 def render_text(data: dict[str, Any]) -> str:
@@ -161,8 +192,11 @@ def render_text(data: dict[str, Any]) -> str:
             )
     lines.append("steps:")
     for i, s in enumerate(data["steps"], 1):
+        if s.get("phase") == "finally" and (i == 1 or data["steps"][i - 2].get("phase") != "finally"):
+            lines.append("finally (always runs, however the steps end):")
         mark = _MARK.get(s["effect"], f"[{s['effect']}]")
-        lines.append(f"  {i:>2}. {mark:<14} {s['id']}: {s['name']}")
+        indent = "    " * s.get("depth", 0)
+        lines.append(f"  {i:>2}. {indent}{mark:<14} {s['id']}: {s['name']}")
         if s["summary"]:
             lines.append(f"      {s['summary']}")
         if s["kind"] == "call" and s["effect"] != "read":

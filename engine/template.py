@@ -21,6 +21,7 @@ import jinja2
 from jinja2 import StrictUndefined, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from engine import safe_regex
 from engine.spec.params import parse_duration, parse_size
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
@@ -82,8 +83,162 @@ def _tenant_of(key: str) -> str | None:
 
 
 def _lines_matching(text: str, pattern: str) -> list[str]:
-    rx = re.compile(pattern)
-    return [line for line in str(text).splitlines() if rx.search(line)]
+    rx = safe_regex.compile_bounded(pattern)
+    return [line for line in safe_regex.bounded_text(text).splitlines() if rx.search(line)]
+
+
+def _matches(text: Any, pattern: str) -> bool:
+    """`matches(line, 'ERR .*timeout')`: a search, bounded (no nested unbounded repeats, capped text)."""
+    return safe_regex.search(pattern, text) is not None
+
+
+def _regex_find(text: Any, pattern: str) -> list[Any]:
+    """Every match (or its groups) of a bounded pattern: `regex_find(out, 'used=(\\d+)')`."""
+    return safe_regex.compile_bounded(pattern).findall(safe_regex.bounded_text(text))
+
+
+# -- time: one format for the engine (`now`, samples) and the parsers ------------------------------------------
+
+ENGINE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def parse_time(value: Any) -> float:
+    """Epoch seconds from the engine's `now` (2026-11-26T02:03:04Z), ISO 8601 with an offset, a Redis log
+    time (26 Nov 2026 02:03:04.567), or a number of epoch seconds. A time without a zone is UTC."""
+    from datetime import UTC, datetime
+
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        from engine.parsers.redis_host import parse_time as parse_log_time
+
+        parsed = parse_log_time(text)
+        if parsed is None:
+            raise ValueError(
+                f"'{text}' is not a time (like {time.strftime(ENGINE_TIME_FORMAT, time.gmtime(0))})"
+            ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def format_time(value: Any, fmt: str = ENGINE_TIME_FORMAT) -> str:
+    """A time (epoch seconds or any text parse_time reads) in the engine's format, or `fmt` (strftime, UTC)."""
+    return time.strftime(fmt, time.gmtime(parse_time(value)))
+
+
+def _seconds_since(value: Any, now: Any = None) -> float:
+    """Seconds from a time to `now` (default: the engine's clock now)."""
+    return (time.time() if now is None else parse_time(now)) - parse_time(value)
+
+
+# -- series (a `sample:` step's result) --------------------------------------------------------------------------
+
+
+def _samples(series: Any) -> list[dict[str, Any]]:
+    """A sampled result ({samples: [{t, value}]}) or a plain list (each item a value, t unknown)."""
+    if isinstance(series, Mapping) and isinstance(series.get("samples"), list):
+        return [s for s in series["samples"] if "error" not in s]
+    if isinstance(series, list | tuple):
+        return [{"t": None, "value": v} for v in series]
+    raise TypeError(f"expected a series (a sampled result or a list), got {type(series).__name__}")
+
+
+def _values(series: Any, expression: str | None = None) -> list[Any]:
+    """The values of a series; with an expression over `value` (and `t`), that expression per sample."""
+    if expression is None:
+        return [s["value"] for s in _samples(series)]
+    return [evaluate(expression, {"value": s["value"], "t": s["t"]}) for s in _samples(series)]
+
+
+def _numbers(series: Any, expression: str | None = None) -> list[float]:
+    return [float(v) for v in _values(series, expression) if v is not None]
+
+
+def _series_min(*args: Any, **kwargs: Any) -> Any:
+    if len(args) in (1, 2) and isinstance(args[0], Mapping) and "samples" in args[0]:
+        return min(_numbers(*args), default=None)
+    return min(*args, **kwargs)
+
+
+def _series_max(*args: Any, **kwargs: Any) -> Any:
+    if len(args) in (1, 2) and isinstance(args[0], Mapping) and "samples" in args[0]:
+        return max(_numbers(*args), default=None)
+    return max(*args, **kwargs)
+
+
+def _avg(series: Any, expression: str | None = None) -> float | None:
+    numbers = _numbers(series, expression)
+    return sum(numbers) / len(numbers) if numbers else None
+
+
+def _last(series: Any, expression: str | None = None) -> Any:
+    values = _values(series, expression)
+    return values[-1] if values else None
+
+
+def _all(series: Any, expression: str | None = None) -> bool:
+    values = _values(series, expression)
+    return bool(values) and all(bool(v) for v in values)
+
+
+def _any(series: Any, expression: str | None = None) -> bool:
+    return any(bool(v) for v in _values(series, expression))
+
+
+def _held_for(series: Any, expression: str) -> float:
+    """Seconds the expression has held without a break up to the last sample (0 when the last fails)."""
+    samples = _samples(series)
+    held_since = None
+    for sample in samples:
+        if bool(evaluate(expression, {"value": sample["value"], "t": sample["t"]})):
+            held_since = sample if held_since is None else held_since
+        else:
+            held_since = None
+    if held_since is None or held_since["t"] is None:
+        return 0.0
+    return round(float(samples[-1]["t"]) - float(held_since["t"]), 3)
+
+
+def _rate(series: Any, expression: str | None = None) -> float | None:
+    """Per second, between the first and the last sample (a counter such as evicted_keys)."""
+    samples = _samples(series)
+    if len(samples) < 2 or samples[0]["t"] is None:
+        return None
+    values = _numbers(series, expression)
+    elapsed = float(samples[-1]["t"]) - float(samples[0]["t"])
+    return (values[-1] - values[0]) / elapsed if elapsed > 0 else None
+
+
+def _rates(series: Any, expression: str | None = None) -> dict[str, Any]:
+    """The per-second change between consecutive samples, as a series (t of the later sample): a counter's
+    rate over time, for `held_for(rates(stats, 'value.evicted_keys'), 'value > 100')`."""
+    samples = [s for s in _samples(series) if s["t"] is not None]
+    values = _numbers({"samples": samples}, expression)
+    out = []
+    for (a, va), (b, vb) in zip(
+        zip(samples, values, strict=False), zip(samples[1:], values[1:], strict=False), strict=False
+    ):
+        elapsed = float(b["t"]) - float(a["t"])
+        if elapsed > 0:
+            out.append({"t": b["t"], "value": (vb - va) / elapsed})
+    return {"samples": out}
+
+
+def _decreases(before: Any, after: Any, field: str | None = None) -> dict[str, float]:
+    """Keys whose number went down from `before` to `after` (missing after: down to 0), by how much:
+    `decreases(before.by_tenant, after.by_tenant, 'keys')` = the tenants that lost keys."""
+    out: dict[str, float] = {}
+    for key, old in (before or {}).items():
+        new = (after or {}).get(key)
+        old_n = (old or {}).get(field) if field else old
+        new_n = ((new or {}).get(field) if field else new) or 0
+        if old_n is not None and float(new_n) < float(old_n):
+            out[key] = float(old_n) - float(new_n)
+    return out
 
 
 def _shell_finalize(value: Any) -> str:
@@ -107,8 +262,17 @@ def _build(finalize: Any = None) -> ImmutableSandboxedEnvironment:
     )
     env.globals.update(
         percent=_percent,
-        min=min,
-        max=max,
+        min=_series_min,
+        max=_series_max,
+        avg=_avg,
+        last=_last,
+        all=_all,
+        any=_any,
+        held_for=_held_for,
+        rate=_rate,
+        rates=_rates,
+        decreases=_decreases,
+        series_values=_values,
         len=len,
         int=int,
         float=float,
@@ -124,11 +288,23 @@ def _build(finalize: Any = None) -> ImmutableSandboxedEnvironment:
         count_by=_count_by,
         tenant_of=_tenant_of,
         lines_matching=_lines_matching,
+        matches=_matches,
+        regex_find=_regex_find,
+        parse_time=parse_time,
+        format_time=format_time,
+        seconds_since=_seconds_since,
         parse_size=parse_size,
         parse_duration=parse_duration,
         time=time.time,
     )
-    env.filters.update(tenant_of=_tenant_of, count_by=_count_by)
+    env.filters.update(
+        tenant_of=_tenant_of,
+        count_by=_count_by,
+        matches=_matches,
+        parse_time=parse_time,
+        format_time=format_time,
+        parse_duration=parse_duration,
+    )
     return env
 
 
@@ -172,6 +348,16 @@ def render(value: Any, values: Mapping[str, Any], *, shell: bool = False) -> Any
         raise TemplateError(_message(exc)) from None
     except Exception as exc:  # arithmetic on live data: ZeroDivisionError, TypeError, ...
         raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+
+
+def typed(value: Any, values: Mapping[str, Any], parse: Any) -> Any:
+    """A number/duration/count field: rendered when it is a template, then parsed; a bad value is a TemplateError."""
+    rendered = render(value, values) if is_template(value) else value
+    try:
+        return parse(rendered)
+    except (ValueError, TypeError) as exc:
+        shown = f" ({value!r} gave {rendered!r})" if rendered is not value else ""
+        raise TemplateError(f"{exc}{shown}") from None
 
 
 def render_data(

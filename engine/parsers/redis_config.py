@@ -127,3 +127,29 @@ def _as_config_text(value: Any) -> str:
     if isinstance(value, list | tuple):
         return " ".join(_as_config_text(v) for v in value)
     return "" if value is None else str(value)
+
+
+def parse_redis_conf(text: str) -> dict[str, str]:
+    """redis.conf lines (a local file, or `cat` output over ssh) -> {directive: value}.
+
+    Comments and blank lines are skipped; quotes around a value are removed; repeated directives that
+    Redis accumulates (save, client-output-buffer-limit, rename-command) are joined with a space.
+    """
+    out: dict[str, str] = {}
+    for raw in str(text).splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.partition(" ")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        name = name.lower()
+        if name in out and name in _ACCUMULATED:
+            out[name] = f"{out[name]} {value}"
+        else:
+            out[name] = value
+    return out
+
+
+_ACCUMULATED = frozenset({"save", "client-output-buffer-limit", "rename-command", "loadmodule", "include"})

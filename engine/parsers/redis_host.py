@@ -10,7 +10,7 @@ window ("the last 5 minutes") is measured against the host's own clock (`now`), 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 _MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -45,8 +45,16 @@ _ERROR = re.compile(
 
 
 def parse_time(text: str) -> datetime | None:
-    """'2026-11-26 02:03:04', '2026-11-26T02:03:04', or Redis's '26 Nov 2026 02:03:04.567' -> naive datetime."""
+    """'2026-11-26 02:03:04', '2026-11-26T02:03:04', Redis's '26 Nov 2026 02:03:04.567', or the engine's own
+    `now` ('2026-11-26T02:03:04Z', or with an offset: converted to UTC) -> naive datetime."""
     text = str(text).strip()
+    if text.endswith("Z") or re.search(r"[+-]\d{2}:?\d{2}$", text):
+        try:
+            aware = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        except ValueError:
+            aware = None
+        if aware is not None and aware.tzinfo is not None:
+            return aware.astimezone(UTC).replace(tzinfo=None)
     for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S.%f"):
         try:
             return datetime.strptime(text, fmt)

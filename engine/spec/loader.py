@@ -10,7 +10,7 @@ from typing import Any
 
 from engine.errors import SourceError, UsageError
 from engine.resources import procedures_dir
-from engine.spec.model import Effect, Expectation, Location, OnFailure, Param, Procedure, Retry, Step
+from engine.spec.model import Effect, Expectation, Location, OnFailure, Param, Procedure, Retry, Sample, Step
 from engine.spec.params import parse_duration
 from engine.spec.yamlsource import Located, load_yaml
 
@@ -77,22 +77,54 @@ def build(located: Located, sha256: str) -> Procedure:
         )
         for name, spec in (data.get("params") or {}).items()
     )
+    steps = _build_steps(located, data["steps"], ("steps",))
+    cleanup = _build_steps(located, data.get("finally") or [], ("finally",), cleanup=True)
+    return Procedure(
+        id=data["id"],
+        title=data["title"],
+        section=data["section"],
+        description=data.get("description", ""),
+        file=located.file,
+        sha256=sha256,
+        params=params,
+        requires=tuple(data.get("requires") or ()),
+        steps=steps,
+        tags=tuple(data.get("tags") or ()),
+        finally_steps=cleanup,
+    )
+
+
+def _literal(value: Any, parse: Any) -> Any:
+    """A literal number or duration is parsed now (validate checked it); a template waits for the step."""
+    from engine import template
+
+    return value if template.is_template(value) else parse(value)
+
+
+def _build_steps(
+    located: Located, raws: list[dict[str, Any]], path: tuple[Any, ...], *, cleanup: bool = False
+) -> tuple[Step, ...]:
+    from engine.spec.params import parse_count
     from engine.steps import kinds
 
     registry = kinds()
     steps = []
-    for i, raw in enumerate(data["steps"]):
+    for i, raw in enumerate(raws):
         kind = next(k for k in raw if k in registry)
         retry = raw.get("retry")
+        sample = raw.get("sample")
         failure = raw.get("on_failure", "abort")
+        action = raw[kind]
+        if kind == "block":
+            action = _build_steps(located, action, (*path, i, "block"), cleanup=cleanup)
         steps.append(
             Step(
                 id=raw["id"],
                 name=raw["name"],
                 kind=kind,
-                action=raw[kind],
+                action=action,
                 index=i,
-                location=Location(located.file, located.position(("steps", i))[0]),
+                location=Location(located.file, located.position((*path, i))[0]),
                 when=raw.get("when"),
                 register=raw.get("register"),
                 expect=tuple(
@@ -101,9 +133,9 @@ def build(located: Located, sha256: str) -> Procedure:
                 ),
                 retry=Retry(
                     until=retry.get("until"),
-                    attempts=int(retry.get("attempts", 10)),
-                    interval=parse_duration(retry.get("interval", 1)),
-                    timeout=parse_duration(retry.get("timeout", 60)),
+                    attempts=_literal(retry.get("attempts", 10), parse_count),
+                    interval=_literal(retry.get("interval", 1), parse_duration),
+                    timeout=_literal(retry.get("timeout", 60), parse_duration),
                 )
                 if retry
                 else None,
@@ -114,20 +146,17 @@ def build(located: Located, sha256: str) -> Procedure:
                 verifies=raw.get("verifies"),
                 secret=bool(raw.get("secret", False)),
                 show=raw.get("show"),
+                sample=Sample(
+                    every=_literal(sample.get("every", 1), parse_duration),
+                    duration=_literal(sample["for"], parse_duration) if sample.get("for") is not None else None,
+                    count=_literal(sample["count"], parse_count) if sample.get("count") is not None else None,
+                )
+                if sample
+                else None,
+                cleanup=cleanup,
             )
         )
-    return Procedure(
-        id=data["id"],
-        title=data["title"],
-        section=data["section"],
-        description=data.get("description", ""),
-        file=located.file,
-        sha256=sha256,
-        params=params,
-        requires=tuple(data.get("requires") or ()),
-        steps=tuple(steps),
-        tags=tuple(data.get("tags") or ()),
-    )
+    return tuple(steps)
 
 
 @dataclass(frozen=True)

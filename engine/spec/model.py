@@ -64,12 +64,24 @@ class Expectation:
 
 @dataclass(frozen=True)
 class Retry:
-    """Poll a step until `until` holds, bounded both by attempts and by wall time."""
+    """Poll a step until `until` holds, bounded both by attempts and by wall time.
+
+    attempts/interval/timeout are numbers, or templates rendered when the step runs (a param-driven wait).
+    """
 
     until: str | None
-    attempts: int = 10
-    interval: float = 1.0
-    timeout: float = 60.0
+    attempts: int | str = 10
+    interval: float | str = 1.0
+    timeout: float | str = 60.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Run a read step `every` D, `for` T or `count` N times: the registered value is the series."""
+
+    every: float | str = 1.0
+    duration: float | str | None = None  # `for:` in YAML
+    count: int | str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,8 @@ class Step:
     verifies: str | None = None  # id of the change step whose effect this step checks
     secret: bool = False  # the registered result is a secret: redact it everywhere
     show: str | None = None  # a line for the operator, rendered after the step ran
+    sample: Sample | None = None
+    cleanup: bool = False  # one of the procedure's `finally:` steps
 
 
 @dataclass(frozen=True)
@@ -111,9 +125,23 @@ class Procedure:
     requires: tuple[str, ...]
     steps: tuple[Step, ...]
     tags: tuple[str, ...] = ()
+    finally_steps: tuple[Step, ...] = ()  # run after the steps, however they ended
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
 
     def step(self, step_id: str) -> Step | None:
-        return next((s for s in self.steps if s.id == step_id), None)
+        return next((s for s in self.all_steps() if s.id == step_id), None)
+
+    def all_steps(self) -> list[Step]:
+        """Every step, those inside blocks and the finally steps included (ids are unique across them)."""
+        return [*walk_steps(self.steps), *walk_steps(self.finally_steps)]
+
+
+def walk_steps(steps: tuple[Step, ...]) -> list[Step]:
+    out: list[Step] = []
+    for step in steps:
+        out.append(step)
+        if step.kind == "block":
+            out.extend(walk_steps(step.action))
+    return out

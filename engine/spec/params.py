@@ -74,6 +74,19 @@ def parse_duration(value: Any) -> float:
     return float(match.group(1)) * _DURATION_UNITS[unit]
 
 
+def parse_count(value: Any) -> int:
+    """A whole number of at least 1 (attempts, samples): 5 or '5'; never a bool, a fraction or 0."""
+    if isinstance(value, bool):
+        raise ValueError(f"'{value}' is not a count (a whole number >= 1)")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"'{value}' is not a count (a whole number >= 1)")
+    return value
+
+
 def parse_size(value: Any) -> int:
     """'2gb', '512mb', '100kb' or a plain number of bytes -> bytes, with Redis's meaning of the units."""
     if isinstance(value, bool):

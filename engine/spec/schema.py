@@ -16,7 +16,15 @@ from engine.resources import schema_path
 from engine.spec.yamlsource import Located, format_path
 
 SCHEMA_ID = "https://runbook.dev/schemas/procedure.schema.json"
-DURATION = {"type": ["string", "number"], "description": "A duration: 500ms, 90s, 5m, 1h, or seconds."}
+DURATION = {
+    "type": ["string", "number"],
+    "description": "A duration: 500ms, 90s, 5m, 1h, seconds, or a template rendering to one.",
+}
+COUNT = {
+    "type": ["integer", "string"],
+    "minimum": 1,
+    "description": "A whole number >= 1, or a template rendering to one.",
+}
 STEP_FIELDS: dict[str, Any] = {
     "id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$", "description": "Unique within the procedure."},
     "name": {"type": "string", "minLength": 1, "description": "What the step does, for humans."},
@@ -46,6 +54,7 @@ STEP_FIELDS: dict[str, Any] = {
         "description": "A line for the operator once the step ran (template over "
         "`result` and registers); kept in the transcript as `summary`.",
     },
+    "sample": {"$ref": "#/$defs/sample"},
 }
 
 
@@ -98,10 +107,17 @@ def build_procedure_schema() -> dict[str, Any]:
                 "additionalProperties": False,
                 "properties": {
                     "until": {"type": "string"},
-                    "attempts": {"type": "integer", "minimum": 1},
+                    "attempts": COUNT,
                     "interval": DURATION,
                     "timeout": DURATION,
                 },
+            },
+            "sample": {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "Run a read step `every` D `for` T (or `count` N times); the result is the series.",
+                "properties": {"every": DURATION, "for": DURATION, "count": COUNT},
+                "oneOf": [{"required": ["for"]}, {"required": ["count"]}],
             },
             "on_failure": {
                 "oneOf": [
@@ -137,6 +153,12 @@ def build_procedure_schema() -> dict[str, Any]:
                 "additionalProperties": {"$ref": "#/$defs/param"},
             },
             "steps": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/step"}},
+            "finally": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/step"},
+                "description": "Cleanup steps, run in order after the steps however they ended "
+                "(success, failure, refusal, Ctrl-C); each gated like any other step.",
+            },
         },
         "$defs": defs,
     }
@@ -184,6 +206,8 @@ def _readable(error: Any, located: Located, schema: dict[str, Any]) -> list[Sour
         from engine.steps import kinds
 
         return [located.error(path, "a step needs one action: " + ", ".join(sorted(kinds())))]
+    if kind == "oneOf" and path and path[-1] == "sample":
+        return [located.error(path, "sample needs exactly one of 'for' (a duration) or 'count' (a number)")]
     if kind == "oneOf" and path and path[-1] == "on_failure":
         return [located.error(path, "on_failure must be abort, continue, or {goto: <step id>}")]
     if kind == "type":

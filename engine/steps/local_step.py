@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import fsutil
 from engine.errors import ActionFailed, MutationRefused, UsageError
+from engine.parsers.redis_config import parse_redis_conf
 from engine.spec.model import Effect
 from engine.steps import Action, StepKind, register
 
@@ -51,20 +52,6 @@ SCHEMA = {
         },
     },
 }
-
-
-def parse_redis_conf(text: str) -> dict[str, str]:
-    """redis.conf lines -> {directive: value}; repeated directives (save, rename-command) are joined."""
-    out: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.partition(" ")
-        value = value.strip().strip('"')
-        name = name.lower()
-        out[name] = f"{out[name]} {value}" if name in out and name in ("save", "client-output-buffer-limit") else value
-    return out
 
 
 def _stat(path: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import UsageError
-from engine.parsers import host, redis_host
+from engine.parsers import host, redis_config, redis_host
 from engine.spec.model import Effect
 from engine.spec.params import parse_duration
 from engine.steps import Action, StepKind, register
@@ -37,6 +37,10 @@ _FORMATS: dict[str, tuple[str, Callable[[str], Any]]] = {
         "Redis log lines -> {entries, errors, warnings, problems, counts} (see now/within)",
         redis_host.parse_redis_log,
     ),
+    "redis-conf": (
+        "redis.conf text (`cat /etc/redis/redis.conf` over ssh) -> {directive: value}",
+        redis_config.parse_redis_conf,
+    ),
 }
 
 SCHEMA = {
@@ -50,7 +54,8 @@ SCHEMA = {
         "text": {"type": "string", "description": "The text, usually {{ <register>.stdout }}."},
         "now": {
             "type": "string",
-            "description": "redis-log: the host's clock as text (date '+%Y-%m-%d %H:%M:%S' run on the host).",
+            "description": "redis-log: the clock the window ends at: the host's (date '+%Y-%m-%d %H:%M:%S' "
+            "run on the host) or the engine's `{{ now }}` (UTC: right when the host logs in UTC).",
         },
         "within": {
             "type": ["string", "number"],

@@ -48,7 +48,12 @@ SCHEMA = {
             "properties": {
                 "match": {"type": "string"},
                 "count": {"type": ["integer", "string"]},
-                "checks": {"type": "array", "items": {"enum": ["ttl", "type", "memory"]}, "uniqueItems": True},
+                "checks": {
+                    "type": "array",
+                    "items": {"enum": ["ttl", "type", "memory", "freq"]},
+                    "uniqueItems": True,
+                    "description": "freq: OBJECT FREQ (the LFU counter; needs an LFU maxmemory-policy, else null).",
+                },
                 "limit": {"type": ["integer", "string"]},
             },
         },
@@ -322,8 +327,13 @@ def _keycheck(adapter: RedisAdapter, spec: dict[str, Any], ctx: StepContext) -> 
     """One pipeline per SCAN page: a keyspace of any size costs one round trip per thousand keys."""
     checks = spec.get("checks") or ["ttl", "type"]
     limit = _count(spec.get("limit"), 100_000)
-    per_key = [c for c in ("type", "ttl", "memory") if c in checks]
-    calls = {"type": lambda k: ["TYPE", k], "ttl": lambda k: ["TTL", k], "memory": lambda k: ["MEMORY", "USAGE", k]}
+    per_key = [c for c in ("type", "ttl", "memory", "freq") if c in checks]
+    calls = {
+        "type": lambda k: ["TYPE", k],
+        "ttl": lambda k: ["TTL", k],
+        "memory": lambda k: ["MEMORY", "USAGE", k],
+        "freq": lambda k: ["OBJECT", "FREQ", k],
+    }
     out: list[dict[str, Any]] = []
     with ctx.progress(f"SCAN {spec['match']} [{', '.join(per_key)}]") as progress:
         for page in adapter.scan(spec["match"], _count(spec.get("count"), 1000, 1000)):

@@ -260,3 +260,37 @@ def test_parse_step_dispatches_and_checks_its_window():
 
     with pytest.raises(UsageError, match="needs `now`"):
         _parse({"format": "redis-log", "text": LOG, "within": "5m"})
+
+
+@pytest.mark.parametrize("now", ["2026-11-26T02:19:00Z", "2026-11-26T04:19:00+02:00", "2026-11-26T02:19:00.000Z"])
+def test_redis_log_window_accepts_the_engines_now(now):
+    data = _parse({"format": "redis-log", "text": LOG, "now": now, "within": "5m"})
+    assert data["since"] == "2026-11-26T02:14:00"
+    assert data["count"] == 4
+
+
+REDIS_CONF = """\
+# Redis configuration file example.
+bind 127.0.0.1 -::1
+port 6379
+
+maxmemory 2gb
+maxmemory-policy allkeys-lru
+save 3600 1
+save 300 100
+requirepass "with space"
+client-output-buffer-limit normal 0 0 0
+client-output-buffer-limit replica 256mb 64mb 60
+  # indented comment
+rename-command FLUSHALL ""
+"""
+
+
+def test_parse_redis_conf_from_cat_output():
+    data = _parse({"format": "redis-conf", "text": REDIS_CONF})
+    assert data["maxmemory"] == "2gb" and data["maxmemory-policy"] == "allkeys-lru"
+    assert data["save"] == "3600 1 300 100"
+    assert data["client-output-buffer-limit"] == "normal 0 0 0 replica 256mb 64mb 60"
+    assert data["requirepass"] == "with space" and data["bind"] == "127.0.0.1 -::1"
+    assert data["rename-command"] == 'FLUSHALL ""'
+    assert _parse({"format": "redis-conf", "text": None}) == {}

@@ -273,3 +273,120 @@ def test_check_syntax() -> None:
     assert check_syntax("{% if a %}") is not None
     assert check_syntax("a == 1", expression=True) is None
     assert check_syntax("a b", expression=True) is not None
+
+
+SERIES = {
+    "samples": [
+        {"t": 0.0, "value": {"ratio": 1.2}},
+        {"t": 1.0, "value": {"ratio": 1.7}},
+        {"t": 2.0, "value": {"ratio": 1.8}},
+        {"t": 3.0, "value": None, "error": "timeout"},
+        {"t": 4.0, "value": {"ratio": 1.9}},
+    ]
+}
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("held_for(s, 'value.ratio > 1.5')", 3.0),  # from t=1 to t=4; the errored sample is left out
+        ("held_for(s, 'value.ratio > 1.75')", 2.0),
+        ("held_for(s, 'value.ratio > 5')", 0.0),
+        ("all(s, 'value.ratio > 1')", True),
+        ("all(s, 'value.ratio > 1.5')", False),
+        ("any(s, 'value.ratio > 1.85')", True),
+        ("min(s, 'value.ratio')", 1.2),
+        ("max(s, 'value.ratio')", 1.9),
+        ("avg(s, 'value.ratio') | round(2)", 1.65),
+        ("last(s, 'value.ratio')", 1.9),
+        ("rate(s, 'value.ratio') | round(3)", 0.175),
+        ("min(3, 1, 2)", 1),
+        ("max([3, 5])", 5),
+        ("all([1, 2]) and not any([0, false])", True),
+        ("avg([1, 2, 3])", 2.0),
+    ],
+)
+def test_series_helpers(expression: str, expected: Any) -> None:
+    assert evaluate(expression, {"s": SERIES}) == expected
+
+
+def test_series_helper_on_something_else_is_a_template_error() -> None:
+    with pytest.raises(TemplateError, match="expected a series"):
+        evaluate("avg(5)", {})
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("matches('ERR connection timeout', 'ERR .*timeout')", True),
+        ("matches('OK', '^ERR')", False),
+        ("'tenant:acme:x' | matches('^tenant:[a-z]+:')", True),
+        ("regex_find('used=12 peak=30', '(\\\\w+)=(\\\\d+)')", [("used", "12"), ("peak", "30")]),
+        ("lines_matching('a\\nERR x\\nb', '^ERR')", ["ERR x"]),
+    ],
+)
+def test_regex_helpers(expression: str, expected: Any) -> None:
+    assert evaluate(expression, {}) == expected
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["(a+)+$", "(a*)*b", "(.*)*x", "^(\\\\w+\\\\s?)*$", "(a|aa)*$", "(x|xy)+z", "((ab)*c)*d", "(?:a+){2,}"],
+)
+def test_catastrophic_patterns_are_refused_before_they_run(pattern: str) -> None:
+    hostile = "a" * 40 + "!"
+    with pytest.raises(TemplateError, match="catastrophic backtracking"):
+        evaluate(f"matches(text, '{pattern}')", {"text": hostile})
+    with pytest.raises(TemplateError, match="catastrophic backtracking"):
+        evaluate(f"lines_matching(text, '{pattern}')", {"text": hostile})
+
+
+def test_regex_input_is_capped_and_bad_patterns_are_template_errors() -> None:
+    with pytest.raises(TemplateError, match="more than the 1,000,000"):
+        evaluate("matches(text, 'x')", {"text": "a" * 1_000_001})
+    with pytest.raises(TemplateError, match="invalid regular expression"):
+        evaluate("matches('x', '(')", {})
+
+
+@pytest.mark.parametrize(
+    ("text", "epoch"),
+    [
+        ("2026-11-26T02:03:04Z", 1795658584.0),
+        ("2026-11-26T04:03:04+02:00", 1795658584.0),
+        ("2026-11-26 02:03:04", 1795658584.0),
+        ("26 Nov 2026 02:03:04.500", 1795658584.5),
+        (1795658584, 1795658584.0),
+    ],
+)
+def test_parse_time_reads_the_engines_format_iso_and_redis_log_times(text: Any, epoch: float) -> None:
+    assert evaluate("parse_time(t)", {"t": text}) == epoch
+
+
+def test_time_helpers_compare_and_format() -> None:
+    scope = {"now": "2026-11-26T02:10:00Z", "seen": "26 Nov 2026 02:03:04.000"}
+    assert evaluate("parse_time(now) - parse_time(seen) > parse_duration('5m')", scope) is True
+    assert evaluate("seconds_since(seen, now)", scope) == 416.0
+    assert evaluate("format_time(seen)", scope) == "2026-11-26T02:03:04Z"
+    assert evaluate("format_time(1795658584, '%H:%M')", {}) == "02:03"
+    assert evaluate("'90s' | parse_duration", {}) == 90.0
+    with pytest.raises(TemplateError, match="is not a time"):
+        evaluate("parse_time('yesterday')", {})
+
+
+def test_latency_percentiles_are_nearest_rank() -> None:
+    from engine.steps.latency_step import summarise
+
+    figures = summarise([float(v) for v in range(100, 0, -1)])
+    assert figures["pings"] == 100 and figures["min_ms"] == 1.0 and figures["max_ms"] == 100.0
+    assert (figures["p50_ms"], figures["p90_ms"], figures["p99_ms"], figures["avg_ms"]) == (50.0, 90.0, 99.0, 50.5)
+    assert summarise([2.0])["p99_ms"] == 2.0
+
+
+def test_rates_between_samples_and_decreases() -> None:
+    counter = {"samples": [{"t": 0.0, "value": 0}, {"t": 1.0, "value": 100}, {"t": 3.0, "value": 140}]}
+    assert evaluate("rates(s).samples | map(attribute='value') | list", {"s": counter}) == [100.0, 20.0]
+    assert evaluate("held_for(rates(s), 'value > 10')", {"s": counter}) == 2.0
+    assert evaluate("held_for(rates(s), 'value > 50')", {"s": counter}) == 0.0
+    before = {"acme": {"keys": 10}, "globex": {"keys": 5}, "initech": {"keys": 3}}
+    after = {"acme": {"keys": 4}, "globex": {"keys": 9}}
+    assert evaluate("decreases(b, a, 'keys')", {"b": before, "a": after}) == {"acme": 6.0, "initech": 3.0}
