@@ -77,6 +77,7 @@ def just_above(server: RedisServer) -> int:
 def test_oom_approved_raises_the_limit_sets_lru_and_keeps_every_key(redis_server, tmp_path):
     server = oom_server(redis_server)
     before = state(server)
+    refused = server.client().info("errorstats")["errorstat_OOM"]["count"]  # the fill's refused SETs
     result = run_oom(server, tmp_path, "--yes", maxmemory="64mb")
     assert result.code == 0, result.output
     after = state(server)
@@ -85,8 +86,9 @@ def test_oom_approved_raises_the_limit_sets_lru_and_keeps_every_key(redis_server
     assert server.client().keys("runbook:oom-probe:*") == []  # the probe left nothing behind
     evts = events(transcript_path(result))
     steps = finished(evts)
-    refused = server.client().info("errorstats")["errorstat_OOM"]["count"]  # the fill's refused SETs
     assert f"{refused} commands refused with OOM" in steps["refused-writes"]["summary"]
+    # the run's lease could not be written into a full Redis: it was taken in the transcripts directory
+    assert of_type(evts, "lease.acquired")[0]["where"].startswith("file ")
     assert steps["plan"]["result"]["over_limit"] is True
     assert steps["raise-maxmemory"]["changes"] == [
         {"kind": "config", "name": "maxmemory", "before": "1048576", "after": str(64 * 1024**2)}
