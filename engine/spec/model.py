@@ -111,6 +111,7 @@ class Procedure:
     requires: tuple[str, ...]
     steps: tuple[Step, ...]
     tags: tuple[str, ...] = ()
+    symptoms: tuple[Any, ...] = ()  # engine.triage.symptoms.Symptom: what `runbook diagnose` matches
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)

@@ -51,6 +51,7 @@ STEP_FIELDS: dict[str, Any] = {
 
 def build_procedure_schema() -> dict[str, Any]:
     from engine.steps import kinds
+    from engine.triage.symptoms import SCHEMA as SYMPTOMS
 
     registered = kinds()
     step_props = dict(STEP_FIELDS)
@@ -137,6 +138,7 @@ def build_procedure_schema() -> dict[str, Any]:
                 "additionalProperties": {"$ref": "#/$defs/param"},
             },
             "steps": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/step"}},
+            "symptoms": SYMPTOMS,
         },
         "$defs": defs,
     }
