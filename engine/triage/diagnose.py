@@ -146,11 +146,28 @@ def diagnose(
             assume_yes=False,
         )
 
+        index = iter(range(1000))
+
+        def ref(step: str, name: str) -> dict[str, Any]:
+            return {
+                "id": step,
+                "name": name,
+                "kind": "redis",
+                "source": "engine/triage/observe.py",
+                "index": next(index),
+                "iteration": None,
+                "call_depth": 0,
+                "procedure": PROCEDURE_ID,
+            }
+
         def record(step: str, command: str, ms: float, result: Any, error: str | None) -> None:
-            writer.emit("step.started", step=step, effect="read", where=target.redis.url, command=command, attempt=1)
+            step_ref = ref(step, f"Read {command}")
+            writer.emit(
+                "step.started", step=step_ref, effect="read", where=target.redis.url, command=command, attempt=1
+            )
             writer.emit(
                 "step.finished",
-                step=step,
+                step=step_ref,
                 outcome="error" if error else "ok",
                 effect="read",
                 duration_ms=ms,
@@ -175,7 +192,7 @@ def diagnose(
         )
         writer.emit(
             "step.finished",
-            step="symptoms",
+            step={**ref("symptoms", "Evaluate every procedure's symptoms"), "kind": "compute"},
             outcome="ok",
             effect="read",
             duration_ms=duration,

@@ -240,13 +240,13 @@ MIB = 1024 * 1024
 
 
 def format_param(procedure: Any, name: str, value: Any) -> Any:
-    """A derived value as an operator would type it: sizes in whole mb when they are, numbers without .0."""
+    """A derived value as an operator would type it: sizes rounded up to whole mb, numbers without .0."""
     param = procedure.param(name)
     if param is not None and param.type == "size" and isinstance(value, int | float) and not isinstance(value, bool):
         value = int(value)
-        return f"{value // MIB}mb" if value and value % MIB == 0 else str(value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+        return f"{-(-value // MIB)}mb" if value >= MIB else str(value)
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
