@@ -52,30 +52,100 @@ class Diagnosis:
         }
 
 
-def symptom_procedures(catalog: Any) -> tuple[list[Any], dict[str, dict[str, Any]]]:
-    """The procedures that declare symptoms (found by a cheap look at each file), and the thresholds
-    of the procedures they borrow thresholds from."""
+@dataclass(frozen=True)
+class SymptomSource:
+    """What triage needs of a procedure: its symptoms, params (thresholds), title and requires.
+
+    Read straight from the YAML (the symptoms subtree checked against its schema) instead of the full
+    validation a run does: diagnose reads a dozen procedures and must answer in well under a second.
+    `runbook validate` (and the test suite) check the whole file."""
+
+    id: str
+    title: str
+    file: str
+    params: tuple[Any, ...]
+    requires: tuple[str, ...]
+    symptoms: tuple[Any, ...]
+
+    def param(self, name: str) -> Any:
+        return next((p for p in self.params if p.name == name), None)
+
+
+def _source(path: Path) -> SymptomSource:
+    import jsonschema
+    import yaml
+
+    from engine.errors import UsageError
+    from engine.spec.loader import _fast_loader, display_path
+    from engine.spec.model import Param
+    from engine.triage.symptoms import SCHEMA, build
+
+    name = display_path(path)
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_fast_loader())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UsageError(f"{name}: cannot read: {exc}") from None
+    errors = list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data.get("symptoms")))
+    params = data.get("params") or {}
+    if errors or not isinstance(params, dict):
+        raise UsageError(f"invalid symptoms in {name}: run `runbook validate {name}`")
+    return SymptomSource(
+        id=data["id"],
+        title=str(data.get("title", "")),
+        file=name,
+        params=tuple(
+            Param(name=n, type=spec.get("type", "string"), default=spec.get("default"), pattern=spec.get("pattern"))
+            for n, spec in params.items()
+            if isinstance(spec, dict)
+        ),
+        requires=tuple(data.get("requires") or ()),
+        symptoms=build(data["symptoms"]),
+    )
+
+
+def symptom_procedures(catalog: Any) -> tuple[list[SymptomSource], dict[str, dict[str, Any]]]:
+    """The procedures that declare symptoms, and the thresholds of those they borrow thresholds from."""
+    entries = catalog.entries()
     procedures = []
-    for entry in sorted(catalog.entries().values(), key=lambda e: e.id):
+    for entry in sorted(entries.values(), key=lambda e: e.id):
         try:
             if b"\nsymptoms:" not in entry.path.read_bytes():
                 continue
         except OSError:
             continue
-        procedures.append(catalog.load(entry.id))
+        procedures.append(_source(entry.path))
     thresholds: dict[str, dict[str, Any]] = {}
     for procedure in procedures:
         for symptom in procedure.symptoms:
-            if symptom.thresholds_from and symptom.thresholds_from not in thresholds:
-                thresholds[symptom.thresholds_from] = param_defaults(catalog.load(symptom.thresholds_from))
+            other = symptom.thresholds_from
+            if other and other not in thresholds and other in entries:
+                thresholds[other] = param_defaults(_thresholds_source(entries[other].path))
     return procedures, thresholds
 
 
-def _with_target_notes(match: Match, catalog: Any, target: Target) -> Match:
+def _thresholds_source(path: Path) -> Any:
+    import yaml
+
+    from engine.spec.loader import _fast_loader
+    from engine.spec.model import Param
+
+    data = yaml.load(path.read_text(encoding="utf-8"), Loader=_fast_loader())
+    params = (data or {}).get("params") or {}
+    return SymptomSource(
+        id=data["id"],
+        title="",
+        file=str(path),
+        params=tuple(Param(name=n, type=s.get("type", "string"), default=s.get("default")) for n, s in params.items()),
+        requires=(),
+        symptoms=(),
+    )
+
+
+def _with_target_notes(match: Match, sources: dict[str, SymptomSource], target: Target) -> Match:
     """Say so when the suggested procedure needs an endpoint (ssh, http) this target does not have."""
     from dataclasses import replace
 
-    requires = catalog.load(match.procedure).requires
+    requires = sources[match.procedure].requires
     missing = [facet for facet in requires if getattr(target, facet, None) is None]
     if not missing:
         return match
@@ -176,7 +246,8 @@ def diagnose(
             )
 
         findings = observe(target.redis, record)
-        matches = [_with_target_notes(m, catalog, target) for m in evaluate(procedures, findings, thresholds)]
+        sources = {p.id: p for p in procedures}
+        matches = [_with_target_notes(m, sources, target) for m in evaluate(procedures, findings, thresholds)]
         commands = [next_command(m, target_args, incident) for m in matches]
         duration = round((time.monotonic() - started) * 1000, 3)
         diagnosis = Diagnosis(
