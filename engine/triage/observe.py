@@ -1,6 +1,6 @@
 """One round of read-only looks at a Redis, shared by every procedure's symptoms.
 
-One INFO all, one CONFIG GET *, one CLIENT LIST, one SLOWLOG GET, one LATENCY LATEST, through the
+One INFO all, one CONFIG GET *, one CLIENT LIST, one SLOWLOG GET, one LATENCY LATEST, one ACL LOG, through the
 Redis adapter with allow_mutation=False: whatever a symptom asks, nothing here can change the target.
 Each read is recorded in the transcript as a read step.
 """
@@ -16,6 +16,7 @@ from engine.targets import RedisEndpoint
 
 SECRET_CONFIG = frozenset({"requirepass", "masterauth", "masteruser", "tls-key-file-pass", "tls-client-key-file-pass"})
 SLOWLOG_ENTRIES = 128
+ACL_LOG_ENTRIES = 128
 
 Record = Callable[[str, str, float, Any, str | None], None]  # step id, command, ms, result, error
 
@@ -39,6 +40,7 @@ def observe(endpoint: RedisEndpoint, record: Record = lambda *a: None) -> dict[s
         "clients": [],
         "slowlog": [],
         "latency": [],
+        "acl_log": [],
         "keys": 0,
         "expires": 0,
         "now": time.time(),
@@ -65,6 +67,11 @@ def observe(endpoint: RedisEndpoint, record: Record = lambda *a: None) -> dict[s
                 lambda: adapter._wrap(lambda: adapter.client.slowlog_get(SLOWLOG_ENTRIES)),
             ),
             ("latency", "LATENCY LATEST", lambda: adapter.call(["LATENCY", "LATEST"])),
+            (
+                "acl_log",
+                f"ACL LOG {ACL_LOG_ENTRIES}",
+                lambda: adapter._wrap(lambda: adapter.client.acl_log(ACL_LOG_ENTRIES)),
+            ),
         ]
         for name, command, read in reads:
             started = time.monotonic()
@@ -95,6 +102,22 @@ def _clean(name: str, value: Any) -> Any:
         return {k: v for k, v in dict(value).items() if k not in SECRET_CONFIG}
     if name == "clients":
         return [{k: _number(v) for k, v in client.items()} for client in value]
+    if name == "acl_log":  # flat and typed: {count, reason, context, object, username, age_seconds, addr}
+        out = []
+        for entry in value:
+            info = entry.get("client-info")
+            out.append(
+                {
+                    "count": int(entry.get("count", 0)),
+                    "reason": str(entry.get("reason", "")),
+                    "context": str(entry.get("context", "")),
+                    "object": str(entry.get("object", "")),
+                    "username": str(entry.get("username", "")),
+                    "age_seconds": float(entry.get("age-seconds", 0.0)),
+                    "addr": str(info.get("addr", "")) if isinstance(info, dict) else "",
+                }
+            )
+        return out
     if name == "slowlog":
         out = []
         for entry in value:
@@ -108,6 +131,6 @@ def _clean(name: str, value: Any) -> Any:
 
 def _summary(name: str, value: Any) -> Any:
     """What the transcript keeps of a read: INFO and CONFIG in full, lists as counts (a leak is 10k clients)."""
-    if name in ("clients", "slowlog"):
+    if name in ("clients", "slowlog", "acl_log"):
         return {"count": len(value)}
     return value

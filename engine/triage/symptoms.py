@@ -19,7 +19,20 @@ SEVERITIES = ("critical", "warning", "info")
 SEVERITY_RANK = {"critical": 3, "warning": 2, "info": 1}
 # Names a symptom expression sees besides the procedure's params (filled by engine.triage.observe).
 FINDINGS = frozenset(
-    {"reachable", "error", "info", "config", "clients", "slowlog", "latency", "keys", "expires", "now"}
+    {
+        "reachable",
+        "auth_failed",
+        "error",
+        "info",
+        "config",
+        "clients",
+        "slowlog",
+        "latency",
+        "acl_log",
+        "keys",
+        "expires",
+        "now",
+    }
 )
 
 SCHEMA: dict[str, Any] = {
@@ -35,7 +48,7 @@ SCHEMA: dict[str, Any] = {
             "summary": {"type": "string", "minLength": 1, "description": "The symptom in a few words."},
             "when": {
                 "type": "string",
-                "description": "Expression over the findings (reachable, info, config, clients, slowlog, latency, "
+                "description": "Expression over the findings (reachable, info, config, clients, slowlog, latency, acl_log, "
                 "keys, expires, now) and the procedure's param defaults; true when the symptom is present.",
             },
             "evidence": {"type": "string", "description": "Template: what was observed, with the values."},

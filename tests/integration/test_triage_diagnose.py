@@ -112,7 +112,15 @@ def test_diagnose_cannot_write_and_reads_once(redis_server, tmp_path: Path) -> N
     assert result.code == 0, result.output
     evts = events(json.loads(result.stdout)["transcript"])
     commands = [e["command"] for e in evts if e["type"] == "step.started"]
-    assert commands == ["PING", "INFO all", "CONFIG GET *", "CLIENT LIST", "SLOWLOG GET 128", "LATENCY LATEST"]
+    assert commands == [
+        "PING",
+        "INFO all",
+        "CONFIG GET *",
+        "CLIENT LIST",
+        "SLOWLOG GET 128",
+        "LATENCY LATEST",
+        "ACL LOG 128",
+    ]
     assert {e["effect"] for e in evts if e["type"] == "step.started"} == {"read"}
     with server.client() as client:
         assert (client.config_get("*"), client.dbsize()) == before
@@ -130,3 +138,23 @@ def test_diagnose_refuses_a_write_at_the_adapter(redis_server) -> None:
             adapter.call(["SET", "k", "v"])
     finally:
         adapter.close()
+
+
+def test_failed_authentications_rank_the_security_breach_procedure(redis_server, tmp_path: Path) -> None:
+    """Wrong passwords tried against a Redis with requirepass: the ACL log shows them to diagnose."""
+    import redis
+
+    server = redis_server(password="the-real-password-0123")
+    for attempt in range(3):
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host=server.host, port=server.port, password=f"guess-{attempt}").ping()
+    result = runbook(
+        "diagnose", "--redis", f"redis://{server.host}:{server.port}", "--json", "--transcripts-dir", str(tmp_path),
+        env={"REDISCLI_AUTH": "the-real-password-0123"},
+    )  # fmt: skip
+    assert result.code == 1, result.output
+    first = json.loads(result.stdout)["ranked"][0]
+    assert first["procedure"] == "redis/emergency-security-breach"
+    assert "3 failed AUTH attempts" in first["evidence"][0]["evidence"]
+    transcript = Path(json.loads(result.stdout)["transcript"]).read_text()
+    assert "the-real-password-0123" not in transcript

@@ -45,6 +45,7 @@ def _findings(**overrides):
         "clients": [],
         "slowlog": [],
         "latency": [],
+        "acl_log": [],
         "keys": 100,
         "expires": 90,
         "now": 1_000_000.0,
