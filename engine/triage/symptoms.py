@@ -48,8 +48,8 @@ SCHEMA: dict[str, Any] = {
             "summary": {"type": "string", "minLength": 1, "description": "The symptom in a few words."},
             "when": {
                 "type": "string",
-                "description": "Expression over the findings (reachable, info, config, clients, slowlog, latency, acl_log, "
-                "keys, expires, now) and the procedure's param defaults; true when the symptom is present.",
+                "description": "Expression over the findings (reachable, info, config, clients, slowlog, latency, "
+                "acl_log, keys, expires, now) and the procedure's param defaults; true when the symptom is present.",
             },
             "evidence": {"type": "string", "description": "Template: what was observed, with the values."},
             "severity": {"enum": list(SEVERITIES)},
