@@ -44,6 +44,8 @@ def parse(body: bytes) -> Notification:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadPayload(f"not JSON: {exc}") from None
+    except RecursionError:  # [[[[...]]]] nested deeper than the parser goes, within the size cap
+        raise BadPayload("JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise BadPayload("expected a JSON object")
     group_key, alerts = data.get("groupKey"), data.get("alerts")

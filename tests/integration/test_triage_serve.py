@@ -10,6 +10,14 @@ from engine.sandbox import write_inventory
 from tests.integration.triage_support import TOKEN, get, notification, post, serve, wait_for
 
 
+def _raw(host: str, port: int, request: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(request)
+        return sock.recv(65536)
+
+
 def _inventory(tmp_path: Path) -> Path:
     data = {"environments": {"prod": {"targets": {"cache": {"redis": {"url": "redis://127.0.0.1:1/0"}}}}}}
     return write_inventory(tmp_path / "inventory.yaml", data)
@@ -34,7 +42,15 @@ def test_serve_refuses_bad_requests_with_the_right_status_and_stays_up(tmp_path:
         ):
             status, body = post(host, port, bad)
             assert status == 400, (bad, body)
+        assert post(host, port, b"[" * 1020 + b"]" * 1020)[0] == 400  # deep nesting, under the size cap
         assert post(host, port, valid, path="/other")[0] == 404
+        assert _raw(
+            host,
+            port,
+            b"POST /alertmanager HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + TOKEN.encode()
+            + b"\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ).startswith(b"HTTP/1.0 411")
         assert get(host, port) == 200 and proc.poll() is None
         status, body = post(host, port, valid)  # still serving: a resolved notification is acknowledged
         assert status == 202 and body["status"] == "ignored"

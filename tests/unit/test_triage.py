@@ -196,7 +196,8 @@ def test_parse_reads_nanosecond_starts_at() -> None:
     "body",
     [b"", b"null", b"[]", b"{", b"\xff", _body(groupKey=""), _body(groupKey=3), _body(alerts=[]), _body(alerts={}),
      _body(alerts=[{"labels": {"a": 1}, "status": "firing"}]), _body(alerts=[{"status": "firing"}]),
-     _body(alerts=[{"labels": {}, "status": "maybe"}])],
+     _body(alerts=[{"labels": {}, "status": "maybe"}]), b"[" * 200_000 + b"]" * 200_000,
+     b'{"groupKey": "g", "alerts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"],
 )  # fmt: skip
 def test_parse_rejects_what_is_not_a_notification(body: bytes) -> None:
     with pytest.raises(webhook.BadPayload):
