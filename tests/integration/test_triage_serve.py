@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from engine.sandbox import write_inventory
+from tests.integration.cli_support import runbook
 from tests.integration.triage_support import TOKEN, get, notification, post, serve, wait_for
 
 
@@ -84,3 +85,14 @@ def test_a_repeated_alert_group_is_triaged_once(tmp_path: Path) -> None:
     notes = (tmp_path / "transcripts" / "incidents" / incident / "notes.jsonl").read_text().splitlines()
     assert len(notes) == 1 and json.loads(notes[0])["milestone"] == "detected"
     assert json.loads(notes[0])["at"].startswith("2026-11-29T01:02:03")
+
+
+def test_serve_will_not_start_without_a_token(tmp_path: Path) -> None:
+    inventory = _inventory(tmp_path)
+    base = ("serve", "--inventory", str(inventory), "--listen", "127.0.0.1:0")
+    env = {"RUNBOOK_SERVE_TOKEN": "", "RUNBOOK_SERVE_TOKEN_FILE": ""}
+    missing = runbook(*base, env=env, timeout=30)
+    assert missing.code == 2 and "bearer token" in missing.stderr
+    short = runbook(*base, env={**env, "RUNBOOK_SERVE_TOKEN": "short"}, timeout=30)
+    assert short.code == 2 and "at least 16" in short.stderr
+    assert runbook(*base, "--token", TOKEN, env=env, timeout=30).code == 2  # no such option: never on argv
