@@ -100,6 +100,9 @@ def diagnose(
         )
     except RunbookError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        click.echo("runbook: interrupted", err=True)
+        sys.exit(130)
     finally:
         if box is not None:
             box.stop()

@@ -245,7 +245,16 @@ def diagnose(
                 message=error,
             )
 
-        findings = observe(target.redis, record)
+        try:
+            findings = observe(target.redis, record)
+        except KeyboardInterrupt:
+            writer.end(
+                outcome="interrupted",
+                exit_code=130,
+                duration_ms=round((time.monotonic() - started) * 1000, 3),
+                error="interrupted during the reads",
+            )
+            raise
         sources = {p.id: p for p in procedures}
         matches = [_with_target_notes(m, sources, target) for m in evaluate(procedures, findings, thresholds)]
         commands = [next_command(m, target_args, incident) for m in matches]

@@ -158,3 +158,43 @@ def test_failed_authentications_rank_the_security_breach_procedure(redis_server,
     assert "3 failed AUTH attempts" in first["evidence"][0]["evidence"]
     transcript = Path(json.loads(result.stdout)["transcript"]).read_text()
     assert "the-real-password-0123" not in transcript
+
+
+def test_ctrl_c_during_the_reads_exits_130_and_closes_the_transcript(tmp_path: Path) -> None:
+    """A Redis that accepts and never answers holds diagnose in its first read until the test interrupts it."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from engine.sandbox import write_inventory
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+    targets = {"mute": {"redis": {"url": url, "timeout": "300s"}}}
+    inventory = write_inventory(tmp_path / "inv.yaml", {"environments": {"t": {"targets": targets}}})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "diagnose", "--inventory", str(inventory), "--target", "mute",
+         "--transcripts-dir", str(tmp_path / "tr")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        listener.settimeout(60)
+        conn, _ = listener.accept()
+        conn.settimeout(60)
+        assert conn.recv(1024)  # the first command arrived: diagnose now waits for an answer that never comes
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        conn.close()
+    finally:
+        listener.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err and "interrupted" in err
+    [transcript] = list((tmp_path / "tr").rglob("*.jsonl"))
+    last = events(transcript)[-1]
+    assert last["type"] == "run.ended" and last["outcome"] == "interrupted" and last["exit_code"] == 130
