@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from engine import template
@@ -119,7 +120,7 @@ def build(raw: Sequence[Mapping[str, Any]] | None) -> tuple[Symptom, ...]:
 
 
 def semantic_errors(located: Any, known_procedures: Any = None) -> list[SourceError]:
-    """Unknown params, bad expression syntax, duplicate ids: pointed at the field."""
+    """Unknown params and names, bad expression syntax, duplicate ids: pointed at the field."""
     data = located.data
     errors: list[SourceError] = []
     params = set((data.get("params") or {}).keys())
@@ -129,21 +130,57 @@ def semantic_errors(located: Any, known_procedures: Any = None) -> list[SourceEr
         if raw["id"] in seen:
             errors.append(located.error((*where, "id"), f"duplicate symptom id '{raw['id']}'"))
         seen.add(raw["id"])
-        problem = template.check_syntax(raw["when"], expression=True)
-        if problem:
-            errors.append(located.error((*where, "when"), f"expression does not parse: {problem}"))
-        if raw.get("evidence") and (problem := template.check_syntax(raw["evidence"])):
-            errors.append(located.error((*where, "evidence"), f"template does not parse: {problem}"))
+        thresholds = set(params)
+        other = raw.get("thresholds_from")
+        if other:
+            if known_procedures is not None and not known_procedures(other):
+                errors.append(located.error((*where, "thresholds_from"), f"no procedure '{other}'"))
+            thresholds |= _param_names_of(other)
+        names = thresholds | FINDINGS
+
+        def check(field: tuple[Any, ...], text: str, allowed: set[str], expression: bool) -> None:
+            problem = template.check_syntax(text, expression=expression)
+            if problem:
+                kind = "expression" if expression else "template"
+                errors.append(located.error(field, f"{kind} does not parse: {problem}"))
+                return
+            used = template.expression_variables(text) if expression else template.variables(text)
+            for unknown in sorted(used - allowed):
+                errors.append(
+                    located.error(
+                        field, f"undeclared name '{unknown}': not a finding or a param ({', '.join(sorted(allowed))})"
+                    )
+                )
+
+        check((*where, "when"), raw["when"], names, True)
+        if raw.get("evidence"):
+            check((*where, "evidence"), raw["evidence"], names, False)
         for name, expression in (raw.get("params") or {}).items():
             if name not in params:
                 known = ", ".join(sorted(params)) or "none"
                 errors.append(located.error((*where, "params", name), f"unknown param '{name}' (params: {known})"))
-            if problem := template.check_syntax(expression, expression=True):
-                errors.append(located.error((*where, "params", name), f"expression does not parse: {problem}"))
-        other = raw.get("thresholds_from")
-        if other and known_procedures is not None and not known_procedures(other):
-            errors.append(located.error((*where, "thresholds_from"), f"no procedure '{other}'"))
+            check((*where, "params", name), expression, names, True)
+        if raw.get("alert"):  # PromQL: only thresholds can be filled in, findings are not known there
+            check((*where, "alert", "expr"), raw["alert"]["expr"], thresholds, False)
     return errors
+
+
+@cache
+def _param_names_of(procedure_id: str) -> frozenset[str]:
+    """The params of another shipped procedure, from a cheap read of its file (empty if unknown)."""
+    import yaml
+
+    from engine.spec.loader import Catalog, _fast_loader
+
+    entry = Catalog().entries().get(procedure_id)
+    if entry is None:
+        return frozenset()
+    try:
+        data = yaml.load(entry.path.read_text(encoding="utf-8"), Loader=_fast_loader())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return frozenset()
+    params = data.get("params") if isinstance(data, dict) else None
+    return frozenset(params) if isinstance(params, dict) else frozenset()
 
 
 def param_defaults(procedure: Any) -> dict[str, Any]:
