@@ -1,11 +1,14 @@
 # Two entry points a newcomer needs (see README.md): `make demo` and `make test`.
 # Both install what is missing first: Debian packages (redis-server, redis-tools, openssh-server,
-# chromium for the HTML timeline test) and a virtualenv with the project in editable mode.
+# chromium for the HTML timeline test; prometheus, prometheus-alertmanager, prometheus-redis-exporter
+# for the alert-to-procedure test) and a virtualenv with the project in editable mode.
+# Where an init system starts the prometheus packages' services, it does not matter: the tests start
+# their own processes on free loopback ports with temp storage and never talk to the system ones.
 
 VENV ?= .venv
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := redis-server redis-tools openssh-server chromium
+APT_PACKAGES := redis-server redis-tools openssh-server chromium prometheus prometheus-alertmanager prometheus-redis-exporter
 
 .PHONY: setup system-packages venv demo test lint bench
 
@@ -17,10 +20,14 @@ system-packages:
 	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
+	command -v prometheus-redis-exporter >/dev/null 2>&1 || missing="$$missing prometheus-redis-exporter"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$(echo $$missing | tr ' ' '\n' | sort -u) >/dev/null; \
 	fi
 
 venv: $(VENV)/.installed

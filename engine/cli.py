@@ -24,6 +24,9 @@ LAZY_COMMANDS = {  # name -> (module:attribute, the one-line help `runbook --hel
     "note": ("engine.timeline.cli:note", "Record something that happened outside the engine."),
     "postmortem": ("engine.timeline.cli:postmortem", "Write a post-mortem draft from an incident's records."),
     "rehearse": ("engine.rehearsal.cli:rehearse", "Rehearse procedures against a sandbox with their incident."),
+    "diagnose": ("engine.triage.cli:diagnose", "Rank the procedures whose symptoms the target shows (read-only)."),
+    "alerts": ("engine.triage.cli:alerts", "Write Prometheus alerting rules from the procedures' symptoms."),
+    "serve": ("engine.triage.cli:serve", "Receive Alertmanager webhooks: diagnose and dry-run, never change."),
 }
 
 

@@ -30,6 +30,7 @@ _PACKAGES = {
     "redis-cli": "redis-tools",
     "sshd": "openssh-server",
     "ssh-keygen": "openssh-client",
+    "promtool": "prometheus",
 }
 
 

@@ -47,8 +47,12 @@ def check_file(path: Path, *, known_procedures: Any = None) -> tuple[Located | N
         return located, [SourceError(name, 1, 1, "", "a procedure is a YAML mapping (id, title, steps, ...)")], raw
     errors = validate_against("procedure.schema.json", located)
     if not errors:
+        from engine.triage.symptoms import semantic_errors as symptom_errors
+
         errors = sorted(
-            semantic_errors(located, known_procedures=known_procedures), key=lambda e: (e.line or 0, e.column or 0)
+            semantic_errors(located, known_procedures=known_procedures)
+            + symptom_errors(located, known_procedures=known_procedures),
+            key=lambda e: (e.line or 0, e.column or 0),
         )
     return located, errors, raw
 
@@ -91,6 +95,7 @@ def build(located: Located, sha256: str) -> Procedure:
         steps=steps,
         tags=tuple(data.get("tags") or ()),
         finally_steps=cleanup,
+        symptoms=_symptoms(data.get("symptoms")),
     )
 
 
@@ -157,6 +162,12 @@ def _build_steps(
             )
         )
     return tuple(steps)
+
+
+def _symptoms(raw: Any) -> tuple[Any, ...]:
+    from engine.triage.symptoms import build as build_symptoms
+
+    return build_symptoms(raw)
 
 
 @dataclass(frozen=True)

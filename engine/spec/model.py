@@ -126,6 +126,7 @@ class Procedure:
     steps: tuple[Step, ...]
     tags: tuple[str, ...] = ()
     finally_steps: tuple[Step, ...] = ()  # run after the steps, however they ended
+    symptoms: tuple[Any, ...] = ()  # engine.triage.symptoms.Symptom: what `runbook diagnose` matches
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)

@@ -60,6 +60,7 @@ STEP_FIELDS: dict[str, Any] = {
 
 def build_procedure_schema() -> dict[str, Any]:
     from engine.steps import kinds
+    from engine.triage.symptoms import SCHEMA as SYMPTOMS
 
     registered = kinds()
     step_props = dict(STEP_FIELDS)
@@ -159,6 +160,7 @@ def build_procedure_schema() -> dict[str, Any]:
                 "description": "Cleanup steps, run in order after the steps however they ended "
                 "(success, failure, refusal, Ctrl-C); each gated like any other step.",
             },
+            "symptoms": SYMPTOMS,
         },
         "$defs": defs,
     }

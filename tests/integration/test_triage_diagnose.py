@@ -1,0 +1,200 @@
+"""`runbook diagnose` against every rehearsal scenario's injected fault, and against a healthy sandbox.
+
+The worlds and faults are the rehearsal's own (engine.rehearsal): the same broken Redis the procedure
+is rehearsed on must make `diagnose` rank that procedure first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.rehearsal import faults, rehearse
+from engine.rehearsal.scenario import Scenario, load_all
+from engine.rehearsal.world import World, WorldSpec
+from engine.spec.loader import Catalog
+from engine.spec.params import parse_size
+from engine.targets import load_inventory, target_from_inventory
+from engine.triage.diagnose import diagnose, symptom_procedures
+from tests.conftest import require_binary
+from tests.integration.cli_support import events, runbook
+
+# Scenarios whose fault a read of Redis cannot tell apart from another procedure's symptom. Each names
+# what diagnose must rank first instead (None: nothing at all), and why.
+EXPECTED_INSTEAD = {
+    # Redis cannot start on the truncated AOF: from outside it is down, and service-down's steps read the
+    # log that names the corrupt file and point to troubleshoot-corruption.
+    ("redis/troubleshoot-corruption", "aof-truncated-mid-record"): "redis/emergency-service-down",
+    # The intruder uses the leaked, valid password: one more authenticated client looks like any other.
+    ("redis/emergency-security-breach", "password-leaked"): None,
+}
+
+
+def _with_symptoms() -> set[str]:
+    procedures, _ = symptom_procedures(Catalog())
+    return {p.id for p in procedures}
+
+
+def _scenarios() -> list[Scenario]:
+    declared = _with_symptoms()
+    return [s for s in load_all() if s.procedure in declared]
+
+
+def test_every_emergency_and_troubleshooting_procedure_declares_symptoms_and_has_a_scenario() -> None:
+    shipped = {
+        e.id for e in Catalog().entries().values() if e.id.split("/")[-1].startswith(("emergency-", "troubleshoot-"))
+    }
+    assert shipped and shipped <= _with_symptoms()
+    assert shipped <= {s.procedure for s in _scenarios()}
+
+
+@pytest.mark.parametrize("scenario", _scenarios(), ids=lambda s: f"{s.procedure.split('/')[-1]}/{s.name}")
+def test_diagnose_ranks_the_scenarios_procedure_first(scenario: Scenario, tmp_path: Path) -> None:
+    require_binary("redis-server")
+    spec = WorldSpec(**{k: v for k, v in scenario.world.items() if k in WorldSpec.__dataclass_fields__})
+    if spec.ssh:
+        require_binary("sshd")
+    world = World.start(spec)
+    try:
+        rehearse._seed(world, scenario.seed)
+        for action in scenario.fault:
+            faults.apply(world, action)
+        target = target_from_inventory(load_inventory(world.inventory_path), "rehearsal")
+        result = diagnose(
+            target,
+            target_args=["--inventory", str(world.inventory_path), "--target", "rehearsal"],
+            transcripts_dir=tmp_path,
+            incident="INC-1",
+        )
+    finally:
+        world.stop()
+    expected = EXPECTED_INSTEAD.get((scenario.procedure, scenario.name), scenario.procedure)
+    ranked = [m.procedure for m in result.matches]
+    if expected is None:
+        assert ranked == [], result.as_json()
+        assert result.exit_code == 0
+        return
+    assert ranked and ranked[0] == expected, json.dumps(result.as_json(), indent=1, default=str)
+    assert result.exit_code == 1
+    first = result.as_json()["ranked"][0]
+    assert first["evidence"] and first["command"].startswith(f"runbook run {expected} --inventory ")
+    assert first["command"].endswith("--incident INC-1")
+    if expected == "redis/emergency-oom":  # the derived param: twice what was in use, at least twice the limit
+        assert parse_size(first["params"]["maxmemory"]) >= 2 * parse_size("8mb")
+        assert f"--var maxmemory={first['params']['maxmemory']}" in first["command"]
+    evts = events(result.transcript)
+    assert evts[0]["type"] == "run.started" and evts[0]["procedure"]["id"] == "runbook/diagnose"
+    assert evts[0]["incident"] == "INC-1"
+    assert evts[-1]["type"] == "run.ended" and evts[-1]["summary"]["ranked"][0]["procedure"] == expected
+
+
+def test_diagnose_on_a_healthy_sandbox_finds_nothing_and_exits_0(tmp_path: Path) -> None:
+    require_binary("redis-server")
+    result = runbook("diagnose", "--sandbox", "--json", "--transcripts-dir", str(tmp_path))
+    assert result.code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["reachable"] is True and data["ranked"] == []
+    verified = runbook("transcript", "verify", data["transcript"])
+    assert verified.code == 0, verified.output
+
+
+def test_diagnose_cannot_write_and_reads_once(redis_server, tmp_path: Path) -> None:
+    """One round of reads, each recorded as a read step; the adapter under it refuses any write."""
+    server = redis_server(config={"maxmemory": "8mb", "maxmemory-policy": "noeviction"})
+    with server.client() as client:
+        client.set("k", "v")
+        before = client.config_get("*"), client.dbsize()
+    result = runbook(
+        "diagnose", "--redis", f"redis://{server.host}:{server.port}", "--json", "--transcripts-dir", str(tmp_path)
+    )
+    assert result.code == 0, result.output
+    evts = events(json.loads(result.stdout)["transcript"])
+    commands = [e["command"] for e in evts if e["type"] == "step.started"]
+    assert commands == [
+        "PING",
+        "INFO all",
+        "CONFIG GET *",
+        "CLIENT LIST",
+        "SLOWLOG GET 128",
+        "LATENCY LATEST",
+        "ACL LOG 128",
+    ]
+    assert {e["effect"] for e in evts if e["type"] == "step.started"} == {"read"}
+    with server.client() as client:
+        assert (client.config_get("*"), client.dbsize()) == before
+
+
+def test_diagnose_refuses_a_write_at_the_adapter(redis_server) -> None:
+    from engine.adapters.redis import RedisAdapter
+    from engine.errors import MutationRefused
+    from engine.targets import RedisEndpoint
+
+    server = redis_server()
+    adapter = RedisAdapter(RedisEndpoint(host=server.host, port=server.port), allow_mutation=False)
+    try:
+        with pytest.raises(MutationRefused):
+            adapter.call(["SET", "k", "v"])
+    finally:
+        adapter.close()
+
+
+def test_failed_authentications_rank_the_security_breach_procedure(redis_server, tmp_path: Path) -> None:
+    """Wrong passwords tried against a Redis with requirepass: the ACL log shows them to diagnose."""
+    import redis
+
+    server = redis_server(password="the-real-password-0123")
+    for attempt in range(3):
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host=server.host, port=server.port, password=f"guess-{attempt}").ping()
+    result = runbook(
+        "diagnose", "--redis", f"redis://{server.host}:{server.port}", "--json", "--transcripts-dir", str(tmp_path),
+        env={"REDISCLI_AUTH": "the-real-password-0123"},
+    )  # fmt: skip
+    assert result.code == 1, result.output
+    first = json.loads(result.stdout)["ranked"][0]
+    assert first["procedure"] == "redis/emergency-security-breach"
+    assert "3 failed AUTH attempts" in first["evidence"][0]["evidence"]
+    transcript = Path(json.loads(result.stdout)["transcript"]).read_text()
+    assert "the-real-password-0123" not in transcript
+
+
+def test_ctrl_c_during_the_reads_exits_130_and_closes_the_transcript(tmp_path: Path) -> None:
+    """A Redis that accepts and never answers holds diagnose in its first read until the test interrupts it."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from engine.sandbox import write_inventory
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+    targets = {"mute": {"redis": {"url": url, "timeout": "300s"}}}
+    inventory = write_inventory(tmp_path / "inv.yaml", {"environments": {"t": {"targets": targets}}})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "diagnose", "--inventory", str(inventory), "--target", "mute",
+         "--transcripts-dir", str(tmp_path / "tr")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        listener.settimeout(60)
+        conn, _ = listener.accept()
+        conn.settimeout(60)
+        assert conn.recv(1024)  # the first command arrived: diagnose now waits for an answer that never comes
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        conn.close()
+    finally:
+        listener.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err and "interrupted" in err
+    [transcript] = list((tmp_path / "tr").rglob("*.jsonl"))
+    last = events(transcript)[-1]
+    assert last["type"] == "run.ended" and last["outcome"] == "interrupted" and last["exit_code"] == 130
