@@ -16,6 +16,7 @@ from typing import TextIO
 import click
 
 from engine.errors import StoppedError
+from engine.printable import printable
 
 
 def current_user() -> str:
@@ -42,33 +43,37 @@ class Operator:
             raise StoppedError(f"{what}: no terminal to ask on")
 
     def tell(self, text: str) -> None:
-        click.echo(text, file=self.out)
+        """Show display-safe text (built with engine.printable); a terminal that is gone stops the question."""
+        try:
+            click.echo(text, file=self.out)
+        except OSError as exc:
+            raise StoppedError(f"the terminal is gone ({exc.strerror or exc})") from None
+
+    def _prompt(self, question: str, **options: object) -> str:
+        """One answer from the terminal. End of input or a terminal gone (EIO) is 'no answer', never a hang."""
+        try:
+            return str(click.prompt(printable(question), err=True, **options))  # type: ignore[arg-type]
+        except click.Abort:  # EOF: the terminal closed (Ctrl-D, a dropped SSH session)
+            raise StoppedError(f"{printable(question).strip()}: no answer (input closed)") from None
+        except OSError as exc:
+            raise StoppedError(f"{printable(question).strip()}: no answer (terminal gone: {exc.strerror})") from None
 
     def ask(
         self, question: str, *, secret: bool = False, pattern: str | None = None, default: str | None = None
     ) -> str:
         self._need_terminal(question)
         while True:
-            try:
-                value = click.prompt(question, hide_input=secret, default=default, show_default=not secret, err=True)
-            except click.Abort:
-                raise StoppedError(f"{question}: no answer (input closed)") from None
-            if pattern is None or re.search(pattern, str(value)):
-                return str(value)
-            click.echo(f"  must match {pattern}", err=True)
+            value = self._prompt(question, hide_input=secret, default=default, show_default=not secret)
+            if pattern is None or re.search(pattern, value):
+                return value
+            self.tell(f"  must match {printable(pattern)}")
 
     def confirm(self, question: str) -> bool:
+        """y/N; end of input raises StoppedError (a refusal with its reason), as does no terminal."""
         self._need_terminal(question)
-        try:
-            answer = click.prompt(f"{question} [y/N]", default="", show_default=False, err=True)
-        except click.Abort:
-            return False
-        return str(answer).strip().lower() in ("y", "yes")
+        answer = self._prompt(f"{question} [y/N]", default="", show_default=False)
+        return answer.strip().lower() in ("y", "yes")
 
     def type_exact(self, question: str, expected: str) -> bool:
         self._need_terminal(question)
-        try:
-            answer = click.prompt(question, default="", show_default=False, err=True)
-        except click.Abort:
-            return False
-        return str(answer).strip() == expected
+        return self._prompt(question, default="", show_default=False).strip() == expected
