@@ -52,6 +52,4 @@ def raw_controls(text: str, *, pty: bool = False) -> list[str]:
     """
     if pty:
         text = OUR_PROGRESS.sub("", OUR_SGR.sub("", text.replace("\r\n", "\n")))
-    return [
-        f"U+{ord(c):04X}" for c in text if c not in "\n\t" and unicodedata.category(c) in BAD_CATEGORIES
-    ]
+    return [f"U+{ord(c):04X}" for c in text if c not in "\n\t" and unicodedata.category(c) in BAD_CATEGORIES]

@@ -44,7 +44,8 @@ steps:
         match: "hostile:*"
         checks: [type]
     register: found
-    show: "{{% for t, rows in found.tenants.items() %}}{{% for r in rows %}}{{{{ r.key }}}} {{% endfor %}}{{% endfor %}}"
+    show: >-
+      {{% for t, rows in found.tenants.items() %}}{{% for r in rows %}}{{{{ r.key }}}} {{% endfor %}}{{% endfor %}}
   - id: value
     name: Read the hostile value
     redis: {{command: [GET, "hostile:value"]}}
@@ -152,3 +153,49 @@ def test_closed_terminal_output_is_not_needed_for_the_error(tmp_path):
         timeout=60,
     )
     assert proc.returncode == 2
+
+
+@pytest.fixture
+def noted(tmp_path):
+    result = runbook(
+        "note", "<svg onload=alert(1)> [c](javascript:alert(1))", "--incident", "INC-9",
+        "--operator", "<img src=x onerror=alert(1)>", "--transcripts-dir", str(tmp_path),
+    )  # fmt: skip
+    assert result.code == 0, result.output
+    return tmp_path
+
+
+def test_output_named_html_gets_html(noted):
+    page = noted / "out" / "t.html"
+    result = runbook("timeline", "--incident", "INC-9", "--transcripts-dir", str(noted), "-o", str(page))
+    assert result.code == 0, result.output
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and "<svg" not in text and "&lt;svg onload=alert(1)&gt;" in text
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["timeline", "--format", "markdown", "-o", "x.html"],
+        ["timeline", "--format", "html", "-o", "x.md"],
+        ["timeline", "--format", "json", "-o", "x.htm"],
+        ["postmortem", "-o", "x.html"],
+        ["postmortem", "-o", "x.json"],
+    ],
+)
+def test_output_name_and_format_that_disagree_are_refused(noted, args):
+    *head, flag, name = args
+    target = noted / name
+    result = runbook(*head, flag, str(target), "--incident", "INC-9", "--transcripts-dir", str(noted))
+    assert result.code == 2, result.output
+    assert "Traceback" not in result.output and "--output" in result.stderr
+    assert not target.exists()
+
+
+def test_an_unknown_extension_takes_the_format_given(noted):
+    target = noted / "timeline.txt"
+    result = runbook(
+        "timeline", "--format", "html", "-o", str(target), "--incident", "INC-9", "--transcripts-dir", str(noted)
+    )
+    assert result.code == 0, result.output
+    assert target.read_text().startswith("<!DOCTYPE html>")
