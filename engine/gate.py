@@ -50,7 +50,7 @@ class Gate:
         if not op.interactive:
             return Decision(False, op.name, "none", "no terminal and no --yes")
         try:
-            op.tell(render_request(request))
+            op.tell(render_request(request), display_safe=True)
             if request.effect is Effect.DESTRUCTIVE:
                 ok = op.type_exact(
                     f"  Type the target name '{printable(request.target_name)}' to proceed", request.target_name

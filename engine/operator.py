@@ -42,10 +42,11 @@ class Operator:
         if not self.interactive:
             raise StoppedError(f"{what}: no terminal to ask on")
 
-    def tell(self, text: str) -> None:
-        """Show display-safe text (built with engine.printable); a terminal that is gone stops the question."""
+    def tell(self, text: str, *, display_safe: bool = False) -> None:
+        """Show text to the operator, control characters escaped (`display_safe`: the caller built it
+        with engine.printable and added its own colours). A terminal that is gone stops the question."""
         try:
-            click.echo(text, file=self.out)
+            click.echo(text if display_safe else printable(text, multiline=True), file=self.out)
         except OSError as exc:
             raise StoppedError(f"the terminal is gone ({exc.strerror or exc})") from None
 

@@ -136,3 +136,14 @@ def test_json_output_escapes_controls_by_itself() -> None:
     hostile = hostile_strings()[-1]
     text = json.dumps({"key": hostile})
     assert raw_controls(text) == [] and json.loads(text)["key"] == hostile
+
+
+def test_operator_tell_escapes_unless_the_caller_built_safe_text() -> None:
+    from engine.operator import Operator
+
+    out = _Tty()  # click keeps colours only on a terminal
+    operator = Operator("bob", interactive=True, out=out)
+    operator.tell(f"  NOTE: {hostile_strings()[-1]}")
+    assert raw_controls(out.getvalue()) == []
+    operator.tell(click.style("ours", fg="red"), display_safe=True)
+    assert "\x1b[31m" in out.getvalue()
