@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -108,8 +109,9 @@ def _signals_raise() -> Iterator[_SignalGuard]:
     guard = _SignalGuard()
     previous = {}
     try:
-        for sig in HANDLED_SIGNALS:
-            previous[sig] = signal.signal(sig, guard.handler)
+        if threading.current_thread() is threading.main_thread():  # elsewhere Python cannot set handlers
+            for sig in HANDLED_SIGNALS:
+                previous[sig] = signal.signal(sig, guard.handler)
         yield guard
     finally:
         for sig, old in previous.items():

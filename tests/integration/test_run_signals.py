@@ -7,6 +7,7 @@ with the reason and 128+signum, a transcript that verifies, nothing changed, no 
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sys
@@ -157,3 +158,56 @@ def test_closed_stdout_ends_the_run_as_sigpipe(seeded, tmp_path):
     assert evts[-1]["type"] == "run.ended"
     assert evts[-1]["outcome"] == "interrupted" and evts[-1]["error"] == "interrupted by SIGPIPE"
     assert verify_transcript(transcript).ok
+
+
+PROMPTS = """\
+id: test/prompts
+title: Ask twice
+section: test
+description: a secret and a plain answer, typed on the terminal
+requires: [redis]
+params:
+  token:
+    type: string
+    secret: true
+    description: a secret typed at the prompt
+  size:
+    type: integer
+    description: a number typed at the prompt
+steps:
+  - id: token
+    name: Ask for the token
+    prompt: {message: "Token", param: token}
+  - id: size
+    name: Ask for the size
+    prompt: {message: "Size", param: size}
+    show: "size {{ size }}"
+"""
+
+
+def test_prompts_read_a_secret_without_echo_and_ask_again_after_a_bad_value(seeded, tmp_path):
+    procedure = tmp_path / "prompts.yaml"
+    procedure.write_text(PROMPTS)
+    transcript = tmp_path / "t.jsonl"
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "engine.cli", "run", str(procedure), "--redis", f"redis://127.0.0.1:{seeded.port}/0",
+         "--transcript", str(transcript)],
+        cwd=str(REPO), encoding="utf-8", timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"},
+    )  # fmt: skip
+    seen = io.StringIO()
+    child.logfile_read = seen  # all the terminal showed
+    child.expect("Token: ")
+    child.sendline("s3cret-typed")
+    child.expect("Size: ")
+    child.sendline("twelve")
+    child.expect("Size: ")  # not a number: asked again
+    child.sendline("12")
+    child.expect(pexpect.EOF)
+    child.close()
+    output = seen.getvalue()
+    assert child.exitstatus == 0, output
+    assert "size 12" in output and "twelve" in output  # a plain answer is echoed as typed
+    assert "s3cret-typed" not in output  # a secret is neither echoed nor shown
+    assert "s3cret-typed" not in transcript.read_text()

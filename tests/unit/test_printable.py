@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import click
 import pytest
@@ -105,18 +106,16 @@ def test_gate_panel_shows_everything_escaped(text: str) -> None:
 
 
 def test_operator_question_is_escaped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import operator as operator_module
     from engine.operator import Operator
 
-    asked: list[str] = []
-
-    def prompt(question: str, **kwargs: object) -> str:
-        asked.append(question)
-        return "n"
-
-    monkeypatch.setattr(click, "prompt", prompt)
+    monkeypatch.setattr(operator_module, "read_line", lambda fd, echo=True: "n")
+    out = io.StringIO()
     target = "prod" + "".join(BIDI) + SEQUENCES[0]
-    Operator("bob", interactive=True, out=io.StringIO()).type_exact(f"Type '{target}'", target)
-    assert raw_controls(asked[0]) == [] and "\\u202e" in asked[0] and "\\x1b[5m" in asked[0]
+    with open(os.devnull) as nothing:
+        Operator("bob", interactive=True, out=out, input=nothing).type_exact(f"Type '{target}'", target)
+    asked = out.getvalue()
+    assert raw_controls(asked) == [] and "\\u202e" in asked and "\\x1b[5m" in asked
 
 
 def test_cli_errors_are_escaped(capsys: pytest.CaptureFixture[str]) -> None:
