@@ -6,6 +6,7 @@ commands. Usage errors (no transcripts for the incident, a bad --tz or --at) exi
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import click
 
 from engine.cli_options import transcripts_dir_option
-from engine.errors import RunbookError, UsageError
+from engine.errors import RunbookError, TranscriptUnwritable, UsageError
 from engine.printable import printable
 
 FORMATS = ("markdown", "html", "json")
@@ -193,7 +194,10 @@ def note(
     except RunbookError as exc:
         _fail(exc)
     except OSError as exc:
-        _fail(UsageError(f"cannot write the notes of {incident} under {transcripts_dir}: {exc}"))
+        message = f"cannot write the notes of {incident} under {transcripts_dir}: {exc.strerror or exc}"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS):
+            _fail(TranscriptUnwritable(message))  # the disk, not the input: exit 4 as for a run
+        _fail(UsageError(message))
     label = f" ({milestone})" if milestone else ""
     when = event.get("at") or event.get("time")
     click.echo(printable(f"noted{label} at {when} in {path} ({event['run_id']}#{event['seq']})"))

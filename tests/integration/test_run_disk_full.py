@@ -192,3 +192,13 @@ def test_disk_filling_mid_run_stops_before_the_next_change(seeded, small_disk, t
     evts = read_transcript(path).events  # the last line may be half-written: the reader sets it aside
     assert not [e for e in evts if e.get("step", {}).get("id") == "delete"]
     assert verify_transcript(path).ok  # cut off, not tampered: a warning, as after a crash
+
+
+def test_a_note_on_a_full_disk_exits_4_without_traceback(small_disk):
+    disk = small_disk("64k")
+    first = runbook("note", "alert fired", "--incident", "INC-3", "--transcripts-dir", str(disk))
+    assert first.code == 0, first.output
+    fill(disk)
+    result = runbook("note", "x" * 20_000, "--incident", "INC-3", "--transcripts-dir", str(disk))
+    assert result.code == 4, result.output
+    assert "Traceback" not in result.output and "No space left on device" in result.stderr
