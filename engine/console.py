@@ -16,7 +16,6 @@ from typing import TextIO
 
 import click
 
-from engine.errors import Interrupted
 from engine.printable import printable
 from engine.runner import StepRecord
 
@@ -52,9 +51,11 @@ class Console:
 
     def _lose(self, exc: OSError) -> None:
         """A closed pipe (EPIPE) or a hung-up terminal (EIO): stop writing and end the run as that signal."""
+        from engine.session import interrupt
+
         self.lost = True
         silence(self.out)
-        raise Interrupted(signal.SIGPIPE if exc.errno == errno.EPIPE else signal.SIGHUP) from None
+        interrupt(signal.SIGPIPE if exc.errno == errno.EPIPE else signal.SIGHUP)
 
     def step(self, record: StepRecord) -> None:
         mark, colour = _MARK.get(record.outcome, ("?", None))

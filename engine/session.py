@@ -104,10 +104,22 @@ class _SignalGuard:
             raise Interrupted(signum)
 
 
+_GUARDS: list[_SignalGuard] = []  # the guard of the run in progress (runs do not nest)
+
+
+def interrupt(signum: int) -> None:
+    """End the run as if `signum` had arrived (the console lost its output): disarms the guard first, so
+    the real signal that may follow (SIGHUP after EIO) cannot cut the recording of this one."""
+    for guard in _GUARDS:
+        guard.armed = False
+    raise Interrupted(signum)
+
+
 @contextmanager
 def _signals_raise() -> Iterator[_SignalGuard]:
     guard = _SignalGuard()
     previous = {}
+    _GUARDS.append(guard)
     try:
         if threading.current_thread() is threading.main_thread():  # elsewhere Python cannot set handlers
             for sig in HANDLED_SIGNALS:
@@ -116,6 +128,7 @@ def _signals_raise() -> Iterator[_SignalGuard]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        _GUARDS.remove(guard)
 
 
 def prepare(request: RunRequest) -> tuple[Procedure, dict[str, Any], Any]:
