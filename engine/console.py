@@ -65,14 +65,15 @@ class Console:
         head = f"{indent}{mark} {printable(record.name)}"
         self.line(f"{head:<58} {effect:<14} {timing:>9}", fg=colour)
         if record.summary:
-            self.line(f"{indent}    {printable(record.summary)}")
+            # a `show` template may lay its text out on several lines: newlines stay, every other control is escaped
+            self.line(f"{indent}    {printable(record.summary, multiline=True)}")
         if record.outcome == "predicted":
             self.line(f"{indent}    dry-run: would run, not sent", fg="cyan")
         for expectation in record.expectations:
             if expectation["held"] is False:
                 colour_e = "red" if expectation["severity"] == "critical" else "yellow"
                 severity = printable(str(expectation["severity"]).upper())
-                self.line(f"{indent}    {severity}: {printable(expectation['message'])}", fg=colour_e)
+                self.line(f"{indent}    {severity}: {printable(expectation['message'], multiline=True)}", fg=colour_e)
             elif expectation["held"] is None:
                 reason = expectation.get("reason", "predicted")
                 self.line(f"{indent}    {printable(reason)}: {printable(expectation['that'])}", fg="cyan")
@@ -81,9 +82,9 @@ class Console:
             and record.message
             and not any(e["held"] is False and e["message"] == record.message for e in record.expectations)
         ):
-            self.line(f"{indent}    {printable(record.message)}", fg="red")
+            self.line(f"{indent}    {printable(record.message, multiline=True)}", fg="red")
         if record.advice:
-            self.line(f"{indent}    advice: {printable(record.advice)}", fg="yellow")
+            self.line(f"{indent}    advice: {printable(record.advice, multiline=True)}", fg="yellow")
 
 
 def silence(stream: TextIO) -> None:

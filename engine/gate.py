@@ -80,7 +80,7 @@ def render_request(request: ApprovalRequest) -> str:
         f"  command: {printable(request.command)}",
     ]
     if request.confirm:
-        lines.append(f"  why    : {printable(request.confirm)}")
+        lines.append(f"  why    : {printable(request.confirm, multiline=True)}")
     lines.extend(f"  {printable(line)}" for line in render_blast_radius(request.blast_radius))
     return "\n".join(lines)
 

@@ -16,7 +16,7 @@ import pytest
 
 from engine.sandbox.seed import seed_somabrain
 from engine.transcript.verify import verify_transcript
-from tests.integration.cli_support import REPO, events, of_type
+from tests.integration.cli_support import REPO, events, of_type, runbook
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -66,6 +66,7 @@ def _assert_ended_by(transcript, server, signum: int) -> None:
     assert evts[-1]["outcome"] == "interrupted" and evts[-1]["exit_code"] == 128 + signum
     assert evts[-1]["error"] == f"interrupted by {name}"
     assert verify_transcript(transcript).ok
+    assert runbook("transcript", "verify", str(transcript)).code == 0
     assert server.client().exists(KEY) == 1  # nothing changed
     assert not of_type(evts, "approval.given")
 

@@ -146,3 +146,14 @@ def test_operator_tell_escapes_unless_the_caller_built_safe_text() -> None:
     assert raw_controls(out.getvalue()) == []
     operator.tell(click.style("ours", fg="red"), display_safe=True)
     assert "\x1b[31m" in out.getvalue()
+
+
+def test_console_keeps_the_lines_a_show_template_lays_out() -> None:
+    from engine.console import Console
+
+    out = io.StringIO()
+    record = _record("x")
+    Console(out).step(
+        type(record)(**{**record.__dict__, "summary": "3 keys in 2 tenants\n      acme: 2 keys\n      globex: 1 key"})
+    )
+    assert "\n      acme: 2 keys\n      globex: 1 key" in out.getvalue()
