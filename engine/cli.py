@@ -261,7 +261,7 @@ def run(
             bold=True,
         )
         console.line(f"transcript: {result.transcript}")
-    except Interrupted:
+    except (Interrupted, KeyboardInterrupt):  # recorded already; a late Ctrl-C only cuts the summary short
         pass
     if as_json:
         _print_json(result.as_json())
