@@ -16,7 +16,8 @@ import click
 
 from engine import __version__
 from engine.cli_options import transcripts_dir_option
-from engine.errors import ExitCode, RunbookError, UsageError
+from engine.errors import ExitCode, Interrupted, RunbookError, UsageError
+from engine.printable import printable
 
 # Commands that live in their own modules, loaded only when used.
 LAZY_COMMANDS = {  # name -> (module:attribute, the one-line help `runbook --help` shows without importing it)
@@ -54,11 +55,25 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
+def say(text: str, *, err: bool = False) -> None:
+    """Echo text that may hold outside data (file content, params, server replies), made printable.
+
+    A closed stdout or a hung-up terminal makes it silent instead of a traceback at exit.
+    """
+    stream = sys.stderr if err else sys.stdout
+    try:
+        click.echo(printable(text, multiline=True), file=stream)
+    except OSError:
+        from engine.console import silence
+
+        silence(stream)
+
+
 def fail(exc: RunbookError) -> None:
-    click.echo(f"runbook: {exc}", err=True)
+    say(f"runbook: {exc}", err=True)
     advice = getattr(exc, "advice", None)
     if advice:
-        click.echo(f"advice: {advice}", err=True)
+        say(f"advice: {advice}", err=True)
     sys.exit(exc.exit_code)
 
 
@@ -69,8 +84,9 @@ def main() -> None:
 
     \b
     Exit codes: 0 ok · 1 an expectation failed · 2 usage or invalid input ·
-                3 stopped by the operator or the gate · 4 target unreachable or action error ·
-                130 interrupted
+                3 stopped by the operator or the gate · 4 target unreachable, action error
+                or transcript disk full · 128+N ended by signal N (130 Ctrl-C, 129 hang-up,
+                143 SIGTERM, 131 SIGQUIT, 141 output closed)
     """
 
 
@@ -99,7 +115,7 @@ def list_command(as_json: bool, extra: tuple[Path, ...]) -> None:
         return
     width = max((len(e.id) for e in entries), default=10)
     for entry in entries:
-        click.echo(f"{entry.id:<{width}}  {entry.title}")
+        say(f"{entry.id:<{width}}  {entry.title}")
 
 
 @main.command()
@@ -118,7 +134,7 @@ def show(procedure: str, variables: tuple[str, ...], as_json: bool) -> None:
         data = describe(proc, parse_var_options(variables), load=catalog.load)
     except RunbookError as exc:
         fail(exc)
-    click.echo(json.dumps(data, indent=2, default=str) if as_json else render_text(data))
+    say(json.dumps(data, indent=2, default=str) if as_json else render_text(data))
 
 
 @main.command()
@@ -149,7 +165,7 @@ def validate(paths: tuple[Path, ...]) -> None:
         else:
             _, errors, _ = check_file(file, known_procedures=catalog.has)
         for error in errors:
-            click.echo(str(error), err=True)
+            say(str(error), err=True)
         total += len(errors)
     if total:
         click.echo(f"{total} error(s) in {len(files)} file(s)", err=True)
@@ -263,30 +279,48 @@ def run(
         result = execute(request, on_step=console.step, on_start=on_start, started_sandbox=on_sandbox)
     except RunbookError as exc:
         if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "run_id": None,
-                        "procedure": procedure,
-                        "outcome": exc.outcome,
-                        "exit_code": exc.exit_code,
-                        "transcript": None,
-                        "error": str(exc),
-                        "steps": [],
-                    }
-                )
-            )
+            _print_json(_no_run(procedure, exc.outcome, exc.exit_code, str(exc)))
         fail(exc)
+    except Interrupted as exc:  # a signal before the transcript existed: nothing was run, nothing to record
+        if as_json:
+            _print_json(_no_run(procedure, "interrupted", exc.exit_code, f"interrupted by {exc}"))
+        say(f"runbook: interrupted by {exc} before the run started; nothing was run", err=True)
+        sys.exit(exc.exit_code)
     colour = "green" if result.exit_code == 0 else "yellow" if result.exit_code == 1 else "red"
-    console.line(
-        f"outcome: {result.outcome} (exit {result.exit_code})" + (f": {result.error}" if result.error else ""),
-        fg=colour,
-        bold=True,
-    )
-    console.line(f"transcript: {result.transcript}")
+    try:  # the output may be gone (the hang-up or closed pipe that ended the run): the transcript has it all
+        console.line(
+            f"outcome: {result.outcome} (exit {result.exit_code})" + (f": {result.error}" if result.error else ""),
+            fg=colour,
+            bold=True,
+        )
+        console.line(f"transcript: {result.transcript}")
+    except (Interrupted, KeyboardInterrupt):  # recorded already; a late Ctrl-C only cuts the summary short
+        pass
     if as_json:
-        click.echo(json.dumps(result.as_json(), default=str))
+        _print_json(result.as_json())
     sys.exit(result.exit_code)
+
+
+def _no_run(procedure: str, outcome: str, exit_code: int, error: str) -> dict[str, Any]:
+    return {
+        "run_id": None,
+        "procedure": procedure,
+        "outcome": outcome,
+        "exit_code": exit_code,
+        "transcript": None,
+        "error": error,
+        "steps": [],
+    }
+
+
+def _print_json(data: dict[str, Any]) -> None:
+    """One JSON object on stdout (ASCII-escaped, so safe on a terminal); silent if stdout is gone."""
+    try:
+        click.echo(json.dumps(data, default=str))
+    except OSError:
+        from engine.console import silence
+
+        silence(sys.stdout)
 
 
 def _safe_argv() -> list[str]:
@@ -323,11 +357,11 @@ def transcript_verify(files: tuple[Path, ...], allowed_signers: Path | None) -> 
         except UsageError as exc:
             fail(exc)
         for problem in allowed.problems:
-            click.echo(f"warning: {problem}", err=True)
+            click.echo(f"warning: {printable(problem)}", err=True)
     bad = False
     for file in files:
         report = verify_transcript(file, allowed)
-        click.echo(report.render())
+        say(report.render())
         bad = bad or not report.ok
     sys.exit(ExitCode.FINDINGS if bad else ExitCode.OK)
 

@@ -1,15 +1,22 @@
 """What the operator reads while a run goes: one line per step, failures with the runbook's advice.
 
-Everything printed has been through the redactor already (the runner redacts at the source).
+Everything printed has been through the redactor already (the runner redacts at the source), and
+goes through `printable` here before our own colours are added: a key name or value holding a
+terminal escape is shown as `\\x1b[...`, never obeyed. If the output goes away mid-run (a closed
+pipe, a hung-up terminal) the run is ended as interrupted (SIGPIPE, SIGHUP) rather than by a traceback.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
 import sys
 from typing import TextIO
 
 import click
 
+from engine.printable import printable
 from engine.runner import StepRecord
 
 _MARK = {
@@ -28,37 +35,63 @@ class Console:
         self.out = out or sys.stdout
         self.quiet = quiet
         self.colour = self.out.isatty()
+        self.lost = False  # the output went away: nothing more is written to it
 
     def line(self, text: str = "", *, fg: str | None = None, bold: bool = False) -> None:
-        if self.quiet:
+        """One line of display text; control characters in it are shown escaped (newlines kept)."""
+        if self.quiet or self.lost:
             return
+        text = printable(text, multiline=True)
         if self.colour and (fg or bold):
             text = click.style(text, fg=fg, bold=bold)
-        click.echo(text, file=self.out)
+        try:
+            click.echo(text, file=self.out)
+        except OSError as exc:
+            self._lose(exc)
+
+    def _lose(self, exc: OSError) -> None:
+        """A closed pipe (EPIPE) or a hung-up terminal (EIO): stop writing and end the run as that signal."""
+        from engine.session import interrupt
+
+        self.lost = True
+        silence(self.out)
+        interrupt(signal.SIGPIPE if exc.errno == errno.EPIPE else signal.SIGHUP)
 
     def step(self, record: StepRecord) -> None:
         mark, colour = _MARK.get(record.outcome, ("?", None))
         indent = "  " * (record.depth + 1)
-        effect = _EFFECT.get(record.effect, record.effect)
+        effect = printable(_EFFECT.get(record.effect, record.effect))
         timing = f"{record.duration_ms:.0f} ms" if record.outcome not in ("skipped",) else "skipped"
-        head = f"{indent}{mark} {record.name}"
+        head = f"{indent}{mark} {printable(record.name)}"
         self.line(f"{head:<58} {effect:<14} {timing:>9}", fg=colour)
         if record.summary:
-            self.line(f"{indent}    {record.summary}")
+            # a `show` template may lay its text out on several lines: newlines stay, every other control is escaped
+            self.line(f"{indent}    {printable(record.summary, multiline=True)}")
         if record.outcome == "predicted":
             self.line(f"{indent}    dry-run: would run, not sent", fg="cyan")
         for expectation in record.expectations:
             if expectation["held"] is False:
                 colour_e = "red" if expectation["severity"] == "critical" else "yellow"
-                self.line(f"{indent}    {expectation['severity'].upper()}: {expectation['message']}", fg=colour_e)
+                severity = printable(str(expectation["severity"]).upper())
+                self.line(f"{indent}    {severity}: {printable(expectation['message'], multiline=True)}", fg=colour_e)
             elif expectation["held"] is None:
                 reason = expectation.get("reason", "predicted")
-                self.line(f"{indent}    {reason}: {expectation['that']}", fg="cyan")
+                self.line(f"{indent}    {printable(reason)}: {printable(expectation['that'])}", fg="cyan")
         if (
             record.outcome in ("error", "failed", "refused")
             and record.message
             and not any(e["held"] is False and e["message"] == record.message for e in record.expectations)
         ):
-            self.line(f"{indent}    {record.message}", fg="red")
+            self.line(f"{indent}    {printable(record.message, multiline=True)}", fg="red")
         if record.advice:
-            self.line(f"{indent}    advice: {record.advice}", fg="yellow")
+            self.line(f"{indent}    advice: {printable(record.advice, multiline=True)}", fg="yellow")
+
+
+def silence(stream: TextIO) -> None:
+    """Point a lost stream's descriptor at /dev/null, so the flush at exit cannot fail with a traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

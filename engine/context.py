@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import UsageError
+from engine.printable import printable
 
 if TYPE_CHECKING:
     from engine.adapters.redis import RedisAdapter
@@ -82,13 +83,18 @@ class Progress:
             self._last = now
             rate = self.done / max(now - self.started, 1e-6)
             total = f"/{self.total:,}" if self.total else ""
-            sys.stderr.write(f"\r  {self.label}: {self.done:,}{total} ({rate:,.0f}/s) ")
-            sys.stderr.flush()
+            self._write(f"\r  {printable(self.label)}: {self.done:,}{total} ({rate:,.0f}/s) ")
 
     def finish(self) -> None:
         if self.enabled and self._last:
-            sys.stderr.write("\r" + " " * 100 + "\r")
+            self._write("\r" + " " * 100 + "\r")
+
+    def _write(self, text: str) -> None:
+        try:
+            sys.stderr.write(text)
             sys.stderr.flush()
+        except OSError:  # the terminal went away: the count is only a courtesy
+            self.enabled = False
 
 
 @dataclass

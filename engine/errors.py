@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 
 
@@ -84,11 +85,23 @@ class ActionFailed(TargetError):
     """The action reached its target and was refused there (a Redis error reply, a failed HTTP call)."""
 
 
+class TranscriptUnwritable(RunbookError):
+    """The transcript could not be written (disk full, I/O error): without evidence nothing may change."""
+
+    exit_code = ExitCode.UNREACHABLE
+    outcome = "error"
+
+
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM: stop where we are, record it, exit 130 (or 143). Not an Exception: nothing swallows it."""
+    """SIGINT, SIGTERM, SIGHUP or SIGQUIT (or a lost stdout, as SIGPIPE): stop, record it, exit 128+signum.
+
+    A BaseException so that no `except Exception` on the way up mistakes it for a step failure.
+    """
 
     def __init__(self, signum: int):
-        import signal
-
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -16,6 +16,7 @@ import click
 
 from engine.errors import StoppedError
 from engine.operator import Operator
+from engine.printable import printable
 from engine.spec.model import Effect
 
 
@@ -53,10 +54,12 @@ class Gate:
             if request.repeat:
                 return Decision(False, op.name, "none", f"{request.repeat}; no terminal to ask on")
             return Decision(False, op.name, "none", "no terminal and no --yes")
-        op.tell(render_request(request))
         try:
+            op.tell(render_request(request), display_safe=True)
             if request.effect is Effect.DESTRUCTIVE:
-                ok = op.type_exact(f"  Type the target name '{request.target_name}' to proceed", request.target_name)
+                ok = op.type_exact(
+                    f"  Type the target name '{printable(request.target_name)}' to proceed", request.target_name
+                )
                 return (
                     Decision(True, op.name, "typed-target")
                     if ok
@@ -69,19 +72,23 @@ class Gate:
 
 
 def render_request(request: ApprovalRequest) -> str:
-    """The panel an operator reads before approving: what, where, how bad, measured now."""
+    """The panel an operator reads before approving: what, where, how bad, measured now.
+
+    Every field can hold text from outside (procedure file, params, server data): each goes through
+    `printable` before it is styled, so only our own colours reach the terminal.
+    """
     colour = "red" if request.effect is Effect.DESTRUCTIVE else "yellow"
     lines = [
         "",
-        click.style(f"  {request.effect.marker} {request.step_name}", fg=colour, bold=True),
-        f"  target : {request.target_name} ({request.where})",
-        f"  command: {request.command}",
+        click.style(f"  {request.effect.marker} {printable(request.step_name)}", fg=colour, bold=True),
+        f"  target : {printable(request.target_name)} ({printable(request.where)})",
+        f"  command: {printable(request.command)}",
     ]
     if request.confirm:
-        lines.append(f"  why    : {request.confirm}")
+        lines.append(f"  why    : {printable(request.confirm, multiline=True)}")
     if request.repeat:
-        lines.append(click.style(f"  again  : {request.repeat}", fg=colour, bold=True))
-    lines.extend(f"  {line}" for line in render_blast_radius(request.blast_radius))
+        lines.append(click.style(f"  again  : {printable(request.repeat)}", fg=colour, bold=True))
+    lines.extend(f"  {printable(line)}" for line in render_blast_radius(request.blast_radius))
     return "\n".join(lines)
 
 

@@ -16,6 +16,8 @@ from typing import TextIO
 import click
 
 from engine.errors import StoppedError
+from engine.printable import printable
+from engine.terminal_input import read_line
 
 
 def current_user() -> str:
@@ -31,6 +33,7 @@ class Operator:
     interactive: bool
     assume_yes: bool = False
     out: TextIO = sys.stderr
+    input: TextIO | None = None  # None: sys.stdin as it is when asked
 
     @classmethod
     def from_environment(cls, *, name: str | None, assume_yes: bool) -> Operator:
@@ -41,34 +44,51 @@ class Operator:
         if not self.interactive:
             raise StoppedError(f"{what}: no terminal to ask on")
 
-    def tell(self, text: str) -> None:
-        click.echo(text, file=self.out)
+    def tell(self, text: str, *, display_safe: bool = False) -> None:
+        """Show text to the operator, control characters escaped (`display_safe`: the caller built it
+        with engine.printable and added its own colours). A terminal that is gone stops the question."""
+        try:
+            click.echo(text if display_safe else printable(text, multiline=True), file=self.out)
+        except OSError as exc:
+            raise StoppedError(f"the terminal is gone ({exc.strerror or exc})") from None
+
+    def _prompt(self, question: str, *, secret: bool = False, default: str | None = None) -> str:
+        """One answer from the terminal. End of input or a terminal gone (EIO) is 'no answer', never a
+        hang; a signal (a hang-up, Ctrl-C) interrupts the wait whenever it comes (engine.terminal_input)."""
+        shown = printable(question)
+        suffix = f" [{printable(default)}]" if default and not secret else ""
+        while True:
+            try:
+                self.out.write(f"{shown}{suffix}: ")
+                self.out.flush()
+                answer = read_line((self.input or sys.stdin).fileno(), echo=not secret)
+                if secret:
+                    self.out.write("\n")
+            except EOFError:  # the terminal closed (Ctrl-D, a dropped SSH session)
+                raise StoppedError(f"{shown.strip()}: no answer (input closed)") from None
+            except OSError as exc:
+                raise StoppedError(f"{shown.strip()}: no answer (terminal gone: {exc.strerror})") from None
+            if answer:
+                return answer
+            if default is not None:
+                return default
 
     def ask(
         self, question: str, *, secret: bool = False, pattern: str | None = None, default: str | None = None
     ) -> str:
         self._need_terminal(question)
         while True:
-            try:
-                value = click.prompt(question, hide_input=secret, default=default, show_default=not secret, err=True)
-            except click.Abort:
-                raise StoppedError(f"{question}: no answer (input closed)") from None
-            if pattern is None or re.search(pattern, str(value)):
-                return str(value)
-            click.echo(f"  must match {pattern}", err=True)
+            value = self._prompt(question, secret=secret, default=default)
+            if pattern is None or re.search(pattern, value):
+                return value
+            self.tell(f"  must match {printable(pattern)}")
 
     def confirm(self, question: str) -> bool:
+        """y/N; end of input raises StoppedError (a refusal with its reason), as does no terminal."""
         self._need_terminal(question)
-        try:
-            answer = click.prompt(f"{question} [y/N]", default="", show_default=False, err=True)
-        except click.Abort:
-            return False
-        return str(answer).strip().lower() in ("y", "yes")
+        answer = self._prompt(f"{question} [y/N]", default="")
+        return answer.strip().lower() in ("y", "yes")
 
     def type_exact(self, question: str, expected: str) -> bool:
         self._need_terminal(question)
-        try:
-            answer = click.prompt(question, default="", show_default=False, err=True)
-        except click.Abort:
-            return False
-        return str(answer).strip() == expected
+        return self._prompt(question, default="").strip() == expected

@@ -796,20 +796,32 @@ class Runner:
             confirm=confirm,
             **({"repeat": repeat} if repeat else {}),
         )
-        decision = self.gate.review(
-            ApprovalRequest(
-                step_id=step.id,
-                step_name=step.name,
-                effect=effect,
-                where=action.where,
-                command=command,
-                command_sha256=digest,
-                target_name=self.target_name,
-                confirm=confirm,
-                blast_radius=blast or {},
-                repeat=repeat,
+        try:
+            decision = self.gate.review(
+                ApprovalRequest(
+                    step_id=step.id,
+                    step_name=step.name,
+                    effect=effect,
+                    where=action.where,
+                    command=command,
+                    command_sha256=digest,
+                    target_name=self.target_name,
+                    confirm=confirm,
+                    blast_radius=blast or {},
+                    repeat=repeat,
+                )
             )
-        )
+        except Interrupted as exc:  # a signal (hang-up, Ctrl-C) while asking: a refusal, then the run ends
+            self.state.refusals += 1
+            self.transcript.emit(
+                "approval.refused",
+                step=ref,
+                by=self.operator.name,
+                reason=f"interrupted by {exc}",
+                method="none",
+                command_sha256=digest,
+            )
+            raise
         if not decision.approved:
             self.state.refusals += 1
             self.transcript.emit(

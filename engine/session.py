@@ -7,10 +7,12 @@ transcript exists, every way the run can end (done, findings, refused, unreachab
 
 from __future__ import annotations
 
+import errno
 import re
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import __version__
-from engine.errors import ExitCode, Interrupted, RunbookError, StoppedError, UsageError
+from engine.errors import ExitCode, Interrupted, RunbookError, StoppedError, TranscriptUnwritable, UsageError
 from engine.spec.model import Procedure
 from engine.targets import Target
 
@@ -85,23 +87,65 @@ class RunResult:
 INCIDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+"""Each ends the run the same way: approval refused if one was being asked, run.ended, exit 128+signum.
+SIGHUP is what a closed SSH session or terminal sends; SIGQUIT is Ctrl-\\. SIGPIPE stays ignored (as
+Python sets it): a write to a closed stdout fails with EPIPE and the console raises Interrupted(SIGPIPE)."""
+
+
+class _SignalGuard:
+    """Turns the first handled signal into Interrupted; later ones are ignored while the run records its end.
+
+    During cleanup (`finally:` steps) a signal is held until the cleanup is done (and ends the run then,
+    unless an earlier one already does); a second one during the cleanup abandons it.
+    """
+
+    def __init__(self) -> None:
+        self.armed = True
+        self.received: list[int] = []
+        self.cleaning: Callable[[], bool] = lambda: False
+        self.cleanup_interruptible = True  # false once the run records its end
+        self.held: list[int] = []
+
+    def handler(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)
+        if self.cleanup_interruptible and self.cleaning():
+            if not self.held:
+                self.held.append(signum)
+                sys.stderr.write("\n  cleaning up (finally steps); interrupt again to abandon the cleanup\n")
+                return
+            self.armed = self.cleanup_interruptible = False
+            raise Interrupted(signum)  # a second signal: the cleanup is abandoned
+        if self.armed:
+            self.armed = False
+            raise Interrupted(signum)
+
+
+_GUARDS: list[_SignalGuard] = []  # the guard of the run in progress (runs do not nest)
+
+
+def interrupt(signum: int) -> None:
+    """End the run as if `signum` had arrived (the console lost its output): disarms the guard first, so
+    the real signal that may follow (SIGHUP after EIO) cannot cut the recording of this one."""
+    for guard in _GUARDS:
+        guard.armed = False
+    raise Interrupted(signum)
+
+
 @contextmanager
-def _signals_raise(cleaning: Callable[[], bool] = lambda: False, held: list[int] | None = None) -> Iterator[None]:
-    """A signal raises Interrupted, except during cleanup (finally steps): the first one waits for it to end."""
-
-    def handler(signum: int, frame: Any) -> None:
-        if cleaning() and held is not None and not held:
-            held.append(signum)
-            sys.stderr.write("\n  cleaning up (finally steps); interrupt again to abandon the cleanup\n")
-            return
-        raise Interrupted(signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+def _signals_raise() -> Iterator[_SignalGuard]:
+    guard = _SignalGuard()
+    previous = {}
+    _GUARDS.append(guard)
     try:
-        yield
+        if threading.current_thread() is threading.main_thread():  # elsewhere Python cannot set handlers
+            for sig in HANDLED_SIGNALS:
+                previous[sig] = signal.signal(sig, guard.handler)
+        yield guard
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        _GUARDS.remove(guard)
 
 
 def prepare(request: RunRequest) -> tuple[Procedure, dict[str, Any], Any]:
@@ -137,15 +181,28 @@ def execute(
     on_start: Callable[[str], None] = lambda path: None,
     started_sandbox: Callable[[Any], None] = lambda s: None,
 ) -> RunResult:
-    """Run one procedure. UsageError before the transcript exists propagates (exit 2, nothing touched)."""
+    """Run one procedure. UsageError before the transcript exists propagates (exit 2, nothing touched),
+    and so does Interrupted: a signal that came before there was anything to record."""
+    with _signals_raise() as guard:
+        return _execute(request, guard, on_step=on_step, on_start=on_start, started_sandbox=started_sandbox)
+
+
+def _execute(
+    request: RunRequest,
+    guard: _SignalGuard,
+    *,
+    on_step: Callable[[Any], None],
+    on_start: Callable[[str], None],
+    started_sandbox: Callable[[Any], None],
+) -> RunResult:
     from engine.context import Connections
     from engine.gate import Gate
     from engine.operator import Operator
-    from engine.runner import Runner, StepAborted
+    from engine.runner import Runner, RunState, StepAborted
     from engine.spec.params import resolve
     from engine.targets import missing_facets
     from engine.transcript.redact import Redactor
-    from engine.transcript.writer import TranscriptWriter, default_transcript_path, new_run_id
+    from engine.transcript.writer import TranscriptWriteError, default_transcript_path, new_run_id
 
     if request.incident is not None and not INCIDENT_ID.fullmatch(request.incident):
         raise UsageError(f"--incident {request.incident!r}: use letters, digits, '.', '_' and '-' (it names files)")
@@ -156,15 +213,15 @@ def execute(
 
         signer = load_signer(request.signing_key)  # before anything starts: a bad key is exit 2
     sandbox = None
-    if request.sandbox:
-        from engine.sandbox_target import start_sandbox
-
-        sandbox = start_sandbox()
-        started_sandbox(sandbox)
-        target = sandbox.target
-    else:
-        target = resolve_target(request)
     try:
+        if request.sandbox:
+            from engine.sandbox_target import start_sandbox
+
+            sandbox = start_sandbox()
+            started_sandbox(sandbox)
+            target = sandbox.target
+        else:
+            target = resolve_target(request)
         problems = missing_facets(target, procedure.requires, procedure.file)
         if problems:
             raise UsageError(f"{procedure.id} cannot run against '{target.name}'", problems)
@@ -176,89 +233,97 @@ def execute(
                 redactor.add(param.name, str(params[param.name]))
         run_id = new_run_id()
         path = request.transcript or default_transcript_path(run_id, request.transcripts_dir)
-        try:
-            transcript = TranscriptWriter.create(Path(path), run_id, redactor, signer=signer)
-        except FileExistsError:
-            raise UsageError(f"--transcript {path}: a transcript is never overwritten; choose a new path") from None
-        except OSError as exc:
-            raise UsageError(f"--transcript {path}: cannot create it: {exc.strerror}") from None
-        on_start(str(path))
         operator = Operator.from_environment(name=request.operator, assume_yes=request.assume_yes)
         mode = "dry-run" if request.dry_run else "live"
-        transcript.emit(
-            "run.started",
-            procedure={
-                "id": procedure.id,
-                "title": procedure.title,
-                "section": procedure.section,
-                "file": procedure.file,
-                "sha256": procedure.sha256,
-            },
-            engine_version=__version__,
-            operator=operator.name,
-            signing_key=signer.describe() if signer is not None else None,
-            host=socket.gethostname(),
-            mode=mode,
-            incident=request.incident,
-            params={p.name: ("[SECRET:" + p.name + "]" if p.secret else params.get(p.name)) for p in procedure.params},
-            target=target.describe(),
-            argv=list(request.argv),
-            transcript_path=str(path),
-            interactive=operator.interactive,
-            assume_yes=request.assume_yes,
-        )
-        connections = Connections(
-            target,
-            allow_mutation=not request.dry_run,
-            on_host_key_accepted=lambda event: transcript.emit("host_key.accepted", durable=True, **event),
-        )
-
-        def resolve_call(callee: Procedure, given: dict[str, Any]) -> dict[str, Any]:
-            values = resolve(callee.params, {k: v for k, v in given.items()}, procedure=callee.id)
-            for param in callee.params:
-                if param.secret and values.get(param.name) is not None:
-                    redactor.add(param.name, str(values[param.name]))
-            return values
-
-        from engine.lease_gate import LeasingGate
-
-        gate: Any = Gate(operator)
-        if not request.dry_run:  # a change takes the target's lease first; reads and rehearsals never do
-            from engine.lease import FileStore, new_holder
-
-            gate = LeasingGate(
-                gate,
-                new_holder(operator.name, run_id, procedure.id, request.incident, socket.gethostname()),
-                redis_call=(lambda argv: connections.redis().call(argv)) if target.redis is not None else None,
-                fallback=FileStore(request.transcripts_dir, target.full_name),
-                record=transcript.emit,
-                ttl=request.lease_ttl,
-                steal_reason=request.steal_lease,
+        transcript = _open_transcript(Path(path), run_id, redactor, signer)
+        try:
+            transcript.emit(
+                "run.started",
+                procedure={
+                    "id": procedure.id,
+                    "title": procedure.title,
+                    "section": procedure.section,
+                    "file": procedure.file,
+                    "sha256": procedure.sha256,
+                },
+                engine_version=__version__,
+                operator=operator.name,
+                signing_key=signer.describe() if signer is not None else None,
+                host=socket.gethostname(),
+                mode=mode,
+                incident=request.incident,
+                params={
+                    p.name: ("[SECRET:" + p.name + "]" if p.secret else params.get(p.name)) for p in procedure.params
+                },
+                target=target.describe(),
+                argv=list(request.argv),
+                transcript_path=str(path),
+                interactive=operator.interactive,
+                assume_yes=request.assume_yes,
             )
-        runner = Runner(
-            transcript=transcript,
-            redactor=redactor,
-            connections=connections,
-            operator=operator,
-            gate=gate,
-            dry_run=request.dry_run,
-            target_name=target.full_name,
-            load_procedure=catalog.load,
-            resolve_params=resolve_call,
-            target_values=template_values(target, run_id, request, operator.name),
-            on_step=on_step,
-            show_progress=sys.stderr.isatty(),
-        )
+        except OSError as exc:  # not even the first line fits: nothing was run, leave no empty file behind
+            _discard(transcript)
+            raise TranscriptUnwritable(_unwritable(path, exc)) from None
+        except BaseException:  # a signal before the run began: nothing to keep either
+            _discard(transcript)
+            raise
+        state = RunState()
+        connections = None
+        gate: Any = None
         started = time.monotonic()
         outcome, code, error = "ok", ExitCode.OK, None
-        try:
-            held: list[int] = []
-            with _signals_raise(lambda: runner.cleaning > 0, held):
-                runner.run(procedure, params)
-                if held:
-                    raise Interrupted(held[0])
-                if runner.state.findings:
-                    outcome, code = "findings", ExitCode.FINDINGS
+        try:  # from run.started on, every way out (a signal included) is recorded in run.ended
+            on_start(str(path))
+            connections = Connections(
+                target,
+                allow_mutation=not request.dry_run,
+                on_host_key_accepted=lambda event: transcript.emit("host_key.accepted", durable=True, **event),
+            )
+
+            def resolve_call(callee: Procedure, given: dict[str, Any]) -> dict[str, Any]:
+                values = resolve(callee.params, {k: v for k, v in given.items()}, procedure=callee.id)
+                for param in callee.params:
+                    if param.secret and values.get(param.name) is not None:
+                        redactor.add(param.name, str(values[param.name]))
+                return values
+
+            gate = Gate(operator)
+            if not request.dry_run:  # a change takes the target's lease first; reads and rehearsals never do
+                from engine.lease import FileStore, new_holder
+                from engine.lease_gate import LeasingGate
+
+                live = connections
+                gate = LeasingGate(
+                    gate,
+                    new_holder(operator.name, run_id, procedure.id, request.incident, socket.gethostname()),
+                    redis_call=(lambda argv: live.redis().call(argv)) if target.redis is not None else None,
+                    fallback=FileStore(request.transcripts_dir, target.full_name),
+                    record=transcript.emit,
+                    ttl=request.lease_ttl,
+                    steal_reason=request.steal_lease,
+                )
+            runner = Runner(
+                transcript=transcript,
+                redactor=redactor,
+                connections=connections,
+                operator=operator,
+                gate=gate,
+                dry_run=request.dry_run,
+                target_name=target.full_name,
+                load_procedure=catalog.load,
+                resolve_params=resolve_call,
+                target_values=template_values(target, run_id, request, operator.name),
+                on_step=on_step,
+                show_progress=sys.stderr.isatty(),
+            )
+            state = runner.state
+            guard.cleaning = lambda: runner.cleaning > 0
+            runner.run(procedure, params)
+            if guard.held:  # a signal came during the cleanup after the steps: the run ends as interrupted
+                guard.armed = False
+                raise Interrupted(guard.held[0])
+            if state.findings:
+                outcome, code = "findings", ExitCode.FINDINGS
         except StepAborted as exc:
             code = exc.exit_code
             outcome = {ExitCode.FINDINGS: "failed", ExitCode.USAGE: "usage", ExitCode.STOPPED: "stopped"}.get(
@@ -266,20 +331,27 @@ def execute(
             )
             error = redactor.text(str(exc))
         except StoppedError as exc:
-            outcome, code, error = ("refused" if runner.state.refusals else "stopped"), ExitCode.STOPPED, str(exc)
+            outcome, code, error = ("refused" if state.refusals else "stopped"), ExitCode.STOPPED, str(exc)
         except RunbookError as exc:  # UsageError mid-run (a template on live data), TargetError, MutationRefused
             outcome, code, error = exc.outcome, exc.exit_code, redactor.text(str(exc))
         except Interrupted as exc:
-            outcome, code = "interrupted", 128 + exc.signum
-            error = f"interrupted by {exc}"
+            outcome, code, error = "interrupted", exc.exit_code, f"interrupted by {exc}"
+        except TranscriptWriteError as exc:  # the disk filled mid-run: stopped before anything else could change
+            outcome, code, error = "error", ExitCode.UNREACHABLE, _unwritable(path, exc)
         except Exception as exc:  # a bug: record it, never lose the transcript
             outcome, code, error = "error", ExitCode.UNREACHABLE, redactor.text(f"internal error: {exc!r}")
         finally:
-            if isinstance(gate, LeasingGate):
-                gate.release()
-            connections.close()
-        records = runner.state.records
-        transcript.end(
+            guard.armed = guard.cleanup_interruptible = False  # a second signal must not cut the recording
+            if gate is not None and hasattr(gate, "release"):
+                try:
+                    gate.release()
+                except OSError:  # the lease expires by itself; a full disk must not hide the run's outcome
+                    pass
+            if connections is not None:
+                connections.close()
+        records = state.records
+        _end(
+            transcript,
             outcome=outcome,
             exit_code=code,
             duration_ms=round((time.monotonic() - started) * 1000, 3),
@@ -290,16 +362,63 @@ def execute(
                 "failed": sum(r.outcome in ("failed", "error") for r in records),
                 "skipped": sum(r.outcome == "skipped" for r in records),
                 "predicted": sum(r.outcome == "predicted" for r in records),
-                "approvals": runner.state.approvals,
-                "refusals": runner.state.refusals,
-                "findings": runner.state.findings,
+                "approvals": state.approvals,
+                "refusals": state.refusals,
+                "findings": state.findings,
             },
         )
-        transcript.close()
         return RunResult(run_id, procedure.id, outcome, code, str(path), records, error)
     finally:
+        guard.armed = False
         if sandbox is not None:
             sandbox.stop()
+
+
+def _open_transcript(path: Path, run_id: str, redactor: Any, signer: Any = None) -> Any:
+    """A new transcript, or the error that says why not: exit 2 for a bad path, 4 for a failing disk."""
+    from engine.transcript.writer import TranscriptWriter
+
+    try:
+        return TranscriptWriter.create(path, run_id, redactor, signer=signer)
+    except FileExistsError:
+        raise UsageError(f"--transcript {path}: a transcript is never overwritten; choose a new path") from None
+    except OSError as exc:
+        if exc.errno in _DISK_ERRORS:
+            raise TranscriptUnwritable(_unwritable(path, exc)) from None
+        raise UsageError(f"--transcript {path}: cannot create it: {exc.strerror or exc}") from None
+
+
+_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+
+
+def _unwritable(path: str | Path, exc: OSError) -> str:
+    from engine.transcript.writer import TranscriptSpaceError
+
+    if isinstance(exc, TranscriptSpaceError):
+        return f"transcript {path}: {exc.strerror}. The change was not put to the gate; nothing was changed"
+    return (
+        f"transcript {path} could not be written: {exc.strerror or exc}; "
+        "the run stopped there, since what it would do could not be recorded"
+    )
+
+
+def _discard(transcript: Any) -> None:
+    """Remove a transcript this run created but never started (no event in it, or half of the first)."""
+    transcript.close()
+    try:
+        transcript.path.unlink()
+    except OSError:
+        pass
+
+
+def _end(transcript: Any, **fields: Any) -> None:
+    """Write run.ended if the disk still lets us (a full one may not), then close; never raises."""
+    try:
+        transcript.end(**fields)
+    except OSError:
+        pass
+    finally:
+        transcript.close()
 
 
 def template_values(target: Target, run_id: str, request: RunRequest, operator: str) -> dict[str, Any]:

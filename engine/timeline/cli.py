@@ -6,6 +6,7 @@ commands. Usage errors (no transcripts for the incident, a bad --tz or --at) exi
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,12 @@ from typing import Any
 import click
 
 from engine.cli_options import transcripts_dir_option
-from engine.errors import RunbookError, UsageError
+from engine.errors import RunbookError, TranscriptUnwritable, UsageError
+from engine.printable import printable
 
 FORMATS = ("markdown", "html", "json")
+EXTENSIONS = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html", ".json": "json"}
+"""An --output name with one of these extensions says its format: Markdown is never written to x.html."""
 MILESTONE_CHOICES = ("detected", "declared", "mitigated", "resolved")
 
 
@@ -75,31 +79,60 @@ def load_timeline(files: tuple[Path, ...], incident: str | None, directory: Path
     return build_timeline(transcripts, incident)
 
 
+def output_format(given: str | None, output: Path | None, allowed: tuple[str, ...] = FORMATS) -> str:
+    """The format to write: --format if given, else the one --output's extension names, else Markdown.
+
+    A known extension that disagrees with --format is a usage error (a Markdown file named .html
+    would be opened by a browser as HTML), as is a format this command cannot write.
+    """
+    implied = EXTENSIONS.get(output.suffix.lower()) if output is not None else None
+    chosen = given or implied or "markdown"
+    if implied is not None and implied != chosen:
+        raise UsageError(
+            f"--output {output}: the name says {implied} but --format is {chosen}; "
+            f"name the file for its format (e.g. {output.with_suffix(_SUFFIX[chosen]).name}) or drop --format"
+        )
+    if chosen not in allowed:
+        raise UsageError(
+            f"--output {output}: this command writes {' or '.join(allowed)} only; "
+            f"name the file {output.with_suffix(_SUFFIX[allowed[0]]).name if output else '.md'}"
+        )
+    return chosen
+
+
+_SUFFIX = {"markdown": ".md", "html": ".html", "json": ".json"}
+
+
 def _emit(text: str, output: Path | None) -> None:
-    if output is None:
-        click.echo(text, nl=not text.endswith("\n"))
+    if output is None:  # a terminal, perhaps: nothing from the records may reach it as a control sequence
+        click.echo(printable(text, multiline=True), nl=not text.endswith("\n"))
         return
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
-    click.echo(f"wrote {output}", err=True)
+    click.echo(f"wrote {printable(output)}", err=True)
 
 
 def _warn(timeline: Any) -> None:
     for notice in timeline.notices:
-        click.echo(f"runbook: warning: {notice.text}", err=True)
+        click.echo(f"runbook: warning: {printable(notice.text)}", err=True)
 
 
 @click.command()
 @click.argument("transcripts", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--incident", help="Include every run and the notes of this incident.")
-@click.option("--format", "out_format", type=click.Choice(FORMATS), default="markdown", show_default=True)
+@click.option(
+    "--format",
+    "out_format",
+    type=click.Choice(FORMATS),
+    help="markdown (default), html or json; with -o, the file's extension decides (.md, .html, .json).",
+)
 @output_option
 @tz_option
 @transcripts_dir_option("Where runs and incident notes are ($RUNBOOK_TRANSCRIPTS).")
 def timeline(
     transcripts: tuple[Path, ...],
     incident: str | None,
-    out_format: str,
+    out_format: str | None,
     output: Path | None,
     tz_name: str | None,
     transcripts_dir: Path,
@@ -110,6 +143,7 @@ def timeline(
     kept once. A cut-off run is marked where it ends; a broken hash chain is flagged at the top.
     """
     try:
+        out_format = output_format(out_format, output)
         zone = _zone(tz_name)
         built = load_timeline(transcripts, incident, transcripts_dir)
     except RunbookError as exc:
@@ -160,10 +194,13 @@ def note(
     except RunbookError as exc:
         _fail(exc)
     except OSError as exc:
-        _fail(UsageError(f"cannot write the notes of {incident} under {transcripts_dir}: {exc}"))
+        message = f"cannot write the notes of {incident} under {transcripts_dir}: {exc.strerror or exc}"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS):
+            _fail(TranscriptUnwritable(message))  # the disk, not the input: exit 4 as for a run
+        _fail(UsageError(message))
     label = f" ({milestone})" if milestone else ""
     when = event.get("at") or event.get("time")
-    click.echo(f"noted{label} at {when} in {path} ({event['run_id']}#{event['seq']})")
+    click.echo(printable(f"noted{label} at {when} in {path} ({event['run_id']}#{event['seq']})"))
 
 
 @click.command()
@@ -179,6 +216,7 @@ def postmortem(
     from engine.timeline.postmortem import render_postmortem
 
     try:
+        output_format(None, output, allowed=("markdown",))
         zone = _zone(tz_name)
         built = load_timeline(transcripts, incident, transcripts_dir)
     except RunbookError as exc:

@@ -6,14 +6,22 @@ black and white).
 
 from __future__ import annotations
 
-from html import escape
+import html
 from zoneinfo import ZoneInfo
 
 from engine import __version__
+from engine.printable import printable
 from engine.timeline import fmt
 from engine.timeline.changes import join
 from engine.timeline.header import fact_lines
 from engine.timeline.model import Row, Source, Timeline
+
+
+def escape(value: object, quote: bool = True) -> str:
+    """HTML-escaped, and controls and bidi overrides shown as escapes (`\\u202e`) as on a terminal:
+    a browser would otherwise let them reorder or hide what an operator typed."""
+    return html.escape(printable(value, multiline=True), quote)
+
 
 _BADGES = {
     "milestone": "",

@@ -7,9 +7,12 @@ Every row links to the line of the transcript it comes from, as `run-id#seq`.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from engine.printable import printable
 from engine.timeline import fmt
 from engine.timeline.changes import join
 from engine.timeline.header import fact_lines
@@ -23,17 +26,32 @@ _NOTICE_LABEL = {
 }
 
 
+_INLINE = str.maketrans(
+    {
+        **{c: "\\" + c for c in "\\`*_[]!~|"},  # emphasis, code, links and images, strike, table cells
+        "<": "&lt;",  # no inline HTML, no autolink
+        "&": "&amp;",  # no entity smuggles a character in
+    }
+)
+
+
+def inline(text: object) -> str:
+    """Any text as literal Markdown on one line: it can form no HTML, link, image, emphasis, code
+    or table cell boundary, and controls (bidi, escapes) are shown escaped. Newlines become <br>."""
+    shown = printable(text, multiline=True).translate(_INLINE)
+    return "<br>".join(part.strip() for part in shown.splitlines()) if "\n" in shown else shown
+
+
 def cell(text: str) -> str:
-    """Plain text safe inside a table cell: no pipes, no raw HTML, newlines as <br>."""
-    text = text.replace("<", "&lt;")  # no raw HTML; '>' and '&' are harmless in a cell
-    text = text.replace("|", "\\|").replace("*", "\\*")
-    return "<br>".join(part.strip() for part in text.splitlines()) if "\n" in text else text
+    """Plain text safe inside a table cell (and anywhere inline): see `inline`."""
+    return inline(text)
 
 
 def code(text: str) -> str:
-    """Inline code inside a table cell."""
-    text = " ".join(text.split()).replace("|", "\\|")
-    fence = "``" if "`" in text else "`"
+    """Inline code inside a table cell: one line, a fence longer than any backtick run inside."""
+    text = printable(" ".join(str(text).split())).replace("|", "\\|")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
 
@@ -45,7 +63,7 @@ def link(row: Row, paths: dict[str, str], base: Path | None) -> str:
     if not path:
         return label
     target = os.path.relpath(path, base) if base is not None else path
-    return f"[{label}]({Path(target).as_posix()}#L{row.line})"
+    return f"[{label}]({quote(Path(target).as_posix(), safe='/._-~')}#L{row.line})"
 
 
 def what(row: Row) -> str:
@@ -114,7 +132,7 @@ def render_changes(timeline: Timeline) -> list[str]:
         return []
     out = ["What changed (live runs; dry-run predictions marked *would*):", ""]
     for c in changes:
-        by = f", approved by {c.approved_by}" if c.approved_by else ""
+        by = f", approved by {cell(c.approved_by)}" if c.approved_by else ""
         label = "*would*: " if c.predicted else ""
         where = f" on {cell(c.where)}" if c.where else ""
         out.append(f"- {fmt.stamp(c.time)} ({code(c.ref)}){where}: {label}{cell(c.text)}{by}")
@@ -128,14 +146,14 @@ def render_markdown(
     the heading level of its title (2 inside a post-mortem)."""
     h = "#" * level
     incident = timeline.facts.incident
-    out = [f"{h} Timeline{f' of incident {incident}' if incident else ''}", ""]
+    out = [f"{h} Timeline{f' of incident {cell(incident)}' if incident else ''}", ""]
     out.extend(render_notices(timeline))
     out.extend(["| Fact | |", "|---|---|"])
     out.extend(f"| {label} | {'<br>'.join(cell(v) for v in values)} |" for label, values in fact_lines(timeline, zone))
     out.append("")
     out.extend(render_changes(timeline))
     for day, rows in timeline.days:
-        out.extend([f"{h}# {day}", ""])
+        out.extend([f"{h}# {cell(day)}", ""])
         out.extend(render_table(rows, timeline, zone, base))
         out.append("")
     if not timeline.rows:

@@ -46,7 +46,7 @@ def _summary(f: Facts, zone: ZoneInfo | None) -> list[str]:
         f"- Resolved: {cell(when(f.resolved, f, zone, 'resolved'))}",
         f"- Duration: {span(f.duration, 'first signal to resolved', 'unknown (no resolved milestone)')}",
         f"- Procedures run: {len(f.runs)} ({len(live)} live, {len(f.runs) - len(live)} dry-run), "
-        f"by {', '.join(dict.fromkeys(r.operator for r in f.runs)) or 'nobody'}",
+        f"by {', '.join(cell(o) for o in dict.fromkeys(r.operator for r in f.runs)) or 'nobody'}",
         f"- Changes made: {len(f.live_changes)} on {cell(touched)}",
     ]
     return [*out, "Recorded facts:", "", *facts, ""]
@@ -146,7 +146,7 @@ def render_postmortem(timeline: Timeline, *, zone: ZoneInfo | None = None, base:
     """The draft as Markdown; the full timeline is its last section."""
     f = timeline.facts
     incident = f.incident or "(no incident id)"
-    out = [f"# Post-mortem: {incident}", ""]
+    out = [f"# Post-mortem: {cell(incident)}", ""]
     out += [
         f"*Draft written by `runbook postmortem` from {len(timeline.sources)} source(s). Facts come from the "
         "transcripts and the incident notes; every `TODO (author)` is for you.*",
@@ -161,7 +161,7 @@ def render_postmortem(timeline: Timeline, *, zone: ZoneInfo | None = None, base:
         "",
     ]
     for notice in timeline.notices:
-        out += [f"> **⚠ {notice.kind}**: {cell(notice.text)}", ""]
+        out += [f"> **⚠ {cell(notice.kind)}**: {cell(notice.text)}", ""]
     out += _summary(f, zone) + _impact(f) + _trigger(f) + _detection(f, zone) + _resolution(f)
     out += ["## Root causes", "", *_todo("the causes: keep asking why until the answer is something to act on.")]
     out += _action_items(f) + _lessons(f)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import errno
 import hashlib
 import json
 import math
@@ -73,6 +74,24 @@ OUTPUT_LIMIT = 64_000
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+
+MIN_FREE_BEFORE_CHANGE = 8 * 1024 * 1024
+"""Free bytes the transcript's filesystem must have before a change is put to the gate (docs/cli.md):
+room for the approval, the step's output (64 KB a line) and run.ended. Below it the change is refused."""
+
+
+class TranscriptWriteError(OSError):
+    """A line could not be written (disk full, I/O error). After it only run.ended may still be tried."""
+
+
+class TranscriptSpaceError(TranscriptWriteError):
+    """Too little free space to record a change: refused before it is asked for, nothing written."""
+
+
+def free_bytes(directory: Path) -> int:
+    """Bytes an unprivileged writer may still use on `directory`'s filesystem."""
+    stats = os.statvfs(directory)
+    return stats.f_bavail * stats.f_frsize
 
 
 def format_time(moment: datetime) -> str:
@@ -195,10 +214,13 @@ class TranscriptWriter:
         last_event: dict[str, Any] | None = None,
         clock: Callable[[], datetime] | None = None,
         monotonic_ns: Callable[[], int] | None = None,
+        min_free_before_change: int = MIN_FREE_BEFORE_CHANGE,
         signer: Any = None,
     ) -> None:
         self._fd: int | None = fd
         self.signer = signer  # engine.transcript.signer.Signer or None
+        self.min_free_before_change = min_free_before_change
+        self._failed: OSError | None = None  # a write failed cleanly: only run.ended may be tried
         self.path = path
         self.run_id = run_id
         self.redactor = redactor
@@ -335,7 +357,15 @@ class TranscriptWriter:
         if self._fd is None:
             raise ValueError(f"transcript {self.path} is closed")
         if self._broken is not None:
-            raise OSError(f"transcript {self.path} is unusable after a failed write: {self._broken}")
+            raise TranscriptWriteError(
+                getattr(self._broken, "errno", None) or errno.EIO,
+                f"unusable after a failed write ({_reason(self._broken)})",
+                str(self.path),
+            )
+        if self._failed is not None and type != "run.ended":
+            raise TranscriptWriteError(self._failed.errno or errno.EIO, _reason(self._failed), str(self.path))
+        if type == "approval.requested":
+            self._check_room_for_a_change()
         if state.ended:
             raise ValueError(f"transcript {self.path}: run.ended was written; nothing may follow it")
         if type == "run.started" and state.seq != 0:
@@ -365,17 +395,33 @@ class TranscriptWriter:
                 # An interrupt (or a full disk) may land anywhere: the file size tells what happened.
                 if self._state is state:
                     self._reconcile(state, after, exc)
+                if isinstance(exc, OSError):
+                    self._failed = exc
+                    raise TranscriptWriteError(exc.errno or errno.EIO, _reason(exc), str(self.path)) from None
                 raise
             if durable or type in DURABLE_TYPES:
                 try:
                     os.fsync(self._fd)
                 except OSError as exc:
                     self._broken = exc
-                    raise
+                    raise TranscriptWriteError(exc.errno or errno.EIO, _reason(exc), str(self.path)) from None
         finally:
             self._writing = False
             self._after_write()
         return event
+
+    def _check_room_for_a_change(self) -> None:
+        try:
+            free = free_bytes(self.path.parent)
+        except OSError:
+            return  # cannot tell (an exotic filesystem): the write itself will say
+        if free < self.min_free_before_change:
+            raise TranscriptSpaceError(
+                errno.ENOSPC,
+                f"only {free:,} bytes free on the transcript's filesystem, below the "
+                f"{self.min_free_before_change:,} needed to record a change; free space and run again",
+                str(self.path),
+            )
 
     def _reconcile(self, before: _State, after: _State, exc: BaseException) -> None:
         try:
@@ -475,6 +521,10 @@ def _signature(signer: Any, payload: bytes) -> dict[str, Any]:
         return {"format": "sshsig", **described, "armored": signer.sign(payload)}
     except Exception as exc:  # agent and key errors vary; the reason is recorded, the key never is
         return {"format": "sshsig", **described, "error": f"could not sign: {type(exc).__name__}"}
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
 
 
 def _redact(redactor: Redactor, value: Any) -> Any:

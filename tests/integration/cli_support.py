@@ -49,7 +49,8 @@ def runbook(
 
 
 def events(path: str | Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    # split on \n only: a JSON string may hold U+2028 or \x85 raw, which splitlines() would cut at
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def of_type(evts: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
