@@ -58,6 +58,10 @@ class StepRecord:
     expectations: list[dict[str, Any]] = field(default_factory=list)
     depth: int = 0
     procedure: str = ""
+    where: str = ""
+    command: str = ""
+    blast_radius: dict[str, Any] | None = None
+    predicted_changes: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -80,6 +84,7 @@ class _Frame:
     ran: dict[str, bool] = field(default_factory=dict)
     measured: dict[str, dict[str, Any]] = field(default_factory=dict)
     approved: dict[str, dict[str, Any]] = field(default_factory=dict)
+    planned: dict[str, tuple[str, str]] = field(default_factory=dict)  # step id -> (where, command) last planned
 
 
 @dataclass(frozen=True)
@@ -525,6 +530,8 @@ class Runner:
                 )
             except template.TemplateError as exc:
                 summary = f"(show: {exc})"
+        impact, follow_up = self._declared(step, outcome, values)
+        where, command = frame.planned.pop(step.id, ("", ""))
         duration = (time.monotonic() - started) * 1000
         values["steps"][step.id].update(
             outcome=outcome.outcome,
@@ -548,6 +555,10 @@ class Runner:
             fields["expectations"] = expectations
         if summary is not None:
             fields["summary"] = summary
+        if impact:
+            fields["impact"] = impact
+        if follow_up:
+            fields["follow_up"] = follow_up
         if blast:
             fields["blast_radius"] = blast
         if changes:
@@ -570,6 +581,10 @@ class Runner:
             expectations=expectations,
             depth=depth,
             procedure=procedure.id,
+            where=where,
+            command=command,
+            blast_radius=blast,
+            predicted_changes=changes if outcome.outcome == "predicted" else [],
         )
         self._record(record)
         if outcome.outcome == "refused":
@@ -624,6 +639,7 @@ class Runner:
             return self._error_outcome(exc), effect, None, [], isinstance(exc, UsageError)
         effect = max(action.effect, step.effect or Effect.READ)
         command = self.redactor.text(action.command)
+        frame.planned[step.id] = (str(action.where or ""), command)
         self.transcript.emit(
             "step.started",
             durable=effect is not Effect.READ,
@@ -919,6 +935,40 @@ class Runner:
                 }
             )
         return out
+
+    def _declared(
+        self, step: Step, outcome: _Outcome, values: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The step's `impact:` figures and `follow_up:` texts, rendered once it ran (never for a prediction)."""
+        if outcome.outcome not in ("ok", "failed") or not (step.impact or step.follow_up):
+            return [], []
+        scope = self._scope(step, values, outcome.result)
+
+        def holds(when: str | None) -> bool:
+            try:
+                return when is None or bool(template.evaluate(when, scope))
+            except template.TemplateError:
+                return False
+
+        impact = []
+        for figure in step.impact:
+            if not holds(figure.when):
+                continue
+            try:
+                value = template.evaluate(figure.value, scope)
+            except template.TemplateError as exc:
+                value = f"(not measured: {exc})"
+            impact.append({"name": figure.name, "value": self.redactor.data(value), "unit": figure.unit})
+        follow_up = []
+        for item in step.follow_up:
+            if not holds(item.when):
+                continue
+            try:
+                text = str(template.render(item.text, scope)).strip()
+            except template.TemplateError as exc:
+                text = f"{item.text} (text failed: {exc})"
+            follow_up.append({"kind": item.kind, "text": self.redactor.text(" ".join(text.split()))})
+        return impact, follow_up
 
     def _reads_a_prediction(self, step: Step) -> bool:
         """The step works on what a dry-run predicted (a file not written, a key not set): it checks a prediction."""

@@ -10,7 +10,19 @@ from typing import Any
 
 from engine.errors import SourceError, UsageError
 from engine.resources import procedures_dir
-from engine.spec.model import Effect, Expectation, Location, OnFailure, Param, Procedure, Retry, Sample, Step
+from engine.spec.model import (
+    Effect,
+    Expectation,
+    FollowUp,
+    Impact,
+    Location,
+    OnFailure,
+    Param,
+    Procedure,
+    Retry,
+    Sample,
+    Step,
+)
 from engine.spec.params import parse_duration
 from engine.spec.yamlsource import Located, load_yaml
 
@@ -159,6 +171,13 @@ def _build_steps(
                 if sample
                 else None,
                 cleanup=cleanup,
+                impact=tuple(
+                    Impact(name=i["name"], value=i["value"], unit=i["unit"], when=i.get("when"))
+                    for i in raw.get("impact") or []
+                ),
+                follow_up=tuple(
+                    FollowUp(kind=f["kind"], text=f["text"], when=f.get("when")) for f in raw.get("follow_up") or []
+                ),
             )
         )
     return tuple(steps)

@@ -55,6 +55,16 @@ STEP_FIELDS: dict[str, Any] = {
         "`result` and registers); kept in the transcript as `summary`.",
     },
     "sample": {"$ref": "#/$defs/sample"},
+    "impact": {
+        "type": "array",
+        "items": {"$ref": "#/$defs/impact"},
+        "description": "What this step measures as the incident's impact; the post-mortem's Impact section.",
+    },
+    "follow_up": {
+        "type": "array",
+        "items": {"$ref": "#/$defs/follow_up"},
+        "description": "What the operator must do after this step ran; the post-mortem's Action items.",
+    },
 }
 
 
@@ -101,6 +111,27 @@ def build_procedure_schema() -> dict[str, Any]:
                     "that": {"type": "string", "description": "Expression over `result` and earlier registers."},
                     "severity": {"enum": ["critical", "warning", "info"], "default": "critical"},
                     "message": {"type": "string", "description": "The runbook's advice when this does not hold."},
+                },
+            },
+            "impact": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "value", "unit"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1, "description": "e.g. writes refused"},
+                    "value": {"type": "string", "description": "Expression over `result` and registers: the figure."},
+                    "unit": {"type": "string", "minLength": 1, "description": "e.g. commands, keys, % of maxmemory"},
+                    "when": {"type": "string", "description": "Expression; the figure is recorded only when true."},
+                },
+            },
+            "follow_up": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["kind", "text"],
+                "properties": {
+                    "kind": {"enum": ["prevent", "detect", "mitigate"]},
+                    "text": {"type": "string", "minLength": 1, "description": "Template over `result` and registers."},
+                    "when": {"type": "string", "description": "Expression; the follow-up is recorded only when true."},
                 },
             },
             "retry": {

@@ -153,6 +153,14 @@ class _StepChecker:
             check((*path, "expect", j, "message"), expectation.get("message", ""), available | own)
         if step.get("show"):
             check((*path, "show"), step["show"], available | own)
+        for j, figure in enumerate(step.get("impact") or []):
+            check((*path, "impact", j, "value"), figure.get("value", ""), available | own, expression=True)
+            if figure.get("when"):
+                check((*path, "impact", j, "when"), figure["when"], available | own, expression=True)
+        for j, follow in enumerate(step.get("follow_up") or []):
+            check((*path, "follow_up", j, "text"), follow.get("text", ""), available | own)
+            if follow.get("when"):
+                check((*path, "follow_up", j, "when"), follow["when"], available | own, expression=True)
         if (step.get("retry") or {}).get("until"):
             check((*path, "retry", "until"), step["retry"]["until"], available | own, expression=True)
         if step.get("confirm"):

@@ -232,7 +232,8 @@ class _Walk:
             entry,
             who=_text(e.get("operator")) or "?",
             what=_text(e.get("text")),
-            result=str(milestone).upper() if milestone else "note",
+            result=(str(milestone).upper() if milestone else "note")
+            + (f" ({_text(e.get('severity'))})" if e.get("severity") else ""),
             status="milestone" if milestone else "note",
             milestone=milestone,
             recorded=written if later else None,

@@ -221,7 +221,7 @@ def test_rows_say_who_did_what_where_and_what_changed(tmp_path: Path) -> None:
         by_type.setdefault(row.type, []).append(row)
     started = by_type["run.started"][0]
     assert started.what == "Started redis/raise-maxmemory: Raise maxmemory" and started.detail == "params: new=4gb"
-    assert started.where == "cache-1 (redis://10.0.0.1:6379/0)" and started.who == "alice"
+    assert started.where == "prod/cache-1 (redis://10.0.0.1:6379/0)" and started.who == "alice"
     given = by_type["approval.given"][0]
     assert (given.who, given.result, given.command, given.status) == (
         "alice (--yes)",
