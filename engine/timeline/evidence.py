@@ -101,7 +101,9 @@ def checks(entries: Sequence[Entry], sources: Mapping[str, Source]) -> tuple[Che
             continue
         held = all(x.get("held") is True for x in judged if x.get("severity") != "info")
         out.append(
-            Check(entry.time, entry.ref, _procedure(entry.event, sources.get(entry.run_id)), _step_name(entry.event), held)
+            Check(
+                entry.time, entry.ref, _procedure(entry.event, sources.get(entry.run_id)), _step_name(entry.event), held
+            )
         )
     return tuple(out)
 

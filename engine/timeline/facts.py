@@ -15,9 +15,7 @@ from engine.timeline.model import Approval, Change, Entry, Facts, Row, RunSummar
 
 def incident_start(entries: Sequence[Entry]) -> datetime | None:
     """The earliest `impact-start` or `detected` note's time, else the earliest event's."""
-    marked = [
-        e.time for e in entries if e.type == "note" and e.event.get("milestone") in ("impact-start", "detected")
-    ]
+    marked = [e.time for e in entries if e.type == "note" and e.event.get("milestone") in ("impact-start", "detected")]
     if marked:
         return min(marked)
     return min((e.time for e in entries), default=None)

@@ -49,10 +49,7 @@ def run_row(source: Source, rows: Sequence[Row]) -> Row:
     else:
         what = f"Ran {proc}{title}"
         status = ended.status if ended else "cut-off"
-    if ended is None:
-        result = "CUT OFF: no run.ended"
-    else:
-        result = ended.result + (" (dry-run)" if source.dry_run else "")
+    result = "CUT OFF: no run.ended" if ended is None else ended.result + (" (dry-run)" if source.dry_run else "")
     predicted = tuple(c for r in rows if r.predicted for c in r.changes) if source.dry_run else ()
     details = [first.detail or "", _counts(rows)]
     if source.dry_run:
