@@ -7,6 +7,7 @@ refused what) is filled in; what only people know (impact on users, causes, acti
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,6 +18,8 @@ from engine.timeline.markdown import cell, code, render_markdown
 from engine.timeline.model import Facts, Finding, Timeline
 
 TODO = "✏️ **TODO (author):**"
+OWN_KEYS = re.compile(r"keys removed: \d+ \((runbook:[^,()]*(, )?)+\)")
+"""A change that removed only the engine's own keys (a probe it wrote): not data the incident lost."""
 
 
 def _todo(text: str) -> list[str]:
@@ -124,7 +127,7 @@ def _impact(f: Facts) -> list[str]:
     out.append(f"- Time to acknowledge: {span(f.time_to_acknowledge, 'detected to acknowledged', 'not recorded')}")
     out.append(f"- Time to mitigate: {span(f.time_to_mitigate, 'impact start to mitigated', 'not recorded')}")
     out.append(f"- Time to resolve: {span(f.time_to_resolve, 'impact start to resolved', 'not recorded')}")
-    removed = [c for c in f.live_changes if c.text.startswith("keys removed")]
+    removed = [c for c in f.live_changes if c.text.startswith("keys removed") and not OWN_KEYS.fullmatch(c.text)]
     for c in removed:
         out.append(f"- Data removed by the response: {cell(c.text)} on {cell(c.where)} ({code(c.ref)})")
     return [*out, ""]
