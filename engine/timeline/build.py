@@ -33,7 +33,7 @@ def build_timeline(transcripts: Sequence[Transcript], incident: str | None = Non
         sources=tuple(sources),
         entries=tuple(entries),
         notices=tuple(integrity_notices(sources)) + tuple(notices),
-        key_rows=key_rows(rows, sources),
+        key_rows=key_rows(rows, sources, frozenset(f.ref for f in facts.findings)),
     )
 
 

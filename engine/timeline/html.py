@@ -64,7 +64,7 @@ table.timeline th { text-align: left; background: #f6f8fa; border-bottom: 2px so
 table.timeline td { border-bottom: 1px solid var(--line); padding: 6px 8px; vertical-align: top; }
 td.time, td.tplus { white-space: nowrap; font-variant-numeric: tabular-nums; }
 td.tplus { color: var(--muted); }
-td.where { color: var(--muted); overflow-wrap: anywhere; min-width: 14em; max-width: 18em; }
+td.where { color: var(--muted); overflow-wrap: break-word; min-width: 14em; max-width: 18em; }
 td.result { min-width: 10em; max-width: 22em; overflow-wrap: anywhere; }
 td.result .more, td.what .more { color: var(--muted); }
 td.who { white-space: nowrap; }
@@ -156,7 +156,7 @@ def _what(row: Row) -> str:
     return "".join(parts)
 
 
-LONG = 160
+LONG = 90
 """Characters of a result shown before the rest is folded away."""
 
 

@@ -17,12 +17,12 @@ KEPT = ("milestone", "note", "approved", "refused", "failed", "warning", "cut-of
 STEP_TYPES = ("step.finished", "step.skipped", "step.started")
 
 
-def _keep(row: Row, dry_run: bool) -> bool:
+def _keep(row: Row, dry_run: bool, findings: frozenset[str]) -> bool:
     if row.type in ("run.started", "run.ended"):
         return False
     if dry_run:
         return row.status == "cut-off"
-    return row.status in KEPT or (bool(row.changes) and not row.predicted)
+    return row.status in KEPT or row.ref in findings or (bool(row.changes) and not row.predicted)
 
 
 def _counts(rows: Sequence[Row]) -> str:
@@ -70,8 +70,9 @@ def run_row(source: Source, rows: Sequence[Row]) -> Row:
     )
 
 
-def key_rows(rows: Sequence[Row], sources: Sequence[Source]) -> tuple[Row, ...]:
-    """The key events, in the order of the full rows."""
+def key_rows(rows: Sequence[Row], sources: Sequence[Source], findings: frozenset[str] = frozenset()) -> tuple[Row, ...]:
+    """The key events, in the order of the full rows; `findings` are the refs of steps with a failed check
+    (an `info` one included: keys without a TTL are worth a row)."""
     runs = {s.run_id: s for s in sources if s.kind == "run"}
     of_run: dict[str, list[Row]] = {}
     for row in rows:
@@ -86,6 +87,6 @@ def key_rows(rows: Sequence[Row], sources: Sequence[Source]) -> tuple[Row, ...]:
         if row.run_id not in placed:
             placed.add(row.run_id)
             out.append(run_row(source, of_run[row.run_id]))
-        if _keep(row, source.dry_run):
+        if _keep(row, source.dry_run, findings):
             out.append(row)
     return tuple(out)

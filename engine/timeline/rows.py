@@ -177,9 +177,16 @@ class _Walk:
             for x in (e.get("expectations") if isinstance(e.get("expectations"), list) else [])
             if isinstance(x, Mapping) and x.get("held") is False and x.get("severity") in ("critical", "warning")
         ]
+        noted = [
+            x.get("message")
+            for x in (e.get("expectations") if isinstance(e.get("expectations"), list) else [])
+            if isinstance(x, Mapping) and x.get("held") is False and x.get("severity") == "info"
+        ]
         if warnings and status == "ok":
             status = "warning"
             result = "ok, WARNING: " + "; ".join(_text(w) for w in warnings)
+        elif noted and status == "ok":
+            result = "ok, NOTE: " + "; ".join(_text(w) for w in noted)
         if took:
             result += f" ({took})"
         predicted = outcome == "predicted"

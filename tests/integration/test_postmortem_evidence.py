@@ -125,7 +125,8 @@ def test_the_draft_is_written_from_the_evidence(incident: Incident) -> None:
     assert re.search(r"\| Severity \| SEV2 \(`notes-INC-OOM-14#\d+`\) \|", pm)
 
     impact = section(pm, "Impact")
-    refused = re.search(rf"\*\*writes refused \(errorstat\\_OOM\)\*\*: first ([\d,]+) commands since the server started .*?{REF}", impact)
+    figure = r"\*\*writes refused \(errorstat\\_OOM\)\*\*: first ([\d,]+) commands since the server started"
+    refused = re.search(rf"{figure} .*?{REF}", impact)
     assert refused and int(refused[1].replace(",", "")) >= 1, impact
     assert re.search(rf"\*\*memory used\*\*: first [\d.,]+ % of maxmemory .*{REF}", impact), impact
     assert re.search(r"\*\*keys stored\*\*: first [\d,]+ keys", impact)
@@ -162,7 +163,9 @@ def test_key_events_are_one_row_per_run_plus_what_matters(incident: Incident) ->
     notes = [r for r in keys if r["type"] == "note"]
     approvals = [r for r in keys if r["status"] in ("approved", "refused")]
     changes = [r for r in keys if r["changes"] and not r["predicted"] and r["type"] != "run"]
-    findings = [r for r in keys if r["status"] in ("failed", "warning") and r["type"] != "run"]
+    found = {f["ref"] for f in data["facts"]["findings"]}
+    findings = [r for r in keys if r["source"] in found and r["type"] != "run"]
+    assert any("keys never expire" in r["result"] and "tenant acme" in r["result"] for r in findings)
     assert len(notes) == 6 and len(approvals) >= 2 and len(changes) >= 2
     assert len(keys) <= len(runs) + len(notes) + len(approvals) + len(changes) + len(findings)
     assert not [r for r in keys if r["status"] == "skipped" or r["type"] in ("run.started", "run.ended")]
@@ -197,3 +200,4 @@ def test_html_page_renders_in_chromium(incident: Incident) -> None:
         shutil.copy(shot, keep)
         shutil.copy(pdf, keep.with_suffix(".pdf"))
         shutil.copy(page, keep.with_suffix(".html"))
+        shutil.copytree(incident.transcripts, keep.parent / "transcripts", dirs_exist_ok=True)
