@@ -62,6 +62,7 @@ class StepRecord:
     command: str = ""
     blast_radius: dict[str, Any] | None = None
     predicted_changes: list[dict[str, Any]] = field(default_factory=list)
+    follow_up: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -585,6 +586,7 @@ class Runner:
             command=command,
             blast_radius=blast,
             predicted_changes=changes if outcome.outcome == "predicted" else [],
+            follow_up=follow_up,
         )
         self._record(record)
         if outcome.outcome == "refused":

@@ -78,10 +78,22 @@ class RunResult:
                     "procedure": s.procedure,
                     "expectations": s.expectations,
                     "message": s.message,
+                    **(_prediction(s) if s.outcome == "predicted" else {}),
+                    **({"follow_up": s.follow_up} if s.follow_up else {}),
                 }
                 for s in self.steps
             ],
         }
+
+
+def _prediction(step: Any) -> dict[str, Any]:
+    """What a dry-run step would have done, as the gate would have shown it."""
+    return {
+        "where": step.where,
+        "command": step.command,
+        "blast_radius": step.blast_radius or {},
+        "predicted_changes": step.predicted_changes,
+    }
 
 
 INCIDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

@@ -55,8 +55,7 @@ class Incident:
         self.transcripts = root / "transcripts"
         self.inventory = root / "inventory.yaml"
         self.inventory.write_text(
-            "environments:\n  production:\n    targets:\n      cache:\n        redis:\n"
-            f"          url: {server.url}\n",
+            f"environments:\n  production:\n    targets:\n      cache:\n        redis:\n          url: {server.url}\n",
             encoding="utf-8",
         )
         self.runs: list[CliResult] = []
