@@ -200,3 +200,42 @@ def test_html_page_renders_in_chromium(incident: Incident) -> None:
         shutil.copy(pdf, keep.with_suffix(".pdf"))
         shutil.copy(page, keep.with_suffix(".html"))
         shutil.copytree(incident.transcripts, keep.parent / "transcripts", dirs_exist_ok=True)
+
+
+def test_dry_run_shows_each_predicted_change_with_command_and_blast_radius(redis_server, tmp_path: Path) -> None:
+    server = redis_server(config={"maxmemory": "2mb", "maxmemory-policy": "noeviction"})
+    argv = ["run", "redis/emergency-oom", "--redis", server.url, "--dry-run", "--var", "maxmemory=64mb"]
+    argv += ["--transcripts-dir", str(tmp_path / "t")]
+    shown = runbook(*argv)
+    assert shown.code == 0, shown.output
+    out = shown.stdout
+    assert f"dry-run: would run on {server.url}, not sent: CONFIG SET maxmemory 67108864" in out
+    assert "blast radius (measured now):" in out and "CONFIG maxmemory: '2097152' -> '67108864'" in out
+    assert "would change: config maxmemory: 2097152 -> 67108864" in out
+    assert "would change: config maxmemory-policy: noeviction -> allkeys-lru" in out
+    data = runbook(*argv, "--json").json()
+    steps = {s["id"]: s for s in data["steps"]}
+    raised = steps["raise-maxmemory"]
+    assert raised["outcome"] == "predicted" and raised["command"] == "CONFIG SET maxmemory 67108864"
+    assert raised["where"] == server.url
+    assert raised["blast_radius"]["config"]["maxmemory"] == {"current": "2097152", "new": "67108864"}
+    assert raised["predicted_changes"] == [
+        {"kind": "config", "name": "maxmemory", "before": "2097152", "after": "67108864"}
+    ]
+    assert "command" not in steps["memory"]  # a read step that ran is reported as before
+    assert server.client().config_get("maxmemory")["maxmemory"] == "2097152"  # nothing changed
+
+
+def test_follow_ups_are_shown_to_the_operator_and_kept_in_json(redis_server, tmp_path: Path) -> None:
+    server = redis_server(config={"maxmemory": "64mb", "maxmemory-policy": "noeviction"})
+    client = server.client()
+    for i in range(30):
+        client.set(f"tenant:acme:wm:{i}", "x")
+    argv = ["run", "redis/audit-ttl", "--redis", server.url, "--transcripts-dir", str(tmp_path / "t")]
+    shown = runbook(*argv)
+    assert shown.code == 0, shown.output
+    assert "FOLLOW UP (PREVENT): Give the 30 keys that never expire a TTL" in shown.stdout
+    assert "tenant acme 30" in shown.stdout
+    data = runbook(*argv, "--json").json()
+    audit = next(s for s in data["steps"] if s["id"] == "audit")
+    assert audit["follow_up"][0]["kind"] == "prevent" and "tenant acme 30" in audit["follow_up"][0]["text"]
