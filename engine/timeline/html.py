@@ -64,8 +64,8 @@ table.timeline th { text-align: left; background: #f6f8fa; border-bottom: 2px so
 table.timeline td { border-bottom: 1px solid var(--line); padding: 6px 8px; vertical-align: top; }
 td.time, td.tplus { white-space: nowrap; font-variant-numeric: tabular-nums; }
 td.tplus { color: var(--muted); }
-td.where { color: var(--muted); overflow-wrap: break-word; min-width: 14em; max-width: 18em; }
-td.result { min-width: 10em; max-width: 22em; overflow-wrap: anywhere; }
+td.where { color: var(--muted); overflow-wrap: break-word; min-width: 10em; max-width: 14em; }
+td.result { min-width: 14em; max-width: 22em; overflow-wrap: anywhere; }
 td.result .more, td.what .more { color: var(--muted); }
 td.who { white-space: nowrap; }
 td.src { white-space: nowrap; font-size: 11px; }
@@ -79,7 +79,7 @@ ol.steps .ref { color: var(--muted); font-size: 10px; font-family: ui-monospace,
 ol.steps li.status-failed .r, ol.steps li.status-warning .r { color: var(--red); font-weight: 600; }
 ol.steps li.status-skipped { color: var(--muted); }
 code.cmd { display: block; margin-top: 3px; font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
-  background: #f3f4f6; border-radius: 4px; padding: 2px 6px; white-space: pre-wrap; word-break: break-all; }
+  background: #f3f4f6; border-radius: 4px; padding: 2px 6px; white-space: pre-wrap; overflow-wrap: anywhere; }
 .changed { margin-top: 3px; color: var(--blue); font-weight: 600; }
 .changed.would { color: var(--muted); font-weight: 400; font-style: italic; }
 .detail { margin-top: 3px; color: var(--muted); font-size: 12px; white-space: pre-wrap; }
@@ -117,7 +117,11 @@ table.sources td, table.sources th { text-align: left; padding: 3px 10px 3px 0; 
   table.timeline th { position: static; }
   tr { break-inside: avoid; }
   details pre { display: none; }
-  details.steps > *:not(summary) { display: block; }
+  details.steps::details-content, details.more::details-content { content-visibility: visible; display: block; }
+  td.what { min-width: 14em; } td.result { min-width: 9em; } td.where { min-width: 7em; max-width: 10em; }
+  td.src { white-space: normal; overflow-wrap: anywhere; font-size: 8px; max-width: 9em; }
+  td.who { white-space: normal; }
+  .detail, code.cmd, ol.steps { font-size: 9px; }
   * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
   a { color: inherit; }
 }
@@ -199,7 +203,7 @@ def _row(index: int, row: Row, zone: ZoneInfo | None, paths: dict[str, str]) -> 
         f'<td class="tplus">{escape(fmt.offset(row.offset))}</td>',
         f'<td class="who">{_text(row.who)}</td>',
         f'<td class="what">{_what(row)}</td>',
-        f'<td class="where">{_text(row.where)}</td>',
+        f'<td class="where">{_text(row.where.replace(" (", chr(10) + "(", 1))}</td>',
         f'<td class="result">{_long(row.result)}</td>',
         f'<td class="src"><a href="#src-{escape(row.run_id, quote=True)}" title="{title}">{escape(row.ref)}</a></td>',
     ]
