@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -88,11 +89,16 @@ def incident(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Incident]:
         acme = fill_until_oom(server)
         assert acme >= ACME_WITHOUT_TTL_MIN
         inc = Incident(tmp_path_factory.mktemp("incident"), server)
+        base = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=12)  # absolute times: exact gaps
+
+        def at(minutes: int) -> str:
+            return (base + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
         inc.note("writes to the cache start failing (from the app's error graph)", "alice", "--milestone",
-                 "impact-start", "--at", "12m")  # fmt: skip
-        inc.note("Alert RedisMemoryHigh fired", "pagerduty", "--milestone", "detected", "--at", "9m")
-        inc.note("alice is on it", "alice", "--milestone", "acknowledged", "--at", "8m")
-        inc.note("Declared SEV2: writes refused on production/cache", "alice", "--milestone", "declared", "--at", "7m")
+                 "impact-start", "--at", at(0))  # fmt: skip
+        inc.note("Alert RedisMemoryHigh fired", "pagerduty", "--milestone", "detected", "--at", at(3))
+        inc.note("alice is on it", "alice", "--milestone", "acknowledged", "--at", at(4))
+        inc.note("Declared SEV2: writes refused on production/cache", "alice", "--milestone", "declared", "--at", at(5))
         assert inc.run("redis/health-check", "alice").code == 1  # memory above 90%: a finding
         assert inc.run("redis/troubleshoot-memory", "alice").code == 1
         dry = inc.run("redis/emergency-oom", "bob", "--dry-run", "--var", "maxmemory=64mb")
