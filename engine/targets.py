@@ -138,14 +138,10 @@ def redis_from_url(
 def load_inventory(path: str | Path) -> dict[str, Any]:
     """Read and validate an inventory file; errors name file:line:column and the field."""
     from engine.spec.schema import validate_against
-    from engine.spec.yamlsource import load_yaml
+    from engine.spec.yamlsource import read_yaml_file
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot read inventory {path}: {exc.strerror}") from None
-    located = load_yaml(text, str(path))
+    located = read_yaml_file(path)  # size, depth, aliases and numbers bounded: exit 2, never a hang
     errors = validate_against("inventory.schema.json", located)
     if errors:
         raise UsageError(f"invalid inventory {path}", errors)

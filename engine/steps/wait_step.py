@@ -12,7 +12,7 @@ from engine.steps import Action, StepKind, register
 if TYPE_CHECKING:
     from engine.context import StepContext
 
-SCHEMA = {"type": ["string", "number"], "description": "How long to wait: 5s, 250ms, 1m."}
+SCHEMA = {"type": ["string", "number"], "format": "duration", "description": "How long to wait: 5s, 250ms, 1m."}
 
 
 def plan(body: Any, ctx: StepContext) -> Action:
