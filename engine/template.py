@@ -32,7 +32,7 @@ from engine.spec.params import parse_duration, parse_size
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
 
-MAX_OUTPUT = 10_000_000
+MAX_OUTPUT = 1_000_000
 """Characters (or items) in a string or list a template builds, and in a rendered template."""
 MAX_INT_BITS = 10_000
 """Bits of an integer `**` may produce (about 3,000 digits)."""

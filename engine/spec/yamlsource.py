@@ -28,7 +28,7 @@ MAX_ALIASES = 100
 MAX_VALUES = 100_000
 """Values (scalars, mappings, sequences) in the document once every alias is expanded."""
 MAX_INT_DIGITS = 19
-"""An integer needs at most this many digits: 64-bit, as Redis's own integers."""
+"""Integers are 64-bit signed, as Redis's own: |n| < 2**63, at most 19 digits."""
 
 
 @dataclass(frozen=True)
@@ -205,16 +205,17 @@ def load_yaml(text: str, file: str) -> Located:
     def build_scalar(node: yaml.Node, path: Path_) -> Any:
         if not isinstance(node, yaml.ScalarNode):
             return None
-        if node.tag == "tag:yaml.org,2002:int":
-            digits = sum(ch.isdigit() for ch in node.value)
-            if digits > MAX_INT_DIGITS:
-                raise _LimitError(node.start_mark, f"integer of {digits} digits (at most {MAX_INT_DIGITS})", path)
+        too_big = f"integer over 64 bits (at most {MAX_INT_DIGITS} digits)"
+        if node.tag == "tag:yaml.org,2002:int" and len(node.value) > 4 * MAX_INT_DIGITS:
+            raise _LimitError(node.start_mark, f"{too_big}: {len(node.value)} characters", path)
         try:
             value = constructor.construct_object(node, deep=True)
         except (ValueError, OverflowError) as exc:  # a timestamp like 2026-13-45, a malformed !!binary
             raise _LimitError(
                 node.start_mark, f"invalid {node.tag.rpartition(':')[2]} {node.value[:40]!r}: {exc}", path
             ) from None
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+            raise _LimitError(node.start_mark, too_big, path)
         if isinstance(value, float) and not math.isfinite(value):
             raise _LimitError(node.start_mark, f"{node.value!r} is not a finite number", path)
         return value
@@ -222,8 +223,10 @@ def load_yaml(text: str, file: str) -> Located:
     try:
         data = build(root, ())
     except _LimitError as exc:
+        # An alias expands to the anchored node: name the top-level field being expanded, where it is.
+        line, column = keys.get(exc.path[:1]) or _mark_of(exc.mark) if "aliases" in exc.message else _mark_of(exc.mark)
         raise UsageError(
-            "YAML over a limit", [SourceError(file, *_mark_of(exc.mark), format_path(exc.path), exc.message)]
+            "YAML over a limit", [SourceError(file, line, column, format_path(exc.path), exc.message)]
         ) from None
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
