@@ -119,7 +119,7 @@ def redis_from_url(
     except ValueError:
         raise UsageError(f"--redis: invalid port in '{url}'") from None
     db_text = parts.path.lstrip("/") or "0"
-    if not db_text.isdigit():
+    if not (db_text.isascii() and db_text.isdigit() and len(db_text) <= 5):  # 5,000 digits: no int()
         raise UsageError(f"--redis: database must be a number, got '{db_text}'")
     if password is None and environ.get("REDISCLI_AUTH"):
         password, password_source = environ["REDISCLI_AUTH"], "REDISCLI_AUTH"

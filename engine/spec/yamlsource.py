@@ -150,7 +150,14 @@ def load_yaml(text: str, file: str) -> Located:
             "YAML document too large",
             [SourceError(file, None, None, "", f"larger than {MAX_YAML_BYTES // 1024} KiB (the limit)")],
         )
-    loader = _BoundedLoader(text)
+    try:
+        loader = _BoundedLoader(text)
+    except yaml.reader.ReaderError as exc:  # a control character: \x1b, \x00 ...
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        character = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        message = f"character {character!r} is not allowed in YAML (no control characters)"
+        raise UsageError("invalid YAML", [SourceError(file, line, column, "", message)]) from None
     try:
         root = loader.get_single_node()
     except _LimitError as exc:
