@@ -432,11 +432,18 @@ def check_syntax(value: str, *, expression: bool = False) -> str | None:
     try:
         if expression:
             single = _SINGLE_EXPR.match(value)
-            environment().parse("{{ " + (single.group("expr") if single else value).strip() + " }}")
+            tree = environment().parse("{{ " + (single.group("expr") if single else value).strip() + " }}")
         elif is_template(value):
-            environment().parse(value)
+            tree = environment().parse(value)
+        else:
+            return None
+        meta.find_undeclared_variables(tree)  # walks the tree as the name check will: deep nesting fails here
     except jinja2.TemplateSyntaxError as exc:
         return exc.message or str(exc)
+    except ValueError as exc:  # an integer literal of more than 4,300 digits
+        return str(exc).split(";")[0]
+    except RecursionError:
+        return "nested too deeply"
     return None
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,9 @@ MAX_LINE_BYTES = 64 * 1024 * 1024
 """A transcript line longer than this is not parsed (the writer's lines are far shorter)."""
 MAX_JSON_DEPTH = 64
 """Nesting of arrays and objects in one event."""
+MAX_INT_DIGITS = 4300
+"""Digits of an integer (Python's own conversion limit); NaN, Infinity and 1e400 are refused too: the
+writer never writes them."""
 MAX_TRANSCRIPT_BYTES = 1024 * 1024 * 1024
 """Nothing past this many bytes of one file is read."""
 _CHUNK = 1024 * 1024
@@ -228,6 +232,27 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+class _NumberError(ValueError):
+    pass
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _NumberError(f"integer of {len(text)} characters, over {MAX_INT_DIGITS} digits (the limit)")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NumberError(f"number {text[:40]} is not finite")
+    return value
+
+
+def _constant(text: str) -> float:
+    raise _NumberError(f"{text} is not a number a transcript holds")
+
+
 def _depth(value: Any) -> int:
     """How deeply arrays and objects nest in `value` (iterative: it runs on untrusted data)."""
     deepest = 0
@@ -250,8 +275,10 @@ def _parse(raw: bytes) -> tuple[dict[str, Any] | None, str]:
     except UnicodeDecodeError as exc:
         return None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
     try:
-        value = json.loads(text)
-    except ValueError as exc:  # also a number of more than 4,300 digits
+        value = json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
+    except _NumberError as exc:
+        return None, str(exc)
+    except ValueError as exc:
         return None, f"not valid JSON ({str(exc)[:200]})"
     except RecursionError:
         return None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels (the limit)"

@@ -353,8 +353,34 @@ def test_nothing_past_the_file_limit_is_read(tmp_path: Path, monkeypatch: pytest
     assert transcript.tail is not None and "past 2,000 bytes (the limit)" in transcript.tail.message
 
 
-@pytest.mark.parametrize("line", [b'{"seq": 1, "n": ' + b"9" * 5000 + b"}", b'{"seq": 1, "n": 1e400}', b"\xff" * 10])
-def test_hostile_scalars_in_a_line_do_not_raise(tmp_path: Path, line: bytes) -> None:
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (b"9" * 5000, "integer of 5000 characters, over 4300 digits (the limit)"),
+        (b"1e400", "number 1e400 is not finite"),
+        (b"-1e999", "number -1e999 is not finite"),
+        (b"NaN", "NaN is not a number a transcript holds"),
+        (b"-Infinity", "-Infinity is not a number a transcript holds"),
+    ],
+)
+def test_numbers_a_writer_never_writes_are_problems(tmp_path: Path, value: bytes, message: str) -> None:
     path = tmp_path / "t.jsonl"
-    path.write_bytes(_chain([_event(0, None), line]))
-    read_transcript(path)  # a Problem or an event, never an exception
+    path.write_bytes(_chain([_event(0, None), b'{"seq": 1, "n": ' + value + b"}"]))
+    transcript = read_transcript(path)
+    assert [(p.line, p.message) for p in transcript.problems] == [(2, message)]
+
+
+def test_a_timeline_of_absurd_but_valid_numbers_renders(tmp_path: Path) -> None:
+    from engine.timeline.build import build_timeline
+    from engine.timeline.html import render_html
+    from engine.timeline.markdown import render_markdown
+
+    first = _event(0, None, time="0001-01-01T00:00:00+01:00", procedure={"id": "x"})
+    finished = _event(1, _sha(first), step={"id": "a"}, duration_ms=10**18, time="9999-12-31T23:59:59Z")
+    ended = json.dumps(
+        {"seq": 2, "prev_sha256": _sha(finished), "run_id": "r", "type": "run.ended", "duration_ms": -(10**18)}
+    ).encode()
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(_chain([first, finished, ended]))
+    built = build_timeline([read_transcript(path)], None)
+    assert render_markdown(built, zone=None, base=tmp_path) and render_html(built, zone=None)
