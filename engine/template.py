@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import secrets
 import shlex
@@ -87,8 +88,11 @@ def _budget() -> _Budget:
 
 
 def _check_size(value: Any, what: str) -> Any:
+    """Refuse what no procedure needs and a transcript cannot hold: an oversized value, inf or NaN."""
     if isinstance(value, str | bytes | list | tuple) and len(value) > MAX_OUTPUT:
         raise TemplateError(f"{what} would be {len(value):,} long, over {MAX_OUTPUT:,} (the limit)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TemplateError(f"{what} is {value}, not a finite number")
     return value
 
 
@@ -124,7 +128,7 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox plus resource bounds: operators, calls, filters and loops that would blow up are refused."""
 
     code_generator_class = _LoopGuardedCodeGenerator
-    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    intercepted_binops = frozenset({"*", "**", "%", "+", "-", "/", "//"})
 
     def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
         _budget().check_time()
@@ -395,7 +399,7 @@ def evaluate(expression: str, values: Mapping[str, Any]) -> Any:
         with _budgeted():
             result = _compiled_expression(source.strip())(**values)
         _reject_undefined(result)
-        return result
+        return _check_size(result, "the expression")
     except TemplateError:
         raise
     except jinja2.TemplateError as exc:

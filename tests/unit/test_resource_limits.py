@@ -384,3 +384,31 @@ def test_a_timeline_of_absurd_but_valid_numbers_renders(tmp_path: Path) -> None:
     path.write_bytes(_chain([first, finished, ended]))
     built = build_timeline([read_transcript(path)], None)
     assert render_markdown(built, zone=None, base=tmp_path) and render_html(built, zone=None)
+
+
+# -- files a `local` step reads ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("fmt", "content", "message"),
+    [
+        ("yaml", _laughs(9, 9, True), "aliases are expanded"),
+        ("yaml", "x: " + "[" * 600 + "]" * 600, "nested deeper than 64 levels"),
+        ("yaml", "n: " + "9" * 5000, "integer over 64 bits"),
+        ("json", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ],
+)
+def test_a_local_read_of_a_bomb_is_an_action_error(tmp_path: Path, fmt: str, content: str, message: str) -> None:
+    from engine.errors import ActionFailed
+    from engine.steps.local_step import _read
+
+    path = tmp_path / f"data.{fmt}"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ActionFailed, match=message):
+        _read({"path": str(path), "format": fmt})
+
+
+@pytest.mark.parametrize(
+    "expression", ["1e308 * 10", "float('inf')", "float('nan')", "1e308 / 1e-308", "-1e308 - 1e308"]
+)
+def test_templates_never_make_inf_or_nan(expression: str) -> None:
+    with pytest.raises(TemplateError, match="not a finite number"):
+        evaluate(expression, {})
