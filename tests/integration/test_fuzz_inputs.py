@@ -243,17 +243,20 @@ def test_fuzz_procedures_and_scenarios(tmp_path: Path, redis_server: Callable[..
     picker = random.Random(SEED)
     outcomes: dict[int, int] = {}
     for index in range(_count(120)):
-        source = picker.choice(procedures)
+        runnable = index % 3 == 0  # a third of the cases are also dry-run against the test's server
+        source = PROCEDURES / f"{picker.choice(sorted(RUNNABLE))}.yaml" if runnable else picker.choice(procedures)
         case, _ = _case("procedure", index, source, cases_dir, ".yaml")
         result = invoke(case, ["validate", str(case.file)], {0, 2})
         outcomes[result.exit_code] = outcomes.get(result.exit_code, 0) + 1
-        if source.stem in RUNNABLE and index % 2 == 0:
+        if runnable:
             args = ["run", str(case.file), "--redis", url, "--dry-run", "--json", *RUNNABLE[source.stem]]
-            invoke(case, [*args, "--transcripts-dir", str(tmp_path / "transcripts")], EXIT_CODES)
+            ran = invoke(case, [*args, "--transcripts-dir", str(tmp_path / "transcripts")], EXIT_CODES)
+            outcomes[100 + ran.exit_code] = outcomes.get(100 + ran.exit_code, 0) + 1
     for index in range(_count(30)):
         case, _ = _case("scenario", index, picker.choice(scenarios), cases_dir / "scenarios", ".yaml")
         invoke(case, ["validate", str(case.file)], {0, 2})
-    assert outcomes.get(2, 0) > 0, "the mutations produce invalid procedures"
+    assert outcomes.get(2, 0) > 0 and outcomes.get(0, 0) > 0, f"valid and invalid mutants both: {outcomes}"
+    assert outcomes.get(100, 0) > 0, f"some mutants still run: {outcomes}"
 
 
 def test_fuzz_inventories(tmp_path: Path, redis_server: Callable[..., Any]) -> None:
@@ -306,7 +309,7 @@ def test_fuzz_transcripts(tmp_path: Path, redis_server: Callable[..., Any]) -> N
     sources = sorted(made.rglob("*.jsonl"))
     assert len(sources) == len(RUNNABLE)
     picker = random.Random(SEED + 2)
-    for index in range(_count(60)):
+    for index in range(_count(150)):
         directory = tmp_path / f"incident-{index}" / "2026-11-29"
         directory.mkdir(parents=True)
         case, _ = _case("transcript", index, picker.choice(sources), directory, ".jsonl")
