@@ -353,7 +353,7 @@ class Runner:
                 show_progress=self.show_progress,
             )
             action = kind.plan(body, ctx)
-        except template.TemplateError as exc:
+        except (template.TemplateError, ValueError) as exc:  # ValueError: a rendered value the kind refuses
             self.transcript.emit("step.started", step=ref, effect=str(effect), where="", command="", attempt=attempt)
             return (
                 _Outcome("error", message=f"{step.location}: {step.kind}: {exc}", exit_code=ExitCode.USAGE),

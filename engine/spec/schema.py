@@ -21,8 +21,7 @@ DURATION = {
     "format": "duration",
     "description": "A duration: 500ms, 90s, 5m, 1h, or seconds (at most 7 days), or a template.",
 }
-MAX_DURATION = 7 * 86400.0
-"""The longest duration a procedure, inventory or scenario may name (docs/cli.md, "Limits")."""
+
 STEP_FIELDS: dict[str, Any] = {
     "id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$", "description": "Unique within the procedure."},
     "name": {"type": "string", "minLength": 1, "description": "What the step does, for humans."},
@@ -179,15 +178,13 @@ def _format_checker() -> Any:
 
 def _is_duration(value: Any) -> bool:
     """A literal duration that parses and is at most MAX_DURATION; a template is checked when rendered."""
-    from engine.spec.params import parse_duration
+    from engine.spec.params import parse_wait
 
     if isinstance(value, str) and "{{" in value:
         return True
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         return True  # the type check reports it
-    seconds = parse_duration(value)
-    if seconds > MAX_DURATION:
-        raise ValueError(f"{value!r} is longer than {MAX_DURATION / 86400:g} days (the limit)")
+    parse_wait(value)  # ValueError when not a duration or longer than 7 days
     return True
 
 

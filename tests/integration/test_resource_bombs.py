@@ -145,3 +145,22 @@ def test_transcript_bombs_in_verify_timeline_and_postmortem(tmp_path: Path) -> N
     post = runbook("postmortem", "--incident", "INC-9", "--transcripts-dir", str(tmp_path / "transcripts"))
     _no_traceback(post)
     assert post.code == 0, post.output
+
+
+def test_a_rendered_wait_of_ten_to_the_fourteen_days_is_a_usage_error(
+    tmp_path: Path, redis_server: Callable[..., Any]
+) -> None:
+    server = redis_server()
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        "id: test/w\ntitle: t\nsection: t\ndescription: t\nparams:\n  d: {type: string, default: 1s}\nsteps:\n"
+        '  - id: a\n    name: a\n    wait: "{{ d }}"\n',
+        encoding="utf-8",
+    )
+    result = runbook(
+        "run", str(path), "--var", "d=99999999999999d", "--redis", f"redis://{server.host}:{server.port}",
+        "--dry-run", "--transcripts-dir", str(tmp_path / "t"), timeout=120,
+    )  # fmt: skip
+    _no_traceback(result)
+    assert result.code == 2, result.output
+    assert "w.yaml:8: wait: '99999999999999d' is longer than 7 days (the limit)" in result.output
