@@ -36,7 +36,7 @@ _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
 MAX_OUTPUT = 1_000_000
 """Characters (or items) in a string or list a template builds, and in a rendered template."""
 MAX_INT_BITS = 10_000
-"""Bits of an integer `**` may produce (about 3,000 digits)."""
+"""Bits of an integer `**` or `*` may produce (about 3,000 digits)."""
 MAX_ITERATIONS = 1_000_000
 """Loop iterations (`{% for %}`, all loops together) in one render or expression."""
 MAX_RENDER_SECONDS = 5.0
@@ -140,6 +140,13 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
             and max(abs(left).bit_length() - 1, 1) * right > MAX_INT_BITS
         ):
             raise TemplateError(f"{left} ** {right} is over {MAX_INT_BITS:,} bits (the limit)")
+        if (
+            operator_ == "*"
+            and isinstance(left, int)
+            and isinstance(right, int)
+            and abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS
+        ):  # repeated squaring in a loop doubles the bits each time
+            raise TemplateError(f"a product of over {MAX_INT_BITS:,} bits (the limit)")
         if operator_ == "*":
             for seq, times in ((left, right), (right, left)):
                 length = _sized_len(seq)

@@ -227,6 +227,7 @@ def test_yamlsource_limits_are_what_the_docs_say() -> None:
         ("{{ 9 ** 99999 }}", "bits"),
         ("x {{ 9 ** (9 ** 9) }}", "bits"),
         ("{{ (-7) ** 100000 }}", "bits"),
+        ("{% set ns = namespace(x=3) %}{% for i in range(64) %}{% set ns.x = ns.x * ns.x %}{% endfor %}", "bits"),
         ("{{ 'A' * 100000000 }}", "repeated"),
         ("{{ 100000000 * 'A' }}", "repeated"),
         ("{{ [0] * 100000000 }}", "repeated"),
