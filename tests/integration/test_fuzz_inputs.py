@@ -309,16 +309,19 @@ def test_fuzz_transcripts(tmp_path: Path, redis_server: Callable[..., Any]) -> N
     sources = sorted(made.rglob("*.jsonl"))
     assert len(sources) == len(RUNNABLE)
     picker = random.Random(SEED + 2)
+    verdicts: dict[int, int] = {}
     for index in range(_count(150)):
         directory = tmp_path / f"incident-{index}" / "2026-11-29"
         directory.mkdir(parents=True)
         case, _ = _case("transcript", index, picker.choice(sources), directory, ".jsonl")
-        invoke(case, ["transcript", "verify", str(case.file)], {0, 1})
+        verified = invoke(case, ["transcript", "verify", str(case.file)], {0, 1})
+        verdicts[verified.exit_code] = verdicts.get(verified.exit_code, 0) + 1
         out_format = ("markdown", "html", "json")[index % 3]
         invoke(case, ["timeline", str(case.file), "--format", out_format], {0, 2})
         if index % 2 == 0:
             incident_dir = str(directory.parent)
             invoke(case, ["postmortem", "--incident", "INC-FUZZ", "--transcripts-dir", incident_dir], {0, 2})
+    assert verdicts.get(1, 0) > 0, f"verify finds the damage: {verdicts}"
 
 
 # -- helpers ----------------------------------------------------------------------------------------
