@@ -524,7 +524,8 @@ class Runner:
                     str(template.render(step.show, self._scope(step, values, outcome.result))).strip()
                 )
             except template.TemplateError as exc:
-                summary = f"(show: {exc})"
+                # a predicted change has no result to show: its line is simply left out, not an error
+                summary = None if outcome.outcome == "predicted" else f"(show: {exc})"
         duration = (time.monotonic() - started) * 1000
         values["steps"][step.id].update(
             outcome=outcome.outcome,
