@@ -55,13 +55,16 @@ class LeasingGate:
         lease = None
         replaced = None
         if self.redis_call is not None:
-            lease = Lease(RedisStore(self.redis_call), self.holder, self.ttl)
+            store = RedisStore(self.redis_call)
+            lease = Lease(store, self.holder, self.ttl)
             try:
                 replaced = lease.acquire(steal)
             except LeaseHeld as exc:
                 return self._refuse(exc)
             except TargetError:
                 lease = None  # the Redis is down: the team's shared directory holds the lease instead
+            else:
+                store.where = getattr(self.redis_call, "where", store.where)
         if lease is None:
             lease = Lease(self.fallback, self.holder, self.ttl)
             try:
@@ -111,3 +114,6 @@ class LeasingGate:
             self._record_lost()
         released = self.lease.release()
         self.record("lease.released", durable=True, where=self.lease.store.where, released=released)
+        close = getattr(self.redis_call, "close", None)
+        if close is not None:
+            close()

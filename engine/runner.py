@@ -530,7 +530,8 @@ class Runner:
                     str(template.render(step.show, self._scope(step, values, outcome.result))).strip()
                 )
             except template.TemplateError as exc:
-                summary = f"(show: {exc})"
+                # a predicted change has no result to show: its line is simply left out, not an error
+                summary = None if outcome.outcome == "predicted" else f"(show: {exc})"
         impact, follow_up = self._declared(step, outcome, values)
         where, command = frame.planned.pop(step.id, ("", ""))
         duration = (time.monotonic() - started) * 1000

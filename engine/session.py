@@ -303,12 +303,12 @@ def _execute(
             if not request.dry_run:  # a change takes the target's lease first; reads and rehearsals never do
                 from engine.lease import FileStore, new_holder
                 from engine.lease_gate import LeasingGate
+                from engine.lease_redis import LeaseRedis
 
-                live = connections
                 gate = LeasingGate(
                     gate,
                     new_holder(operator.name, run_id, procedure.id, request.incident, socket.gethostname()),
-                    redis_call=(lambda argv: live.redis().call(argv)) if target.redis is not None else None,
+                    redis_call=LeaseRedis(target.redis) if target.redis is not None else None,
                     fallback=FileStore(request.transcripts_dir, target.full_name),
                     record=transcript.emit,
                     ttl=request.lease_ttl,

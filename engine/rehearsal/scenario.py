@@ -41,9 +41,9 @@ def scenario_files(root: Path | None = None) -> list[Path]:
 def load_file(path: Path) -> list[Scenario]:
     from engine.spec.loader import display_path
     from engine.spec.schema import validate_against
-    from engine.spec.yamlsource import load_yaml
+    from engine.spec.yamlsource import read_yaml_file
 
-    located = load_yaml(path.read_text(encoding="utf-8"), display_path(path))
+    located = read_yaml_file(path, display_path(path))
     errors = validate_against("scenario.schema.json", located)
     if errors:
         raise UsageError(f"invalid scenario file {located.file}", errors)

@@ -24,7 +24,7 @@ from engine.spec.model import (
     Step,
 )
 from engine.spec.params import parse_duration
-from engine.spec.yamlsource import Located, load_yaml
+from engine.spec.yamlsource import MAX_YAML_BYTES, Located, decode_utf8, load_yaml, read_bytes_bounded
 
 
 def display_path(path: Path) -> str:
@@ -46,13 +46,11 @@ def check_file(path: Path, *, known_procedures: Any = None) -> tuple[Located | N
 
     name = display_path(path)
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        return None, [SourceError(name, None, None, "", f"cannot read: {exc.strerror}")], b""
+        raw = read_bytes_bounded(path, name)
+    except UsageError as exc:
+        return None, exc.errors, b""
     try:
-        located = load_yaml(raw.decode("utf-8"), name)
-    except UnicodeDecodeError:
-        return None, [SourceError(name, None, None, "", "not UTF-8 text")], raw
+        located = load_yaml(decode_utf8(raw, name), name)
     except UsageError as exc:
         return None, exc.errors, raw
     if not isinstance(located.data, dict):
@@ -229,13 +227,22 @@ class Catalog:
             loader = _fast_loader()
             found: dict[str, Entry] = {}
             for path in self.files():
-                try:
+                try:  # a file over the limits is left out here and reported by `validate` or the load
+                    if path.stat().st_size > MAX_YAML_BYTES:
+                        continue
                     data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
-                except (OSError, yaml.YAMLError, UnicodeDecodeError):
+                except (OSError, yaml.YAMLError, ValueError, RecursionError):
                     continue
                 if isinstance(data, dict) and isinstance(data.get("id"), str):
+                    title, section = data.get("title"), data.get("section")  # never str() an alias bomb
                     found.setdefault(
-                        data["id"], Entry(data["id"], path, str(data.get("title", "")), str(data.get("section", "")))
+                        data["id"],
+                        Entry(
+                            data["id"],
+                            path,
+                            title if isinstance(title, str) else "",
+                            section if isinstance(section, str) else "",
+                        ),
                     )
             self._entries = found
         return self._entries

@@ -18,7 +18,8 @@ from engine.spec.yamlsource import Located, format_path
 SCHEMA_ID = "https://runbook.dev/schemas/procedure.schema.json"
 DURATION = {
     "type": ["string", "number"],
-    "description": "A duration: 500ms, 90s, 5m, 1h, seconds, or a template rendering to one.",
+    "format": "duration",
+    "description": "A duration: 500ms, 90s, 5m, 1h, or seconds (at most 7 days), or a template rendering to one.",
 }
 COUNT = {
     "type": ["integer", "string"],
@@ -207,7 +208,7 @@ def validate_against(name: str, located: Located) -> list[SourceError]:
     import jsonschema
 
     schema = load_schema(name)
-    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    validator = jsonschema.Draft202012Validator(schema, format_checker=_format_checker())
     errors: list[SourceError] = []
     for error in validator.iter_errors(located.data):
         errors.extend(_readable(error, located, schema))
@@ -215,6 +216,27 @@ def validate_against(name: str, located: Located) -> list[SourceError]:
     errors = [e for e in errors if not (e.path in unknown_at and e.message.startswith("exactly one of"))]
     unique = {(e.line, e.column, e.path, e.message): e for e in errors}
     return sorted(unique.values(), key=lambda e: (e.line or 0, e.column or 0, e.path))
+
+
+@cache
+def _format_checker() -> Any:
+    import jsonschema
+
+    checker = jsonschema.FormatChecker()
+    checker.checks("duration", raises=ValueError)(_is_duration)
+    return checker
+
+
+def _is_duration(value: Any) -> bool:
+    """A literal duration that parses and is at most MAX_DURATION; a template is checked when rendered."""
+    from engine.spec.params import parse_wait
+
+    if isinstance(value, str) and "{{" in value:
+        return True
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        return True  # the type check reports it
+    parse_wait(value)  # ValueError when not a duration or longer than 7 days
+    return True
 
 
 def _readable(error: Any, located: Located, schema: dict[str, Any]) -> list[SourceError]:
@@ -251,6 +273,9 @@ def _readable(error: Any, located: Located, schema: dict[str, Any]) -> list[Sour
         return [located.error(path, f"{instance!r} is not one of: {', '.join(map(str, error.validator_value))}")]
     if kind == "pattern":
         return [located.error(path, f"{instance!r} does not match {error.validator_value}")]
+    if kind == "format" and error.validator_value == "duration":
+        cause = error.cause
+        return [located.error(path, str(cause) if cause else f"{instance!r} is not a duration")]
     if kind in ("maxProperties", "minProperties") and len(path) == 3 and path[0] == "steps":
         options = ", ".join(error.schema.get("properties", {}))
         return [located.error(path, f"exactly one of: {options}")]

@@ -60,7 +60,7 @@ def run_summaries(sources: Sequence[Source]) -> tuple[RunSummary, ...]:
                 started=fmt.parse_time(s.header.get("time")) if s.header else None,
                 outcome=str(end.get("outcome")) if s.ended else "cut off",
                 exit_code=end.get("exit_code") if isinstance(end.get("exit_code"), int) else None,
-                duration=timedelta(milliseconds=duration) if isinstance(duration, int | float) else None,
+                duration=fmt.millis_delta(duration),
                 ref=f"{s.run_id}#{last.get('seq', '?')}",
             )
         )
