@@ -245,3 +245,18 @@ def test_follow_ups_are_shown_to_the_operator_and_kept_in_json(redis_server, tmp
     data = runbook(*argv, "--json").json()
     audit = next(s for s in data["steps"] if s["id"] == "audit")
     assert audit["follow_up"][0]["kind"] == "prevent" and "tenant acme 30" in audit["follow_up"][0]["text"]
+
+
+def test_note_severity_flag_sets_the_severity_and_bad_values_are_refused(tmp_path: Path) -> None:
+    where = ["--incident", "INC-S", "--transcripts-dir", str(tmp_path)]
+    for bad in ("SEV 2", "sev2;rm", "x" * 17, ""):
+        refused = runbook("note", "declared", "--milestone", "declared", "--severity", bad, *where)
+        assert refused.code == 2 and "--severity" in refused.stderr, (bad, refused.output)
+        assert "Traceback" not in refused.output
+    assert not (tmp_path / "incidents" / "INC-S" / "notes.jsonl").exists()  # nothing written
+    assert runbook("note", "declared, severity to come", "--milestone", "declared", *where).code == 0
+    assert runbook("note", "upgraded", "--severity", "SEV1", *where).code == 0
+    facts = json.loads(runbook("timeline", "--format", "json", *where).stdout)["facts"]
+    assert facts["severity"] == "SEV1"
+    md = runbook("timeline", *where).stdout
+    assert "| Severity | SEV1 |" in md and "| note (SEV1) |" in md
