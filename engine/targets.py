@@ -356,3 +356,58 @@ def missing_facets(target: Target, requires: tuple[str, ...], file: str) -> list
         for facet in requires
         if getattr(target, facet, None) is None
     ]
+
+
+FLEET_CHARS = frozenset("*?[")
+
+
+def is_pattern(name: str) -> bool:
+    """A --target that names a group (`production/*`, `*/cache`) rather than one target."""
+    return any(c in FLEET_CHARS for c in name)
+
+
+def inventory_entries(inventory: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
+    """(environment/name, tags) of every target, in the inventory's own order."""
+    return [
+        (f"{env}/{name}", tuple(body.get("tags") or ()))
+        for env, envbody in inventory["data"].get("environments", {}).items()
+        for name, body in envbody.get("targets", {}).items()
+    ]
+
+
+def _matches(term: str, full: str, tags: tuple[str, ...]) -> bool:
+    """NAME, ENVIRONMENT/NAME or a glob of either, or a tag (`tag:NAME` or a bare tag)."""
+    from fnmatch import fnmatchcase
+
+    if term.startswith("tag:"):
+        return term[4:] in tags
+    name = full.rpartition("/")[2]
+    return fnmatchcase(full, term) or ("/" not in term and fnmatchcase(name, term)) or term in tags
+
+
+def select_targets(
+    inventory: dict[str, Any],
+    patterns: tuple[str, ...] | list[str],
+    limit: tuple[str, ...] | list[str] = (),
+    exclude: tuple[str, ...] | list[str] = (),
+) -> list[str]:
+    """The targets a fleet run goes to, in pattern order then inventory order, each once.
+
+    A pattern that matches nothing is an error (a typo must not shrink a rollout silently); so is a
+    selection that --limit/--exclude empty."""
+    entries = inventory_entries(inventory)
+    chosen: list[str] = []
+    for pattern in patterns:
+        found = [full for full, tags in entries if _matches(pattern, full, tags)]
+        if not found:
+            known = ", ".join(full for full, _ in entries) or "none"
+            raise UsageError(f"{inventory['file']}: --target '{pattern}' matches no target (known: {known})")
+        chosen.extend(full for full in found if full not in chosen)
+    tags_of = dict(entries)
+    if limit:
+        chosen = [full for full in chosen if any(_matches(term, full, tags_of[full]) for term in limit)]
+    if exclude:
+        chosen = [full for full in chosen if not any(_matches(term, full, tags_of[full]) for term in exclude)]
+    if not chosen:
+        raise UsageError(f"{inventory['file']}: --limit/--exclude leave no target to run on")
+    return chosen
