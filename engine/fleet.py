@@ -344,6 +344,23 @@ def run_fleet(
                     transcript=str(child_path),
                     continues=earlier.run_id if earlier is not None else None,
                 )
+                if not plan.rolling:  # reads only: a thread of this process (no interpreter start-up each)
+                    code, error = _in_process(request, target, child_path, run_id, argv)
+                    outcome = child_outcome(target, child_path, code)
+                    if error is not None:  # it never started: the reason stands in for the expectations
+                        outcome = ChildOutcome(target, None, "usage" if code == 2 else "error", code, "", (error,))
+                    parent.emit(
+                        "fleet.child.finished",
+                        durable=True,
+                        target=target,
+                        child_run_id=outcome.run_id,
+                        outcome=outcome.outcome,
+                        exit_code=outcome.exit_code,
+                        transcript=str(child_path),
+                        failed_expectations=list(outcome.failed),
+                        continues=earlier.run_id if earlier is not None else None,
+                    )
+                    return outcome
                 proc = subprocess.Popen(
                     argv,
                     stdin=subprocess.DEVNULL if capture else None,
@@ -419,6 +436,43 @@ def run_fleet(
     )
     parent.close()
     return FleetResult(run_id, procedure.id, outcome, code, str(path), children, not_run, plan)
+
+
+def _in_process(
+    request: FleetRequest, target: str, child_path: Path, parent_id: str, argv: list[str]
+) -> tuple[int, str | None]:
+    """One target of a parallel read-only fan-out, run in this process: its exit code, and why it never
+    started if it did not."""
+    from engine.errors import Interrupted, RunbookError
+    from engine.session import RunRequest, execute
+    from engine.spec.params import parse_var_options
+
+    try:
+        result = execute(
+            RunRequest(
+                procedure=request.procedure,
+                variables=parse_var_options(request.variables),
+                inventory=request.inventory,
+                target=target,
+                dry_run=request.dry_run,
+                assume_yes=request.assume_yes,
+                transcript=child_path,
+                transcripts_dir=request.transcripts_dir,
+                operator=request.operator,
+                signing_key=request.signing_key,
+                lease_ttl=request.lease_ttl,
+                incident=request.incident,
+                argv=("runbook", *argv[3:]),
+                extra_procedures=request.extra_procedures,
+                parent_run=parent_id,
+                no_terminal=True,
+            )
+        )
+    except RunbookError as exc:  # before its transcript existed (an unresolvable password, say)
+        return exc.exit_code, str(exc)
+    except Interrupted as exc:
+        return exc.exit_code, f"interrupted by {exc}"
+    return result.exit_code, None
 
 
 def _child_argv(

@@ -51,6 +51,7 @@ class RunRequest:
     rollout_approval: str | None = None  # "OPERATOR@RUN": an "all remaining" answer covering this target
     resume: Any = None  # engine.resume.ResumePlan: the stopped run this one continues
     resume_changes: tuple[str, ...] = ()  # what changed since (accepted with --allow-changed)
+    no_terminal: bool = False  # one of a fleet's parallel runs: nobody is asked anything on the terminal
 
 
 @dataclass
@@ -239,6 +240,8 @@ def _execute(
         run_id = new_run_id()
         path = request.transcript or default_transcript_path(run_id, request.transcripts_dir)
         operator = Operator.from_environment(name=request.operator, assume_yes=request.assume_yes)
+        if request.no_terminal:
+            operator.interactive = False
         mode = "dry-run" if request.dry_run else "live"
         transcript = _open_transcript(Path(path), run_id, redactor, signer)
         try:

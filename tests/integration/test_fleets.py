@@ -166,6 +166,10 @@ def test_limit_and_exclude_by_name_and_tag(tmp_path, fleet):
     assert [t["target"] for t in result.json()["targets"]] == ["production/r0", "production/r1"]
     result = runbook(*base, "--target", "r2", "--target", "r4", "--target", "r0", "--exclude", "tag:canary", "--json")
     assert [t["target"] for t in result.json()["targets"]] == ["production/r2", "production/r4"]
+    # an unreachable target is its own row, and the worst exit code (4) is the fleet's
+    down = runbook(*base, "--target", "r0", "--target", "staging/other", "--json")
+    assert down.code == 4, down.output
+    assert {t["target"]: t["exit_code"] for t in down.json()["targets"]} == {"production/r0": 0, "staging/other": 4}
     missing = runbook(*base, "--target", "nowhere/*")
     assert missing.code == 2 and "matches no target" in missing.stderr
 
