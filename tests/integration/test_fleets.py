@@ -335,6 +335,9 @@ def test_kill_9_at_a_destructive_step_then_continue_shows_its_live_state(tmp_pat
     assert [e["step"]["id"] for e in of_type(evts, "step.resumed")] == ["size"]
     (asked,) = [e for e in of_type(evts, "approval.requested") if e["step"]["id"] == "wipe"]
     assert asked["in_doubt"]["run"] == run_id
+    # the killed run's lease (still live) is taken over by its continuation, and only by it
+    (stolen,) = of_type(evts, "lease.stolen")
+    assert stolen["previous"]["run_id"] == run_id and run_id in stolen["reason"]
     _verified(new_path)
 
 
@@ -365,3 +368,56 @@ def test_a_changed_procedure_is_refused_unless_allowed(tmp_path, redis_server):
     assert "procedure file" in evts[0]["resume_changes"][0]
     assert [e["step"]["id"] for e in of_type(evts, "step.resumed")] == ["mark"]
     _verified(new_path)
+
+
+def test_all_remaining_covers_the_rest_of_a_rollout_and_is_recorded(tmp_path, fleet):
+    servers = fleet[:3]
+    for server in servers:
+        server.client().set("health", "ok")
+    inventory = _inventory(tmp_path, servers)
+    child = _spawn([*_base(tmp_path, inventory, "test/roll"), "--target", "production/*", "--operator", "alice"])
+    child.expect("all remaining")  # the first target asks, offering "all remaining"
+    child.sendline("all remaining")
+    child.expect("outcome: ok")
+    child.expect(pytest.importorskip("pexpect").EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert [s.client().get("rolled") for s in servers] == ["1", "1", "1"]
+    (parent_path,) = [p for p in (tmp_path / "t").rglob("*.jsonl") if "fleet" in events(p)[0]]
+    parent = events(parent_path)
+    (approval,) = of_type(parent, "fleet.approval")
+    assert approval["by"] == "alice" and approval["target"] == "production/r0"
+    methods = []
+    for finished in of_type(parent, "fleet.child.finished"):
+        (given,) = of_type(events(finished["transcript"]), "approval.given")
+        methods.append((given["method"], given["by"], bool(given.get("note"))))
+        _verified(finished["transcript"])
+    # answered once on the first target; the others were covered by it and say so
+    assert methods == [
+        ("all-remaining", "alice", False),
+        ("all-remaining", "alice", True),
+        ("all-remaining", "alice", True),
+    ]
+    _verified(parent_path)
+
+
+def test_another_redis_process_is_refused_unless_allowed(tmp_path, redis_server):
+    server = redis_server()
+    server.client().set("health", "bad")
+    url = f"redis://127.0.0.1:{server.port}/0"
+    procs = _procs(tmp_path)
+    tdir = tmp_path / "t"
+    args = ["run", "test/roll", "--redis", url, "--procedures", str(procs), "--transcripts-dir", str(tdir)]
+    assert runbook(*args, "--yes").code == 1
+    first = next(tdir.rglob("*.jsonl"))
+    (identified,) = of_type(events(first), "target.identified")
+    recorded = identified["redis_run_id"]
+    server.restart()  # a restart: another server process, another run_id
+    server.client().set("health", "ok")
+    cont = ["continue", str(first), "--transcripts-dir", str(tdir), "--procedures", str(procs), "--yes"]
+    refused = runbook(*cont)
+    assert refused.code == 3, refused.output
+    assert f"run_id {recorded} then" in refused.stderr and "another server process" in refused.stderr
+    accepted = runbook(*cont, "--allow-changed")
+    assert accepted.code == 0, accepted.output
+    assert "another server process" in accepted.stdout
