@@ -364,7 +364,8 @@ def run_fleet(
                 proc = subprocess.Popen(
                     argv,
                     stdin=subprocess.DEVNULL if capture else None,
-                    stdout=subprocess.PIPE if capture else None,
+                    # its own lines go beside the parent's progress (stderr): stdout is the parent's table or JSON
+                    stdout=subprocess.PIPE if capture else sys.stderr.fileno(),
                     stderr=subprocess.PIPE if capture else None,
                     text=True,
                 )
