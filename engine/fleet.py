@@ -345,7 +345,7 @@ def run_fleet(
                     continues=earlier.run_id if earlier is not None else None,
                 )
                 if not plan.rolling:  # reads only: a thread of this process (no interpreter start-up each)
-                    code, error = _in_process(request, target, child_path, run_id, argv)
+                    code, error = _in_process(request, target, child_path, run_id, argv, catalog, inventory)
                     outcome = child_outcome(target, child_path, code)
                     if error is not None:  # it never started: the reason stands in for the expectations
                         outcome = ChildOutcome(target, None, "usage" if code == 2 else "error", code, "", (error,))
@@ -440,7 +440,13 @@ def run_fleet(
 
 
 def _in_process(
-    request: FleetRequest, target: str, child_path: Path, parent_id: str, argv: list[str]
+    request: FleetRequest,
+    target: str,
+    child_path: Path,
+    parent_id: str,
+    argv: list[str],
+    catalog: Any,
+    inventory: dict[str, Any],
 ) -> tuple[int, str | None]:
     """One target of a parallel read-only fan-out, run in this process: its exit code, and why it never
     started if it did not."""
@@ -467,6 +473,8 @@ def _in_process(
                 extra_procedures=request.extra_procedures,
                 parent_run=parent_id,
                 no_terminal=True,
+                catalog=catalog,
+                loaded_inventory=inventory,
             )
         )
     except RunbookError as exc:  # before its transcript existed (an unresolvable password, say)

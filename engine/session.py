@@ -52,6 +52,8 @@ class RunRequest:
     resume: Any = None  # engine.resume.ResumePlan: the stopped run this one continues
     resume_changes: tuple[str, ...] = ()  # what changed since (accepted with --allow-changed)
     no_terminal: bool = False  # one of a fleet's parallel runs: nobody is asked anything on the terminal
+    catalog: Any = None  # a fleet's parallel runs share the parent's procedure catalog and inventory,
+    loaded_inventory: Any = None  # read and checked once, not once per target
 
 
 @dataclass
@@ -159,7 +161,7 @@ def prepare(request: RunRequest) -> tuple[Procedure, dict[str, Any], Any]:
     from engine.spec.loader import Catalog
     from engine.spec.params import resolve
 
-    catalog = Catalog(request.extra_procedures)
+    catalog = request.catalog or Catalog(request.extra_procedures)
     procedure = catalog.load(request.procedure)
     prompted = frozenset(s.action.get("param") for s in procedure.steps if s.kind == "prompt")
     params = resolve(procedure.params, request.variables, procedure=procedure.id, interactive_later=prompted)
@@ -177,7 +179,7 @@ def resolve_target(request: RunRequest) -> Target:
         return Target(name=f"{endpoint.host}:{endpoint.port}", redis=endpoint)
     if not (request.inventory and request.target):
         raise UsageError("--inventory and --target go together")
-    return target_from_inventory(load_inventory(request.inventory), request.target)
+    return target_from_inventory(request.loaded_inventory or load_inventory(request.inventory), request.target)
 
 
 def execute(

@@ -337,6 +337,8 @@ def _tls_settings(base: Path, spec: dict[str, Any], where: str) -> TlsSettings:
     settings = TlsSettings(server_name=spec.get("server_name"), **files)
     if settings.key_file and not settings.cert_file:
         raise UsageError(f"{where}: key_file needs cert_file (the client certificate it belongs to)")
+    if settings == TlsSettings():
+        return settings  # nothing of ours to load (the system's CAs are loaded when a rediss:// connects)
     try:
         tls_context(settings)
     except (OSError, ssl.SSLError) as exc:
