@@ -286,6 +286,8 @@ def run(
     from engine.targets import is_pattern
 
     if len(targets) > 1 or any(is_pattern(t) for t in targets) or limit or exclude:
+        if steal_lease:
+            fail(UsageError("--steal-lease takes over one target's lease: run that target on its own"))
         if not inventory or redis_url or sandbox or transcript:
             fail(
                 UsageError(

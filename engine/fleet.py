@@ -420,6 +420,9 @@ def run_fleet(
             outcome = {0: "ok", 1: "findings", 2: "usage", 3: "stopped"}.get(code, "error")
             if halted is not None:
                 outcome, code = "failed" if code == ExitCode.FINDINGS else outcome, code
+    except Exception as exc:  # a bug, or a child that could not be started: recorded, never lost
+        outcome, code, halted = "error", ExitCode.UNREACHABLE, f"internal error: {exc!r}"
+        not_run.extend(t for t in plan.targets if t not in {c.target for c in children} and t not in not_run)
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
