@@ -100,6 +100,8 @@ def plan_from_events(events: list[dict[str, Any]], path: str) -> ResumePlan:
             approved.discard(step["id"])
         elif kind == "approval.given":
             approved.add(step["id"])
+        elif kind == "approval.refused":
+            open_steps.pop(step["id"], None)  # refused (a signal at the prompt included): certainly not sent
         elif kind == "step.finished":
             open_steps.pop(step["id"], None)
             if event.get("outcome") == "ok":

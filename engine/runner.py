@@ -835,9 +835,14 @@ class Runner:
         repeat = self._repeat(step, ref["call_depth"])
         doubt = self._in_doubt(step, ref["call_depth"])
         if doubt is not None:  # never re-sent on a flag: the operator sees what is there now and decides
+            sent = (
+                "it had been approved and may or may not have reached the target"
+                if doubt["was_approved"]
+                else "it had not been approved yet, so it was most likely not sent"
+            )
             repeat = (
                 f"IN DOUBT: run {doubt['run']} started this change at {doubt['started_at']} and stopped before it "
-                "finished; it may or may not have reached the target. The blast radius below is measured now"
+                f"finished; {sent}. The blast radius below is measured now"
             )
         self.transcript.emit(
             "approval.requested",

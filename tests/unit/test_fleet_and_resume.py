@@ -134,3 +134,8 @@ def test_what_changed_names_each_change():
 def test_not_a_run_transcript_is_a_usage_error():
     with pytest.raises(UsageError, match="not a run transcript"):
         plan_from_events([{"type": "note"}], "n.jsonl")
+
+
+def test_a_change_refused_at_its_prompt_is_not_in_doubt():
+    events = [*_events()[:-1], {"type": "approval.refused", "step": _step("wipe"), "by": "bob", "reason": "SIGINT"}]
+    assert plan_from_events(events, "t.jsonl").in_doubt is None
