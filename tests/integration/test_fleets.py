@@ -231,6 +231,8 @@ def test_ctrl_c_during_a_rollout_then_continue_reruns_nothing_done(tmp_path, fle
             "production/*",
             "--yes",
             "--json",
+            "--incident",
+            "INC-9",
         ],
         cwd=str(REPO),
         env=env,
@@ -284,7 +286,10 @@ def test_ctrl_c_during_a_rollout_then_continue_reruns_nothing_done(tmp_path, fle
     # the timeline shows the rollout: the parent and its children
     timeline = runbook("timeline", again["transcript"], "--transcripts-dir", str(tmp_path / "t"))
     assert timeline.code == 0, timeline.output
-    assert "production/r4" in timeline.stdout
+    assert "production/r4" in timeline.stdout and "Rollout planned" in timeline.stdout
+    postmortem = runbook("postmortem", "--incident", "INC-9", "--transcripts-dir", str(tmp_path / "t"))
+    assert postmortem.code == 0, postmortem.output
+    assert "production/r4" in postmortem.stdout
 
 
 def _spawn(args: list[str]):
