@@ -330,7 +330,7 @@ def _execute(
                 resolve_params=resolve_call,
                 target_values=template_values(target, run_id, request, operator.name),
                 on_step=on_step,
-                show_progress=sys.stderr.isatty(),
+                show_progress=sys.stderr.isatty() and not request.no_terminal,
                 resume=request.resume,
             )
             state = runner.state
