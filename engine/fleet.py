@@ -334,7 +334,8 @@ def run_fleet(
                 target: str, batch_index: int = index, capture: bool = capture, approval: str | None = approval
             ) -> ChildOutcome:
                 child_path = Path(path).with_name(f"{run_id}.{target.replace('/', '.')}.jsonl")
-                earlier = request.earlier.get(target)
+                # a stopped change is continued; a read-only target simply reads again
+                earlier = request.earlier.get(target) if plan.rolling else None
                 argv = _child_argv(request, target, child_path, run_id, earlier, approval)
                 parent.emit(
                     "fleet.child.started",

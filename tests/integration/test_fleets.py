@@ -206,6 +206,12 @@ def test_rolling_change_halts_past_max_failures(tmp_path, fleet):
     assert [s.client().get("rolled") for s in fleet] == ["1", "1", None, None, None]
 
 
+def _complete_events(path: Path) -> list[dict]:
+    """The lines a running writer has finished (the last one may be half-written)."""
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
+
+
 def _wait_for(predicate, proc):
     """Poll until the test's condition shows (the run is held by the test, never by a timer)."""
     import time
@@ -243,8 +249,14 @@ def test_ctrl_c_during_a_rollout_then_continue_reruns_nothing_done(tmp_path, fle
         start_new_session=True,
     )
     try:
-        # target 3 is held in its wait step: its first change is done, its second not
-        _wait_for(lambda: fleet[2].client().get("first") == "1", proc)
+        # target 3 is held in its wait step (its transcript says so): its first change is done, its second not
+        def waiting() -> bool:
+            found = list((tmp_path / "t").rglob("*.production.r2.jsonl"))
+            return bool(found) and any(
+                e["type"] == "step.started" and e["step"]["id"] == "wait" for e in _complete_events(found[0])
+            )
+
+        _wait_for(waiting, proc)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group, as on a terminal
         out, err = proc.communicate(timeout=60)
     finally:
