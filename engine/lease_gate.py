@@ -27,6 +27,7 @@ class LeasingGate:
         record: Record,
         ttl: float,
         steal_reason: str | None = None,
+        resumes: str | None = None,
     ):
         self.gate = gate
         self.operator = gate.operator
@@ -36,6 +37,7 @@ class LeasingGate:
         self.record = record
         self.ttl = ttl
         self.steal_reason = steal_reason
+        self.resumes = resumes  # a continued run takes over the lease its stopped run (killed) left behind
         self.lease: Lease | None = None
         self._lost_recorded = False
 
@@ -92,6 +94,9 @@ class LeasingGate:
         return None
 
     def _refuse(self, exc: LeaseHeld) -> Decision:
+        if self.resumes is not None and exc.holder.run_id == self.resumes and self.steal_reason is None:
+            self.steal_reason = f"continuing run {self.resumes}, which held it when it stopped"
+            return self._acquire()  # type: ignore[return-value]
         self.record("lease.refused", durable=True, where=exc.where, holder=exc.holder.public())
         return Decision(
             False,

@@ -145,6 +145,7 @@ class Runner:
         target_values: dict[str, Any],
         show_progress: bool = False,
         on_step: Callable[[StepRecord], None] = lambda record: None,
+        resume: Any = None,
     ):
         self.transcript = transcript
         self.redactor = redactor
@@ -162,6 +163,10 @@ class Runner:
         self.cleaning = 0  # > 0 while finally steps run: the session holds a signal back until they are done
         self._frames: dict[int, _Frame] = {}  # by call depth
         self._predicted: set[str] = set()  # registers that hold a dry-run's prediction, not a result
+        # engine.resume.ResumePlan of the run this one continues: its done steps are reused, its in-doubt
+        # change is asked about again on the terminal
+        self.resume = resume
+        self._doubt_asked = False
 
     # -- procedure level -----------------------------------------------------------------------
     def run(self, procedure: Procedure, params: dict[str, Any], *, depth: int = 0) -> dict[str, Any]:
@@ -248,6 +253,11 @@ class Runner:
     def _run_step(
         self, procedure: Procedure, step: Step, values: dict[str, Any], frame: _Frame, depth: int
     ) -> str | None:
+        if self.resume is not None and depth == 0 and step.foreach is None and not step.cleanup:
+            done = self.resume.reuse(step)
+            if done is not None:
+                self._reuse(procedure, step, values, frame, depth, done)
+                return None
         if step.kind == "restore" and step.action not in frame.measured:
             self._skip(procedure, step, values, frame, depth, None, f"'{step.action}' changed nothing in this run")
             return None
@@ -291,6 +301,44 @@ class Runner:
         }
         frame.ran[step.id] = any_ran
         return self._after_failure(step, worst) if worst else None
+
+    def _reuse(
+        self, procedure: Procedure, step: Step, values: dict[str, Any], frame: _Frame, depth: int, done: Any
+    ) -> None:
+        """A step the resumed run finished: its recorded result stands in for running it again."""
+        self.transcript.emit(
+            "step.resumed",
+            step=self._ref(procedure, step, depth),
+            from_run=self.resume.run_id,
+            effect=done.effect,
+            result=done.result,
+            blast_radius=done.blast_radius,
+        )
+        if step.register:
+            values[step.register] = done.result
+        if step.kind == "block" and isinstance(done.result, dict):
+            values.update(done.result)
+        values["steps"][step.id] = {**_status("ok"), "result": done.result}
+        frame.ran[step.id] = True
+        if done.blast_radius:
+            frame.measured.setdefault(step.id, done.blast_radius)
+        message = f"done in run {self.resume.run_id}: not run again"
+        self._record(
+            StepRecord(step.id, step.name, "ok", done.effect, message=message, depth=depth, procedure=procedure.id)
+        )
+
+    def _in_doubt(self, step: Step, depth: int) -> dict[str, Any] | None:
+        """The resumed run's change that started and never finished, the first time it comes up again."""
+        doubt = self.resume.in_doubt if self.resume is not None else None
+        if doubt is None or depth != 0 or step.id != doubt.step_id or self._doubt_asked:
+            return None
+        self._doubt_asked = True
+        return {
+            "run": self.resume.run_id,
+            "started_at": doubt.started_at,
+            "command": doubt.command,
+            "was_approved": doubt.approved,
+        }
 
     def _skipped_by_when(
         self,
@@ -804,6 +852,17 @@ class Runner:
             except template.TemplateError as exc:
                 confirm = f"(confirm text failed: {exc})"
         repeat = self._repeat(step, ref["call_depth"])
+        doubt = self._in_doubt(step, ref["call_depth"])
+        if doubt is not None:  # never re-sent on a flag: the operator sees what is there now and decides
+            sent = (
+                "it had been approved and may or may not have reached the target"
+                if doubt["was_approved"]
+                else "it had not been approved yet, so it was most likely not sent"
+            )
+            repeat = (
+                f"IN DOUBT: run {doubt['run']} started this change at {doubt['started_at']} and stopped before it "
+                f"finished; {sent}. The blast radius below is measured now"
+            )
         self.transcript.emit(
             "approval.requested",
             step=ref,
@@ -814,6 +873,7 @@ class Runner:
             blast_radius=blast or {},
             confirm=confirm,
             **({"repeat": repeat} if repeat else {}),
+            **({"in_doubt": doubt} if doubt else {}),
         )
         try:
             decision = self.gate.review(
@@ -855,7 +915,14 @@ class Runner:
                 "refused", message=f"not approved: {decision.reason}", exit_code=ExitCode.STOPPED, really_ran=False
             )
         self.state.approvals += 1
-        self.transcript.emit("approval.given", step=ref, by=decision.by, method=decision.method, command_sha256=digest)
+        self.transcript.emit(
+            "approval.given",
+            step=ref,
+            by=decision.by,
+            method=decision.method,
+            command_sha256=digest,
+            note=decision.note or None,
+        )
         frame.approved.setdefault(step.id, {"by": decision.by, "method": decision.method, "command_sha256": digest})
         return None
 

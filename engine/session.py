@@ -46,6 +46,14 @@ class RunRequest:
     incident: str | None = None
     argv: tuple[str, ...] = ()
     extra_procedures: tuple[Path, ...] = ()
+    parent_run: str | None = None  # the fleet run this one is a target of
+    rollout: bool = False  # a target of a rolling run: the gate also takes "all remaining"
+    rollout_approval: str | None = None  # "OPERATOR@RUN": an "all remaining" answer covering this target
+    resume: Any = None  # engine.resume.ResumePlan: the stopped run this one continues
+    resume_changes: tuple[str, ...] = ()  # what changed since (accepted with --allow-changed)
+    no_terminal: bool = False  # one of a fleet's parallel runs: nobody is asked anything on the terminal
+    catalog: Any = None  # a fleet's parallel runs share the parent's procedure catalog and inventory,
+    loaded_inventory: Any = None  # read and checked once, not once per target
 
 
 @dataclass
@@ -165,7 +173,7 @@ def prepare(request: RunRequest) -> tuple[Procedure, dict[str, Any], Any]:
     from engine.spec.loader import Catalog
     from engine.spec.params import resolve
 
-    catalog = Catalog(request.extra_procedures)
+    catalog = request.catalog or Catalog(request.extra_procedures)
     procedure = catalog.load(request.procedure)
     prompted = frozenset(s.action.get("param") for s in procedure.steps if s.kind == "prompt")
     params = resolve(procedure.params, request.variables, procedure=procedure.id, interactive_later=prompted)
@@ -183,7 +191,7 @@ def resolve_target(request: RunRequest) -> Target:
         return Target(name=f"{endpoint.host}:{endpoint.port}", redis=endpoint)
     if not (request.inventory and request.target):
         raise UsageError("--inventory and --target go together")
-    return target_from_inventory(load_inventory(request.inventory), request.target)
+    return target_from_inventory(request.loaded_inventory or load_inventory(request.inventory), request.target)
 
 
 def execute(
@@ -246,6 +254,8 @@ def _execute(
         run_id = new_run_id()
         path = request.transcript or default_transcript_path(run_id, request.transcripts_dir)
         operator = Operator.from_environment(name=request.operator, assume_yes=request.assume_yes)
+        if request.no_terminal:
+            operator.interactive = False
         mode = "dry-run" if request.dry_run else "live"
         transcript = _open_transcript(Path(path), run_id, redactor, signer)
         try:
@@ -272,6 +282,9 @@ def _execute(
                 transcript_path=str(path),
                 interactive=operator.interactive,
                 assume_yes=request.assume_yes,
+                parent_run=request.parent_run,
+                resumes=request.resume.run_id if request.resume is not None else None,
+                resume_changes=list(request.resume_changes) if request.resume is not None else None,
             )
         except OSError as exc:  # not even the first line fits: nothing was run, leave no empty file behind
             _discard(transcript)
@@ -299,7 +312,9 @@ def _execute(
                         redactor.add(param.name, str(values[param.name]))
                 return values
 
-            gate = Gate(operator)
+            if target.redis is not None:
+                transcript.emit("target.identified", redis_run_id=identify(connections))
+            gate = Gate(operator, rollout=request.rollout, covered_by=request.rollout_approval)
             if not request.dry_run:  # a change takes the target's lease first; reads and rehearsals never do
                 from engine.lease import FileStore, new_holder
                 from engine.lease_gate import LeasingGate
@@ -313,6 +328,7 @@ def _execute(
                     record=transcript.emit,
                     ttl=request.lease_ttl,
                     steal_reason=request.steal_lease,
+                    resumes=request.resume.run_id if request.resume is not None else None,
                 )
             runner = Runner(
                 transcript=transcript,
@@ -326,7 +342,8 @@ def _execute(
                 resolve_params=resolve_call,
                 target_values=template_values(target, run_id, request, operator.name),
                 on_step=on_step,
-                show_progress=sys.stderr.isatty(),
+                show_progress=sys.stderr.isatty() and not request.no_terminal,
+                resume=request.resume,
             )
             state = runner.state
             guard.cleaning = lambda: runner.cleaning > 0
@@ -384,6 +401,23 @@ def _execute(
         guard.armed = False
         if sandbox is not None:
             sandbox.stop()
+
+
+def identify(connections: Any) -> str | None:
+    """The Redis server process's run_id (INFO server), which a restart or failover changes; None if down."""
+    try:
+        info = connections.redis().call(["INFO", "server"])
+    except Exception:  # a down or refusing server is what some procedures are for: no identity then
+        return None
+    if isinstance(info, bytes):
+        info = info.decode("utf-8", "replace")
+    if isinstance(info, dict):
+        value = info.get("run_id")
+        return str(value) if value else None
+    for line in str(info).splitlines():
+        if line.startswith("run_id:"):
+            return line.partition(":")[2].strip()
+    return None
 
 
 def _open_transcript(path: Path, run_id: str, redactor: Any, signer: Any = None) -> Any:

@@ -333,6 +333,8 @@ def _tls_settings(base: Path, spec: dict[str, Any], where: str) -> TlsSettings:
     settings = TlsSettings(server_name=spec.get("server_name"), **files)
     if settings.key_file and not settings.cert_file:
         raise UsageError(f"{where}: key_file needs cert_file (the client certificate it belongs to)")
+    if settings == TlsSettings():
+        return settings  # nothing of ours to load (the system's CAs are loaded when a rediss:// connects)
     try:
         tls_context(settings)
     except (OSError, ssl.SSLError) as exc:
@@ -352,3 +354,58 @@ def missing_facets(target: Target, requires: tuple[str, ...], file: str) -> list
         for facet in requires
         if getattr(target, facet, None) is None
     ]
+
+
+FLEET_CHARS = frozenset("*?[")
+
+
+def is_pattern(name: str) -> bool:
+    """A --target that names a group (`production/*`, `*/cache`) rather than one target."""
+    return any(c in FLEET_CHARS for c in name)
+
+
+def inventory_entries(inventory: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
+    """(environment/name, tags) of every target, in the inventory's own order."""
+    return [
+        (f"{env}/{name}", tuple(body.get("tags") or ()))
+        for env, envbody in inventory["data"].get("environments", {}).items()
+        for name, body in envbody.get("targets", {}).items()
+    ]
+
+
+def _matches(term: str, full: str, tags: tuple[str, ...]) -> bool:
+    """NAME, ENVIRONMENT/NAME or a glob of either, or a tag (`tag:NAME` or a bare tag)."""
+    from fnmatch import fnmatchcase
+
+    if term.startswith("tag:"):
+        return term[4:] in tags
+    name = full.rpartition("/")[2]
+    return fnmatchcase(full, term) or ("/" not in term and fnmatchcase(name, term)) or term in tags
+
+
+def select_targets(
+    inventory: dict[str, Any],
+    patterns: tuple[str, ...] | list[str],
+    limit: tuple[str, ...] | list[str] = (),
+    exclude: tuple[str, ...] | list[str] = (),
+) -> list[str]:
+    """The targets a fleet run goes to, in pattern order then inventory order, each once.
+
+    A pattern that matches nothing is an error (a typo must not shrink a rollout silently); so is a
+    selection that --limit/--exclude empty."""
+    entries = inventory_entries(inventory)
+    chosen: list[str] = []
+    for pattern in patterns:
+        found = [full for full, tags in entries if _matches(pattern, full, tags)]
+        if not found:
+            known = ", ".join(full for full, _ in entries) or "none"
+            raise UsageError(f"{inventory['file']}: --target '{pattern}' matches no target (known: {known})")
+        chosen.extend(full for full in found if full not in chosen)
+    tags_of = dict(entries)
+    if limit:
+        chosen = [full for full in chosen if any(_matches(term, full, tags_of[full]) for term in limit)]
+    if exclude:
+        chosen = [full for full in chosen if not any(_matches(term, full, tags_of[full]) for term in exclude)]
+    if not chosen:
+        raise UsageError(f"{inventory['file']}: --limit/--exclude leave no target to run on")
+    return chosen

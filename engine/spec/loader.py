@@ -160,6 +160,7 @@ def _build_steps(
                 confirm=raw.get("confirm"),
                 verifies=raw.get("verifies"),
                 secret=bool(raw.get("secret", False)),
+                precondition=bool(raw.get("precondition", False)),
                 show=raw.get("show"),
                 sample=Sample(
                     every=_literal(sample.get("every", 1), parse_duration),

@@ -127,6 +127,7 @@ class Step:
     confirm: str | None = None
     verifies: str | None = None  # id of the change step whose effect this step checks
     secret: bool = False  # the registered result is a secret: redact it everywhere
+    precondition: bool = False  # a read a resumed run (`runbook continue`) runs again instead of reusing
     show: str | None = None  # a line for the operator, rendered after the step ran
     sample: Sample | None = None
     cleanup: bool = False  # one of the procedure's `finally:` steps

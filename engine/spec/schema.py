@@ -50,6 +50,11 @@ STEP_FIELDS: dict[str, Any] = {
         "its expectations are reported as predicted.",
     },
     "secret": {"type": "boolean", "description": "The registered result is a secret: redacted everywhere."},
+    "precondition": {
+        "type": "boolean",
+        "description": "A read that `runbook continue` runs again before the resume point (so a resumed run "
+        "decides on today's state); other finished steps are reused from the transcript.",
+    },
     "show": {
         "type": "string",
         "description": "A line for the operator once the step ran (template over "

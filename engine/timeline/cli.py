@@ -72,12 +72,29 @@ def load_timeline(files: tuple[Path, ...], incident: str | None, directory: Path
     if not paths:
         raise UsageError("give transcript files, or --incident ID to find an incident's runs and notes")
     transcripts = []
-    for path in paths:
+    seen: set[str] = set()
+    while paths:
+        path = paths.pop(0)
+        if str(Path(path).resolve()) in seen:
+            continue
+        seen.add(str(Path(path).resolve()))
         try:
             transcripts.append(read_transcript(path))
         except OSError as exc:
             raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        paths += _children(transcripts[-1].events)  # a rollout's parent brings its targets' runs
     return build_timeline(transcripts, incident)
+
+
+def _children(events: list[dict[str, Any]]) -> list[Path]:
+    """The child transcripts a fleet run's parent transcript names (those still on disk)."""
+    found = []
+    for event in events:
+        if event.get("type") in ("fleet.child.started", "fleet.child.finished") and event.get("transcript"):
+            path = Path(str(event["transcript"]))
+            if path.is_file() and path not in found:
+                found.append(path)
+    return found
 
 
 def output_format(given: str | None, output: Path | None, allowed: tuple[str, ...] = FORMATS) -> str:

@@ -260,6 +260,34 @@ class _Walk:
             detail=_text(e.get("error")) or None,
         )
 
+    def fleet(self, entry: Entry, e: Mapping[str, Any]) -> None:
+        """A rollout's parent: its plan, each target's child run and outcome, why it halted."""
+        kind = entry.type
+        if kind == "fleet.planned":
+            targets = [_text(t) for t in e.get("targets") or ()]
+            what = f"Rollout planned ({_text(e.get('mode'))}): {len(targets)} targets: {', '.join(targets)}"
+            self.row(entry, what=what, result="planned", status="started")
+        elif kind == "fleet.child.finished":
+            reused = " (done in an earlier run, not run again)" if e.get("reused_from") else ""
+            outcome = _text(e.get("outcome"))
+            self.row(
+                entry,
+                what=f"Target {_text(e.get('target'))}: run {_text(e.get('child_run_id'))}{reused}",
+                where=_text(e.get("target")),
+                result=f"{outcome} (exit {e.get('exit_code')})",
+                status=_RUN_STATUS.get(outcome, "failed"),
+                detail="; ".join(_text(x) for x in e.get("failed_expectations") or ()) or None,
+            )
+        elif kind == "fleet.halted":
+            self.row(entry, what="Rollout halted", result="halted", status="failed", detail=_text(e.get("reason")))
+        elif kind == "step.resumed":
+            self.row(
+                entry,
+                what=f"{_step_name(e)}: done in run {_text(e.get('from_run'))}, not run again",
+                result="resumed",
+                status="ok",
+            )
+
     def finish(self, entries: Sequence[Entry]) -> None:
         """Rows for what the file does not say: steps never finished, a run cut off (both at its end)."""
         for entry in self.pending.values():
@@ -336,6 +364,10 @@ _HANDLERS = {
     "host_key.accepted": _Walk.host_key,
     "note": _Walk.note,
     "run.ended": _Walk.run_ended,
+    "fleet.planned": _Walk.fleet,
+    "fleet.child.finished": _Walk.fleet,
+    "fleet.halted": _Walk.fleet,
+    "step.resumed": _Walk.fleet,
 }
 
 

@@ -47,6 +47,13 @@ EVENT_TYPES = (
     "lease.stolen",
     "lease.lost",
     "lease.released",
+    "target.identified",
+    "step.resumed",
+    "fleet.planned",
+    "fleet.child.started",
+    "fleet.child.finished",
+    "fleet.approval",
+    "fleet.halted",
     "run.ended",
 )
 
