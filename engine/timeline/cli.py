@@ -125,8 +125,13 @@ def _emit(text: str, output: Path | None) -> None:
     if output is None:  # a terminal, perhaps: nothing from the records may reach it as a control sequence
         click.echo(printable(text, multiline=True), nl=not text.endswith("\n"))
         return
+    from engine import fsutil
+
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
+    try:  # through a temp file and a rename: a symlink planted at the name is refused, never followed
+        fsutil.write_file(output, text.encode("utf-8"), mode=0o644, replace=True)
+    except OSError as exc:
+        raise click.UsageError(f"-o {output}: {exc.strerror or exc}") from None
     click.echo(f"wrote {printable(output)}", err=True)
 
 

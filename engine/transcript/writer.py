@@ -72,6 +72,8 @@ DURABLE_TYPES = frozenset(
 
 RESERVED_FIELDS = frozenset({"seq", "time", "mono_ns", "type", "run_id", "prev_sha256", "signature"})
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # a transcript or notes file is never written through a symlink
+
 SIGNED_TYPES = frozenset({"approval.given", "approval.refused", "run.ended"})
 """With a signer, these lines carry an SSH signature over the line itself (and so the chain before it)."""
 
@@ -249,7 +251,7 @@ class TranscriptWriter:
         """A new transcript at `path`; never overwrites one (FileExistsError)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(path, flags, 0o600)
         except FileExistsError as exc:
@@ -273,7 +275,7 @@ class TranscriptWriter:
         """
         path = Path(path)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             try:
                 writer = cls.create(path, run_id or new_run_id(), redactor, **options)
@@ -281,7 +283,7 @@ class TranscriptWriter:
                     _lock_exclusive(writer._fd)
                 return writer
             except FileExistsError:  # created by someone else meanwhile: append to theirs
-                fd = os.open(path, os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
+                fd = os.open(path, os.O_RDWR | os.O_APPEND | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
         try:
             _lock_exclusive(fd)  # two `runbook note`s at once must not both take the same seq
             data = _read_all(fd)
