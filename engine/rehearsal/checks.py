@@ -8,8 +8,42 @@ from typing import Any
 
 import redis
 
+from engine import template
 from engine.rehearsal.faults import take_snapshot
 from engine.rehearsal.world import World
+
+# Names that look at the procedure's run, not at the world: a check using one cannot be asked before the run.
+RUN_NAMES = frozenset({"result", "findings", "output", "run", "revealed"})
+
+
+def about_the_world(that: str) -> bool:
+    """A check of the world alone (it can be asked before the procedure runs, to see the incident is there)."""
+    try:
+        return not (template.expression_variables(that) & RUN_NAMES)
+    except Exception:
+        return False
+
+
+def holds(that: str, names: dict[str, Any]) -> tuple[bool, str | None]:
+    """(held, why not) for one expression; a check that cannot be evaluated or cannot reach Redis does not hold."""
+    try:
+        return bool(template.evaluate(that, names)), None
+    except template.TemplateError as exc:
+        return False, f"check failed to evaluate: {exc}"
+    except redis.RedisError as exc:
+        return False, f"Redis: {type(exc).__name__}: {exc}"
+
+
+def no_run() -> dict[str, Any]:
+    return {
+        "exit_code": None,
+        "outcome": None,
+        "results": {},
+        "findings": [],
+        "output": "",
+        "transcript": None,
+        "dry_run_transcript": None,
+    }
 
 
 def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
