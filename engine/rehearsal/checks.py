@@ -126,6 +126,13 @@ def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
                 texts.append(Path(path).read_text(encoding="utf-8"))
         return any(secret in text for text in texts)
 
+    def restarted_since(name: str) -> bool:
+        """The server is not the process that ran at `snapshot: name` (its run id changed, or it is down)."""
+        try:
+            return call(lambda c: c.info("server")["run_id"]) != world.vars[f"run_id:{name}"]
+        except redis.RedisError:
+            return True
+
     def result(step_id: str) -> Any:
         return run["results"].get(step_id)
 
@@ -147,6 +154,7 @@ def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
         "count": count,
         "count_without_ttl": count_without_ttl,
         "unchanged_since": unchanged_since,
+        "restarted_since": restarted_since,
         "values_equal_snapshot": values_equal_snapshot,
         "result": result,
         "world": world.template_values(),

@@ -388,6 +388,7 @@ def _run_procedure(world: World, args: dict[str, Any]) -> None:
 def _snapshot(world: World, name: str) -> None:
     """Remember every key's type, value and TTL presence, for checks like `unchanged_since(name)`."""
     world.vars[f"snapshot:{name}"] = take_snapshot(world)
+    _remember_run_id(world, name)
 
 
 @fault("config_snapshot")
@@ -395,6 +396,16 @@ def _config_snapshot(world: World, name: str) -> None:
     """Remember every CONFIG GET * value, for `config_changed_since(name)`."""
     with world.client() as client:
         world.vars[f"config:{name}"] = client.config_get("*")
+    _remember_run_id(world, name)
+
+
+def _remember_run_id(world: World, name: str) -> None:
+    """The server's run id at a snapshot: `restarted_since(name)` tells a restart from a server left running."""
+    try:
+        with world.client() as client:
+            world.vars[f"run_id:{name}"] = client.info("server")["run_id"]
+    except redis.RedisError:
+        world.vars[f"run_id:{name}"] = None
 
 
 def take_snapshot(world: World, match: str = "*") -> dict[str, tuple[str, Any, bool]]:

@@ -279,6 +279,10 @@ def rehearse(
             held, why = checks.holds(check.that, names)
             if not held:
                 result.unmet.append(f"{check.message} ({why})" if why else check.message)
+        for check in scenario.always:
+            held, why = checks.holds(check.that, names)
+            if not held:
+                result.run_problems.append(f"{check.message} ({why})" if why else check.message)
         if real.exit_code not in scenario.expect_exit:
             result.run_problems.append(f"the procedure exited {real.exit_code} ({real.outcome}: {real.error})")
         elapsed = time.monotonic() - started

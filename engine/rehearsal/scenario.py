@@ -30,6 +30,7 @@ class Scenario:
     expected_differences: dict[str, str] = field(default_factory=dict)
     success: tuple[Check, ...] = ()
     incident: tuple[Check, ...] = ()  # hold after the fault, before the procedure: the incident is there
+    always: tuple[Check, ...] = ()  # must hold after the real run whatever `expect` says (nothing else broken)
     expect: str = "resolved"  # or "not-resolved": the fix cannot take, and the procedure must say so
     expect_exit: tuple[int, ...] = (0,)
     time_limit: float = 120.0
@@ -65,6 +66,7 @@ def load_file(path: Path) -> list[Scenario]:
                 expected_differences=raw.get("expected_differences") or {},
                 success=tuple(Check(c["that"], c["message"]) for c in raw["success"]),
                 incident=tuple(Check(c["that"], c["message"]) for c in raw.get("incident") or ()),
+                always=tuple(Check(c["that"], c["message"]) for c in raw.get("always") or ()),
                 expect=raw.get("expect", "resolved"),
                 expect_exit=tuple(raw.get("expect_exit") or (0,)),
                 time_limit=parse_duration(raw.get("time_limit", "120s")),
