@@ -75,14 +75,17 @@ def invert_when(data: dict[str, Any]) -> Iterable[tuple[str, str, dict[str, Any]
 def weaken_expect(data: dict[str, Any]) -> Iterable[tuple[str, str, dict[str, Any]]]:
     for i, step in enumerate(_steps(data)):
         for j, expectation in enumerate(step.get("expect") or []):
-            if isinstance(expectation, dict) and str(expectation.get("that")).strip() != "true":
-                out = copy.deepcopy(data)
-                out["steps"][i]["expect"][j]["that"] = "true"
-                yield (
-                    f"weaken-expect:{step.get('id')}[{j}]",
-                    f"expectation {j} of {step.get('id')} is always true ({expectation.get('that')!r})",
-                    out,
-                )
+            if not isinstance(expectation, dict) or str(expectation.get("that")).strip() == "true":
+                continue
+            if expectation.get("severity") == "info":  # fails nothing (no finding, no exit code): not a verification
+                continue
+            out = copy.deepcopy(data)
+            out["steps"][i]["expect"][j]["that"] = "true"
+            yield (
+                f"weaken-expect:{step.get('id')}[{j}]",
+                f"expectation {j} of {step.get('id')} is always true ({expectation.get('that')!r})",
+                out,
+            )
 
 
 def effect_to_read(data: dict[str, Any]) -> Iterable[tuple[str, str, dict[str, Any]]]:
@@ -229,12 +232,15 @@ def _mutate_command(value: Any) -> Any:
                 return value[: match.start()] + str(int(match.group(1)) + 1) + value[match.end() :]
         return None
     if isinstance(value, list) and len(value) > 1:
-        for i, item in enumerate(value[1:], start=1):
+        for i, item in enumerate(value[1:], start=1):  # a number first: a count, a TTL, a size
             if isinstance(item, int) and not isinstance(item, bool):
                 return [*value[:i], item + 1, *value[i + 1 :]]
-            if isinstance(item, str) and not _TEMPLATE.search(item):
-                new = str(int(item) + 1) if item.isdigit() else item + "x"
-                return [*value[:i], new, *value[i + 1 :]]
+            if isinstance(item, str) and item.isdigit():
+                return [*value[:i], str(int(item) + 1), *value[i + 1 :]]
+        for i in range(len(value) - 1, 0, -1):  # else the last plain word: the value being set
+            item = value[i]
+            if isinstance(item, str) and item and not _TEMPLATE.search(item):
+                return [*value[:i], item + "x", *value[i + 1 :]]
     return None
 
 

@@ -67,9 +67,7 @@ def by_name(report: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any
 
 def test_every_scenario_resolves_its_incident(gate):
     result, report = gate["result"], gate["report"]
-    failing = {
-        f"{r['procedure']}/{r['scenario']}": r["failed_checks"] or r["error"] for r in report if not r["passed"]
-    }
+    failing = {f"{r['procedure']}/{r['scenario']}": r["failed_checks"] or r["error"] for r in report if not r["passed"]}
     assert failing == {}
     for r in report:  # passed means: resolved, or (a failure scenario) not resolved with the exit code it must give
         assert r["resolved"] is (r["expect"] == "resolved"), r
