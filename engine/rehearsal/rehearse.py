@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import template
-from engine.rehearsal import checks, faults, snapshot
+from engine.rehearsal import checks, faults, sabotage, snapshot
 from engine.rehearsal.compare import StepComparison, compare
 from engine.rehearsal.deadline import deadline
 from engine.rehearsal.scenario import Scenario
@@ -42,6 +42,7 @@ class Rehearsal:
     dry_run_changes: list[str] = field(default_factory=list)  # how the dry-run changed the world (must be none)
     ungated_changes: list[str] = field(default_factory=list)  # steps that changed the world without an approval
     timed_out: bool = False
+    sabotage: str | None = None  # the fix made not to take: "noticed by ...", "NOT noticed ...", or None (n/a)
     unmet: list[str] = field(default_factory=list)  # success checks that did not hold after the real run
     run_problems: list[str] = field(default_factory=list)  # an exit code not in expect_exit, over the time limit
 
@@ -49,6 +50,8 @@ class Rehearsal:
     def passed(self) -> bool:
         """What CI asks: the scenario's expectation met, predictions as declared, nothing changed behind the gate."""
         if self.error or self.invalid or self.dry_run_changes or self.ungated_changes or self.timed_out:
+            return False
+        if self.sabotage is not None and not self.sabotage.startswith("noticed"):
             return False
         if not self.predictions_matched or self.run_problems or self.exit_code is None:
             return False
@@ -87,6 +90,7 @@ class Rehearsal:
             "dry_run_changes": self.dry_run_changes,
             "ungated_changes": self.ungated_changes,
             "timed_out": self.timed_out,
+            "sabotage": self.sabotage,
             "error": self.error,
             "predictions": [vars(c) for c in self.comparisons],
         }
@@ -288,11 +292,19 @@ def rehearse(
         elapsed = time.monotonic() - started
         if elapsed > scenario.time_limit:
             result.run_problems.append(f"took {elapsed:.1f}s, over the time limit of {scenario.time_limit:g}s")
+        if scenario.expect == "resolved" and scenario.sabotage and not result.unmet and not result.run_problems:
+            procedures = {s.procedure for s in real.steps}
+            result.sabotage = _sabotaged(scenario, spec, base, procedures, transcripts_dir, stem, procedure_ref)
         result.failed_checks = [
             *result.unmet,
             *result.run_problems,
             *(f"the dry-run changed the world: {d}" for d in result.dry_run_changes),
             *result.ungated_changes,
+            *(
+                [f"a fix that does not take: {result.sabotage}"]
+                if result.sabotage and not result.sabotage.startswith("noticed")
+                else []
+            ),
         ]
         result.resolved = not result.unmet and not result.run_problems
     except Exception as exc:  # a broken world is a failed rehearsal, reported, never a crash of --all
@@ -303,6 +315,46 @@ def rehearse(
             world.stop()
         result.duration_s = time.monotonic() - started
     return result
+
+
+def _sabotaged(
+    scenario: Scenario,
+    spec: WorldSpec,
+    base: dict[str, Any],
+    procedures: set[str],
+    transcripts_dir: Path,
+    stem: str,
+    procedure_ref: str | None,
+) -> str | None:
+    """The same incident in a fresh world, every predictable change acknowledged and not applied: the
+    procedure's verifications must fail. None when no verification step ran (nothing to prove)."""
+    from engine.session import RunRequest, execute
+    from engine.spec.loader import Catalog
+
+    verifying = sabotage.verification_steps(procedures, Catalog(base["extra_procedures"]), procedure_ref)
+    if not verifying:
+        return None
+    world = World.start(spec)
+    try:
+        _seed(world, scenario.seed)
+        for action in scenario.fault:
+            faults.apply(world, action)
+        request = RunRequest(
+            **{**base, "variables": _params(scenario, world), "incident": base["incident"] + "-sabotaged"},
+            assume_yes=True,
+            transcript=_fresh(transcripts_dir / f"{stem}.sabotaged.jsonl"),
+        )
+        with sabotage.changes_do_not_take() as sabotaged:
+            run = execute(request)
+    finally:
+        world.stop()
+    if not set(sabotaged) & set(verifying.values()):
+        return None  # no change that a verification step checks was made not to take
+    failed = sabotage.noticed(run.steps, verifying, sabotaged)
+    changed = ", ".join(dict.fromkeys(sabotaged))
+    if failed:
+        return f"noticed by {', '.join(failed)} (changes not applied: {changed})"
+    return f"NOT noticed: {changed} did not take, and no verification step failed (exit {run.exit_code})"
 
 
 def _fresh(path: Path) -> Path:
