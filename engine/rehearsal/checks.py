@@ -164,4 +164,5 @@ def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
         "findings": run["findings"],
         "output": run["output"],
         "file_mode": lambda path: oct(__import__("os").stat(path).st_mode & 0o777),
+        "file_text": lambda path: Path(path).read_text(encoding="utf-8", errors="replace"),
     }

@@ -110,7 +110,9 @@ def _mutate(chosen: list, out_dir: Path, sample: int | None, min_score: float, a
         original = load_procedure(path, known_procedures=Catalog(extra).has)
         found = mutate.sample(mutate.mutants(yaml.safe_load(path.read_text(encoding="utf-8"))), sample)
         for mutant in found:
-            outcome = mutate.run_mutant(mutant, original, scenarios, transcripts_dir=out_dir / "mutants", extra=extra)
+            outcome = mutate.run_mutant(
+                mutant, original, scenarios, transcripts_dir=out_dir / "mutants", extra=extra, original_ref=ref
+            )
             outcomes.append(outcome)
             if not as_json:
                 click.echo(f"{outcome.status:10} {procedure_id} {mutant.name}: {outcome.reason}", err=True)

@@ -175,8 +175,11 @@ def sample(found: list[Mutant], per_procedure: int | None) -> list[Mutant]:
         for m in ranked:
             groups.setdefault(m.name.split(":", 1)[0], []).append(m)
         picked: list[Mutant] = []
+        names = list(OPERATORS)
+        turn = int(hashlib.sha256(items[0].procedure.encode()).hexdigest(), 16) % len(names)
+        order = names[turn:] + names[:turn]  # each procedure starts at another operator
         while len(picked) < per_procedure and any(groups.values()):
-            for op in OPERATORS:
+            for op in order:
                 if groups.get(op) and len(picked) < per_procedure:
                     picked.append(groups[op].pop(0))
         chosen.extend(sorted(picked, key=lambda m: m.name))
@@ -277,6 +280,7 @@ def run_mutant(
     *,
     transcripts_dir: Path,
     extra: tuple[Path, ...] = (),
+    original_ref: str | None = None,
 ) -> Outcome:
     """Validate, then rehearse every scenario until one fails (killed) or all pass (survived)."""
     import time
@@ -304,6 +308,7 @@ def run_mutant(
                 procedure_ref=str(path),
                 extra_procedures=extra,
                 incident=f"mutant-{scenario.name}",
+                reference_ref=original_ref or "",  # "": the catalog's procedure of that id
             )
             if not result.passed:
                 why = result.error or (result.failed_checks[0] if result.failed_checks else None)

@@ -197,8 +197,14 @@ def rehearse(
     on_step: Any = lambda record: None,
     procedure_ref: str | None = None,
     extra_procedures: tuple[Path, ...] = (),
+    reference_ref: str | None = None,
 ) -> Rehearsal:
-    """Rehearse one scenario. `procedure_ref` runs another file for the scenario's procedure (a mutant, a draft)."""
+    (
+        """Rehearse one scenario. `procedure_ref` runs another file for the scenario's procedure (a mutant, a draft);
+    `reference_ref` is the procedure whose verification steps the sabotaged run holds it to (a mutant's
+    original: a mutant that dropped its verification must not escape by having none; default: the one run)."""
+        ""
+    )
     from engine.session import Interrupted, RunRequest, execute
 
     started = time.monotonic()
@@ -294,7 +300,8 @@ def rehearse(
             result.run_problems.append(f"took {elapsed:.1f}s, over the time limit of {scenario.time_limit:g}s")
         if scenario.expect == "resolved" and scenario.sabotage and not result.unmet and not result.run_problems:
             procedures = {s.procedure for s in real.steps}
-            result.sabotage = _sabotaged(scenario, spec, base, procedures, transcripts_dir, stem, procedure_ref)
+            reference = procedure_ref if reference_ref is None else (reference_ref or None)
+            result.sabotage = _sabotaged(scenario, spec, base, procedures, transcripts_dir, stem, reference)
         result.failed_checks = [
             *result.unmet,
             *result.run_problems,
@@ -340,7 +347,12 @@ def _sabotaged(
         for action in scenario.fault:
             faults.apply(world, action)
         request = RunRequest(
-            **{**base, "variables": _params(scenario, world), "incident": base["incident"] + "-sabotaged"},
+            **{
+                **base,
+                "inventory": str(world.inventory_path),
+                "variables": _params(scenario, world),
+                "incident": base["incident"] + "-sabotaged",
+            },
             assume_yes=True,
             transcript=_fresh(transcripts_dir / f"{stem}.sabotaged.jsonl"),
         )

@@ -45,7 +45,10 @@ def changes_do_not_take() -> Iterator[list[str]]:
                 sabotaged.append(ctx.step.id)
                 return action.predict(action.measure() if action.measure else None)
 
-            return dataclasses.replace(action, execute=pretend)
+            def claimed(blast: Any, result: Any) -> Any:  # what a dry-run would record: the change, claimed
+                return action.changes(blast, None) if action.changes else []
+
+            return dataclasses.replace(action, execute=pretend, changes=claimed, failed=None, output=None)
 
         return dataclasses.replace(kind, plan=plan)
 
