@@ -46,6 +46,18 @@ REQUIRED = {
 # Predictions that legitimately cannot match, each explained in its scenario's description.
 DOCUMENTED_MISMATCHES = {
     ("redis/emergency-oom", "writes-refused-noeviction"): {"probe-delete"},
+    ("redis/emergency-oom", "raise-is-not-enough"): {"probe-delete"},
+}
+
+# Issue 12: each troubleshooting and emergency procedure with a fix has a scenario where the fix cannot take.
+FAILURE_SCENARIOS = {
+    "redis/emergency-oom": "limit-beyond-the-host",
+    "redis/troubleshoot-memory": "leak-bigger-than-the-limit",
+    "redis/troubleshoot-connection": "busy-connections-are-not-idle",
+    "redis/emergency-service-down": "will-not-start",
+    "redis/troubleshoot-corruption": "rdb-corrupt-no-backup",
+    "redis/emergency-data-loss": "backup-is-corrupt",
+    "redis/restore-tenant": "some-keys-still-there",
 }
 
 FIELDS = {"procedure", "scenario", "resolved", "predictions_matched", "duration_s", "transcript"}
@@ -69,6 +81,8 @@ def test_every_scenario_resolves_its_incident(gate):
     result, report = gate["result"], gate["report"]
     failing = {f"{r['procedure']}/{r['scenario']}": r["failed_checks"] or r["error"] for r in report if not r["passed"]}
     assert failing == {}
+    expected_no = {(r["procedure"], r["scenario"]) for r in report if r["expect"] == "not-resolved"}
+    assert expected_no >= set(FAILURE_SCENARIOS.items())
     for r in report:  # passed means: resolved, or (a failure scenario) not resolved with the exit code it must give
         assert r["resolved"] is (r["expect"] == "resolved"), r
         assert r["invalid"] == [] and r["dry_run_changes"] == [] and r["ungated_changes"] == [], r
