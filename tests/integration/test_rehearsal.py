@@ -296,7 +296,7 @@ def test_guided_rehearsal_the_operator_types_the_target_name_and_it_resolves(tmp
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
-    (transcript,) = [p for p in tmp_path.rglob("*.jsonl") if "dry-run" not in p.name]
+    (transcript,) = [p for p in tmp_path.rglob("*.jsonl") if "dry-run" not in p.name and "sabotaged" not in p.name]
     given = of_type(events(transcript), "approval.given")
     assert [(e["step"]["id"], e["method"]) for e in given] == [("delete", "typed-target")]
 
