@@ -58,6 +58,8 @@ FAILURE_SCENARIOS = {
     "redis/troubleshoot-corruption": "rdb-corrupt-no-backup",
     "redis/emergency-data-loss": "backup-is-corrupt",
     "redis/restore-tenant": "some-keys-still-there",
+    "redis/restore-rdb": "backup-is-the-live-dump",
+    "redis/config-set": "refuses-a-credential",
 }
 
 FIELDS = {"procedure", "scenario", "resolved", "predictions_matched", "duration_s", "transcript"}
