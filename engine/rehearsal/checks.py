@@ -13,7 +13,7 @@ from engine.rehearsal.faults import take_snapshot
 from engine.rehearsal.world import World
 
 # Names that look at the procedure's run, not at the world: a check using one cannot be asked before the run.
-RUN_NAMES = frozenset({"result", "findings", "output", "run", "revealed"})
+RUN_NAMES = frozenset({"result", "ran", "findings", "output", "run", "revealed"})
 
 
 def about_the_world(that: str) -> bool:
@@ -39,6 +39,7 @@ def no_run() -> dict[str, Any]:
         "exit_code": None,
         "outcome": None,
         "results": {},
+        "outcomes": {},
         "findings": [],
         "output": "",
         "transcript": None,
@@ -157,6 +158,7 @@ def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
         "restarted_since": restarted_since,
         "values_equal_snapshot": values_equal_snapshot,
         "result": result,
+        "ran": lambda *step_ids: all(run.get("outcomes", {}).get(s) == "ok" for s in step_ids),
         "world": world.template_values(),
         "old_password": world.original_password,
         "new_password": lambda: world.current_password,

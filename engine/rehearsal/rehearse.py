@@ -279,6 +279,7 @@ def rehearse(
             "exit_code": real.exit_code,
             "outcome": real.outcome,
             "results": {s.id: s.result for s in real.steps},
+            "outcomes": {s.id: s.outcome for s in real.steps},
             "findings": [e["message"] for s in real.steps for e in s.expectations if e["held"] is False],
             "output": "\n".join(str(s.summary or "") + "\n" + str(s.message or "") for s in real.steps),
             "transcript": real.transcript,
