@@ -199,12 +199,11 @@ def rehearse(
     extra_procedures: tuple[Path, ...] = (),
     reference_ref: str | None = None,
 ) -> Rehearsal:
-    (
-        """Rehearse one scenario. `procedure_ref` runs another file for the scenario's procedure (a mutant, a draft);
-    `reference_ref` is the procedure whose verification steps the sabotaged run holds it to (a mutant's
-    original: a mutant that dropped its verification must not escape by having none; default: the one run)."""
-        ""
-    )
+    """Rehearse one scenario. `procedure_ref` runs another file for the scenario's procedure (a mutant, a draft).
+
+    `reference_ref` is the procedure whose verification steps the sabotaged run holds it to: a mutant's
+    original, so that a mutant that dropped its verification cannot escape by having none ("" for the
+    catalog's procedure of that id; None, the default: the procedure run)."""
     from engine.session import Interrupted, RunRequest, execute
 
     started = time.monotonic()
