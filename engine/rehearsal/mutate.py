@@ -311,12 +311,8 @@ def run_mutant(
                 reference_ref=original_ref or "",  # "": the catalog's procedure of that id
             )
             if not result.passed:
-                why = result.error or (result.failed_checks[0] if result.failed_checks else None)
-                if why is None and not result.predictions_matched:
-                    differing = next(c for c in result.comparisons if not c.matched and not c.expected)
-                    why = f"prediction differs at {differing.step}: {differing.predicted} vs {differing.actual}"
                 return Outcome(
-                    mutant, "killed", f"{scenario.name}: {why or result.verdict}", time.monotonic() - started
+                    mutant, "killed", f"{scenario.name}: {result.why_not_passed}", time.monotonic() - started
                 )
     names = ", ".join(s.name for s in scenarios)
     return Outcome(mutant, "survived", f"every scenario still passes ({names})", time.monotonic() - started)

@@ -58,6 +58,29 @@ class Rehearsal:
         return not self.unmet if self.expect == "resolved" else bool(self.unmet)
 
     @property
+    def why_not_passed(self) -> str | None:
+        """The first reason this rehearsal did not pass (None when it passed)."""
+        if self.passed:
+            return None
+        reasons = [
+            self.error,
+            *(f"invalid: {m}" for m in self.invalid),
+            *(f"the dry-run changed the world: {d}" for d in self.dry_run_changes),
+            *self.ungated_changes,
+            "timed out" if self.timed_out else None,
+            f"a fix that does not take: {self.sabotage}" if self.sabotage else None,
+            *self.run_problems,
+            *(self.unmet if self.expect == "resolved" else []),
+            "resolved, where the scenario expects the fix not to take" if self.expect != "resolved" else None,
+        ]
+        differing = [c for c in self.comparisons if not c.matched and not c.expected]
+        if differing:
+            reasons.insert(
+                0, f"prediction differs at {differing[0].step}: {differing[0].predicted} vs {differing[0].actual}"
+            )
+        return next((r for r in reasons if r), self.verdict)
+
+    @property
     def verdict(self) -> str:
         if self.error:
             return "error"

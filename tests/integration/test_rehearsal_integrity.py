@@ -335,3 +335,27 @@ def test_procedures_dir_and_a_path_are_rehearsed(tmp_path):
     by_path = runbook("rehearse", str(tmp_path / "drafts/wm-clear.yaml"), "--transcripts-dir", "t", cwd=tmp_path)
     assert by_path.code == 0, by_path.output
     assert "1/1 passed" in by_path.stdout
+
+
+def test_mutate_a_procedure_file_kills_each_planted_bug_and_says_how(tmp_path):
+    shipped = Path(__file__).parents[2] / "procedures/redis"
+    copy = (shipped / "wm-clear.yaml").read_text().replace("id: redis/wm-clear", "id: drafts/wm-clear")
+    write(tmp_path, "drafts/wm-clear.yaml", copy)
+    scenario = (shipped / "scenarios/wm-clear.yaml").read_text().replace("redis/wm-clear", "drafts/wm-clear")
+    write(tmp_path, "drafts/scenarios/wm-clear.yaml", scenario)
+    result = runbook(
+        "rehearse", "--mutate", str(tmp_path / "drafts/wm-clear.yaml"), "--json", "--transcripts-dir", "t", cwd=tmp_path
+    )
+    assert result.code == 0, result.output
+    report = json.loads(result.stdout)
+    reasons = {m["mutant"]: m["reason"] for m in report["mutants"]}
+    assert {m["status"] for m in report["mutants"]} == {"killed"} and report["score"] == 100.0
+    assert reasons["effect-to-read:delete"].startswith("rejected by validate:")
+    assert "declared 'read' but this redis step is destructive" in reasons["effect-to-read:delete"]
+    # a dropped verification is caught by the sabotaged run, held to the original's verification steps
+    assert reasons["drop-step:verify"] == (
+        "clear-one-tenant: a fix that does not take: NOT noticed: delete did not take, "
+        "and no verification step failed (exit 0)"
+    )
+    # a weakened guard is caught by the failure scenario: the typo'd tenant no longer gives its finding
+    assert reasons["weaken-expect:inspect[0]"].startswith("tenant-name-typo: ")
