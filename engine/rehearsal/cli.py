@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +69,10 @@ def rehearse(
     """
     from engine.rehearsal.choose import choose
 
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # between runs too: the worlds are torn down, never orphaned
     try:
         if mutate:
             if procedure and run_all:
@@ -79,8 +84,21 @@ def rehearse(
         click.echo(f"runbook: {exc}", err=True)
         sys.exit(ExitCode.USAGE)
     out_dir = transcripts_dir / "rehearsals" / datetime.now(UTC).strftime("%Y-%m-%d")
-    if mutate:
-        sys.exit(_mutate(chosen, out_dir, sample, min_score, as_json))
+    try:
+        if mutate:
+            sys.exit(_mutate(chosen, out_dir, sample, min_score, as_json))
+        results = _rehearse_all(chosen, out_dir, guided, as_json)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM stops the whole command, not only the run in progress
+        click.echo("runbook: rehearse interrupted; the worlds are torn down", err=True)
+        sys.exit(ExitCode.INTERRUPTED)
+    if as_json:
+        click.echo(json.dumps([r.as_json() for r in results], indent=2))
+    else:
+        click.echo(render_table(results))
+    sys.exit(ExitCode.OK if results and all(r.passed for r in results) else ExitCode.FINDINGS)
+
+
+def _rehearse_all(chosen: list, out_dir: Path, guided: bool, as_json: bool) -> list:
     from engine.rehearsal.rehearse import rehearse as run_one
 
     results = []
@@ -88,11 +106,7 @@ def rehearse(
         if not as_json:
             click.echo(f"rehearsing {item.procedure} / {item.name} ...", err=True)
         results.append(run_one(item, transcripts_dir=out_dir, guided=guided, procedure_ref=ref, extra_procedures=extra))
-    if as_json:
-        click.echo(json.dumps([r.as_json() for r in results], indent=2))
-    else:
-        click.echo(render_table(results))
-    sys.exit(ExitCode.OK if results and all(r.passed for r in results) else ExitCode.FINDINGS)
+    return results
 
 
 def _mutate(chosen: list, out_dir: Path, sample: int | None, min_score: float, as_json: bool) -> int:

@@ -268,6 +268,8 @@ def rehearse(
                 result.dry_run_transcript, result.dry_run_exit_code = dry.transcript, dry.exit_code
                 if limit.fired:  # the dry-run was interrupted: there is no real run to make
                     raise Interrupted(signal.SIGALRM)
+                if dry.outcome == "interrupted":  # Ctrl-C / SIGTERM: the operator stops everything, not one run
+                    raise KeyboardInterrupt
                 result.dry_run_changes = snapshot.differences(before, snapshot.capture(world))
                 watch = GateWatch(world, real_path)
 
@@ -277,6 +279,8 @@ def rehearse(
 
                 real = execute(RunRequest(**base, assume_yes=not guided, transcript=real_path), on_step=each_step)
                 result.ungated_changes = watch.violations
+                if real.outcome == "interrupted" and not limit.fired:
+                    raise KeyboardInterrupt
         except Interrupted:
             if not limit.fired:
                 raise
@@ -381,6 +385,8 @@ def _sabotaged(
         )
         with sabotage.changes_do_not_take() as sabotaged:
             run = execute(request)
+        if run.outcome == "interrupted":
+            raise KeyboardInterrupt
     finally:
         world.stop()
     if not set(sabotaged) & set(verifying.values()):

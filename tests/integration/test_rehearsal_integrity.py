@@ -359,3 +359,26 @@ def test_mutate_a_procedure_file_kills_each_planted_bug_and_says_how(tmp_path):
     )
     # a weakened guard is caught by the failure scenario: the typo'd tenant no longer gives its finding
     assert reasons["weaken-expect:inspect[0]"].startswith("tenant-name-typo: ")
+
+
+def test_sigterm_stops_the_whole_rehearse_command_with_exit_130(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.integration.cli_support import REPO
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "rehearse", "--all", "--transcripts-dir", str(tmp_path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # held until the first rehearsal has started
+    assert first.startswith("rehearsing ")
+    proc.terminate()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "rehearse interrupted" in err
+    assert "passed" not in err  # no table: the command stopped, it did not go on to the end
