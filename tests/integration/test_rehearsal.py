@@ -173,7 +173,9 @@ def test_the_worlds_are_torn_down(gate):
 
 
 def test_the_table_shows_procedure_scenario_resolved_predictions_duration_steps_approvals(tmp_path):
-    result = runbook("rehearse", "redis/wm-clear", "--transcripts-dir", str(tmp_path), cwd=tmp_path)
+    result = runbook(
+        "rehearse", "redis/wm-clear", "--scenario", "clear-one-tenant", "--transcripts-dir", str(tmp_path), cwd=tmp_path
+    )
     assert result.code == 0, result.output
     header, rule, row = result.stdout.splitlines()[:3]
     assert header.split() == [
@@ -283,7 +285,17 @@ def test_guided_rehearsal_the_operator_types_the_target_name_and_it_resolves(tmp
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "engine.cli", "rehearse", "redis/wm-clear", "--guided", "--transcripts-dir", str(tmp_path)],
+        [
+            "-m",
+            "engine.cli",
+            "rehearse",
+            "redis/wm-clear",
+            "--scenario",
+            "clear-one-tenant",
+            "--guided",
+            "--transcripts-dir",
+            str(tmp_path),
+        ],
         cwd=str(REPO),
         encoding="utf-8",
         timeout=60,
@@ -307,7 +319,17 @@ def test_guided_rehearsal_declined_is_not_resolved(tmp_path):
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "engine.cli", "rehearse", "redis/wm-clear", "--guided", "--transcripts-dir", str(tmp_path)],
+        [
+            "-m",
+            "engine.cli",
+            "rehearse",
+            "redis/wm-clear",
+            "--scenario",
+            "clear-one-tenant",
+            "--guided",
+            "--transcripts-dir",
+            str(tmp_path),
+        ],
         cwd=str(REPO),
         encoding="utf-8",
         timeout=60,
