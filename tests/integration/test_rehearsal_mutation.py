@@ -15,9 +15,10 @@ from tests.integration.cli_support import runbook
 
 SAMPLE = 2
 # Percent of the counted (not equivalent) mutants killed. Issue 12 sets 90 as the goal; the catalog is not
-# there yet (this sample: 25/34 = 73.5% measured, in 190 s on a busy 2-core machine; the survivors and what
-# would kill each are in docs/rehearsal.md). A ratchet: raise it with every scenario that kills a survivor.
-MIN_SCORE = 70.0
+# there yet (this sample: 26/34 = 76.5% measured, in 118-190 s on a busy 2-core machine; the whole catalog:
+# 316/462 = 68.4%; the survivors and what would kill each are in docs/rehearsal.md). A ratchet: raise it
+# with every scenario that kills a survivor, never lower it.
+MIN_SCORE = 75.0
 
 
 def test_the_sampled_mutants_of_the_catalog_are_killed(tmp_path):
