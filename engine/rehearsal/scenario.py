@@ -29,6 +29,10 @@ class Scenario:
     params: dict[str, Any] = field(default_factory=dict)
     expected_differences: dict[str, str] = field(default_factory=dict)
     success: tuple[Check, ...] = ()
+    incident: tuple[Check, ...] = ()  # hold after the fault, before the procedure: the incident is there
+    always: tuple[Check, ...] = ()  # must hold after the real run whatever `expect` says (nothing else broken)
+    expect: str = "resolved"  # or "not-resolved": the fix cannot take, and the procedure must say so
+    sabotage: bool = True  # also rehearse the fix not taking: its verifications must fail
     expect_exit: tuple[int, ...] = (0,)
     time_limit: float = 120.0
 
@@ -62,6 +66,10 @@ def load_file(path: Path) -> list[Scenario]:
                 params=raw.get("params") or {},
                 expected_differences=raw.get("expected_differences") or {},
                 success=tuple(Check(c["that"], c["message"]) for c in raw["success"]),
+                incident=tuple(Check(c["that"], c["message"]) for c in raw.get("incident") or ()),
+                always=tuple(Check(c["that"], c["message"]) for c in raw.get("always") or ()),
+                expect=raw.get("expect", "resolved"),
+                sabotage=bool(raw.get("sabotage", True)),
                 expect_exit=tuple(raw.get("expect_exit") or (0,)),
                 time_limit=parse_duration(raw.get("time_limit", "120s")),
             )
