@@ -143,7 +143,10 @@ class RedisAdapter:
         client = redis.Redis(connection_pool=pool)
         try:
             client.ping()
-            self._table = parse_command_table(client.execute_command("COMMAND"))
+            try:
+                self._table = parse_command_table(client.execute_command("COMMAND"))
+            except redis.ResponseError:  # a Sentinel may have no COMMAND: the fixed lists decide, unknown is destructive
+                self._table = {}
             self._always_read = always_read(self._table)
             self.server_info = client.info("server")
         except redis.RedisError as exc:
