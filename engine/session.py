@@ -35,6 +35,9 @@ class RunRequest:
     inventory: str | None = None
     target: str | None = None
     sandbox: bool = False
+    sandbox_topology: str = "standalone"  # standalone | replicated | cluster
+    sentinels: tuple[str, ...] = ()  # --sentinel HOST:PORT (repeatable), with --master NAME
+    master: str | None = None
     dry_run: bool = False
     assume_yes: bool = False
     transcript: Path | None = None
@@ -163,15 +166,39 @@ def prepare(request: RunRequest) -> tuple[Procedure, dict[str, Any], Any]:
 def resolve_target(request: RunRequest) -> Target:
     from engine.targets import load_inventory, redis_from_url, target_from_inventory
 
-    chosen = [bool(request.redis_url), bool(request.inventory or request.target), request.sandbox]
+    if bool(request.sentinels) != bool(request.master):
+        raise UsageError("--sentinel HOST:PORT and --master NAME go together")
+    via_sentinel = bool(request.sentinels) and not (request.inventory or request.target)
+    chosen = [bool(request.redis_url) or via_sentinel, bool(request.inventory or request.target), request.sandbox]
     if sum(chosen) != 1:
-        raise UsageError("say where to run: --redis URL, --inventory FILE --target NAME, or --sandbox")
-    if request.redis_url:
-        endpoint = redis_from_url(request.redis_url)
-        return Target(name=f"{endpoint.host}:{endpoint.port}", redis=endpoint)
+        raise UsageError(
+            "say where to run: --redis URL, --sentinel HOST:PORT --master NAME, --inventory FILE --target NAME, "
+            "or --sandbox"
+        )
+    if request.redis_url or via_sentinel:
+        sentinel = _sentinel_from_options(request)
+        url = request.redis_url or "redis://{}:{}".format(*sentinel.addresses[0])  # type: ignore[union-attr]
+        endpoint = redis_from_url(url)
+        name = f"{endpoint.host}:{endpoint.port}"
+        if sentinel is not None and not request.redis_url:
+            name = f"{sentinel.master}@sentinel"
+        return Target(name=name, redis=endpoint, sentinel=sentinel)
     if not (request.inventory and request.target):
         raise UsageError("--inventory and --target go together")
     return target_from_inventory(load_inventory(request.inventory), request.target)
+
+
+def _sentinel_from_options(request: RunRequest) -> Any:
+    """--sentinel/--master; Sentinel's own password from RUNBOOK_SENTINEL_AUTH (never the command line)."""
+    import os
+
+    from engine.targets import SentinelSpec, parse_address
+
+    if not request.sentinels:
+        return None
+    addresses = tuple(parse_address(a, "--sentinel") for a in request.sentinels)
+    password = os.environ.get("RUNBOOK_SENTINEL_AUTH") or None
+    return SentinelSpec(addresses, str(request.master), password, "RUNBOOK_SENTINEL_AUTH" if password else None)
 
 
 def execute(
@@ -217,7 +244,7 @@ def _execute(
         if request.sandbox:
             from engine.sandbox_target import start_sandbox
 
-            sandbox = start_sandbox()
+            sandbox = start_sandbox(request.sandbox_topology)
             started_sandbox(sandbox)
             target = sandbox.target
         else:
@@ -228,6 +255,8 @@ def _execute(
         redactor = Redactor()
         if target.redis and target.redis.password:
             redactor.add(target.redis.password_source or "redis-password", target.redis.password)
+        if target.sentinel is not None and target.sentinel.password:
+            redactor.add(target.sentinel.password_source or "sentinel-password", target.sentinel.password)
         for param in procedure.params:
             if param.secret and params.get(param.name) is not None:
                 redactor.add(param.name, str(params[param.name]))
@@ -278,7 +307,10 @@ def _execute(
                 target,
                 allow_mutation=not request.dry_run,
                 on_host_key_accepted=lambda event: transcript.emit("host_key.accepted", durable=True, **event),
+                on_topology_changed=lambda event: transcript.emit("topology.changed", **event),
             )
+            if target.redis is not None:  # the deployment, as found now; unreachable is recorded, not fatal
+                transcript.emit("topology.discovered", **connections.discover())
 
             def resolve_call(callee: Procedure, given: dict[str, Any]) -> dict[str, Any]:
                 values = resolve(callee.params, {k: v for k, v in given.items()}, procedure=callee.id)

@@ -47,6 +47,8 @@ EVENT_TYPES = (
     "lease.stolen",
     "lease.lost",
     "lease.released",
+    "topology.discovered",
+    "topology.changed",
     "run.ended",
 )
 
