@@ -268,6 +268,7 @@ def _build(finalize: Any = None) -> ImmutableSandboxedEnvironment:
         last=_last,
         all=_all,
         any=_any,
+        every=_all,  # every(rows, "value.outcome == 'ok'"): over a per-node result (redis `on:`)
         held_for=_held_for,
         rate=_rate,
         rates=_rates,

@@ -220,6 +220,8 @@ def _readable(error: Any, located: Located, schema: dict[str, Any]) -> list[Sour
         return [located.error(path, f"{instance!r} is not one of: {', '.join(map(str, error.validator_value))}")]
     if kind == "pattern":
         return [located.error(path, f"{instance!r} does not match {error.validator_value}")]
+    if kind == "oneOf" and len(path) == 3 and path[0] == "steps" and "operations" in error.schema:
+        return [located.error(path, f"exactly one of: {', '.join(error.schema['operations'])}")]
     if kind in ("maxProperties", "minProperties") and len(path) == 3 and path[0] == "steps":
         options = ", ".join(error.schema.get("properties", {}))
         return [located.error(path, f"exactly one of: {options}")]
