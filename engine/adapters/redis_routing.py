@@ -218,13 +218,8 @@ class RoutedRedisAdapter(RedisAdapter):
         topology = self.topology
         if topology is None or topology.kind != "cluster" or not calls:
             return super().pipeline_calls(calls)
-        groups: dict[int, tuple[RedisAdapter, list[int]]] = {}
-        for index, argv in enumerate(calls):
-            key = _key_of(argv)
-            node = self._owner_of(key) if key is not None else self
-            groups.setdefault(id(node), (node, []))[1].append(index)
         replies: list[Any] = [None] * len(calls)
-        for node, indexes in groups.values():
+        for node, indexes in self.group_by_owner(calls):
             got = RedisAdapter.pipeline_calls(node, [calls[i] for i in indexes])
             for i, reply in zip(indexes, got, strict=True):
                 replies[i] = reply
@@ -237,6 +232,29 @@ class RoutedRedisAdapter(RedisAdapter):
                 except redis.RedisError as exc:
                     replies[i] = exc
         return replies
+
+    def group_by_owner(self, calls: Sequence[Sequence[Any]]) -> list[tuple[RedisAdapter, list[int]]]:
+        """The calls' indexes grouped by the node that owns each one's key (all on this node off a cluster)."""
+        topology = self.topology
+        if topology is None or topology.kind != "cluster":
+            return [(self, list(range(len(calls))))] if calls else []
+        groups: dict[int, tuple[RedisAdapter, list[int]]] = {}
+        for index, argv in enumerate(calls):
+            key = _key_of(argv)
+            node = self._owner_of(key) if key is not None else self
+            groups.setdefault(id(node), (node, []))[1].append(index)
+        return list(groups.values())
+
+    def scan_nodes(self) -> list[RedisAdapter]:
+        """Where a keyspace scan must look: every primary of a cluster, else this node."""
+        topology = self.topology
+        if topology is None or topology.kind != "cluster" or not topology.primaries:
+            return [self]
+        return [self.node_adapter(n.address) for n in topology.primaries]
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.topology is not None and self.topology.kind == "cluster"
 
     def scan(self, match: str | None = None, count: int = 1000, type_: str | None = None) -> Iterator[list[str]]:
         """On a cluster, every primary's keys (scanned in parallel, pages merged as they come)."""
