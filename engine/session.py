@@ -309,8 +309,10 @@ def _execute(
                 on_host_key_accepted=lambda event: transcript.emit("host_key.accepted", durable=True, **event),
                 on_topology_changed=lambda event: transcript.emit("topology.changed", **event),
             )
+            discovered: dict[str, Any] = {}
             if target.redis is not None:  # the deployment, as found now; unreachable is recorded, not fatal
-                transcript.emit("topology.discovered", **connections.discover())
+                discovered = connections.discover()
+                transcript.emit("topology.discovered", **discovered)
 
             def resolve_call(callee: Procedure, given: dict[str, Any]) -> dict[str, Any]:
                 values = resolve(callee.params, {k: v for k, v in given.items()}, procedure=callee.id)
@@ -344,7 +346,10 @@ def _execute(
                 target_name=target.full_name,
                 load_procedure=catalog.load,
                 resolve_params=resolve_call,
-                target_values=template_values(target, run_id, request, operator.name),
+                target_values={
+                    **template_values(target, run_id, request, operator.name),
+                    "topology": discovered.get("topology"),
+                },
                 on_step=on_step,
                 show_progress=sys.stderr.isatty(),
             )

@@ -91,13 +91,16 @@ class RoutedRedisAdapter(RedisAdapter):
 
     # -- nodes ---------------------------------------------------------------------------------
     def node_adapter(self, address: str) -> RedisAdapter:
-        """The adapter of one node of the deployment (same credentials, TLS and mutation policy)."""
+        """The adapter of one node of the deployment (same credentials, TLS and mutation policy); a Sentinel's
+        with Sentinel's own password."""
         if address == f"{self.endpoint.host}:{self.endpoint.port}":
             return self
         with self._lock:
             if address not in self._nodes:
                 host, _, port = address.rpartition(":")
                 ep = replace(self.endpoint, host=host, port=int(port))
+                if self.sentinel is not None and (host, int(port)) in self.sentinel.addresses:
+                    ep = replace(ep, db=0, username=None, password=self.sentinel.password)
                 self._nodes[address] = RedisAdapter(ep, allow_mutation=self.allow_mutation)
             return self._nodes[address]
 
@@ -113,6 +116,12 @@ class RoutedRedisAdapter(RedisAdapter):
             return list(topology.replicas)
         if where == "all":
             return list(topology.nodes) or [self._me()]
+        if where == "sentinel":
+            view = topology.sentinel
+            if view is None or not view.answered:
+                raise TargetError("on: sentinel: the target is not found through Sentinel (--sentinel/--master)")
+            host, _, port = view.answered[0].rpartition(":")
+            return [Node(host, int(port), "sentinel")]
         if where == "node":
             if not name:
                 raise TargetError("on: node needs `node:` naming one (host:port)")
@@ -121,7 +130,7 @@ class RoutedRedisAdapter(RedisAdapter):
                 known = ", ".join(n.address for n in topology.nodes)
                 raise TargetError(f"on: node {name}: not a node of the deployment (known: {known})")
             return [found_node]
-        raise TargetError(f"on: {where!r} is not one of primary, replicas, all, each primary, node")
+        raise TargetError(f"on: {where!r} is not one of primary, replicas, all, each primary, node, sentinel")
 
     def _me(self) -> Node:
         return Node(self.endpoint.host, self.endpoint.port, "primary")

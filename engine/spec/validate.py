@@ -15,7 +15,7 @@ from engine.spec.model import Effect
 from engine.spec.yamlsource import Located, format_path
 
 # Names every template may use besides params and registers.
-BUILTINS = frozenset({"target", "run", "service", "paths", "params", "now", "steps"})
+BUILTINS = frozenset({"target", "run", "service", "paths", "params", "now", "steps", "topology"})
 TENANT_PATTERN = "^[A-Za-z0-9_.-]+$"
 
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from engine.context import StepContext
 
 OPERATIONS = ("command", "info", "config_get", "scan", "keys", "keyinfo")
-ON = ("primary", "replicas", "all", "each primary", "node")
+ON = ("primary", "replicas", "all", "each primary", "node", "sentinel")
 MULTI_NODE = frozenset({"replicas", "all", "each primary"})
 
 SCHEMA = {
@@ -29,7 +29,8 @@ SCHEMA = {
         "on": {
             "enum": list(ON),
             "description": "Where it runs: primary (a cluster: each shard's primary for a non-key command), "
-            "replicas, all, each primary, or node (named by `node:`). The result is then per node: a list of "
+            "replicas, all, each primary, node (named by `node:`), or sentinel (one that answered at run start). "
+            "The result is then per node: a list of "
             "{node, role, outcome, result, error}. Reads fan out in parallel; a write to several nodes runs "
             "once per node, in order, each gated with its own blast radius.",
         },

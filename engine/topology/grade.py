@@ -51,18 +51,22 @@ def cluster_state(info_rows: Sequence[Mapping[str, Any]], nodes_rows: Sequence[M
     failing: list[dict[str, Any]] = []
     open_slots: list[dict[str, Any]] = []
     covered: set[int] = set()
+    viewed = False
     for row in nodes_rows or []:
         if row.get("outcome") != "ok":
             continue
         for entry in cluster_nodes_text(row["result"]):
+            if "myself" in entry["flags"]:  # a node shows only its own migrating/importing slots
+                open_slots.extend({"node": entry["address"], "slot": s} for s in entry["open"])
+            if viewed:
+                continue  # coverage, failures and epochs: one node's view is enough
             if entry["flags"] & {"fail", "fail?"}:
                 failing.append({"node": entry["address"], "flags": sorted(entry["flags"])})
             if "master" in entry["flags"]:
                 epochs.setdefault(entry["config_epoch"], []).append(entry["address"])
                 for start, end in entry["slots"]:
                     covered.update(range(start, end + 1))
-            open_slots.extend({"node": entry["address"], "slot": s} for s in entry["open"])
-        break  # one node's view is enough; every node's state is in `states`
+        viewed = True
     return {
         "states": states,
         "ok": bool(states) and all(s == "ok" for s in states.values()),
