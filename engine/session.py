@@ -307,7 +307,7 @@ def _execute(
                 target,
                 allow_mutation=not request.dry_run,
                 on_host_key_accepted=lambda event: transcript.emit("host_key.accepted", durable=True, **event),
-                on_topology_changed=lambda event: transcript.emit("topology.changed", **event),
+                on_topology_changed=lambda event: _topology_changed(transcript, event),
             )
             discovered: dict[str, Any] = {}
             if target.redis is not None:  # the deployment, as found now; unreachable is recorded, not fatal
@@ -409,6 +409,17 @@ def _execute(
         guard.armed = False
         if sandbox is not None:
             sandbox.stop()
+
+
+def _topology_changed(transcript: Any, event: dict[str, Any]) -> None:
+    """Recorded, and said to the operator (stderr: --json keeps stdout clean): where a command really went."""
+    from engine.printable import printable
+
+    transcript.emit("topology.changed", **event)
+    try:
+        sys.stderr.write(f"  topology: {printable(str(event.get('reason') or event.get('error')))}\n")
+    except OSError:
+        pass
 
 
 def _open_transcript(path: Path, run_id: str, redactor: Any, signer: Any = None) -> Any:

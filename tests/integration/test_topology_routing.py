@@ -59,6 +59,8 @@ def test_a_write_aimed_at_a_replica_uses_the_primary_and_says_so(replicated, tmp
     result = runbook("run", str(procedure), "--redis", replica.url, "--yes", "--transcripts-dir", str(tmp_path / "t"))
     assert result.code == 0, result.output
     assert "READONLY" not in result.output
+    primary_address = f"{replicated.primary.host}:{replicated.primary.port}"
+    assert f"used primary {primary_address}" in result.stderr  # said to the operator, not only recorded
     with replicated.primary.client() as client:
         assert client.get("topo:key") == "v1"
     evts = events(transcript_path(result))
