@@ -97,3 +97,33 @@ def test_sentinel_addresses_are_host_port(bad):
 
 def test_a_sentinel_address_parses():
     assert parse_address("10.0.0.5:26379", "--sentinel") == ("10.0.0.5", 26379)
+
+
+def _inventory(tmp_path, redis_block: str):
+    path = tmp_path / "inv.yaml"
+    path.write_text("environments:\n  prod:\n    targets:\n      cache:\n        redis:\n" + redis_block)
+    return path
+
+
+def test_inventory_sentinel_target_with_its_own_password(tmp_path):
+    from engine.targets import load_inventory, target_from_inventory
+
+    path = _inventory(
+        tmp_path,
+        "          password_env: DATA_PW\n"
+        "          sentinel:\n            addresses: ['10.0.0.5:26379', '10.0.0.6:26379']\n"
+        "            master: somabrain\n            password_env: SENTINEL_PW\n",
+    )
+    target = target_from_inventory(load_inventory(path), "cache", environ={"DATA_PW": "d", "SENTINEL_PW": "s"})
+    assert target.sentinel is not None and target.sentinel.master == "somabrain"
+    assert target.sentinel.addresses == (("10.0.0.5", 26379), ("10.0.0.6", 26379))
+    assert (target.redis.password, target.sentinel.password) == ("d", "s")  # separate credentials
+    assert target.describe()["sentinel"] == {"addresses": ["10.0.0.5:26379", "10.0.0.6:26379"], "master": "somabrain"}
+
+
+def test_inventory_redis_needs_a_url_or_sentinel(tmp_path):
+    from engine.targets import load_inventory
+
+    with pytest.raises(UsageError) as caught:
+        load_inventory(_inventory(tmp_path, "          password_env: X\n"))
+    assert "missing required field 'url' or 'sentinel'" in str(caught.value.errors[0].message)
