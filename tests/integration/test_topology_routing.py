@@ -222,7 +222,7 @@ def test_ask_is_followed_with_asking_while_a_slot_migrates(cluster):
         adapter.close()
 
 
-def test_a_dry_run_adapter_refuses_asking_nothing_but_writes(cluster):
+def test_a_dry_run_cluster_adapter_sends_reads_and_refuses_writes(cluster):
     seed = cluster.nodes[0]
     adapter, _ = _adapter(seed.host, seed.port, allow_mutation=False)
     try:
