@@ -99,7 +99,7 @@ class _StepChecker:
         register = step.get("register")
         local = outer_local | ({"item", "loop"} if step.get("foreach") else set())
         redis_body = step.get("redis")
-        if isinstance(redis_body, dict) and redis_body.get("on") in ("replicas", "all", "each primary"):
+        if isinstance(redis_body, dict) and redis_body.get("on") in ("primary", "replicas", "all", "each primary"):
             local = local | {"node", "loop"}  # a change on several nodes runs once per node
         available = set(params) | self.defined | BUILTINS | local
 

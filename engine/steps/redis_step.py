@@ -383,7 +383,7 @@ def _plan_on_nodes(body: dict[str, Any], ctx: StepContext) -> Action:
     where_on = body["on"]
     current = ctx.values.get("node") if isinstance(ctx.values.get("node"), dict) else None
     inner = {k: v for k, v in body.items() if k not in ("on", "node")}
-    if current is not None and where_on in MULTI_NODE:  # one iteration of a write on several nodes
+    if current is not None and where_on not in ("node", "sentinel"):  # one run of a change on several nodes
         nodes = deployment.nodes_for("node", current.get("address"))
     else:
         nodes = deployment.nodes_for(where_on, body.get("node"))
@@ -432,12 +432,12 @@ def _plan_on_nodes(body: dict[str, Any], ctx: StepContext) -> Action:
 
 def per_node(body: Any, ctx: StepContext) -> list[dict[str, Any]] | None:
     """A write on several nodes: the nodes, in order, for the runner to run the step once on each."""
-    if not isinstance(body, dict) or body.get("on") not in MULTI_NODE:
+    if not isinstance(body, dict) or body.get("on") not in MULTI_NODE | {"primary"}:
         return None
     deployment = ctx.connections.redis()
     nodes = deployment.nodes_for(body["on"])
-    if not nodes:
-        return None
+    if not nodes or (len(nodes) < 2 and body["on"] == "primary"):
+        return None  # nothing to run on, or one primary: the step runs once
     inner = {k: v for k, v in body.items() if k not in ("on", "node")}
     op, value = _op(inner)
     if op != "command":

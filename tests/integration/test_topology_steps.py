@@ -146,3 +146,24 @@ def test_each_primary_of_a_cluster(tmp_path: Path):
         assert sum(r["result"] for r in rows) == total
     finally:
         cluster.stop()
+
+
+def test_a_change_on_primary_of_a_cluster_runs_once_per_shard(tmp_path: Path):
+    require_binary("redis-cli")
+    cluster = start_cluster(primaries=3, replicas=0)
+    try:
+        text = (
+            EACH_PRIMARY.replace("[DBSIZE]", "[CONFIG, SET, lazyfree-lazy-user-del, 'yes']")
+            .replace("on: each primary", "on: primary")
+            .replace("    register: sizes\n", "    register: sizes\n    confirm: On {{ node.address }}?\n")
+        )
+        result, evts = _run(tmp_path, text, "--redis", cluster.nodes[0].url, "--yes")
+        assert result.code == 0, result.output
+        rows = next(s for s in result.json()["steps"] if s["id"] == "sizes")
+        assert len(of_type(evts, "approval.given")) == 3
+        for node in cluster.nodes:
+            with node.client() as client:
+                assert client.config_get("lazyfree-lazy-user-del")["lazyfree-lazy-user-del"] == "yes"
+        assert rows["outcome"] == "ok"
+    finally:
+        cluster.stop()
