@@ -105,6 +105,9 @@ def static_effect(body: dict[str, Any]) -> Effect | None:
 
 
 def summary(body: dict[str, Any]) -> str:
+    if "on" in body:
+        where = f"{body['on']} {body['node']}" if body.get("node") else body["on"]
+        return f"{summary({k: v for k, v in body.items() if k not in ('on', 'node')})} (on {where})"
     op, value = _op(body)
     if op == "command":
         return _display([_arg(a) for a in value])
