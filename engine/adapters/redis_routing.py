@@ -46,17 +46,29 @@ class RoutedRedisAdapter(RedisAdapter):
         self.sentinel = sentinel
         self.record = record
         self.topology: Topology | None = None
+        self.unresolved: str | None = None  # why there is no data node to talk to (Sentinel named none)
         self._nodes: dict[str, RedisAdapter] = {}
         self._told: set[str] = set()
         self._lock = threading.Lock()
 
     # -- discovery -----------------------------------------------------------------------------
+    def connect(self) -> RedisAdapter:
+        if self.unresolved is not None:  # never talk to a Sentinel as if it were the data
+            raise TargetError(self.unresolved)
+        return super().connect()
+
     def discover(self) -> Topology:
         """The deployment, asked of Sentinel or of the seed; for Sentinel the seed becomes the primary."""
         from engine.topology.discover import discover, discover_sentinel
 
         if self.sentinel is not None:
-            topology = discover_sentinel(self.sentinel.addresses, self.sentinel.master, self._sentinel_client)
+            try:
+                topology = discover_sentinel(self.sentinel.addresses, self.sentinel.master, self._sentinel_client)
+            except Exception as exc:
+                if (self.endpoint.host, self.endpoint.port) in self.sentinel.addresses:
+                    self.unresolved = f"no primary for {self.sentinel.master!r}: Sentinel did not name one ({exc})"
+                raise
+            self.unresolved = None
             primary = topology.primary
             if primary is not None and (primary.host, primary.port) != (self.endpoint.host, self.endpoint.port):
                 self.close()

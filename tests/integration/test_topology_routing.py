@@ -244,3 +244,21 @@ def _move_slot(cluster, slot: int, key: str, source, dest) -> None:
     for node in cluster.nodes:
         with node.client() as client:
             client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dest_id)
+
+
+def test_sentinels_that_name_no_primary_are_an_unreachable_target_not_a_data_node(tmp_path: Path, redis_server):
+    sentinel_like = redis_server()  # answers, but knows no master: SENTINEL is not even a command here
+    result = runbook(
+        "run",
+        "redis/health-check",
+        "--sentinel",
+        f"{sentinel_like.host}:{sentinel_like.port}",
+        "--master",
+        "nobody",
+        "--transcripts-dir",
+        str(tmp_path),
+    )
+    assert result.code == 4, result.output
+    evts = events(transcript_path(result))
+    assert "error" in of_type(evts, "topology.discovered")[0]
+    assert "no primary for 'nobody'" in result.output
