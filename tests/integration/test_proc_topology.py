@@ -163,6 +163,10 @@ def test_failover_through_sentinel_promotes_a_replica_and_the_old_primary_rejoin
     assert list(roles.values()).count("master") == 1
     new = steps["new_primary_sentinel"]["result"][0]["result"]
     assert roles[int(new[1])] == "master"
+    assert steps["writable_sentinel"]["outcome"] == "ok"
+    run_id = result.json()["run_id"]
+    with next(s for s in replicated.servers if s.port == int(new[1])).client() as client:
+        assert client.get(f"runbook:failover-probe:{run_id}") == "ok"
 
 
 def test_failover_refused_when_the_only_replica_lags(tmp_path: Path):
