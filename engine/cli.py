@@ -211,7 +211,23 @@ def validate(paths: tuple[Path, ...]) -> None:
 @click.option("--parent-run", hidden=True, help="Internal: the fleet run this run is one target of.")
 @click.option("--rollout", is_flag=True, hidden=True, help="Internal: a rollout target (takes 'all remaining').")
 @click.option("--rollout-approval", hidden=True, help="Internal: OPERATOR@RUN whose 'all remaining' covers this run.")
-@click.option("--sandbox", is_flag=True, help="Run against a throwaway seeded redis-server started for this run.")
+@click.option(
+    "--sandbox",
+    type=click.Choice(["standalone", "replicated", "cluster"]),
+    is_flag=False,
+    flag_value="standalone",
+    default=None,
+    help="Run against throwaway seeded redis-servers started for this run: standalone (alone: the default), "
+    "replicated (primary, 2 replicas, 3 Sentinels) or cluster (3 primaries, 3 replicas).",
+)
+@click.option(
+    "--sentinel",
+    "sentinels",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="A Sentinel to ask for the deployment (repeatable; with --master; its password: RUNBOOK_SENTINEL_AUTH).",
+)
+@click.option("--master", metavar="NAME", help="The master name the Sentinels monitor (with --sentinel).")
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Set a param (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Rehearse: reads run, changes are measured and recorded, never sent.")
 @click.option(
@@ -265,7 +281,9 @@ def run(
     parent_run: str | None,
     rollout: bool,
     rollout_approval: str | None,
-    sandbox: bool,
+    sandbox: str | None,
+    sentinels: tuple[str, ...],
+    master: str | None,
     variables: tuple[str, ...],
     dry_run: bool,
     assume_yes: bool,
@@ -329,7 +347,10 @@ def run(
             redis_url=redis_url,
             inventory=str(inventory) if inventory else None,
             target=target,
-            sandbox=sandbox,
+            sandbox=sandbox is not None,
+            sandbox_topology=sandbox or "standalone",
+            sentinels=sentinels,
+            master=master,
             dry_run=dry_run,
             assume_yes=assume_yes,
             transcript=transcript,
@@ -364,9 +385,7 @@ def _execute_and_exit(request: Any, console: Any, procedure: str, dry_run: bool,
             console.line(f"transcript: {path}")
 
         def on_sandbox(box: Any) -> None:
-            console.line(
-                f"sandbox: redis-server on {box.server.host}:{box.server.port}, {box.summary.keys_total} keys seeded"
-            )
+            console.line(f"sandbox: {box.describe()}, {box.summary.keys_total} keys seeded")
 
         result = execute(request, on_step=console.step, on_start=on_start, started_sandbox=on_sandbox)
     except RunbookError as exc:

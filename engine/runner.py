@@ -261,6 +261,9 @@ class Runner:
         if step.kind == "restore" and step.action not in frame.measured:
             self._skip(procedure, step, values, frame, depth, None, f"'{step.action}' changed nothing in this run")
             return None
+        nodes = self._nodes_of(procedure, step, values, depth)
+        if nodes is not None:
+            return self._run_items(procedure, step, values, frame, depth, nodes, "node")
         if step.foreach is None:
             if self._skipped_by_when(procedure, step, values, frame, depth, iteration=None):
                 return None
@@ -274,16 +277,50 @@ class Runner:
             items = list(items.items())
         if not isinstance(items, list | tuple):
             raise UsageError(f"{step.location}: foreach gave {type(items).__name__}, not a list")
+        return self._run_items(procedure, step, values, frame, depth, list(items), "item")
+
+    def _nodes_of(self, procedure: Procedure, step: Step, values: dict[str, Any], depth: int) -> list[Any] | None:
+        """The nodes a change aimed at several nodes runs on, one at a time (None: the step runs once)."""
+        kind = get(step.kind) if step.kind != "block" else None
+        if kind is None or kind.per_node is None or step.foreach is not None:
+            return None
+        try:
+            body = template.render_data(step.action, values, shell_fields=kind.shell_fields, raw_fields=kind.raw_fields)
+            ctx = StepContext(
+                connections=self.connections,
+                operator=self.operator,
+                redactor=self.redactor,
+                procedure=procedure,
+                step=step,
+                dry_run=self.dry_run,
+                values=values,
+                call_procedure=lambda pid, p: self._call(pid, p, depth),
+            )
+            return kind.per_node(body, ctx)
+        except (template.TemplateError, ValueError, TypeError, RunbookError):
+            return None  # the step's own attempt meets the same problem and reports it
+
+    def _run_items(
+        self,
+        procedure: Procedure,
+        step: Step,
+        values: dict[str, Any],
+        frame: _Frame,
+        depth: int,
+        items: list[Any],
+        name: str,
+    ) -> str | None:
+        """A foreach (`item`), or a change on several nodes (`node`): one run of the step per entry, in order."""
         results, statuses, worst, any_ran = [], [], None, False
         for i, item in enumerate(items):
             # `when` is decided per item: it may look at `item`
-            scope = {**values, "item": item, "loop": {"index": i, "first": i == 0, "last": i == len(items) - 1}}
+            scope = {**values, name: item, "loop": {"index": i, "first": i == 0, "last": i == len(items) - 1}}
             if self._skipped_by_when(procedure, step, scope, frame, depth, iteration=i):
                 results.append(None)
                 statuses.append(values["steps"][step.id])
                 continue
             outcome = self._run_once(procedure, step, scope, frame, depth, iteration=i)
-            results.append(outcome.result)
+            results.append(outcome.result if name == "item" else _node_result(item, outcome))
             statuses.append(values["steps"][step.id])
             any_ran = any_ran or outcome.really_ran
             if outcome.outcome in ("failed", "error"):
@@ -1125,3 +1162,17 @@ def _shrink(value: Any, depth: int = 0) -> Any:
     if isinstance(value, bytes):
         return f"<{len(value)} bytes>"
     return value
+
+
+def _node_result(node: dict[str, Any], outcome: _Outcome) -> dict[str, Any]:
+    """One node's row of a change run on several nodes: {node, role, outcome, result, error}."""
+    result = outcome.result
+    if isinstance(result, list) and len(result) == 1 and isinstance(result[0], dict) and "node" in result[0]:
+        result = result[0].get("result")
+    return {
+        "node": node.get("address"),
+        "role": node.get("role"),
+        "outcome": outcome.outcome,
+        "result": result,
+        "error": outcome.message if outcome.outcome in ("failed", "error") else None,
+    }

@@ -35,6 +35,9 @@ class RunRequest:
     inventory: str | None = None
     target: str | None = None
     sandbox: bool = False
+    sandbox_topology: str = "standalone"  # standalone | replicated | cluster
+    sentinels: tuple[str, ...] = ()  # --sentinel HOST:PORT (repeatable), with --master NAME
+    master: str | None = None
     dry_run: bool = False
     assume_yes: bool = False
     transcript: Path | None = None
@@ -183,15 +186,39 @@ def prepare(request: RunRequest) -> tuple[Procedure, dict[str, Any], Any]:
 def resolve_target(request: RunRequest) -> Target:
     from engine.targets import load_inventory, redis_from_url, target_from_inventory
 
-    chosen = [bool(request.redis_url), bool(request.inventory or request.target), request.sandbox]
+    if bool(request.sentinels) != bool(request.master):
+        raise UsageError("--sentinel HOST:PORT and --master NAME go together")
+    via_sentinel = bool(request.sentinels) and not (request.inventory or request.target)
+    chosen = [bool(request.redis_url) or via_sentinel, bool(request.inventory or request.target), request.sandbox]
     if sum(chosen) != 1:
-        raise UsageError("say where to run: --redis URL, --inventory FILE --target NAME, or --sandbox")
-    if request.redis_url:
-        endpoint = redis_from_url(request.redis_url)
-        return Target(name=f"{endpoint.host}:{endpoint.port}", redis=endpoint)
+        raise UsageError(
+            "say where to run: --redis URL, --sentinel HOST:PORT --master NAME, --inventory FILE --target NAME, "
+            "or --sandbox"
+        )
+    if request.redis_url or via_sentinel:
+        sentinel = _sentinel_from_options(request)
+        url = request.redis_url or "redis://{}:{}".format(*sentinel.addresses[0])  # type: ignore[union-attr]
+        endpoint = redis_from_url(url)
+        name = f"{endpoint.host}:{endpoint.port}"
+        if sentinel is not None and not request.redis_url:
+            name = f"{sentinel.master}@sentinel"
+        return Target(name=name, redis=endpoint, sentinel=sentinel)
     if not (request.inventory and request.target):
         raise UsageError("--inventory and --target go together")
     return target_from_inventory(request.loaded_inventory or load_inventory(request.inventory), request.target)
+
+
+def _sentinel_from_options(request: RunRequest) -> Any:
+    """--sentinel/--master; Sentinel's own password from RUNBOOK_SENTINEL_AUTH (never the command line)."""
+    import os
+
+    from engine.targets import SentinelSpec, parse_address
+
+    if not request.sentinels:
+        return None
+    addresses = tuple(parse_address(a, "--sentinel") for a in request.sentinels)
+    password = os.environ.get("RUNBOOK_SENTINEL_AUTH") or None
+    return SentinelSpec(addresses, str(request.master), password, "RUNBOOK_SENTINEL_AUTH" if password else None)
 
 
 def execute(
@@ -237,7 +264,7 @@ def _execute(
         if request.sandbox:
             from engine.sandbox_target import start_sandbox
 
-            sandbox = start_sandbox()
+            sandbox = start_sandbox(request.sandbox_topology)
             started_sandbox(sandbox)
             target = sandbox.target
         else:
@@ -248,6 +275,8 @@ def _execute(
         redactor = Redactor()
         if target.redis and target.redis.password:
             redactor.add(target.redis.password_source or "redis-password", target.redis.password)
+        if target.sentinel is not None and target.sentinel.password:
+            redactor.add(target.sentinel.password_source or "sentinel-password", target.sentinel.password)
         for param in procedure.params:
             if param.secret and params.get(param.name) is not None:
                 redactor.add(param.name, str(params[param.name]))
@@ -303,7 +332,12 @@ def _execute(
                 target,
                 allow_mutation=not request.dry_run,
                 on_host_key_accepted=lambda event: transcript.emit("host_key.accepted", durable=True, **event),
+                on_topology_changed=lambda event: _topology_changed(transcript, event),
             )
+            discovered: dict[str, Any] = {}
+            if target.redis is not None:  # the deployment, as found now; unreachable is recorded, not fatal
+                discovered = connections.discover()
+                transcript.emit("topology.discovered", **discovered)
 
             def resolve_call(callee: Procedure, given: dict[str, Any]) -> dict[str, Any]:
                 values = resolve(callee.params, {k: v for k, v in given.items()}, procedure=callee.id)
@@ -340,7 +374,10 @@ def _execute(
                 target_name=target.full_name,
                 load_procedure=catalog.load,
                 resolve_params=resolve_call,
-                target_values=template_values(target, run_id, request, operator.name),
+                target_values={
+                    **template_values(target, run_id, request, operator.name),
+                    "topology": discovered.get("topology"),
+                },
                 on_step=on_step,
                 show_progress=sys.stderr.isatty() and not request.no_terminal,
                 resume=request.resume,
@@ -418,6 +455,17 @@ def identify(connections: Any) -> str | None:
         if line.startswith("run_id:"):
             return line.partition(":")[2].strip()
     return None
+
+
+def _topology_changed(transcript: Any, event: dict[str, Any]) -> None:
+    """Recorded, and said to the operator (stderr: --json keeps stdout clean): where a command really went."""
+    from engine.printable import printable
+
+    transcript.emit("topology.changed", **event)
+    try:
+        sys.stderr.write(f"  topology: {printable(str(event.get('reason') or event.get('error')))}\n")
+    except OSError:
+        pass
 
 
 def _open_transcript(path: Path, run_id: str, redactor: Any, signer: Any = None) -> Any:

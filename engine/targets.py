@@ -93,6 +93,24 @@ class HttpEndpoint:
 
 
 @dataclass(frozen=True)
+class SentinelSpec:
+    """Where Sentinel answers and which master to ask it for; its password is its own (not the data nodes')."""
+
+    addresses: tuple[tuple[str, int], ...]
+    master: str
+    password: str | None = field(default=None, repr=False)
+    password_source: str | None = None
+
+
+def parse_address(text: str, where: str) -> tuple[str, int]:
+    """HOST:PORT (a Sentinel's, a node's); a clear error otherwise."""
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or not _HOST.fullmatch(host):
+        raise UsageError(f"{where}: {text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     environment: str | None = None
@@ -100,6 +118,7 @@ class Target:
     ssh: SshEndpoint | None = None
     http: HttpEndpoint | None = None
     password_file: str | None = None  # where the Redis password lives, for procedures that rotate it
+    sentinel: SentinelSpec | None = None  # the deployment is found through Sentinel (redis.url: credentials, db)
 
     @property
     def full_name(self) -> str:
@@ -114,6 +133,16 @@ class Target:
             "redis": self.redis.url if self.redis else None,
             "ssh": self.ssh.address if self.ssh else None,
             "http": self.http.base_url if self.http else None,
+            **(
+                {
+                    "sentinel": {
+                        "addresses": [f"{h}:{p}" for h, p in self.sentinel.addresses],
+                        "master": self.sentinel.master,
+                    }
+                }
+                if self.sentinel
+                else {}
+            ),
         }
 
 
@@ -261,6 +290,7 @@ def target_from_inventory(inventory: dict[str, Any], name: str, *, environ: dict
     base = Path(file).resolve().parent
     redis = ssh = http = None
     password_file = None
+    sentinel: SentinelSpec | None = None
     if "redis" in body:
         spec = body["redis"]
         password, source = None, None
@@ -274,8 +304,10 @@ def target_from_inventory(inventory: dict[str, Any], name: str, *, environ: dict
             password_file = str(pfile)
             password, source = _read_password_file(pfile, f"{file}: target {tname}"), f"file:{pfile}"
         timeout = parse_duration(spec.get("timeout", DEFAULT_TIMEOUT))
+        if "sentinel" in spec:
+            sentinel = _sentinel_spec(spec["sentinel"], base, environ, f"{file}: target {tname}: redis.sentinel")
         redis = redis_from_url(
-            spec["url"],
+            spec.get("url") or "redis://{}:{}".format(*sentinel.addresses[0]),  # type: ignore[union-attr]
             timeout=timeout,
             environ={},
             password=password,
@@ -304,7 +336,29 @@ def target_from_inventory(inventory: dict[str, Any], name: str, *, environ: dict
             timeout=parse_duration(spec.get("timeout", 5.0)),
             health_path=spec.get("health_path", "/health"),
         )
-    return Target(name=tname, environment=env, redis=redis, ssh=ssh, http=http, password_file=password_file)
+    return Target(
+        name=tname,
+        environment=env,
+        redis=redis,
+        ssh=ssh,
+        http=http,
+        password_file=password_file,
+        sentinel=sentinel,
+    )
+
+
+def _sentinel_spec(spec: dict[str, Any], base: Path, environ: dict[str, str], where: str) -> SentinelSpec:
+    addresses = tuple(parse_address(a, f"{where}.addresses") for a in spec["addresses"])
+    password, source = None, None
+    if "password_env" in spec:
+        var = spec["password_env"]
+        if var not in environ:
+            raise UsageError(f"{where}: environment variable {var} (password_env) is not set")
+        password, source = environ[var], f"env:{var}"
+    elif "password_file" in spec:
+        pfile = _resolve_path(base, spec["password_file"])
+        password, source = _read_password_file(pfile, where), f"file:{pfile}"
+    return SentinelSpec(addresses, spec["master"], password, source)
 
 
 def _read_password_file(path: Path, where: str) -> str:

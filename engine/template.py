@@ -422,6 +422,18 @@ def _shell_finalize(value: Any) -> str:
     return shlex.quote(str(value))
 
 
+def _lazy(name: str) -> Any:
+    """A grading helper of engine.topology.grade, imported on first use."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        from engine.topology import grade
+
+        return getattr(grade, name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call
+
+
 def _build(finalize: Any = None) -> ImmutableSandboxedEnvironment:
     env = _BoundedEnvironment(
         undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, finalize=finalize
@@ -441,6 +453,7 @@ def _build(finalize: Any = None) -> ImmutableSandboxedEnvironment:
         last=_last,
         all=_all,
         any=_any,
+        every=_all,  # every(rows, "value.outcome == 'ok'"): over a per-node result (redis `on:`)
         held_for=_held_for,
         rate=_rate,
         rates=_rates,
@@ -469,6 +482,9 @@ def _build(finalize: Any = None) -> ImmutableSandboxedEnvironment:
         parse_size=parse_size,
         parse_duration=parse_duration,
         time=time.time,
+        replication_lag=_lazy("replication_lag"),
+        cluster_state=_lazy("cluster_state"),
+        imbalance=_lazy("imbalance"),
     )
     env.filters.update(
         tenant_of=_tenant_of,

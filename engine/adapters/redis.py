@@ -143,7 +143,10 @@ class RedisAdapter:
         client = redis.Redis(connection_pool=pool)
         try:
             client.ping()
-            self._table = parse_command_table(client.execute_command("COMMAND"))
+            try:
+                self._table = parse_command_table(client.execute_command("COMMAND"))
+            except redis.ResponseError:  # a Sentinel may lack COMMAND: the fixed lists decide, unknown is destructive
+                self._table = {}
             self._always_read = always_read(self._table)
             self.server_info = client.info("server")
         except redis.RedisError as exc:
@@ -221,12 +224,38 @@ class RedisAdapter:
         """One command, never one that changes the connection (also MONITOR and MULTI, which the socket
         guard lets through for the engine's own sampler and transactions)."""
         self.check_step_command(argv)
-        reply = self._wrap(lambda: self.client.execute_command(*argv))
+        reply = self._wrap(lambda: self._execute(argv))
         if argv and _arg_bytes(argv[0]).lower() == b"acl":  # LIST, GETUSER: password hashes never leave here
             from engine.transcript.redact import acl_reply
 
             return acl_reply(reply)
         return reply
+
+    def _execute(self, argv: Sequence[Any]) -> Any:
+        """Where a step's command is sent: this node (a deployment routes it, see redis_routing)."""
+        return self.client.execute_command(*argv)
+
+    def asking_call(self, argv: Sequence[Any]) -> Any:
+        """ASKING then `argv` on one connection (a cluster's ASK redirect): ASKING only ever precedes this
+        one command, so the connection is left as it was; the dry-run guard still sees both."""
+        self.check_step_command(argv)
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.names_checked = True
+            try:
+                conn.send_packed_command([pack_commands([["ASKING"], list(argv)])])
+            finally:
+                conn.names_checked = False
+            conn.read_response()
+            return conn.read_response()
+        except redis.ResponseError:
+            raise
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
 
     def command_keys(self, argv: Sequence[Any]) -> list[Any]:
         """The keys in `argv`, as the server extracts them (COMMAND GETKEYS)."""

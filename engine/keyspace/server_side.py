@@ -115,6 +115,8 @@ MEMORY_BATCH = 500
 
 def available(adapter: RedisAdapter) -> bool:
     """Can this server run our read-only scripts? (Redis >= 7.0, EVAL_RO allowed by ACL and not renamed.)"""
+    if getattr(adapter, "is_cluster", False):
+        return False  # a script sees one shard: the pipelined path scans every primary and merges
     try:
         adapter.call(["EVAL_RO", "return 1", "0"])
     except ActionFailed:

@@ -197,14 +197,14 @@ def _expression(value: str) -> str:
 def _changes(step: dict[str, Any]) -> bool:
     """The step changes something, as validate would tell it without a server."""
     from engine.spec.model import Effect
-    from engine.spec.validate import static_effect
+    from engine.spec.effects import static_effect
 
     kind = _kind(step)
     if kind is None or kind == "call":
         return False
     declared = Effect.parse(step["effect"]) if step.get("effect") else None
     try:
-        effect = static_effect(kind, step[kind], declared)
+        effect = static_effect(kind, step[kind], declared).effect
     except Exception:
         return False
     return effect is None or effect > Effect.READ

@@ -281,6 +281,12 @@ def _readable(error: Any, located: Located, schema: dict[str, Any]) -> list[Sour
     if kind == "format" and error.validator_value == "duration":
         cause = error.cause
         return [located.error(path, str(cause) if cause else f"{instance!r} is not a duration")]
+    alternatives = error.validator_value if kind == "anyOf" and isinstance(error.validator_value, list) else None
+    if alternatives and all(set(a) == {"required"} and len(a["required"]) == 1 for a in alternatives):
+        names = " or ".join(f"'{a['required'][0]}'" for a in alternatives)
+        return [located.error(path, f"missing required field {names}")]
+    if kind == "oneOf" and len(path) == 3 and path[0] == "steps" and "operations" in error.schema:
+        return [located.error(path, f"exactly one of: {', '.join(error.schema['operations'])}")]
     if kind in ("maxProperties", "minProperties") and len(path) == 3 and path[0] == "steps":
         options = ", ".join(error.schema.get("properties", {}))
         return [located.error(path, f"exactly one of: {options}")]

@@ -197,7 +197,8 @@ def load_yaml(text: str, file: str) -> Located:
                         SourceError(file, *_mark(key_node), format_path(path), "mapping keys must be scalars")
                     )
                     continue
-                key = str(key) if not isinstance(key, str) else key
+                # a key is a name as written: `on:` is the field "on", not YAML 1.1's boolean true
+                key = str(key_node.value) if not isinstance(key, str) else key
                 if key in out:
                     errors.append(
                         SourceError(file, *_mark(key_node), format_path((*path, key)), f"duplicate key '{key}'")

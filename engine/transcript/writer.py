@@ -54,6 +54,8 @@ EVENT_TYPES = (
     "fleet.child.finished",
     "fleet.approval",
     "fleet.halted",
+    "topology.discovered",
+    "topology.changed",
     "run.ended",
 )
 
