@@ -167,6 +167,9 @@ class RedisAdapter:
             socket_timeout=ep.timeout,
             socket_connect_timeout=ep.timeout,
             decode_responses=decode_responses,
+            # a key that is not UTF-8 (bytes from a hostile or buggy writer) decodes to lone surrogates and
+            # encodes back to the very same bytes: shown escaped, and a DEL of it deletes that key, no other
+            encoding_errors="surrogateescape",
             effect_guard=None if self.allow_mutation else self._guard,
             pinned_url=ep.url,
             **({"tls": ep.tls_settings} if ep.tls else {}),
@@ -365,7 +368,7 @@ def _arg_bytes(value: Any) -> bytes:
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
-        return value.encode("utf-8")
+        return value.encode("utf-8", "surrogateescape")
     if isinstance(value, bool):
         return b"1" if value else b"0"
     if isinstance(value, int | float):
@@ -380,7 +383,7 @@ def pack_commands(calls: Sequence[Sequence[Any]]) -> bytes:
     for argv in calls:
         add(b"*%d\r\n" % len(argv))
         for arg in argv:
-            data = arg.encode() if type(arg) is str else _arg_bytes(arg)
+            data = arg.encode("utf-8", "surrogateescape") if type(arg) is str else _arg_bytes(arg)
             add(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
 
