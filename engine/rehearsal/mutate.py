@@ -196,8 +196,8 @@ def _expression(value: str) -> str:
 
 def _changes(step: dict[str, Any]) -> bool:
     """The step changes something, as validate would tell it without a server."""
-    from engine.spec.model import Effect
     from engine.spec.effects import static_effect
+    from engine.spec.model import Effect
 
     kind = _kind(step)
     if kind is None or kind == "call":
