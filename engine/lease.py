@@ -28,9 +28,18 @@ DEFAULT_TTL = 30.0
 MAX_FILE = 64 * 1024
 
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if current == false and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
 return 0
 """
+REVOKED_MS = 24 * 3600 * 1000  # a stolen lease stays lost for its old holder, even once the thief released it
+# Renewing: ours -> extend; gone (evicted by an allkeys-* policy under memory pressure, or expired while
+# the server was paused) -> ours again, unless it was stolen from us (the thief leaves a revocation
+# key naming our token, which outlives its own release); someone else's -> lost.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -90,11 +99,16 @@ class RedisStore:
         current = _holder(self._call(["GET", self.key]))
         if not steal:
             return current
+        if current is not None and current.token:
+            self._call(["SET", self._revoked(current.token), "1", "PX", REVOKED_MS])
         self._call(["SET", self.key, value, "PX", ttl_ms])
         return current
 
+    def _revoked(self, token: str) -> str:
+        return f"{self.key}:revoked:{token}"
+
     def renew(self, token: str, ttl_ms: int) -> bool:
-        return bool(self._call(["EVAL", _RENEW, 1, self.key, self._value_of(token), ttl_ms]))
+        return bool(self._call(["EVAL", _RENEW, 2, self.key, self._revoked(token), self._value_of(token), ttl_ms]))
 
     def release(self, token: str) -> bool:
         return bool(self._call(["EVAL", _RELEASE, 1, self.key, self._value_of(token)]))
@@ -113,8 +127,10 @@ class FileStore:
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in target) or "target"
         self.path = Path(directory) / "leases" / f"{safe}.json"
         self.where = f"file {self.path}"
+        self._mine: list[Holder] = []
 
     def acquire(self, holder: Holder, ttl_ms: int, steal: bool) -> Holder | None:
+        self._mine.append(holder)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         record = json.dumps({**asdict(holder), "expires": time.time() + ttl_ms / 1000})
         for _ in range(3):
@@ -125,13 +141,24 @@ class FileStore:
                 current, expires = self._read()
                 if current is not None and expires > time.time() and not steal:
                     return current
+                if steal and current is not None and current.token:
+                    self._revoked(current.token).touch()
                 self._replace(record)  # expired (a killed run) or stolen: take it over
                 return current if steal else None
         raise TargetError(f"lease file {self.path} keeps changing under us")
 
     def renew(self, token: str, ttl_ms: int) -> bool:
         current, _ = self._read()
-        if current is None or current.token != token:
+        if current is None:  # removed (or released by a thief): ours again unless it was stolen from us
+            mine = next((h for h in self._mine if h.token == token), None)
+            if mine is None or self._revoked(token).exists():
+                return False
+            try:
+                self._create(json.dumps({**asdict(mine), "expires": time.time() + ttl_ms / 1000}))
+            except FileExistsError:
+                return False  # someone took it in between
+            return True
+        if current.token != token:
             return False
         self._replace(json.dumps({**asdict(current), "expires": time.time() + ttl_ms / 1000}))
         return True
@@ -142,6 +169,9 @@ class FileStore:
             return False
         self.path.unlink(missing_ok=True)
         return True
+
+    def _revoked(self, token: str) -> Path:
+        return self.path.with_name(f".{self.path.name}.revoked-{token}")
 
     def _create(self, record: str) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)

@@ -5,11 +5,14 @@ data-loss procedure counts DBSIZE; a key of ours in db 0 would read as "1 key le
 the highest-numbered database when the server has several (15 by default; a Cluster has only db 0).
 And it must never stall the run: during `CLIENT PAUSE WRITE` (emergency-data-loss pauses writes) a
 renewal or release would block until the pause ends, so calls here time out after LEASE_TIMEOUT and
-the lease simply expires by its TTL.
+the lease simply expires by its TTL. Each call opens and closes its own connection, with the password
+the run uses *now*: a procedure that rotates the password and kills the old sessions (the security
+breach procedure) neither kills a lease connection it did not predict nor locks the lease out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -21,28 +24,26 @@ LEASE_TIMEOUT = 2.0
 class LeaseRedis:
     """A callable `argv -> reply` for engine.lease.RedisStore; connects on first use."""
 
-    def __init__(self, endpoint: RedisEndpoint):
+    def __init__(self, endpoint: RedisEndpoint, password: Callable[[], str | None] | None = None):
         self.endpoint = replace(endpoint, timeout=min(endpoint.timeout, LEASE_TIMEOUT))
+        self.password = password or (lambda: endpoint.password)
         self.db: int | None = None
-        self._adapter: Any = None
 
     def __call__(self, argv: list[Any]) -> Any:
-        if self._adapter is None:
-            self._adapter = self._open()
-        return self._adapter.call(argv)
-
-    def _open(self) -> Any:
         from engine.adapters.redis import RedisAdapter
 
-        probe = RedisAdapter(self.endpoint, allow_mutation=True).connect()
-        try:
-            self.db = self._quiet_db(probe)
-        finally:
-            if self.db != self.endpoint.db:
+        endpoint = replace(self.endpoint, password=self.password())
+        if self.db is None:
+            probe = RedisAdapter(endpoint, allow_mutation=True).connect()
+            try:
+                self.db = self._quiet_db(probe)
+            finally:
                 probe.close()
-        if self.db == self.endpoint.db:
-            return probe
-        return RedisAdapter(replace(self.endpoint, db=self.db), allow_mutation=True).connect()
+        adapter = RedisAdapter(replace(endpoint, db=self.db), allow_mutation=True).connect()
+        try:
+            return adapter.call(argv)
+        finally:
+            adapter.close()
 
     def _quiet_db(self, adapter: Any) -> int:
         try:
@@ -58,5 +59,4 @@ class LeaseRedis:
         return f"redis key runbook:lease (db {self.db if self.db is not None else '?'})"
 
     def close(self) -> None:
-        if self._adapter is not None:
-            self._adapter.close()
+        """Nothing stays open between calls."""

@@ -354,10 +354,14 @@ def _execute(
                 from engine.lease_gate import LeasingGate
                 from engine.lease_redis import LeaseRedis
 
+                live = connections
+
                 gate = LeasingGate(
                     gate,
                     new_holder(operator.name, run_id, procedure.id, request.incident, socket.gethostname()),
-                    redis_call=LeaseRedis(target.redis) if target.redis is not None else None,
+                    redis_call=LeaseRedis(target.redis, password=lambda: _current_password(live, target))
+                    if target.redis is not None
+                    else None,
                     fallback=FileStore(request.transcripts_dir, target.full_name),
                     record=transcript.emit,
                     ttl=request.lease_ttl,
@@ -455,6 +459,15 @@ def identify(connections: Any) -> str | None:
         if line.startswith("run_id:"):
             return line.partition(":")[2].strip()
     return None
+
+
+def _current_password(connections: Any, target: Target) -> str | None:
+    """The password the run's Redis connection uses now (a procedure may have rotated it)."""
+    adapter = getattr(connections, "_redis", None)
+    endpoint = getattr(adapter, "endpoint", None)
+    if endpoint is not None:
+        return endpoint.password
+    return target.redis.password if target.redis is not None else None
 
 
 def _topology_changed(transcript: Any, event: dict[str, Any]) -> None:

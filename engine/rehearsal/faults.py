@@ -151,6 +151,8 @@ def _slow(world: World, args: dict[str, Any]) -> None:
     """A client issuing a slow command in a loop until the rehearsal ends."""
     name = args.get("name", "slow-reporter")
     argv = [str(a) for a in args.get("command", ["DEBUG", "SLEEP", "0.05"])]
+    if [a.upper() for a in argv[:2]] == ["DEBUG", "POPULATE"]:
+        world.background_writes.append(f"{argv[3] if len(argv) > 3 else 'key'}:*")
     client = world.client(single_connection_client=True)
     client.client_setname(name)
     sent = [0]

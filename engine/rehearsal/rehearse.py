@@ -179,6 +179,7 @@ class GateWatch:
         self.world, self.transcript, self.offset = world, transcript, 0
         self.last = snapshot.fingerprint(world)
         self.violations: list[str] = []
+        self.background = tuple(world.background_writes)
 
     def _approved_since(self, step_id: str) -> bool:
         try:
@@ -201,7 +202,7 @@ class GateWatch:
 
     def __call__(self, record: Any) -> None:
         now = snapshot.fingerprint(self.world)
-        changes = snapshot.changed(self.last, now)
+        changes = snapshot.changed(self.last, now, self.background)
         self.last = now
         approved = self._approved_since(record.id)
         if changes and not approved:
@@ -270,7 +271,8 @@ def rehearse(
                     raise Interrupted(signal.SIGALRM)
                 if dry.outcome == "interrupted":  # Ctrl-C / SIGTERM: the operator stops everything, not one run
                     raise KeyboardInterrupt
-                result.dry_run_changes = snapshot.differences(before, snapshot.capture(world))
+                after = snapshot.capture(world)
+                result.dry_run_changes = snapshot.differences(before, after, tuple(world.background_writes))
                 watch = GateWatch(world, real_path)
 
                 def each_step(record: Any) -> None:

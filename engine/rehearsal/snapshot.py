@@ -11,10 +11,11 @@ size and mtime.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,7 @@ def _redis(world: World, *, full: bool) -> dict[str, Any]:
                 "saves": (info.get("rdb_saves"), info.get("rdb_last_save_time")),
                 "dirty": info.get("rdb_changes_since_last_save"),
                 "background": bool(info.get("rdb_bgsave_in_progress") or info.get("aof_rewrite_in_progress")),
+                "evicted": int(info.get("evicted_keys", 0)) + int(info.get("expired_keys", 0)),
             }
             if full:
                 state["dbsize"] = client.dbsize()
@@ -146,8 +148,12 @@ def _dict_diff(label: str, before: dict[str, Any], after: dict[str, Any], limit:
     return out[:limit] + ([f"... and {len(out) - limit} more {label} differences"] if len(out) > limit else [])
 
 
-def differences(before: State, after: State) -> list[str]:
-    """Every way `after` differs from `before`, one line each (empty: the world is as it was)."""
+def differences(before: State, after: State, background: Sequence[str] = ()) -> list[str]:
+    """Every way `after` differs from `before`, one line each (empty: the world is as it was).
+
+    `background`: globs of keys the scenario's own background client writes. Those keys, and keys Redis
+    itself evicted or expired meanwhile, changed without the procedure: they are not held against it.
+    """
     out: list[str] = []
     a, b = before.redis, after.redis
     if a.get("up") != b.get("up") or a.get("error") != b.get("error"):
@@ -157,8 +163,14 @@ def differences(before: State, after: State) -> list[str]:
             out.append("redis restarted (run_id changed)")
         out.extend(_dict_diff("config", a["config"], b["config"]))
         if a["keys"] is not None and b["keys"] is not None:
-            out.extend(_dict_diff("key", a["keys"], b["keys"]))
-        if a["digest"] != b["digest"] and not any(line.startswith("key ") for line in out):
+            keys_a, keys_b = a["keys"], b["keys"]
+            if background:
+                evicted = b.get("evicted", 0) > a.get("evicted", 0)
+                ours = [k for k in set(keys_a) | set(keys_b) if not any(fnmatch.fnmatchcase(k, g) for g in background)]
+                keys_a = {k: keys_a[k] for k in ours if k in keys_a and (k in keys_b or not evicted)}
+                keys_b = {k: keys_b[k] for k in ours if k in keys_b}
+            out.extend(_dict_diff("key", keys_a, keys_b))
+        if a["digest"] != b["digest"] and not background and not any(line.startswith("key ") for line in out):
             out.append(f"dataset digest changed ({a['dbsize']} -> {b['dbsize']} keys)")
     out.extend(_dict_diff("file", before.files, after.files))
     if before.service != after.service:
@@ -166,8 +178,12 @@ def differences(before: State, after: State) -> list[str]:
     return out
 
 
-def changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """What two fingerprints say changed between them (empty: nothing)."""
+def changed(before: dict[str, Any], after: dict[str, Any], background: Sequence[str] = ()) -> list[str]:
+    """What two fingerprints say changed between them (empty: nothing).
+
+    With a background writer (`background` globs), Redis counts writes all the time: the data is not
+    compared, only what the writer cannot change (config, restarts, files, the service).
+    """
     out: list[str] = []
     a, b = before["redis"], after["redis"]
     if a.get("up") != b.get("up") or a.get("error") != b.get("error"):
@@ -180,7 +196,7 @@ def changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
             finishing = a["background"] or b["background"]
             saved = a["saves"] != b["saves"]
             reset_by_save = saved and finishing and b["dirty"] <= a["dirty"]
-            if (saved and not finishing) or (a["dirty"] != b["dirty"] and not reset_by_save):
+            if not background and ((saved and not finishing) or (a["dirty"] != b["dirty"] and not reset_by_save)):
                 out.append("the dataset changed (Redis counted writes or a save)")
             out.extend(_dict_diff("config", a["config"], b["config"]))
     files = _dict_diff("file", before["files"], after["files"], limit=1000)

@@ -48,6 +48,9 @@ class World:
         self.vars: dict[str, Any] = {}  # facts faults record for params and checks (backup paths, ...)
         self._resources: list[Any] = []  # connections and threads faults keep alive until teardown
         self._stop_event = threading.Event()
+        # globs of the keys a background client of the scenario writes (an eviction storm's writer): the
+        # world changes by itself there, so the dry-run and gate checks look past them (snapshot.py)
+        self.background_writes: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @classmethod

@@ -178,3 +178,21 @@ def test_with_redis_down_the_lease_is_a_file_in_the_shared_transcripts_dir(redis
         first.close()
     assert first.exitstatus == 0 and marker.exists()
     assert not list((tmp_path / "t" / "leases").glob("*.json"))  # released
+
+
+def test_a_lease_evicted_under_memory_pressure_is_taken_back_not_lost(server, tmp_path):
+    """allkeys-lru may evict the lease key; nobody else took it, so the holder simply takes it again."""
+    first = _held_at_prompt(_url(server), tmp_path)
+    pexpect = pytest.importorskip("pexpect")
+    try:
+        assert server.client(db=15).delete(KEY) == 1  # what an eviction does
+        first.sendline("y")
+        first.expect(r"\[y/N\]")  # the second change is asked: the lease is still ours
+        assert json.loads(lease_of(server))["operator"] == "alice"
+        first.sendline("y")
+        first.expect(pexpect.EOF)
+    finally:
+        first.close(force=True)
+    assert first.exitstatus == 0
+    path = next((tmp_path / "t").glob("**/*.jsonl"))
+    assert not of_type(events(path), "lease.lost")
