@@ -8,8 +8,11 @@ Keeping Redis responsive: Redis runs one script at a time and nothing else meanw
 bounded by its key count, and the batch size adapts so that each call stays near a budget of server
 time (1.5 ms; each script measures its own with TIME, so a slow network or client does not shrink
 the batches and multiply the round trips, and a quick one does not grow them past the budget). Between
-batches the server serves every other client. EVAL_RO runs only read-only commands (the server
-enforces it) and is itself flagged read-only, so the path also works in a dry-run.
+batches the server serves every other client, and the client pauses so that our calls hold the server
+at most half of the time (on loopback the round trip alone leaves it almost none): when the server
+competes for a core, production requests queued behind back-to-back scripts would otherwise pile up.
+EVAL_RO runs only read-only commands (the server enforces it) and is itself flagged read-only,
+so the path also works in a dry-run.
 
 When scripts are refused (ACL without +@scripting, `rename-command EVAL_RO ""`, a server before
 7.0), `available()` says so and the caller uses the client-side pipelined path.
@@ -17,6 +20,7 @@ When scripts are refused (ACL without +@scripting, `rename-command EVAL_RO ""`, 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -115,6 +119,7 @@ return {res[1], scanned, total, flat_types, flat_tenants, flat_best, #res[2],
 )
 
 BUDGET_S = 0.0015  # server time per call the batch size aims at (each script times itself with TIME)
+DUTY = 0.5  # at most this share of the server's time goes to our calls: the rest is production's
 MIN_BATCH, MAX_BATCH = 100, 4000
 MEMORY_BATCH = 2000
 
@@ -129,6 +134,7 @@ class Pacer:
     """
 
     budget_s: float = BUDGET_S
+    duty: float = DUTY
     floor: int = MIN_BATCH
     ceiling: int = MAX_BATCH
     calls: int = 0
@@ -136,6 +142,7 @@ class Pacer:
     total_s: float = 0.0
     smallest: int = 0
     largest: int = 0
+    paused_s: float = 0.0
     _costs: list[float] = field(default_factory=list)
 
     def record(self, count: int, server_s: float) -> None:
@@ -153,12 +160,24 @@ class Pacer:
         want = int(self.budget_s / per_key) if per_key > 0 else self.ceiling
         return max(self.floor, min(self.ceiling, want, count * 2))
 
+    def pause(self, server_s: float, round_trip_s: float) -> float:
+        """Seconds to wait before the next call so that our calls hold the server at most `duty` of the time.
+
+        The part of the round trip the server did not spend on the call (network, client) already
+        counts as time the server was free for other clients.
+        """
+        free_needed = server_s * (1 / self.duty - 1)
+        wait = max(0.0, free_needed - max(0.0, round_trip_s - server_s))
+        self.paused_s += wait
+        return wait
+
     def summary(self) -> str:
         if not self.calls:
             return "no calls"
         return (
             f"{self.calls} calls of {self.smallest}-{self.largest} keys, server time {self.total_s:.2f}s, "
-            f"longest call {self.longest_s * 1000:.1f} ms (budget {self.budget_s * 1000:g} ms per call)"
+            f"longest call {self.longest_s * 1000:.1f} ms (budget {self.budget_s * 1000:g} ms per call), "
+            f"paused {self.paused_s:.2f}s to hold the server at most {self.duty:.0%} of the time"
         )
 
 
@@ -177,13 +196,18 @@ def _batches(
     """One reply per EVAL_RO until the cursor comes back to 0, sizing COUNT to the server-time budget."""
     cursor, count = "0", max(pacer.floor, min(start, pacer.ceiling))
     while True:
+        began = time.perf_counter()
         reply = adapter.call(["EVAL_RO", script, "0", cursor, match, str(count), *extra])
-        pacer.record(count, int(reply[-1]) / 1e6)
+        round_trip = time.perf_counter() - began
+        server_s = int(reply[-1]) / 1e6
+        pacer.record(count, server_s)
         yield reply
         cursor = str(reply[0])
         if cursor == "0":
             return
         count = pacer.next_count(count)
+        if wait := pacer.pause(server_s, round_trip):
+            time.sleep(wait)
 
 
 def audit_ttl(

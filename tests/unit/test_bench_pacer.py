@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from engine.keyspace.server_side import Pacer
 
 
@@ -46,5 +48,16 @@ def test_summary_says_what_the_batches_did() -> None:
     pacer.record(1000, 0.0012)
     pacer.record(1500, 0.0021)
     assert pacer.summary() == (
-        "2 calls of 1000-1500 keys, server time 0.00s, longest call 2.1 ms (budget 1.5 ms per call)"
+        "2 calls of 1000-1500 keys, server time 0.00s, longest call 2.1 ms (budget 1.5 ms per call), "
+        "paused 0.00s to hold the server at most 50% of the time"
     )
+
+
+def test_pause_holds_our_share_of_the_server_to_the_duty_cycle() -> None:
+    pacer = Pacer(budget_s=0.0015, duty=0.5)
+    assert pacer.pause(0.0015, 0.0016) == pytest.approx(0.0014)  # loopback: almost no free time yet
+    assert pacer.pause(0.0015, 0.0035) == 0.0  # a 2 ms network already left the server free long enough
+    assert pacer.pause(0.0015, 0.0025) == pytest.approx(0.0005)
+    assert pacer.paused_s == pytest.approx(0.0019)
+    quarter = Pacer(duty=0.25)
+    assert quarter.pause(0.001, 0.001) == pytest.approx(0.003)
