@@ -86,8 +86,11 @@ def run(port: int, out: Path, rate: float, clients: int, stop: list[bool]) -> No
             timeout = max(0.0, min(waiting) - time.monotonic()) if waiting else 0.05
             for key, _ in selector.select(min(timeout, 0.05)):
                 c = key.data
-                data = c.sock.recv(65536)
-                if not data:
+                try:
+                    data = c.sock.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:  # the server went away: the benchmark is over
                     stop[0] = True
                     break
                 c.buffer += data
