@@ -26,7 +26,13 @@ from bench.stats import Cost, Latency, in_windows, median_cost, projected_ratio,
 RUNBOOK = [sys.executable, "-m", "engine.cli", "run"]
 SLOW_US = 1000  # SLOWLOG threshold while we run: every server-side call over 1 ms is recorded
 PROCEDURES = str(Path(__file__).resolve().parent / "procedures")
-LOAD_RATE, LOAD_CLIENTS = 1000, 4  # the production traffic: 1,000 GET/SET per second over 4 connections
+LOAD_RATE, LOAD_CLIENTS = 1000, 4
+# One core's worth of CPU-bound work, ending when its stdin closes (so a killed benchmark leaves none behind)
+SPIN = (
+    "import os, sys, threading\n"
+    "threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()\n"
+    "while True: pass\n"
+)  # the production traffic: 1,000 GET/SET per second over 4 connections
 
 
 @dataclass(frozen=True)
@@ -157,7 +163,7 @@ def run(keys: int, rounds: int, rtts_ms: list[float], net_rounds: int, busy: int
             bench.idle()
             bench.pairs(path, relay, net_rounds, ops)
         if busy:
-            spinners = [processes.start([sys.executable, "-c", "while True: pass"])[0] for _ in range(busy)]
+            spinners = [processes.start([sys.executable, "-c", SPIN])[0] for _ in range(busy)]
             try:
                 time.sleep(1)
                 bench.idle()
