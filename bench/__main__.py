@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         help="round trip (ms) a delaying relay adds; repeatable (default 0.25 and 1)",
     )
+    parser.add_argument("--no-network", action="store_true", help="loopback only: no relay passes")
     parser.add_argument("--net-rounds", type=int, default=1, help="rounds through each relay (default 1)")
     parser.add_argument("--busy", type=int, default=2, help="CPU-bound processes for the busy pass (0: skip it)")
     parser.add_argument(
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench import keyspace_cases
 
         keyspace_rows, report = keyspace_cases.run(
-            args.keys, args.rounds, args.rtt if args.rtt is not None else [0.25, 1.0], args.net_rounds, args.busy
+            args.keys, args.rounds, [] if args.no_network else (args.rtt or [0.25, 1.0]), args.net_rounds, args.busy
         )
         rows += keyspace_rows
     print(render(rows))
