@@ -264,6 +264,7 @@ def _rows(
                 budget,
                 1.0,
                 note="counted by the relay: a turn is the client speaking after the server did",
+                unit="",
             )
         )
     export_rt = results.cost("backup-tenant", "ours", one_ms) if one_ms else None
@@ -275,6 +276,7 @@ def _rows(
                 50,
                 1.0,
                 note="the export must SCAN MATCH the whole keyspace to find the tenant's keys",
+                unit="",
             )
         )
     return rows, _report(results, rtts_ms, traffic)

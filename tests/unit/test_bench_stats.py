@@ -98,3 +98,12 @@ def test_median_cost_keeps_one_real_run_together() -> None:
     assert median_cost(runs[:2]) == Cost(1.0, 10, 0.1, 0.1)  # even count: the lower middle, a real run
     with pytest.raises(ValueError):
         median_cost([])
+
+
+def test_rows_render_counts_as_counts_and_times_as_seconds() -> None:
+    from bench.measure import Row, render
+
+    table = render([Row("round trips", 1279, 1500, 1.0, unit=""), Row("audit | x", 1.5, 3.0, 0.4)])
+    assert "| 1,279 " in table and "| 1,500 " in table and "1279.000s" not in table
+    assert "1.500s" in table and "0.500x" in table and "| NO " in table
+    assert "audit \\| x" in table  # a Markdown-safe cell
