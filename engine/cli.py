@@ -178,8 +178,56 @@ def validate(paths: tuple[Path, ...]) -> None:
 @click.argument("procedure")
 @click.option("--redis", "redis_url", metavar="URL", help="redis://[user@]host[:port][/db] (password: REDISCLI_AUTH).")
 @click.option("--inventory", type=click.Path(path_type=Path), help="Inventory file of targets.")
-@click.option("--target", help="Target name in the inventory (NAME or ENVIRONMENT/NAME).")
-@click.option("--sandbox", is_flag=True, help="Run against a throwaway seeded redis-server started for this run.")
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    help="Target in the inventory (NAME or ENVIRONMENT/NAME); a glob ('production/*') or a repeated --target "
+    "runs on a fleet.",
+)
+@click.option("--limit", multiple=True, metavar="NAME|TAG", help="Fleet: only the targets matching this (repeatable).")
+@click.option("--exclude", multiple=True, metavar="NAME|TAG", help="Fleet: leave out targets matching this.")
+@click.option(
+    "--forks",
+    type=click.IntRange(1, 256),
+    default=8,
+    show_default=True,
+    help="Fleet: targets a read-only procedure (or a dry-run) runs on at once.",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="Fleet: targets a procedure with changes rolls over at a time.",
+)
+@click.option(
+    "--max-failures",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Fleet: failed targets a rollout tolerates before it halts.",
+)
+@click.option("--parent-run", hidden=True, help="Internal: the fleet run this run is one target of.")
+@click.option("--rollout", is_flag=True, hidden=True, help="Internal: a rollout target (takes 'all remaining').")
+@click.option("--rollout-approval", hidden=True, help="Internal: OPERATOR@RUN whose 'all remaining' covers this run.")
+@click.option(
+    "--sandbox",
+    type=click.Choice(["standalone", "replicated", "cluster"]),
+    is_flag=False,
+    flag_value="standalone",
+    default=None,
+    help="Run against throwaway seeded redis-servers started for this run: standalone (alone: the default), "
+    "replicated (primary, 2 replicas, 3 Sentinels) or cluster (3 primaries, 3 replicas).",
+)
+@click.option(
+    "--sentinel",
+    "sentinels",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="A Sentinel to ask for the deployment (repeatable; with --master; its password: RUNBOOK_SENTINEL_AUTH).",
+)
+@click.option("--master", metavar="NAME", help="The master name the Sentinels monitor (with --sentinel).")
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Set a param (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Rehearse: reads run, changes are measured and recorded, never sent.")
 @click.option(
@@ -224,8 +272,18 @@ def run(
     procedure: str,
     redis_url: str | None,
     inventory: Path | None,
-    target: str | None,
-    sandbox: bool,
+    targets: tuple[str, ...],
+    limit: tuple[str, ...],
+    exclude: tuple[str, ...],
+    forks: int,
+    batch: int,
+    max_failures: int,
+    parent_run: str | None,
+    rollout: bool,
+    rollout_approval: str | None,
+    sandbox: str | None,
+    sentinels: tuple[str, ...],
+    master: str | None,
     variables: tuple[str, ...],
     dry_run: bool,
     assume_yes: bool,
@@ -241,9 +299,46 @@ def run(
 ) -> None:
     """Run a procedure against a target, asking before every change."""
     from engine.console import Console
-    from engine.session import RunRequest, execute
+    from engine.session import RunRequest
     from engine.spec.params import parse_var_options
+    from engine.targets import is_pattern
 
+    if len(targets) > 1 or any(is_pattern(t) for t in targets) or limit or exclude:
+        if steal_lease:
+            fail(UsageError("--steal-lease takes over one target's lease: run that target on its own"))
+        if not inventory or redis_url or sandbox or transcript:
+            fail(
+                UsageError(
+                    "a fleet (several --target, a pattern, --limit/--exclude) needs --inventory, "
+                    "and no --redis, --sandbox or --transcript"
+                )
+            )
+        from engine.fleet import FleetRequest
+
+        _run_fleet(
+            FleetRequest(
+                procedure=procedure,
+                inventory=str(inventory),
+                patterns=targets,
+                limit=limit,
+                exclude=exclude,
+                variables=variables,
+                dry_run=dry_run,
+                assume_yes=assume_yes,
+                transcripts_dir=transcripts_dir,
+                operator=operator,
+                incident=incident,
+                signing_key=signing_key,
+                lease_ttl=lease_ttl,
+                extra_procedures=extra,
+                forks=forks,
+                batch=batch,
+                max_failures=max_failures,
+                argv=tuple(_safe_argv()),
+            ),
+            as_json,
+        )
+    target = targets[0] if targets else None
     console = Console(sys.stderr if as_json else sys.stdout)
     try:
         request = RunRequest(
@@ -252,7 +347,10 @@ def run(
             redis_url=redis_url,
             inventory=str(inventory) if inventory else None,
             target=target,
-            sandbox=sandbox,
+            sandbox=sandbox is not None,
+            sandbox_topology=sandbox or "standalone",
+            sentinels=sentinels,
+            master=master,
             dry_run=dry_run,
             assume_yes=assume_yes,
             transcript=transcript,
@@ -264,7 +362,22 @@ def run(
             incident=incident,
             argv=tuple(_safe_argv()),
             extra_procedures=extra,
+            parent_run=parent_run,
+            rollout=rollout,
+            rollout_approval=rollout_approval,
         )
+        _execute_and_exit(request, console, procedure, dry_run, as_json)
+    except RunbookError as exc:
+        if as_json:
+            _print_json(_no_run(procedure, exc.outcome, exc.exit_code, str(exc)))
+        fail(exc)
+
+
+def _execute_and_exit(request: Any, console: Any, procedure: str, dry_run: bool, as_json: bool) -> None:
+    """Run one request, print its outcome, exit with its code (shared by `run` and `continue`)."""
+    from engine.session import execute
+
+    try:
 
         def on_start(path: str) -> None:
             mode = " (dry-run: nothing will be changed)" if dry_run else ""
@@ -272,9 +385,7 @@ def run(
             console.line(f"transcript: {path}")
 
         def on_sandbox(box: Any) -> None:
-            console.line(
-                f"sandbox: redis-server on {box.server.host}:{box.server.port}, {box.summary.keys_total} keys seeded"
-            )
+            console.line(f"sandbox: {box.describe()}, {box.summary.keys_total} keys seeded")
 
         result = execute(request, on_step=console.step, on_start=on_start, started_sandbox=on_sandbox)
     except RunbookError as exc:
@@ -299,6 +410,231 @@ def run(
     if as_json:
         _print_json(result.as_json())
     sys.exit(result.exit_code)
+
+
+def _run_fleet(request: Any, as_json: bool, *, interactive_children: bool = True) -> None:
+    """Every target of a fleet, then one table (or one JSON object); exit with the worst code."""
+    from engine.fleet import render_table, run_fleet
+
+    try:
+        result = run_fleet(request, say=lambda text: say(text, err=as_json), interactive_children=interactive_children)
+    except RunbookError as exc:
+        fail(exc)
+    if as_json:
+        _print_json(result.as_json())
+    else:
+        say(render_table(result.children, result.not_run))
+        say(f"outcome: {result.outcome} (exit {result.exit_code})")
+        say(f"transcript: {result.transcript}")
+    sys.exit(result.exit_code)
+
+
+# -- continue -----------------------------------------------------------------------------------
+@main.command("continue")
+@click.argument("run_ref", metavar="RUN_ID|TRANSCRIPT")
+@transcripts_dir_option()
+@click.option("--allow-changed", is_flag=True, help="Continue even though the procedure, engine or target changed.")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Set a param (secret ones: again).")
+@click.option("--yes", "assume_yes", is_flag=True, help="Approve each change by flag (never an in-doubt one).")
+@click.option("--operator", help="Who is continuing (default: the OS user).")
+@click.option("--signing-key", type=click.Path(path_type=Path), envvar="RUNBOOK_SIGNING_KEY")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--procedures", "extra", multiple=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--transcript", type=click.Path(path_type=Path), hidden=True)
+@click.option("--parent-run", hidden=True)
+@click.option("--rollout", is_flag=True, hidden=True)
+@click.option("--rollout-approval", hidden=True)
+def continue_command(
+    run_ref: str,
+    transcripts_dir: Path,
+    allow_changed: bool,
+    variables: tuple[str, ...],
+    assume_yes: bool,
+    operator: str | None,
+    signing_key: Path | None,
+    as_json: bool,
+    extra: tuple[Path, ...],
+    transcript: Path | None,
+    parent_run: str | None,
+    rollout: bool,
+    rollout_approval: str | None,
+) -> None:
+    """Resume a run or a rollout that stopped, from its transcript: done steps are not run again."""
+    from engine.console import Console
+    from engine.resume import find_transcript, load_plan
+
+    try:
+        plan = load_plan(find_transcript(run_ref, transcripts_dir))
+    except RunbookError as exc:
+        fail(exc)
+    if plan.ended is not None and plan.ended.get("outcome") == "ok":
+        say(f"run {plan.run_id} ended ok: nothing to continue")
+        sys.exit(ExitCode.OK)
+    if plan.fleet is not None:
+        _continue_fleet(
+            plan, transcripts_dir, allow_changed, variables, assume_yes, operator, signing_key, as_json, extra
+        )
+    console = Console(sys.stderr if as_json else sys.stdout)
+    try:
+        request = _resume_request(
+            plan, allow_changed, variables, assume_yes, operator, signing_key, extra, transcript, transcripts_dir
+        )
+        from dataclasses import replace
+
+        request = replace(request, parent_run=parent_run, rollout=rollout, rollout_approval=rollout_approval)
+    except RunbookError as exc:
+        fail(exc)
+    done = [step for step in plan.done]
+    console.line(f"continuing run {plan.run_id} ({plan.procedure.get('id')})", bold=True)
+    console.line(f"  done, not run again: {', '.join(done) or 'nothing'}")
+    if plan.in_doubt is not None:
+        doubt = plan.in_doubt
+        console.line(
+            f"  IN DOUBT: step '{doubt.step_id}' ({doubt.effect}: {doubt.command}) started at {doubt.started_at} "
+            "and never finished: it is measured again and put to you before anything is sent",
+            fg="red",
+            bold=True,
+        )
+    for change in request.resume_changes:
+        console.line(f"  changed since (--allow-changed): {change}", fg="yellow")
+    _execute_and_exit(request, console, str(plan.procedure.get("id")), False, as_json)
+
+
+def _original_options(plan: Any) -> dict[str, Any]:
+    """The stopped run's `runbook run` options, parsed from the argv its transcript recorded."""
+    argv = list(plan.argv)
+    if len(argv) < 3 or argv[1] != "run":
+        raise UsageError(f"{plan.path}: its recorded command line is not a `runbook run` ({' '.join(argv[:2])})")
+    try:
+        ctx = run.make_context("run", argv[2:], resilient_parsing=True)
+    except click.ClickException as exc:
+        raise UsageError(f"{plan.path}: its recorded command line cannot be read again: {exc}") from None
+    return dict(ctx.params)
+
+
+def _resume_request(
+    plan: Any,
+    allow_changed: bool,
+    variables: tuple[str, ...],
+    assume_yes: bool,
+    operator: str | None,
+    signing_key: Path | None,
+    extra: tuple[Path, ...],
+    transcript: Path | None,
+    transcripts_dir: Path,
+) -> Any:
+    """The continued run's request, refused (exit 3) when the world it decided on changed."""
+    from engine.context import Connections
+    from engine.errors import StoppedError
+    from engine.resume import what_changed
+    from engine.session import RunRequest, identify, prepare, resolve_target
+    from engine.spec.params import parse_var_options
+
+    old = _original_options(plan)
+    given = [v for v in old.get("variables") or () if "[SECRET:" not in v]  # secrets: give them again
+    request = RunRequest(
+        procedure=str(plan.procedure.get("id")),
+        variables={**parse_var_options(tuple(given)), **parse_var_options(variables)},
+        redis_url=old.get("redis_url"),
+        inventory=str(old["inventory"]) if old.get("inventory") else None,
+        target=(old.get("targets") or (None,))[0],
+        sandbox=False,
+        dry_run=bool(old.get("dry_run")),
+        assume_yes=assume_yes,
+        transcript=transcript,
+        transcripts_dir=transcripts_dir,
+        operator=operator,
+        signing_key=signing_key,
+        lease_ttl=float(old.get("lease_ttl") or 30.0),
+        incident=old.get("incident"),
+        argv=tuple(plan.argv),
+        extra_procedures=tuple(old.get("extra") or ()) + extra,
+        resume=plan,
+    )
+    if old.get("sandbox"):
+        raise UsageError(f"{plan.path}: a --sandbox run cannot be continued (its server is gone)")
+    procedure, _, _ = prepare(request)
+    target = resolve_target(request)
+    identity = None
+    if target.redis is not None:
+        connections = Connections(target, allow_mutation=False)
+        try:
+            identity = identify(connections)
+        finally:
+            connections.close()
+    changes = what_changed(plan, procedure_sha256=procedure.sha256, engine_version=__version__, redis_run_id=identity)
+    if changes and not allow_changed:
+        raise StoppedError(
+            f"run {plan.run_id} is not continued: "
+            + "; ".join(changes)
+            + ". Check that continuing still makes sense, then give --allow-changed"
+        )
+    from dataclasses import replace
+
+    return replace(request, resume_changes=tuple(changes))
+
+
+def _continue_fleet(
+    plan: Any,
+    transcripts_dir: Path,
+    allow_changed: bool,
+    variables: tuple[str, ...],
+    assume_yes: bool,
+    operator: str | None,
+    signing_key: Path | None,
+    as_json: bool,
+    extra: tuple[Path, ...],
+) -> None:
+    """A rollout again: targets done are not run again, a stopped target is continued, the rest run."""
+    from engine.errors import StoppedError
+    from engine.fleet import FleetRequest, child_outcome
+    from engine.resume import what_changed
+    from engine.spec.loader import Catalog
+    from engine.transcript.reader import read_transcript
+
+    fleet = plan.fleet
+    old = _original_options(plan)
+    try:
+        catalog = Catalog(tuple(old.get("extra") or ()) + extra)
+        procedure = catalog.load(str(plan.procedure.get("id")))
+    except RunbookError as exc:
+        fail(exc)
+    changes = what_changed(plan, procedure_sha256=procedure.sha256, engine_version=__version__, redis_run_id=None)
+    if changes and not allow_changed:
+        fail(StoppedError(f"rollout {plan.run_id} is not continued: " + "; ".join(changes) + "; give --allow-changed"))
+    paths: dict[str, str] = {}
+    for event in read_transcript(plan.path).events:
+        if event.get("type") in ("fleet.child.started", "fleet.child.finished") and event.get("transcript"):
+            paths[str(event["target"])] = str(event["transcript"])
+    earlier = {target: child_outcome(target, Path(path), 137) for target, path in paths.items()}
+    given = [v for v in old.get("variables") or () if "[SECRET:" not in v]
+    continue_args: list[str] = ["--allow-changed"] if allow_changed else []
+    for item in variables:
+        continue_args += ["--var", item]
+    request = FleetRequest(
+        procedure=procedure.id,
+        inventory=str(fleet.get("inventory")),
+        patterns=tuple(fleet.get("targets") or ()),
+        variables=tuple(given) + variables,
+        dry_run=bool(old.get("dry_run")),
+        assume_yes=assume_yes,
+        transcripts_dir=transcripts_dir,
+        operator=operator,
+        incident=old.get("incident"),
+        signing_key=signing_key,
+        lease_ttl=float(old.get("lease_ttl") or 30.0),
+        extra_procedures=tuple(old.get("extra") or ()) + extra,
+        forks=int(fleet.get("forks") or 8),
+        batch=int(fleet.get("batch") or 1),
+        max_failures=int(fleet.get("max_failures") or 0),
+        argv=tuple(plan.argv),
+        resumes=plan.run_id,
+        earlier=earlier,
+        continue_args=tuple(continue_args),
+    )
+    done = sorted(t for t, o in earlier.items() if o.outcome == "ok" and o.exit_code == 0)
+    say(f"continuing rollout {plan.run_id}: done on {', '.join(done) or 'no target'} (not run again)", err=as_json)
+    _run_fleet(request, as_json)
 
 
 def _no_run(procedure: str, outcome: str, exit_code: int, error: str) -> dict[str, Any]:

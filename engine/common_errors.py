@@ -87,12 +87,21 @@ KNOWN_ERRORS: tuple[KnownError, ...] = (
         "Redis service down",
         "Restart service: systemctl restart redis (redis/emergency-service-down)",
     ),
-    KnownError("READONLY", r"READONLY", "Connected to replica", "Connect to master instance"),
+    KnownError(
+        "READONLY",
+        r"READONLY",
+        "Connected to replica",
+        "Connect to master instance. A runbook run does this itself: it discovers the deployment at start, sends "
+        "writes aimed at a replica to the primary it found (recorded: 'target resolved to a replica; used primary "
+        "X') and asks again after a failover; this error reaches you only when no primary could be found",
+    ),
     KnownError(
         "MOVED",
         r"^MOVED|\bMOVED \d+",
         "Redis cluster topology changed",
-        "Update client cluster configuration (connect in cluster mode or to the node named)",
+        "Update client cluster configuration (connect in cluster mode or to the node named). A runbook run does "
+        "this itself: key commands go to their slot's owner, MOVED and ASK are followed (ASKING for ASK) and the "
+        "refreshed topology is recorded (topology.changed)",
     ),
     KnownError(
         "LOADING",

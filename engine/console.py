@@ -68,7 +68,7 @@ class Console:
             # a `show` template may lay its text out on several lines: newlines stay, every other control is escaped
             self.line(f"{indent}    {printable(record.summary, multiline=True)}")
         if record.outcome == "predicted":
-            self.line(f"{indent}    dry-run: would run, not sent", fg="cyan")
+            self.predicted(record, indent)
         for expectation in record.expectations:
             if expectation["held"] is False:
                 colour_e = "red" if expectation["severity"] == "critical" else "yellow"
@@ -85,6 +85,24 @@ class Console:
             self.line(f"{indent}    {printable(record.message, multiline=True)}", fg="red")
         if record.advice:
             self.line(f"{indent}    advice: {printable(record.advice, multiline=True)}", fg="yellow")
+        for item in record.follow_up:
+            kind = printable(str(item.get("kind", ""))).upper()
+            self.line(f"{indent}    FOLLOW UP ({kind}): {printable(item.get('text', ''), multiline=True)}", fg="yellow")
+
+    def predicted(self, record: StepRecord, indent: str) -> None:
+        """A dry-run's change as the gate would have shown it: where, the command, the blast radius, the change."""
+        from engine.gate import render_blast_radius
+        from engine.timeline.changes import changes_text
+
+        where = f" on {printable(record.where)}" if record.where else ""
+        if record.command:
+            self.line(f"{indent}    dry-run: would run{where}, not sent: {printable(record.command)}", fg="cyan")
+        else:
+            self.line(f"{indent}    dry-run: would run{where}, not sent", fg="cyan")
+        for text in render_blast_radius(record.blast_radius or {}):
+            self.line(f"{indent}    {printable(text)}", fg="cyan")
+        for text in changes_text(record.predicted_changes):
+            self.line(f"{indent}    would change: {printable(text)}", fg="cyan")
 
 
 def silence(stream: TextIO) -> None:

@@ -13,7 +13,7 @@ from engine.errors import UsageError
 from engine.printable import printable
 
 if TYPE_CHECKING:
-    from engine.adapters.redis import RedisAdapter
+    from engine.adapters.redis_routing import RoutedRedisAdapter
     from engine.adapters.ssh import SshAdapter
     from engine.operator import Operator
     from engine.spec.model import Procedure, Step
@@ -30,21 +30,43 @@ class Connections:
         *,
         allow_mutation: bool,
         on_host_key_accepted: Callable[[dict[str, str]], None] = lambda e: None,
+        on_topology_changed: Callable[[dict[str, Any]], None] = lambda e: None,
     ):
         self.target = target
+        self.on_topology_changed = on_topology_changed
         self.allow_mutation = allow_mutation
         self.on_host_key_accepted = on_host_key_accepted
-        self._redis: RedisAdapter | None = None
+        self._redis: RoutedRedisAdapter | None = None
         self._ssh: SshAdapter | None = None
 
-    def redis(self) -> RedisAdapter:
+    def redis(self) -> RoutedRedisAdapter:
+        return self._routed().connect()  # type: ignore[return-value]
+
+    def _routed(self) -> RoutedRedisAdapter:
         if self.target.redis is None:
             raise UsageError(f"target '{self.target.name}' has no redis endpoint")
         if self._redis is None:
-            from engine.adapters.redis import RedisAdapter
+            from engine.adapters.redis_routing import RoutedRedisAdapter
 
-            self._redis = RedisAdapter(self.target.redis, allow_mutation=self.allow_mutation)
-        return self._redis.connect()
+            self._redis = RoutedRedisAdapter(
+                self.target.redis,
+                allow_mutation=self.allow_mutation,
+                sentinel=self.target.sentinel,
+                record=self.on_topology_changed,
+            )
+        return self._redis
+
+    def discover(self) -> dict[str, Any]:
+        """The deployment behind the target, for the transcript; what failed instead when it cannot be found.
+
+        Never raises for an unreachable deployment: service-down procedures must still run.
+        """
+        adapter = self._routed()
+        try:
+            topology = adapter.discover()
+        except Exception as exc:
+            return {"error": f"{type(exc).__name__}: {exc}", "seed": adapter.endpoint.url}
+        return {"topology": topology.as_json()}
 
     def ssh(self) -> SshAdapter:
         if self.target.ssh is None:

@@ -38,16 +38,28 @@ class ApprovalRequest:
 class Decision:
     approved: bool
     by: str
-    method: str  # flag | yes | typed-target | none
+    method: str  # flag | yes | typed-target | all-remaining | none
     reason: str = ""
+    note: str = ""  # all-remaining: which answer covers this approval
+
+
+ALL_REMAINING_ANSWER = "all remaining"
 
 
 class Gate:
-    def __init__(self, operator: Operator):
+    """`rollout`: a target of a rolling run, where the operator may answer "all remaining" (recorded as
+    method all-remaining); `covered_by` ("OPERATOR@RUN"): such an answer given on an earlier target."""
+
+    def __init__(self, operator: Operator, *, rollout: bool = False, covered_by: str | None = None):
         self.operator = operator
+        self.rollout = rollout
+        self.covered_by = covered_by
 
     def review(self, request: ApprovalRequest) -> Decision:
         op = self.operator
+        if self.covered_by and not request.repeat:
+            by, _, run = self.covered_by.partition("@")
+            return Decision(True, by, "all-remaining", note=f"covered by '{ALL_REMAINING_ANSWER}' in run {run}")
         if op.assume_yes and not request.repeat:
             return Decision(True, "flag", "flag")
         if not op.interactive:
@@ -56,6 +68,8 @@ class Gate:
             return Decision(False, op.name, "none", "no terminal and no --yes")
         try:
             op.tell(render_request(request), display_safe=True)
+            if self.rollout:
+                return self._rollout_answer(request)
             if request.effect is Effect.DESTRUCTIVE:
                 ok = op.type_exact(
                     f"  Type the target name '{printable(request.target_name)}' to proceed", request.target_name
@@ -69,6 +83,25 @@ class Gate:
         except StoppedError as exc:
             return Decision(False, op.name, "none", str(exc))
         return Decision(True, op.name, "yes") if ok else Decision(False, op.name, "yes", "declined")
+
+    def _rollout_answer(self, request: ApprovalRequest) -> Decision:
+        """As usual, or "all remaining": this change here and on every target the rollout has left."""
+        op = self.operator
+        destructive = request.effect is Effect.DESTRUCTIVE
+        expected = request.target_name if destructive else "y"
+        question = (
+            f"  Type the target name '{printable(request.target_name)}' to proceed"
+            if destructive
+            else "  Proceed? [y/N]"
+        ) + f" (or '{ALL_REMAINING_ANSWER}' for this and every remaining target)"
+        answer = op._prompt(question, default="").strip()
+        if answer == ALL_REMAINING_ANSWER:
+            return Decision(True, op.name, "all-remaining")
+        ok = answer == expected or (not destructive and answer.lower() == "yes")
+        method = "typed-target" if destructive else "yes"
+        if ok:
+            return Decision(True, op.name, method)
+        return Decision(False, op.name, method, "wrong target name typed" if destructive else "declined")
 
 
 def render_request(request: ApprovalRequest) -> str:

@@ -27,6 +27,7 @@ class LeasingGate:
         record: Record,
         ttl: float,
         steal_reason: str | None = None,
+        resumes: str | None = None,
     ):
         self.gate = gate
         self.operator = gate.operator
@@ -36,6 +37,7 @@ class LeasingGate:
         self.record = record
         self.ttl = ttl
         self.steal_reason = steal_reason
+        self.resumes = resumes  # a continued run takes over the lease its stopped run (killed) left behind
         self.lease: Lease | None = None
         self._lost_recorded = False
 
@@ -55,13 +57,16 @@ class LeasingGate:
         lease = None
         replaced = None
         if self.redis_call is not None:
-            lease = Lease(RedisStore(self.redis_call), self.holder, self.ttl)
+            store = RedisStore(self.redis_call)
+            lease = Lease(store, self.holder, self.ttl)
             try:
                 replaced = lease.acquire(steal)
             except LeaseHeld as exc:
                 return self._refuse(exc)
             except TargetError:
                 lease = None  # the Redis is down: the team's shared directory holds the lease instead
+            else:
+                store.where = getattr(self.redis_call, "where", store.where)
         if lease is None:
             lease = Lease(self.fallback, self.holder, self.ttl)
             try:
@@ -89,6 +94,9 @@ class LeasingGate:
         return None
 
     def _refuse(self, exc: LeaseHeld) -> Decision:
+        if self.resumes is not None and exc.holder.run_id == self.resumes and self.steal_reason is None:
+            self.steal_reason = f"continuing run {self.resumes}, which held it when it stopped"
+            return self._acquire()  # type: ignore[return-value]
         self.record("lease.refused", durable=True, where=exc.where, holder=exc.holder.public())
         return Decision(
             False,
@@ -111,3 +119,6 @@ class LeasingGate:
             self._record_lost()
         released = self.lease.release()
         self.record("lease.released", durable=True, where=self.lease.store.where, released=released)
+        close = getattr(self.redis_call, "close", None)
+        if close is not None:
+            close()

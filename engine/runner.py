@@ -58,6 +58,11 @@ class StepRecord:
     expectations: list[dict[str, Any]] = field(default_factory=list)
     depth: int = 0
     procedure: str = ""
+    where: str = ""
+    command: str = ""
+    blast_radius: dict[str, Any] | None = None
+    predicted_changes: list[dict[str, Any]] = field(default_factory=list)
+    follow_up: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -80,6 +85,7 @@ class _Frame:
     ran: dict[str, bool] = field(default_factory=dict)
     measured: dict[str, dict[str, Any]] = field(default_factory=dict)
     approved: dict[str, dict[str, Any]] = field(default_factory=dict)
+    planned: dict[str, tuple[str, str]] = field(default_factory=dict)  # step id -> (where, command) last planned
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,7 @@ class Runner:
         target_values: dict[str, Any],
         show_progress: bool = False,
         on_step: Callable[[StepRecord], None] = lambda record: None,
+        resume: Any = None,
     ):
         self.transcript = transcript
         self.redactor = redactor
@@ -156,6 +163,10 @@ class Runner:
         self.cleaning = 0  # > 0 while finally steps run: the session holds a signal back until they are done
         self._frames: dict[int, _Frame] = {}  # by call depth
         self._predicted: set[str] = set()  # registers that hold a dry-run's prediction, not a result
+        # engine.resume.ResumePlan of the run this one continues: its done steps are reused, its in-doubt
+        # change is asked about again on the terminal
+        self.resume = resume
+        self._doubt_asked = False
 
     # -- procedure level -----------------------------------------------------------------------
     def run(self, procedure: Procedure, params: dict[str, Any], *, depth: int = 0) -> dict[str, Any]:
@@ -242,9 +253,17 @@ class Runner:
     def _run_step(
         self, procedure: Procedure, step: Step, values: dict[str, Any], frame: _Frame, depth: int
     ) -> str | None:
+        if self.resume is not None and depth == 0 and step.foreach is None and not step.cleanup:
+            done = self.resume.reuse(step)
+            if done is not None:
+                self._reuse(procedure, step, values, frame, depth, done)
+                return None
         if step.kind == "restore" and step.action not in frame.measured:
             self._skip(procedure, step, values, frame, depth, None, f"'{step.action}' changed nothing in this run")
             return None
+        nodes = self._nodes_of(procedure, step, values, depth)
+        if nodes is not None:
+            return self._run_items(procedure, step, values, frame, depth, nodes, "node")
         if step.foreach is None:
             if self._skipped_by_when(procedure, step, values, frame, depth, iteration=None):
                 return None
@@ -258,16 +277,50 @@ class Runner:
             items = list(items.items())
         if not isinstance(items, list | tuple):
             raise UsageError(f"{step.location}: foreach gave {type(items).__name__}, not a list")
+        return self._run_items(procedure, step, values, frame, depth, list(items), "item")
+
+    def _nodes_of(self, procedure: Procedure, step: Step, values: dict[str, Any], depth: int) -> list[Any] | None:
+        """The nodes a change aimed at several nodes runs on, one at a time (None: the step runs once)."""
+        kind = get(step.kind) if step.kind != "block" else None
+        if kind is None or kind.per_node is None or step.foreach is not None:
+            return None
+        try:
+            body = template.render_data(step.action, values, shell_fields=kind.shell_fields, raw_fields=kind.raw_fields)
+            ctx = StepContext(
+                connections=self.connections,
+                operator=self.operator,
+                redactor=self.redactor,
+                procedure=procedure,
+                step=step,
+                dry_run=self.dry_run,
+                values=values,
+                call_procedure=lambda pid, p: self._call(pid, p, depth),
+            )
+            return kind.per_node(body, ctx)
+        except (template.TemplateError, ValueError, TypeError, RunbookError):
+            return None  # the step's own attempt meets the same problem and reports it
+
+    def _run_items(
+        self,
+        procedure: Procedure,
+        step: Step,
+        values: dict[str, Any],
+        frame: _Frame,
+        depth: int,
+        items: list[Any],
+        name: str,
+    ) -> str | None:
+        """A foreach (`item`), or a change on several nodes (`node`): one run of the step per entry, in order."""
         results, statuses, worst, any_ran = [], [], None, False
         for i, item in enumerate(items):
             # `when` is decided per item: it may look at `item`
-            scope = {**values, "item": item, "loop": {"index": i, "first": i == 0, "last": i == len(items) - 1}}
+            scope = {**values, name: item, "loop": {"index": i, "first": i == 0, "last": i == len(items) - 1}}
             if self._skipped_by_when(procedure, step, scope, frame, depth, iteration=i):
                 results.append(None)
                 statuses.append(values["steps"][step.id])
                 continue
             outcome = self._run_once(procedure, step, scope, frame, depth, iteration=i)
-            results.append(outcome.result)
+            results.append(outcome.result if name == "item" else _node_result(item, outcome))
             statuses.append(values["steps"][step.id])
             any_ran = any_ran or outcome.really_ran
             if outcome.outcome in ("failed", "error"):
@@ -285,6 +338,44 @@ class Runner:
         }
         frame.ran[step.id] = any_ran
         return self._after_failure(step, worst) if worst else None
+
+    def _reuse(
+        self, procedure: Procedure, step: Step, values: dict[str, Any], frame: _Frame, depth: int, done: Any
+    ) -> None:
+        """A step the resumed run finished: its recorded result stands in for running it again."""
+        self.transcript.emit(
+            "step.resumed",
+            step=self._ref(procedure, step, depth),
+            from_run=self.resume.run_id,
+            effect=done.effect,
+            result=done.result,
+            blast_radius=done.blast_radius,
+        )
+        if step.register:
+            values[step.register] = done.result
+        if step.kind == "block" and isinstance(done.result, dict):
+            values.update(done.result)
+        values["steps"][step.id] = {**_status("ok"), "result": done.result}
+        frame.ran[step.id] = True
+        if done.blast_radius:
+            frame.measured.setdefault(step.id, done.blast_radius)
+        message = f"done in run {self.resume.run_id}: not run again"
+        self._record(
+            StepRecord(step.id, step.name, "ok", done.effect, message=message, depth=depth, procedure=procedure.id)
+        )
+
+    def _in_doubt(self, step: Step, depth: int) -> dict[str, Any] | None:
+        """The resumed run's change that started and never finished, the first time it comes up again."""
+        doubt = self.resume.in_doubt if self.resume is not None else None
+        if doubt is None or depth != 0 or step.id != doubt.step_id or self._doubt_asked:
+            return None
+        self._doubt_asked = True
+        return {
+            "run": self.resume.run_id,
+            "started_at": doubt.started_at,
+            "command": doubt.command,
+            "was_approved": doubt.approved,
+        }
 
     def _skipped_by_when(
         self,
@@ -524,7 +615,10 @@ class Runner:
                     str(template.render(step.show, self._scope(step, values, outcome.result))).strip()
                 )
             except template.TemplateError as exc:
-                summary = f"(show: {exc})"
+                # a predicted change has no result to show: its line is simply left out, not an error
+                summary = None if outcome.outcome == "predicted" else f"(show: {exc})"
+        impact, follow_up = self._declared(step, outcome, values)
+        where, command = frame.planned.pop(step.id, ("", ""))
         duration = (time.monotonic() - started) * 1000
         values["steps"][step.id].update(
             outcome=outcome.outcome,
@@ -548,6 +642,10 @@ class Runner:
             fields["expectations"] = expectations
         if summary is not None:
             fields["summary"] = summary
+        if impact:
+            fields["impact"] = impact
+        if follow_up:
+            fields["follow_up"] = follow_up
         if blast:
             fields["blast_radius"] = blast
         if changes:
@@ -570,6 +668,11 @@ class Runner:
             expectations=expectations,
             depth=depth,
             procedure=procedure.id,
+            where=where,
+            command=command,
+            blast_radius=blast,
+            predicted_changes=changes if outcome.outcome == "predicted" else [],
+            follow_up=follow_up,
         )
         self._record(record)
         if outcome.outcome == "refused":
@@ -624,6 +727,7 @@ class Runner:
             return self._error_outcome(exc), effect, None, [], isinstance(exc, UsageError)
         effect = max(action.effect, step.effect or Effect.READ)
         command = self.redactor.text(action.command)
+        frame.planned[step.id] = (str(action.where or ""), command)
         self.transcript.emit(
             "step.started",
             durable=effect is not Effect.READ,
@@ -785,6 +889,17 @@ class Runner:
             except template.TemplateError as exc:
                 confirm = f"(confirm text failed: {exc})"
         repeat = self._repeat(step, ref["call_depth"])
+        doubt = self._in_doubt(step, ref["call_depth"])
+        if doubt is not None:  # never re-sent on a flag: the operator sees what is there now and decides
+            sent = (
+                "it had been approved and may or may not have reached the target"
+                if doubt["was_approved"]
+                else "it had not been approved yet, so it was most likely not sent"
+            )
+            repeat = (
+                f"IN DOUBT: run {doubt['run']} started this change at {doubt['started_at']} and stopped before it "
+                f"finished; {sent}. The blast radius below is measured now"
+            )
         self.transcript.emit(
             "approval.requested",
             step=ref,
@@ -795,6 +910,7 @@ class Runner:
             blast_radius=blast or {},
             confirm=confirm,
             **({"repeat": repeat} if repeat else {}),
+            **({"in_doubt": doubt} if doubt else {}),
         )
         try:
             decision = self.gate.review(
@@ -836,7 +952,14 @@ class Runner:
                 "refused", message=f"not approved: {decision.reason}", exit_code=ExitCode.STOPPED, really_ran=False
             )
         self.state.approvals += 1
-        self.transcript.emit("approval.given", step=ref, by=decision.by, method=decision.method, command_sha256=digest)
+        self.transcript.emit(
+            "approval.given",
+            step=ref,
+            by=decision.by,
+            method=decision.method,
+            command_sha256=digest,
+            note=decision.note or None,
+        )
         frame.approved.setdefault(step.id, {"by": decision.by, "method": decision.method, "command_sha256": digest})
         return None
 
@@ -919,6 +1042,40 @@ class Runner:
                 }
             )
         return out
+
+    def _declared(
+        self, step: Step, outcome: _Outcome, values: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The step's `impact:` figures and `follow_up:` texts, rendered once it ran (never for a prediction)."""
+        if outcome.outcome not in ("ok", "failed") or not (step.impact or step.follow_up):
+            return [], []
+        scope = self._scope(step, values, outcome.result)
+
+        def holds(when: str | None) -> bool:
+            try:
+                return when is None or bool(template.evaluate(when, scope))
+            except template.TemplateError:
+                return False
+
+        impact = []
+        for figure in step.impact:
+            if not holds(figure.when):
+                continue
+            try:
+                value = template.evaluate(figure.value, scope)
+            except template.TemplateError as exc:
+                value = f"(not measured: {exc})"
+            impact.append({"name": figure.name, "value": self.redactor.data(value), "unit": figure.unit})
+        follow_up = []
+        for item in step.follow_up:
+            if not holds(item.when):
+                continue
+            try:
+                text = str(template.render(item.text, scope)).strip()
+            except template.TemplateError as exc:
+                text = f"{item.text} (text failed: {exc})"
+            follow_up.append({"kind": item.kind, "text": self.redactor.text(" ".join(text.split()))})
+        return impact, follow_up
 
     def _reads_a_prediction(self, step: Step) -> bool:
         """The step works on what a dry-run predicted (a file not written, a key not set): it checks a prediction."""
@@ -1005,3 +1162,17 @@ def _shrink(value: Any, depth: int = 0) -> Any:
     if isinstance(value, bytes):
         return f"<{len(value)} bytes>"
     return value
+
+
+def _node_result(node: dict[str, Any], outcome: _Outcome) -> dict[str, Any]:
+    """One node's row of a change run on several nodes: {node, role, outcome, result, error}."""
+    result = outcome.result
+    if isinstance(result, list) and len(result) == 1 and isinstance(result[0], dict) and "node" in result[0]:
+        result = result[0].get("result")
+    return {
+        "node": node.get("address"),
+        "role": node.get("role"),
+        "outcome": outcome.outcome,
+        "result": result,
+        "error": outcome.message if outcome.outcome in ("failed", "error") else None,
+    }

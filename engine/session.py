@@ -35,6 +35,9 @@ class RunRequest:
     inventory: str | None = None
     target: str | None = None
     sandbox: bool = False
+    sandbox_topology: str = "standalone"  # standalone | replicated | cluster
+    sentinels: tuple[str, ...] = ()  # --sentinel HOST:PORT (repeatable), with --master NAME
+    master: str | None = None
     dry_run: bool = False
     assume_yes: bool = False
     transcript: Path | None = None
@@ -46,6 +49,14 @@ class RunRequest:
     incident: str | None = None
     argv: tuple[str, ...] = ()
     extra_procedures: tuple[Path, ...] = ()
+    parent_run: str | None = None  # the fleet run this one is a target of
+    rollout: bool = False  # a target of a rolling run: the gate also takes "all remaining"
+    rollout_approval: str | None = None  # "OPERATOR@RUN": an "all remaining" answer covering this target
+    resume: Any = None  # engine.resume.ResumePlan: the stopped run this one continues
+    resume_changes: tuple[str, ...] = ()  # what changed since (accepted with --allow-changed)
+    no_terminal: bool = False  # one of a fleet's parallel runs: nobody is asked anything on the terminal
+    catalog: Any = None  # a fleet's parallel runs share the parent's procedure catalog and inventory,
+    loaded_inventory: Any = None  # read and checked once, not once per target
 
 
 @dataclass
@@ -78,10 +89,22 @@ class RunResult:
                     "procedure": s.procedure,
                     "expectations": s.expectations,
                     "message": s.message,
+                    **(_prediction(s) if s.outcome == "predicted" else {}),
+                    **({"follow_up": s.follow_up} if s.follow_up else {}),
                 }
                 for s in self.steps
             ],
         }
+
+
+def _prediction(step: Any) -> dict[str, Any]:
+    """What a dry-run step would have done, as the gate would have shown it."""
+    return {
+        "where": step.where,
+        "command": step.command,
+        "blast_radius": step.blast_radius or {},
+        "predicted_changes": step.predicted_changes,
+    }
 
 
 INCIDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -153,7 +176,7 @@ def prepare(request: RunRequest) -> tuple[Procedure, dict[str, Any], Any]:
     from engine.spec.loader import Catalog
     from engine.spec.params import resolve
 
-    catalog = Catalog(request.extra_procedures)
+    catalog = request.catalog or Catalog(request.extra_procedures)
     procedure = catalog.load(request.procedure)
     prompted = frozenset(s.action.get("param") for s in procedure.steps if s.kind == "prompt")
     params = resolve(procedure.params, request.variables, procedure=procedure.id, interactive_later=prompted)
@@ -163,15 +186,39 @@ def prepare(request: RunRequest) -> tuple[Procedure, dict[str, Any], Any]:
 def resolve_target(request: RunRequest) -> Target:
     from engine.targets import load_inventory, redis_from_url, target_from_inventory
 
-    chosen = [bool(request.redis_url), bool(request.inventory or request.target), request.sandbox]
+    if bool(request.sentinels) != bool(request.master):
+        raise UsageError("--sentinel HOST:PORT and --master NAME go together")
+    via_sentinel = bool(request.sentinels) and not (request.inventory or request.target)
+    chosen = [bool(request.redis_url) or via_sentinel, bool(request.inventory or request.target), request.sandbox]
     if sum(chosen) != 1:
-        raise UsageError("say where to run: --redis URL, --inventory FILE --target NAME, or --sandbox")
-    if request.redis_url:
-        endpoint = redis_from_url(request.redis_url)
-        return Target(name=f"{endpoint.host}:{endpoint.port}", redis=endpoint)
+        raise UsageError(
+            "say where to run: --redis URL, --sentinel HOST:PORT --master NAME, --inventory FILE --target NAME, "
+            "or --sandbox"
+        )
+    if request.redis_url or via_sentinel:
+        sentinel = _sentinel_from_options(request)
+        url = request.redis_url or "redis://{}:{}".format(*sentinel.addresses[0])  # type: ignore[union-attr]
+        endpoint = redis_from_url(url)
+        name = f"{endpoint.host}:{endpoint.port}"
+        if sentinel is not None and not request.redis_url:
+            name = f"{sentinel.master}@sentinel"
+        return Target(name=name, redis=endpoint, sentinel=sentinel)
     if not (request.inventory and request.target):
         raise UsageError("--inventory and --target go together")
-    return target_from_inventory(load_inventory(request.inventory), request.target)
+    return target_from_inventory(request.loaded_inventory or load_inventory(request.inventory), request.target)
+
+
+def _sentinel_from_options(request: RunRequest) -> Any:
+    """--sentinel/--master; Sentinel's own password from RUNBOOK_SENTINEL_AUTH (never the command line)."""
+    import os
+
+    from engine.targets import SentinelSpec, parse_address
+
+    if not request.sentinels:
+        return None
+    addresses = tuple(parse_address(a, "--sentinel") for a in request.sentinels)
+    password = os.environ.get("RUNBOOK_SENTINEL_AUTH") or None
+    return SentinelSpec(addresses, str(request.master), password, "RUNBOOK_SENTINEL_AUTH" if password else None)
 
 
 def execute(
@@ -217,7 +264,7 @@ def _execute(
         if request.sandbox:
             from engine.sandbox_target import start_sandbox
 
-            sandbox = start_sandbox()
+            sandbox = start_sandbox(request.sandbox_topology)
             started_sandbox(sandbox)
             target = sandbox.target
         else:
@@ -228,12 +275,16 @@ def _execute(
         redactor = Redactor()
         if target.redis and target.redis.password:
             redactor.add(target.redis.password_source or "redis-password", target.redis.password)
+        if target.sentinel is not None and target.sentinel.password:
+            redactor.add(target.sentinel.password_source or "sentinel-password", target.sentinel.password)
         for param in procedure.params:
             if param.secret and params.get(param.name) is not None:
                 redactor.add(param.name, str(params[param.name]))
         run_id = new_run_id()
         path = request.transcript or default_transcript_path(run_id, request.transcripts_dir)
         operator = Operator.from_environment(name=request.operator, assume_yes=request.assume_yes)
+        if request.no_terminal:
+            operator.interactive = False
         mode = "dry-run" if request.dry_run else "live"
         transcript = _open_transcript(Path(path), run_id, redactor, signer)
         try:
@@ -260,6 +311,9 @@ def _execute(
                 transcript_path=str(path),
                 interactive=operator.interactive,
                 assume_yes=request.assume_yes,
+                parent_run=request.parent_run,
+                resumes=request.resume.run_id if request.resume is not None else None,
+                resume_changes=list(request.resume_changes) if request.resume is not None else None,
             )
         except OSError as exc:  # not even the first line fits: nothing was run, leave no empty file behind
             _discard(transcript)
@@ -278,7 +332,12 @@ def _execute(
                 target,
                 allow_mutation=not request.dry_run,
                 on_host_key_accepted=lambda event: transcript.emit("host_key.accepted", durable=True, **event),
+                on_topology_changed=lambda event: _topology_changed(transcript, event),
             )
+            discovered: dict[str, Any] = {}
+            if target.redis is not None:  # the deployment, as found now; unreachable is recorded, not fatal
+                discovered = connections.discover()
+                transcript.emit("topology.discovered", **discovered)
 
             def resolve_call(callee: Procedure, given: dict[str, Any]) -> dict[str, Any]:
                 values = resolve(callee.params, {k: v for k, v in given.items()}, procedure=callee.id)
@@ -287,20 +346,23 @@ def _execute(
                         redactor.add(param.name, str(values[param.name]))
                 return values
 
-            gate = Gate(operator)
+            if target.redis is not None:
+                transcript.emit("target.identified", redis_run_id=identify(connections))
+            gate = Gate(operator, rollout=request.rollout, covered_by=request.rollout_approval)
             if not request.dry_run:  # a change takes the target's lease first; reads and rehearsals never do
                 from engine.lease import FileStore, new_holder
                 from engine.lease_gate import LeasingGate
+                from engine.lease_redis import LeaseRedis
 
-                live = connections
                 gate = LeasingGate(
                     gate,
                     new_holder(operator.name, run_id, procedure.id, request.incident, socket.gethostname()),
-                    redis_call=(lambda argv: live.redis().call(argv)) if target.redis is not None else None,
+                    redis_call=LeaseRedis(target.redis) if target.redis is not None else None,
                     fallback=FileStore(request.transcripts_dir, target.full_name),
                     record=transcript.emit,
                     ttl=request.lease_ttl,
                     steal_reason=request.steal_lease,
+                    resumes=request.resume.run_id if request.resume is not None else None,
                 )
             runner = Runner(
                 transcript=transcript,
@@ -312,9 +374,13 @@ def _execute(
                 target_name=target.full_name,
                 load_procedure=catalog.load,
                 resolve_params=resolve_call,
-                target_values=template_values(target, run_id, request, operator.name),
+                target_values={
+                    **template_values(target, run_id, request, operator.name),
+                    "topology": discovered.get("topology"),
+                },
                 on_step=on_step,
-                show_progress=sys.stderr.isatty(),
+                show_progress=sys.stderr.isatty() and not request.no_terminal,
+                resume=request.resume,
             )
             state = runner.state
             guard.cleaning = lambda: runner.cleaning > 0
@@ -372,6 +438,34 @@ def _execute(
         guard.armed = False
         if sandbox is not None:
             sandbox.stop()
+
+
+def identify(connections: Any) -> str | None:
+    """The Redis server process's run_id (INFO server), which a restart or failover changes; None if down."""
+    try:
+        info = connections.redis().call(["INFO", "server"])
+    except Exception:  # a down or refusing server is what some procedures are for: no identity then
+        return None
+    if isinstance(info, bytes):
+        info = info.decode("utf-8", "replace")
+    if isinstance(info, dict):
+        value = info.get("run_id")
+        return str(value) if value else None
+    for line in str(info).splitlines():
+        if line.startswith("run_id:"):
+            return line.partition(":")[2].strip()
+    return None
+
+
+def _topology_changed(transcript: Any, event: dict[str, Any]) -> None:
+    """Recorded, and said to the operator (stderr: --json keeps stdout clean): where a command really went."""
+    from engine.printable import printable
+
+    transcript.emit("topology.changed", **event)
+    try:
+        sys.stderr.write(f"  topology: {printable(str(event.get('reason') or event.get('error')))}\n")
+    except OSError:
+        pass
 
 
 def _open_transcript(path: Path, run_id: str, redactor: Any, signer: Any = None) -> Any:

@@ -93,6 +93,24 @@ class HttpEndpoint:
 
 
 @dataclass(frozen=True)
+class SentinelSpec:
+    """Where Sentinel answers and which master to ask it for; its password is its own (not the data nodes')."""
+
+    addresses: tuple[tuple[str, int], ...]
+    master: str
+    password: str | None = field(default=None, repr=False)
+    password_source: str | None = None
+
+
+def parse_address(text: str, where: str) -> tuple[str, int]:
+    """HOST:PORT (a Sentinel's, a node's); a clear error otherwise."""
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or not _HOST.fullmatch(host):
+        raise UsageError(f"{where}: {text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     environment: str | None = None
@@ -100,6 +118,7 @@ class Target:
     ssh: SshEndpoint | None = None
     http: HttpEndpoint | None = None
     password_file: str | None = None  # where the Redis password lives, for procedures that rotate it
+    sentinel: SentinelSpec | None = None  # the deployment is found through Sentinel (redis.url: credentials, db)
 
     @property
     def full_name(self) -> str:
@@ -114,6 +133,16 @@ class Target:
             "redis": self.redis.url if self.redis else None,
             "ssh": self.ssh.address if self.ssh else None,
             "http": self.http.base_url if self.http else None,
+            **(
+                {
+                    "sentinel": {
+                        "addresses": [f"{h}:{p}" for h, p in self.sentinel.addresses],
+                        "master": self.sentinel.master,
+                    }
+                }
+                if self.sentinel
+                else {}
+            ),
         }
 
 
@@ -156,7 +185,7 @@ def url_problem(url: str) -> str | None:
     if port == 0:
         return "has an invalid port"
     db_text = parts.path.lstrip("/") or "0"
-    if not db_text.isascii() or not db_text.isdigit() or "/" in db_text:
+    if not db_text.isascii() or not db_text.isdigit() or "/" in db_text or len(db_text) > 5:  # no int() of 5,000 digits
         return "names its database with something other than a number (the path after the host; not shown)"
     return None
 
@@ -198,14 +227,10 @@ def redis_from_url(
 def load_inventory(path: str | Path) -> dict[str, Any]:
     """Read and validate an inventory file; errors name file:line:column and the field."""
     from engine.spec.schema import validate_against
-    from engine.spec.yamlsource import load_yaml
+    from engine.spec.yamlsource import read_yaml_file
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot read inventory {path}: {exc.strerror}") from None
-    located = load_yaml(text, str(path))
+    located = read_yaml_file(path)  # size, depth, aliases and numbers bounded: exit 2, never a hang
     url_errors = _url_errors(located)
     quoted = {e.path for e in url_errors}
     errors = url_errors + [e for e in validate_against("inventory.schema.json", located) if e.path not in quoted]
@@ -265,6 +290,7 @@ def target_from_inventory(inventory: dict[str, Any], name: str, *, environ: dict
     base = Path(file).resolve().parent
     redis = ssh = http = None
     password_file = None
+    sentinel: SentinelSpec | None = None
     if "redis" in body:
         spec = body["redis"]
         password, source = None, None
@@ -278,8 +304,10 @@ def target_from_inventory(inventory: dict[str, Any], name: str, *, environ: dict
             password_file = str(pfile)
             password, source = _read_password_file(pfile, f"{file}: target {tname}"), f"file:{pfile}"
         timeout = parse_duration(spec.get("timeout", DEFAULT_TIMEOUT))
+        if "sentinel" in spec:
+            sentinel = _sentinel_spec(spec["sentinel"], base, environ, f"{file}: target {tname}: redis.sentinel")
         redis = redis_from_url(
-            spec["url"],
+            spec.get("url") or "redis://{}:{}".format(*sentinel.addresses[0]),  # type: ignore[union-attr]
             timeout=timeout,
             environ={},
             password=password,
@@ -308,7 +336,29 @@ def target_from_inventory(inventory: dict[str, Any], name: str, *, environ: dict
             timeout=parse_duration(spec.get("timeout", 5.0)),
             health_path=spec.get("health_path", "/health"),
         )
-    return Target(name=tname, environment=env, redis=redis, ssh=ssh, http=http, password_file=password_file)
+    return Target(
+        name=tname,
+        environment=env,
+        redis=redis,
+        ssh=ssh,
+        http=http,
+        password_file=password_file,
+        sentinel=sentinel,
+    )
+
+
+def _sentinel_spec(spec: dict[str, Any], base: Path, environ: dict[str, str], where: str) -> SentinelSpec:
+    addresses = tuple(parse_address(a, f"{where}.addresses") for a in spec["addresses"])
+    password, source = None, None
+    if "password_env" in spec:
+        var = spec["password_env"]
+        if var not in environ:
+            raise UsageError(f"{where}: environment variable {var} (password_env) is not set")
+        password, source = environ[var], f"env:{var}"
+    elif "password_file" in spec:
+        pfile = _resolve_path(base, spec["password_file"])
+        password, source = _read_password_file(pfile, where), f"file:{pfile}"
+    return SentinelSpec(addresses, spec["master"], password, source)
 
 
 def _read_password_file(path: Path, where: str) -> str:
@@ -337,6 +387,8 @@ def _tls_settings(base: Path, spec: dict[str, Any], where: str) -> TlsSettings:
     settings = TlsSettings(server_name=spec.get("server_name"), **files)
     if settings.key_file and not settings.cert_file:
         raise UsageError(f"{where}: key_file needs cert_file (the client certificate it belongs to)")
+    if settings == TlsSettings():
+        return settings  # nothing of ours to load (the system's CAs are loaded when a rediss:// connects)
     try:
         tls_context(settings)
     except (OSError, ssl.SSLError) as exc:
@@ -356,3 +408,58 @@ def missing_facets(target: Target, requires: tuple[str, ...], file: str) -> list
         for facet in requires
         if getattr(target, facet, None) is None
     ]
+
+
+FLEET_CHARS = frozenset("*?[")
+
+
+def is_pattern(name: str) -> bool:
+    """A --target that names a group (`production/*`, `*/cache`) rather than one target."""
+    return any(c in FLEET_CHARS for c in name)
+
+
+def inventory_entries(inventory: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
+    """(environment/name, tags) of every target, in the inventory's own order."""
+    return [
+        (f"{env}/{name}", tuple(body.get("tags") or ()))
+        for env, envbody in inventory["data"].get("environments", {}).items()
+        for name, body in envbody.get("targets", {}).items()
+    ]
+
+
+def _matches(term: str, full: str, tags: tuple[str, ...]) -> bool:
+    """NAME, ENVIRONMENT/NAME or a glob of either, or a tag (`tag:NAME` or a bare tag)."""
+    from fnmatch import fnmatchcase
+
+    if term.startswith("tag:"):
+        return term[4:] in tags
+    name = full.rpartition("/")[2]
+    return fnmatchcase(full, term) or ("/" not in term and fnmatchcase(name, term)) or term in tags
+
+
+def select_targets(
+    inventory: dict[str, Any],
+    patterns: tuple[str, ...] | list[str],
+    limit: tuple[str, ...] | list[str] = (),
+    exclude: tuple[str, ...] | list[str] = (),
+) -> list[str]:
+    """The targets a fleet run goes to, in pattern order then inventory order, each once.
+
+    A pattern that matches nothing is an error (a typo must not shrink a rollout silently); so is a
+    selection that --limit/--exclude empty."""
+    entries = inventory_entries(inventory)
+    chosen: list[str] = []
+    for pattern in patterns:
+        found = [full for full, tags in entries if _matches(pattern, full, tags)]
+        if not found:
+            known = ", ".join(full for full, _ in entries) or "none"
+            raise UsageError(f"{inventory['file']}: --target '{pattern}' matches no target (known: {known})")
+        chosen.extend(full for full in found if full not in chosen)
+    tags_of = dict(entries)
+    if limit:
+        chosen = [full for full in chosen if any(_matches(term, full, tags_of[full]) for term in limit)]
+    if exclude:
+        chosen = [full for full in chosen if not any(_matches(term, full, tags_of[full]) for term in exclude)]
+    if not chosen:
+        raise UsageError(f"{inventory['file']}: --limit/--exclude leave no target to run on")
+    return chosen

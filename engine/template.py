@@ -3,22 +3,30 @@
 A string that is exactly one `{{ expression }}` renders to the expression's value (a number stays a
 number, a list a list); anything else renders to text. Strings bound for a shell are rendered with
 every `{{ }}` value shell-quoted by the engine, so procedure authors never quote by hand.
+
+Every render is bounded (docs/cli.md, "Limits"): `9 ** 99999`, `'A' * 100000000`, nested
+`range(100000)` loops and the like end in a TemplateError naming the limit, never a hang.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import re
 import secrets
 import shlex
 import string
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from typing import Any
 
 import jinja2
-from jinja2 import StrictUndefined, meta
+from jinja2 import StrictUndefined, meta, nodes
+from jinja2.compiler import CodeGenerator
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine import safe_regex
@@ -26,9 +34,172 @@ from engine.spec.params import parse_duration, parse_size
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
 
+MAX_OUTPUT = 1_000_000
+"""Characters (or items) in a string or list a template builds, and in a rendered template."""
+MAX_INT_BITS = 10_000
+"""Bits of an integer `**` or `*` may produce (about 3,000 digits)."""
+MAX_ITERATIONS = 1_000_000
+"""Loop iterations (`{% for %}`, all loops together) in one render or expression."""
+MAX_RENDER_SECONDS = 5.0
+"""Wall time of one render or expression, checked at every loop iteration and call."""
+MAX_PASSWORD_LENGTH = 1024
+
 
 class TemplateError(Exception):
     """A template or expression that failed; the runner adds the step and field."""
+
+
+class _Budget:
+    """What one render may still spend: loop iterations and time."""
+
+    def __init__(self) -> None:
+        self.deadline = time.monotonic() + MAX_RENDER_SECONDS
+        self.iterations = 0
+
+    def tick(self) -> None:
+        self.iterations += 1
+        if self.iterations > MAX_ITERATIONS:
+            raise TemplateError(f"more than {MAX_ITERATIONS:,} loop iterations (the limit)")
+        if self.iterations % 1024 == 0:
+            self.check_time()
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise TemplateError(f"took longer than {MAX_RENDER_SECONDS:g}s to render (the limit)")
+
+
+_BUDGET: ContextVar[_Budget | None] = ContextVar("template_budget", default=None)
+
+
+@contextmanager
+def _budgeted() -> Iterator[None]:
+    """One budget per top-level render or evaluation; nested ones share it."""
+    if _BUDGET.get() is not None:
+        yield
+        return
+    token = _BUDGET.set(_Budget())
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def _budget() -> _Budget:
+    return _BUDGET.get() or _Budget()
+
+
+def _check_size(value: Any, what: str) -> Any:
+    """Refuse what no procedure needs and a transcript cannot hold: an oversized value, inf or NaN."""
+    if isinstance(value, str | bytes | list | tuple) and len(value) > MAX_OUTPUT:
+        raise TemplateError(f"{what} would be {len(value):,} long, over {MAX_OUTPUT:,} (the limit)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TemplateError(f"{what} is {value}, not a finite number")
+    return value
+
+
+def _sized_len(value: Any) -> int | None:
+    return len(value) if isinstance(value, str | bytes | list | tuple) else None
+
+
+class _LoopGuardedCodeGenerator(CodeGenerator):
+    """Every `{% for %}` iterates through `environment.guard_loop`, which spends the render's budget."""
+
+    def visit_Template(self, node: nodes.Template, frame: Any = None) -> None:
+        for loop in node.find_all(nodes.For):
+            if not getattr(loop, "_runbook_guarded", False):
+                loop.iter = nodes.Call(nodes.EnvironmentAttribute("guard_loop"), [loop.iter], [], None, None)
+                loop._runbook_guarded = True  # type: ignore[attr-defined]
+        super().visit_Template(node, frame)
+
+
+_WIDTH_METHODS = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs"})
+_WIDTH_FILTERS = frozenset({"center", "indent", "wordwrap", "truncate", "batch", "slice"})
+_PERCENT_WIDTH = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(?:\*|\d{7,}|\d*\.(?:\*|\d{7,}))")
+_BRACE_WIDTH = re.compile(r"\{[^{}]*:[^{}]*\d{7,}")
+
+
+def _estimated_replace(text: Any, old: Any, new: Any) -> int | None:
+    if isinstance(text, str) and isinstance(old, str) and isinstance(new, str):
+        count = text.count(old) if old else len(text) + 1
+        return len(text) + count * (len(new) - len(old))
+    return None
+
+
+class _BoundedEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox plus resource bounds: operators, calls, filters and loops that would blow up are refused."""
+
+    code_generator_class = _LoopGuardedCodeGenerator
+    intercepted_binops = frozenset({"*", "**", "%", "+", "-", "/", "//"})
+
+    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
+        _budget().check_time()
+        if (
+            operator_ == "**"
+            and isinstance(left, int)
+            and isinstance(right, int)
+            and abs(left) > 1
+            and max(abs(left).bit_length() - 1, 1) * right > MAX_INT_BITS
+        ):
+            raise TemplateError(f"{left} ** {right} is over {MAX_INT_BITS:,} bits (the limit)")
+        if (
+            operator_ == "*"
+            and isinstance(left, int)
+            and isinstance(right, int)
+            and abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS
+        ):  # repeated squaring in a loop doubles the bits each time
+            raise TemplateError(f"a product of over {MAX_INT_BITS:,} bits (the limit)")
+        if operator_ == "*":
+            for seq, times in ((left, right), (right, left)):
+                length = _sized_len(seq)
+                if length is not None and isinstance(times, int) and length * times > MAX_OUTPUT:
+                    raise TemplateError(f"a sequence repeated {times:,} times is over {MAX_OUTPUT:,} (the limit)")
+        if operator_ == "%" and isinstance(left, str) and _PERCENT_WIDTH.search(left):
+            raise TemplateError("a %-format width of 7 or more digits (or *) is over the limit")
+        return _check_size(super().call_binop(context, operator_, left, right), f"the result of {operator_}")
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _budget().check_time()
+        name = getattr(__obj, "__name__", "")
+        owner = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)  # str.format comes wrapped
+        if isinstance(owner, str | bytes):
+            if name in _WIDTH_METHODS and any(isinstance(a, int) and a > MAX_OUTPUT for a in args):
+                raise TemplateError(f"{name}() width over {MAX_OUTPUT:,} (the limit)")
+            if name in ("format", "format_map") and _BRACE_WIDTH.search(str(owner)):
+                raise TemplateError("a format width of 7 or more digits (or *) is over the limit")
+            if name == "replace" and len(args) >= 2:
+                estimate = _estimated_replace(owner, args[0], args[1])
+                if estimate is not None and estimate > MAX_OUTPUT:
+                    raise TemplateError(f"replace() would build {estimate:,} characters, over {MAX_OUTPUT:,}")
+        return _check_size(super().call(__context, __obj, *args, **kwargs), f"the result of {name or 'a call'}()")
+
+    def guard_loop(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        budget = _budget()
+        for item in iterable:
+            budget.tick()
+            yield item
+
+
+def _bounded_filter(name: str, func: Any) -> Any:
+    """A filter whose size arguments and result are checked (`'x' | center(10**9)`)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _budget().check_time()
+        if name in _WIDTH_FILTERS and any(
+            isinstance(a, int) and not isinstance(a, bool) and a > MAX_OUTPUT for a in (*args[1:], *kwargs.values())
+        ):
+            raise TemplateError(f"|{name} size argument over {MAX_OUTPUT:,} (the limit)")
+        if name == "replace":
+            values = [a for a in args if isinstance(a, str)]
+            if len(values) >= 3:
+                estimate = _estimated_replace(*values[-3:])
+                if estimate is not None and estimate > MAX_OUTPUT:
+                    raise TemplateError(f"|replace would build {estimate:,} characters, over {MAX_OUTPUT:,}")
+        if name == "format" and args and _PERCENT_WIDTH.search(str(args[0])):
+            raise TemplateError("a format width of 7 or more digits (or *) is over the limit")
+        return _check_size(func(*args, **kwargs), f"the result of |{name}")
+
+    return wrapper
 
 
 class ShellText(str):
@@ -59,6 +230,8 @@ def _duration(seconds: Any) -> str:
 
 def _random_password(length: int = 32) -> str:
     """A strong password of URL-safe characters; register the step `secret: true` so it is never shown."""
+    if int(length) > MAX_PASSWORD_LENGTH:
+        raise TemplateError(f"random_password({length}): at most {MAX_PASSWORD_LENGTH} characters")
     alphabet = string.ascii_letters + string.digits + "-_"
     return "".join(secrets.choice(alphabet) for _ in range(max(int(length), 16)))
 
@@ -249,8 +422,20 @@ def _shell_finalize(value: Any) -> str:
     return shlex.quote(str(value))
 
 
+def _lazy(name: str) -> Any:
+    """A grading helper of engine.topology.grade, imported on first use."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        from engine.topology import grade
+
+        return getattr(grade, name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call
+
+
 def _build(finalize: Any = None) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _BoundedEnvironment(
         undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, finalize=finalize
     )
     env.filters.update(
@@ -268,6 +453,7 @@ def _build(finalize: Any = None) -> ImmutableSandboxedEnvironment:
         last=_last,
         all=_all,
         any=_any,
+        every=_all,  # every(rows, "value.outcome == 'ok'"): over a per-node result (redis `on:`)
         held_for=_held_for,
         rate=_rate,
         rates=_rates,
@@ -296,6 +482,9 @@ def _build(finalize: Any = None) -> ImmutableSandboxedEnvironment:
         parse_size=parse_size,
         parse_duration=parse_duration,
         time=time.time,
+        replication_lag=_lazy("replication_lag"),
+        cluster_state=_lazy("cluster_state"),
+        imbalance=_lazy("imbalance"),
     )
     env.filters.update(
         tenant_of=_tenant_of,
@@ -305,6 +494,8 @@ def _build(finalize: Any = None) -> ImmutableSandboxedEnvironment:
         format_time=format_time,
         parse_duration=parse_duration,
     )
+    env.globals.pop("lipsum", None)  # lipsum(n=10**9) is a generator of text with no use in a procedure
+    env.filters = {name: _bounded_filter(name, func) for name, func in env.filters.items()}
     return env
 
 
@@ -341,7 +532,8 @@ def render(value: Any, values: Mapping[str, Any], *, shell: bool = False) -> Any
         single = _SINGLE_EXPR.match(value)
         if single and not shell and "{{" not in single.group("expr"):
             return evaluate(single.group("expr"), values)
-        return _compiled_template(value, shell).render(values)
+        with _budgeted():
+            return _render_bounded(_compiled_template(value, shell), values)
     except TemplateError:
         raise
     except jinja2.TemplateError as exc:
@@ -358,6 +550,18 @@ def typed(value: Any, values: Mapping[str, Any], parse: Any) -> Any:
     except (ValueError, TypeError) as exc:
         shown = f" ({value!r} gave {rendered!r})" if rendered is not value else ""
         raise TemplateError(f"{exc}{shown}") from None
+
+
+def _render_bounded(template: jinja2.Template, values: Mapping[str, Any]) -> str:
+    """Template.render, a chunk at a time, stopping as soon as the output is over MAX_OUTPUT."""
+    parts: list[str] = []
+    size = 0
+    for chunk in template.generate(values):
+        size += len(chunk)
+        if size > MAX_OUTPUT:
+            raise TemplateError(f"renders to more than {MAX_OUTPUT:,} characters (the limit)")
+        parts.append(chunk)
+    return "".join(parts)
 
 
 def render_data(
@@ -401,9 +605,12 @@ def evaluate(expression: str, values: Mapping[str, Any]) -> Any:
     single = _SINGLE_EXPR.match(expression)
     source = single.group("expr") if single else expression
     try:
-        result = _compiled_expression(source.strip())(**values)
+        with _budgeted():
+            result = _compiled_expression(source.strip())(**values)
         _reject_undefined(result)
-        return result
+        return _check_size(result, "the expression")
+    except TemplateError:
+        raise
     except jinja2.TemplateError as exc:
         raise TemplateError(_message(exc)) from None
     except Exception as exc:
@@ -438,11 +645,18 @@ def check_syntax(value: str, *, expression: bool = False) -> str | None:
     try:
         if expression:
             single = _SINGLE_EXPR.match(value)
-            environment().parse("{{ " + (single.group("expr") if single else value).strip() + " }}")
+            tree = environment().parse("{{ " + (single.group("expr") if single else value).strip() + " }}")
         elif is_template(value):
-            environment().parse(value)
+            tree = environment().parse(value)
+        else:
+            return None
+        meta.find_undeclared_variables(tree)  # walks the tree as the name check will: deep nesting fails here
     except jinja2.TemplateSyntaxError as exc:
         return exc.message or str(exc)
+    except ValueError as exc:  # an integer literal of more than 4,300 digits
+        return str(exc).split(";")[0]
+    except RecursionError:
+        return "nested too deeply"
     return None
 
 

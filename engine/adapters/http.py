@@ -11,6 +11,8 @@ from typing import Any
 from engine.errors import MutationRefused, TargetError
 from engine.spec.model import Effect
 
+MAX_BODY = 16 * 1024 * 1024  # a health endpoint's reply; a hostile server's endless body stops here
+
 
 def request(
     method: str,
@@ -31,16 +33,17 @@ def request(
     started = time.monotonic()
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status, body = resp.status, resp.read()
+            status, body = resp.status, resp.read(MAX_BODY + 1)
     except urllib.error.HTTPError as exc:
-        status, body = exc.code, exc.read()
+        status, body = exc.code, exc.read(MAX_BODY + 1)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TargetError(f"{method.upper()} {url}: {reason}") from None
-    text = body.decode("utf-8", "replace")
+    truncated = len(body) > MAX_BODY
+    text = body[:MAX_BODY].decode("utf-8", "replace")
     try:
-        parsed = json.loads(text) if text.strip() else None
-    except ValueError:
+        parsed = json.loads(text) if text.strip() and not truncated else None
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes: kept as text
         parsed = None
     return {
         "status": status,

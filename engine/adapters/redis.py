@@ -143,7 +143,10 @@ class RedisAdapter:
         client = redis.Redis(connection_pool=pool)
         try:
             client.ping()
-            self._table = parse_command_table(client.execute_command("COMMAND"))
+            try:
+                self._table = parse_command_table(client.execute_command("COMMAND"))
+            except redis.ResponseError:  # a Sentinel may lack COMMAND: the fixed lists decide, unknown is destructive
+                self._table = {}
             self._always_read = always_read(self._table)
             self.server_info = client.info("server")
         except redis.RedisError as exc:
@@ -164,6 +167,9 @@ class RedisAdapter:
             socket_timeout=ep.timeout,
             socket_connect_timeout=ep.timeout,
             decode_responses=decode_responses,
+            # a key that is not UTF-8 (bytes from a hostile or buggy writer) decodes to lone surrogates and
+            # encodes back to the very same bytes: shown escaped, and a DEL of it deletes that key, no other
+            encoding_errors="surrogateescape",
             effect_guard=None if self.allow_mutation else self._guard,
             pinned_url=ep.url,
             **({"tls": ep.tls_settings} if ep.tls else {}),
@@ -221,12 +227,38 @@ class RedisAdapter:
         """One command, never one that changes the connection (also MONITOR and MULTI, which the socket
         guard lets through for the engine's own sampler and transactions)."""
         self.check_step_command(argv)
-        reply = self._wrap(lambda: self.client.execute_command(*argv))
+        reply = self._wrap(lambda: self._execute(argv))
         if argv and _arg_bytes(argv[0]).lower() == b"acl":  # LIST, GETUSER: password hashes never leave here
             from engine.transcript.redact import acl_reply
 
             return acl_reply(reply)
         return reply
+
+    def _execute(self, argv: Sequence[Any]) -> Any:
+        """Where a step's command is sent: this node (a deployment routes it, see redis_routing)."""
+        return self.client.execute_command(*argv)
+
+    def asking_call(self, argv: Sequence[Any]) -> Any:
+        """ASKING then `argv` on one connection (a cluster's ASK redirect): ASKING only ever precedes this
+        one command, so the connection is left as it was; the dry-run guard still sees both."""
+        self.check_step_command(argv)
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.names_checked = True
+            try:
+                conn.send_packed_command([pack_commands([["ASKING"], list(argv)])])
+            finally:
+                conn.names_checked = False
+            conn.read_response()
+            return conn.read_response()
+        except redis.ResponseError:
+            raise
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
 
     def command_keys(self, argv: Sequence[Any]) -> list[Any]:
         """The keys in `argv`, as the server extracts them (COMMAND GETKEYS)."""
@@ -336,7 +368,7 @@ def _arg_bytes(value: Any) -> bytes:
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
-        return value.encode("utf-8")
+        return value.encode("utf-8", "surrogateescape")
     if isinstance(value, bool):
         return b"1" if value else b"0"
     if isinstance(value, int | float):
@@ -351,7 +383,7 @@ def pack_commands(calls: Sequence[Sequence[Any]]) -> bytes:
     for argv in calls:
         add(b"*%d\r\n" % len(argv))
         for arg in argv:
-            data = arg.encode() if type(arg) is str else _arg_bytes(arg)
+            data = arg.encode("utf-8", "surrogateescape") if type(arg) is str else _arg_bytes(arg)
             add(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
 

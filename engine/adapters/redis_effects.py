@@ -107,6 +107,20 @@ READ_ONLY = frozenset(
         "readonly",
         "readwrite",
         "reset",
+        "asking",  # only lets the next command reach an importing slot (a cluster's ASK redirect)
+        # Sentinel's own table (a Sentinel may not answer COMMAND): what it knows, never what it changes
+        "sentinel|masters",
+        "sentinel|master",
+        "sentinel|replicas",
+        "sentinel|slaves",
+        "sentinel|sentinels",
+        "sentinel|get-master-addr-by-name",
+        "sentinel|ckquorum",
+        "sentinel|info-cache",
+        "sentinel|myid",
+        "sentinel|pending-scripts",
+        "sentinel|simulate-failure|help",
+        "sentinel|help",
     }
 )
 
@@ -127,6 +141,20 @@ DESTRUCTIVE = frozenset(
         "cluster|flushslots",
         "cluster|delslots",
         "cluster|delslotsrange",
+        "cluster|setslot",
+        "cluster|addslots",
+        "cluster|addslotsrange",
+        "cluster|meet",
+        "cluster|replicate",
+        "sentinel|failover",
+        "sentinel|set",
+        "sentinel|reset",
+        "sentinel|remove",
+        "sentinel|monitor",
+        "sentinel|flushconfig",
+        "sentinel|config",
+        "sentinel|simulate-failure",
+        "sentinel|is-master-down-by-addr",  # a vote in a failover election
         "acl|deluser",
         "acl|setuser",
         "acl|load",
@@ -317,7 +345,7 @@ def command_name(argv: Sequence[str | bytes], table: Mapping[str, CommandInfo] |
     has_subs = (
         bool(info.subcommands)
         if info
-        else name in {"config", "client", "acl", "cluster", "memory", "slowlog", "latency", "object"}
+        else name in {"config", "client", "acl", "cluster", "memory", "slowlog", "latency", "object", "sentinel"}
     )
     if has_subs and len(argv) > 1:
         return f"{name}|{_text(argv[1]).lower()}"
@@ -342,6 +370,8 @@ def classify(argv: Sequence[str | bytes], table: Mapping[str, CommandInfo] | Non
         return Effect.WRITE
     if full in READ_ONLY:
         return Effect.READ
+    if full.startswith("sentinel|") or full == "sentinel":
+        return Effect.DESTRUCTIVE  # Sentinel's own commands: a new one is never taken for a read
     name, _, sub = full.partition("|")
     info = table.get(name) if table else None
     if info is not None and sub:

@@ -58,7 +58,9 @@ class _AcceptNew(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         client.get_host_keys().add(hostname, key.get_name(), key)
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.known_hosts, "a", encoding="utf-8") as fh:
+        # appended, never truncated, and never through a symlink planted at its name
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        with os.fdopen(os.open(self.known_hosts, flags, 0o600), "a", encoding="utf-8") as fh:
             fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
         self.on_accept(
             {"host": hostname, "key_type": key.get_name(), "fingerprint": _fingerprint(key), "policy": "accept-new"}

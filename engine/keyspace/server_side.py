@@ -183,6 +183,8 @@ class Pacer:
 
 def available(adapter: RedisAdapter) -> bool:
     """Can this server run our read-only scripts? (Redis >= 7.0, EVAL_RO allowed by ACL and not renamed.)"""
+    if getattr(adapter, "is_cluster", False):
+        return False  # a script sees one shard: the pipelined path scans every primary and merges
     try:
         adapter.call(["EVAL_RO", "return 1", "0"])
     except ActionFailed:

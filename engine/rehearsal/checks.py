@@ -8,8 +8,43 @@ from typing import Any
 
 import redis
 
+from engine import template
 from engine.rehearsal.faults import take_snapshot
 from engine.rehearsal.world import World
+
+# Names that look at the procedure's run, not at the world: a check using one cannot be asked before the run.
+RUN_NAMES = frozenset({"result", "ran", "findings", "output", "run", "revealed"})
+
+
+def about_the_world(that: str) -> bool:
+    """A check of the world alone (it can be asked before the procedure runs, to see the incident is there)."""
+    try:
+        return not (template.expression_variables(that) & RUN_NAMES)
+    except Exception:
+        return False
+
+
+def holds(that: str, names: dict[str, Any]) -> tuple[bool, str | None]:
+    """(held, why not) for one expression; a check that cannot be evaluated or cannot reach Redis does not hold."""
+    try:
+        return bool(template.evaluate(that, names)), None
+    except template.TemplateError as exc:
+        return False, f"check failed to evaluate: {exc}"
+    except redis.RedisError as exc:
+        return False, f"Redis: {type(exc).__name__}: {exc}"
+
+
+def no_run() -> dict[str, Any]:
+    return {
+        "exit_code": None,
+        "outcome": None,
+        "results": {},
+        "outcomes": {},
+        "findings": [],
+        "output": "",
+        "transcript": None,
+        "dry_run_transcript": None,
+    }
 
 
 def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
@@ -92,6 +127,13 @@ def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
                 texts.append(Path(path).read_text(encoding="utf-8"))
         return any(secret in text for text in texts)
 
+    def restarted_since(name: str) -> bool:
+        """The server is not the process that ran at `snapshot: name` (its run id changed, or it is down)."""
+        try:
+            return call(lambda c: c.info("server")["run_id"]) != world.vars[f"run_id:{name}"]
+        except redis.RedisError:
+            return True
+
     def result(step_id: str) -> Any:
         return run["results"].get(step_id)
 
@@ -113,8 +155,10 @@ def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
         "count": count,
         "count_without_ttl": count_without_ttl,
         "unchanged_since": unchanged_since,
+        "restarted_since": restarted_since,
         "values_equal_snapshot": values_equal_snapshot,
         "result": result,
+        "ran": lambda *step_ids: all(run.get("outcomes", {}).get(s) == "ok" for s in step_ids),
         "world": world.template_values(),
         "old_password": world.original_password,
         "new_password": lambda: world.current_password,
@@ -122,4 +166,6 @@ def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
         "findings": run["findings"],
         "output": run["output"],
         "file_mode": lambda path: oct(__import__("os").stat(path).st_mode & 0o777),
+        "file_text": lambda path: Path(path).read_text(encoding="utf-8", errors="replace"),
+        "files": lambda pattern: sorted(str(p) for p in Path("/").glob(pattern.lstrip("/"))),
     }

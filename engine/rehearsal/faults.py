@@ -58,6 +58,8 @@ def _backup(world: World, name: str) -> None:
         keys = client.dbsize()
     target = world.backups / f"{name}.rdb"
     shutil.copy2(world.redis.directory / "dump.rdb", target)
+    if keys == 0 or target.stat().st_size == 0:
+        raise RuntimeError(f"backup {name}: the dataset is empty; a backup of nothing restores nothing")
     world.vars[name] = str(target)
     world.vars[f"{name}_keys"] = keys
 
@@ -65,6 +67,8 @@ def _backup(world: World, name: str) -> None:
 @fault("flushall")
 def _flushall(world: World, args: Any) -> None:
     with world.client() as client:
+        if client.dbsize() == 0:
+            raise RuntimeError("flushall: the dataset is already empty; nothing would be lost")
         client.flushall()
 
 
@@ -73,8 +77,9 @@ def _delete(world: World, match: str) -> None:
     """Lose every key matching a pattern (a tenant wiped by a bad deploy)."""
     with world.client() as client:
         keys = list(client.scan_iter(match=match, count=1000))
-        if keys:
-            client.delete(*keys)
+        if not keys:
+            raise RuntimeError(f"delete: no key matches {match!r}; nothing was deleted")
+        client.delete(*keys)
     world.vars["deleted_keys"] = len(keys)
 
 
@@ -98,11 +103,16 @@ def _fill(world: World, args: dict[str, Any] | None) -> None:
 def _leak(world: World, args: dict[str, Any]) -> None:
     """Keys written without a TTL by a buggy client: the memory leak the runbook hunts."""
     prefix, count = args["prefix"], int(args["count"])
+    if count < 1:
+        raise RuntimeError("leak_keys: count must be at least 1; a leak of nothing is no incident")
     with world.client() as client:
         pipe = client.pipeline(transaction=False)
         for i in range(count):
             pipe.set(f"{prefix}{i}", f"leaked-{i}")
         pipe.execute()
+        written = sum(1 for _ in client.scan_iter(match=f"{prefix}*", count=1000))
+    if written < count:
+        raise RuntimeError(f"leak_keys: {written} of {count} keys are there")
     world.vars["leaked"] = count
 
 
@@ -127,6 +137,12 @@ def _idle(world: World, args: int | dict[str, Any]) -> None:
             client.ping()
         world.keep(client)
     world.vars["idle_clients"] = count
+    with world.client() as probe:
+        now = int(probe.info("clients")["connected_clients"]) - 1
+    if now < world.vars["clients_before"] + count:
+        raise RuntimeError(
+            f"idle_connections: {now} connections, expected at least {world.vars['clients_before'] + count}"
+        )
     time.sleep(float(spec.get("idle_for", 0)))
 
 
@@ -137,11 +153,13 @@ def _slow(world: World, args: dict[str, Any]) -> None:
     argv = [str(a) for a in args.get("command", ["DEBUG", "SLEEP", "0.05"])]
     client = world.client(single_connection_client=True)
     client.client_setname(name)
+    sent = [0]
 
     def loop() -> None:
         while not world.stopping.is_set():
             try:
                 client.execute_command(*argv)
+                sent[0] += 1
             except redis.RedisError:
                 time.sleep(0.05)
             time.sleep(float(args.get("pause", 0.01)))
@@ -151,6 +169,11 @@ def _slow(world: World, args: dict[str, Any]) -> None:
     world.keep(client)
     world.keep(thread)
     time.sleep(float(args.get("warmup", 0.3)))
+    deadline = time.monotonic() + 10
+    while sent[0] == 0 and time.monotonic() < deadline:  # held until the client has really run its command
+        time.sleep(0.05)
+    if sent[0] == 0:
+        raise RuntimeError(f"slow_client: {' '.join(argv)} never succeeded")
 
 
 def _enough_file_descriptors(needed: int) -> None:
@@ -219,6 +242,8 @@ def _start_fails(world: World, args: Any) -> None:
 def _kill(world: World, args: Any) -> None:
     assert world.redis is not None
     world.redis.kill()
+    if world.ping():
+        raise RuntimeError("kill_redis: Redis still answers PING")
 
 
 @fault("stop_redis")
@@ -227,6 +252,8 @@ def _stop(world: World, args: Any) -> None:
 
     assert world.service is not None
     subprocess.run(world.service.stop, shell=True, check=True, capture_output=True, timeout=30)
+    if world.ping():
+        raise RuntimeError("stop_redis: Redis still answers PING")
 
 
 @fault("corrupt")
@@ -250,6 +277,8 @@ def _corrupt(world: World, args: dict[str, Any]) -> None:
         for _ in range(int(args.get("bytes", 8))):
             i = rng.randrange(9, max(len(data) - 9, 10))
             data[i] ^= 0xFF
+    if bytes(data) == path.read_bytes():
+        raise RuntimeError(f"corrupt: {path.name} is unchanged (keep: 1.0, or nothing to flip)")
     path.write_bytes(bytes(data))
     world.vars[f"corrupted_{which}"] = str(path)
 
@@ -359,6 +388,7 @@ def _run_procedure(world: World, args: dict[str, Any]) -> None:
 def _snapshot(world: World, name: str) -> None:
     """Remember every key's type, value and TTL presence, for checks like `unchanged_since(name)`."""
     world.vars[f"snapshot:{name}"] = take_snapshot(world)
+    _remember_run_id(world, name)
 
 
 @fault("config_snapshot")
@@ -366,6 +396,16 @@ def _config_snapshot(world: World, name: str) -> None:
     """Remember every CONFIG GET * value, for `config_changed_since(name)`."""
     with world.client() as client:
         world.vars[f"config:{name}"] = client.config_get("*")
+    _remember_run_id(world, name)
+
+
+def _remember_run_id(world: World, name: str) -> None:
+    """The server's run id at a snapshot: `restarted_since(name)` tells a restart from a server left running."""
+    try:
+        with world.client() as client:
+            world.vars[f"run_id:{name}"] = client.info("server")["run_id"]
+    except redis.RedisError:
+        world.vars[f"run_id:{name}"] = None
 
 
 def take_snapshot(world: World, match: str = "*") -> dict[str, tuple[str, Any, bool]]:

@@ -7,14 +7,16 @@ real run then did. Both runs write ordinary transcripts, which `runbook timeline
 from __future__ import annotations
 
 import json
+import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from engine import template
-from engine.rehearsal import checks, faults
+from engine.rehearsal import checks, faults, sabotage, snapshot
 from engine.rehearsal.compare import StepComparison, compare
+from engine.rehearsal.deadline import deadline
 from engine.rehearsal.scenario import Scenario
 from engine.rehearsal.world import World, WorldSpec
 
@@ -35,12 +37,69 @@ class Rehearsal:
     comparisons: list[StepComparison] = field(default_factory=list)
     failed_checks: list[str] = field(default_factory=list)
     error: str | None = None
+    expect: str = "resolved"
+    invalid: list[str] = field(default_factory=list)  # the incident was not there: checks that held before the run
+    dry_run_changes: list[str] = field(default_factory=list)  # how the dry-run changed the world (must be none)
+    ungated_changes: list[str] = field(default_factory=list)  # steps that changed the world without an approval
+    timed_out: bool = False
+    sabotage: str | None = None  # the fix made not to take: "noticed by ...", "NOT noticed ...", or None (n/a)
+    unmet: list[str] = field(default_factory=list)  # success checks that did not hold after the real run
+    run_problems: list[str] = field(default_factory=list)  # an exit code not in expect_exit, over the time limit
+
+    @property
+    def passed(self) -> bool:
+        """What CI asks: the scenario's expectation met, predictions as declared, nothing changed behind the gate."""
+        if self.error or self.invalid or self.dry_run_changes or self.ungated_changes or self.timed_out:
+            return False
+        if self.sabotage is not None and not self.sabotage.startswith("noticed"):
+            return False
+        if not self.predictions_matched or self.run_problems or self.exit_code is None:
+            return False
+        return not self.unmet if self.expect == "resolved" else bool(self.unmet)
+
+    @property
+    def why_not_passed(self) -> str | None:
+        """The first reason this rehearsal did not pass (None when it passed)."""
+        if self.passed:
+            return None
+        reasons = [
+            self.error,
+            *(f"invalid: {m}" for m in self.invalid),
+            *(f"the dry-run changed the world: {d}" for d in self.dry_run_changes),
+            *self.ungated_changes,
+            "timed out" if self.timed_out else None,
+            f"a fix that does not take: {self.sabotage}" if self.sabotage else None,
+            *self.run_problems,
+            *(self.unmet if self.expect == "resolved" else []),
+            "resolved, where the scenario expects the fix not to take" if self.expect != "resolved" else None,
+        ]
+        differing = [c for c in self.comparisons if not c.matched and not c.expected]
+        if differing:
+            reasons.insert(
+                0, f"prediction differs at {differing[0].step}: {differing[0].predicted} vs {differing[0].actual}"
+            )
+        return next((r for r in reasons if r), self.verdict)
+
+    @property
+    def verdict(self) -> str:
+        if self.error:
+            return "error"
+        if self.invalid:
+            return "invalid"
+        if self.timed_out:
+            return "timed out"
+        if self.expect == "not-resolved":
+            return "no, as expected" if self.passed else ("yes (expected no)" if self.resolved else "NO")
+        return "yes" if self.passed or (self.resolved and not self.run_problems) else "NO"
 
     def as_json(self) -> dict[str, Any]:
         return {
             "procedure": self.procedure,
             "scenario": self.scenario,
+            "expect": self.expect,
             "resolved": self.resolved,
+            "passed": self.passed,
+            "verdict": self.verdict,
             "predictions_matched": self.predictions_matched,
             "duration_s": round(self.duration_s, 2),
             "transcript": self.transcript,
@@ -50,6 +109,11 @@ class Rehearsal:
             "steps": self.steps,
             "approvals": self.approvals,
             "failed_checks": self.failed_checks,
+            "invalid": self.invalid,
+            "dry_run_changes": self.dry_run_changes,
+            "ungated_changes": self.ungated_changes,
+            "timed_out": self.timed_out,
+            "sabotage": self.sabotage,
             "error": self.error,
             "predictions": [vars(c) for c in self.comparisons],
         }
@@ -89,6 +153,64 @@ def _params(scenario: Scenario, world: World) -> dict[str, str]:
     }
 
 
+def incident_is_there(scenario: Scenario, world: World) -> list[str]:
+    """Fault first: [] when the incident is there; else why the rehearsal would prove nothing.
+
+    Every `incident` check must hold, and at least one `success` check of the world must fail: a
+    procedure cannot be shown to resolve an incident that is not there."""
+    names = checks.namespace(world, checks.no_run())
+    problems = [
+        f"incident check does not hold: {c.message}" for c in scenario.incident if not checks.holds(c.that, names)[0]
+    ]
+    about_world = [c for c in scenario.success if checks.about_the_world(c.that)]
+    if not about_world and not scenario.incident:
+        return ["no success check looks at the world and no `incident` check says the incident is there"]
+    if about_world and all(checks.holds(c.that, names)[0] for c in about_world):
+        problems.append(
+            "every success check already holds before the procedure runs: " + "; ".join(c.message for c in about_world)
+        )
+    return problems
+
+
+class GateWatch:
+    """After every step of the real run: did the world change, and if so, was that step approved?"""
+
+    def __init__(self, world: World, transcript: Path):
+        self.world, self.transcript, self.offset = world, transcript, 0
+        self.last = snapshot.fingerprint(world)
+        self.violations: list[str] = []
+
+    def _approved_since(self, step_id: str) -> bool:
+        try:
+            with self.transcript.open("rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except OSError:
+            return False
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        approved = False
+        for line in complete.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("type") == "approval.given" and event.get("step", {}).get("id") == step_id:
+                approved = True
+        return approved
+
+    def __call__(self, record: Any) -> None:
+        now = snapshot.fingerprint(self.world)
+        changes = snapshot.changed(self.last, now)
+        self.last = now
+        approved = self._approved_since(record.id)
+        if changes and not approved:
+            self.violations.append(
+                f"step {record.id} ({record.effect}) changed the world without an approval: "
+                + snapshot.summarize(changes)
+            )
+
+
 def rehearse(
     scenario: Scenario,
     *,
@@ -96,38 +218,79 @@ def rehearse(
     guided: bool = False,
     incident: str | None = None,
     on_step: Any = lambda record: None,
+    procedure_ref: str | None = None,
+    extra_procedures: tuple[Path, ...] = (),
+    reference_ref: str | None = None,
 ) -> Rehearsal:
-    from engine.session import RunRequest, execute
+    """Rehearse one scenario. `procedure_ref` runs another file for the scenario's procedure (a mutant, a draft).
+
+    `reference_ref` is the procedure whose verification steps the sabotaged run holds it to: a mutant's
+    original, so that a mutant that dropped its verification cannot escape by having none ("" for the
+    catalog's procedure of that id; None, the default: the procedure run)."""
+    from engine.session import Interrupted, RunRequest, execute
 
     started = time.monotonic()
     spec = WorldSpec(**{k: v for k, v in scenario.world.items() if k in WorldSpec.__dataclass_fields__})
-    result = Rehearsal(scenario.procedure, scenario.name, False, False, 0.0, None, None)
+    result = Rehearsal(scenario.procedure, scenario.name, False, False, 0.0, None, None, expect=scenario.expect)
     world = None
     try:
         world = World.start(spec)
         _seed(world, scenario.seed)
         for action in scenario.fault:
             faults.apply(world, action)
+        result.invalid = incident_is_there(scenario, world)
+        if result.invalid:
+            result.failed_checks = [f"invalid: the incident is not there: {m}" for m in result.invalid]
+            return result
         params = _params(scenario, world)
         stem = f"{scenario.procedure.replace('/', '-')}-{scenario.name}"
         base = dict(
-            procedure=scenario.procedure,
+            procedure=procedure_ref or scenario.procedure,
             variables=params,
             inventory=str(world.inventory_path),
             target="rehearsal",
             operator="rehearsal",
             incident=incident or f"rehearsal-{stem}",
+            extra_procedures=tuple(extra_procedures),
         )
-        dry = execute(
-            RunRequest(
-                **base, dry_run=True, assume_yes=True, transcript=_fresh(transcripts_dir / f"{stem}.dry-run.jsonl")
+        real_path = _fresh(transcripts_dir / f"{stem}.jsonl")
+        try:
+            with deadline(scenario.time_limit - (time.monotonic() - started)) as limit:
+                before = snapshot.capture(world)
+                dry = execute(
+                    RunRequest(
+                        **base,
+                        dry_run=True,
+                        assume_yes=True,
+                        transcript=_fresh(transcripts_dir / f"{stem}.dry-run.jsonl"),
+                    )
+                )
+                result.dry_run_transcript, result.dry_run_exit_code = dry.transcript, dry.exit_code
+                if limit.fired:  # the dry-run was interrupted: there is no real run to make
+                    raise Interrupted(signal.SIGALRM)
+                if dry.outcome == "interrupted":  # Ctrl-C / SIGTERM: the operator stops everything, not one run
+                    raise KeyboardInterrupt
+                result.dry_run_changes = snapshot.differences(before, snapshot.capture(world))
+                watch = GateWatch(world, real_path)
+
+                def each_step(record: Any) -> None:
+                    watch(record)
+                    on_step(record)
+
+                real = execute(RunRequest(**base, assume_yes=not guided, transcript=real_path), on_step=each_step)
+                result.ungated_changes = watch.violations
+                if real.outcome == "interrupted" and not limit.fired:
+                    raise KeyboardInterrupt
+        except Interrupted:
+            if not limit.fired:
+                raise
+        if limit.fired:
+            result.timed_out = True
+            result.transcript = str(real_path) if real_path.exists() else None
+            result.failed_checks.append(
+                f"timed out: interrupted at the time limit of {scenario.time_limit:g}s while the procedure ran"
             )
-        )
-        result.dry_run_transcript, result.dry_run_exit_code = dry.transcript, dry.exit_code
-        real = execute(
-            RunRequest(**base, assume_yes=not guided, transcript=_fresh(transcripts_dir / f"{stem}.jsonl")),
-            on_step=on_step,
-        )
+            return result
         result.transcript, result.exit_code = real.transcript, real.exit_code
         real_events = _events(real.transcript)
         result.steps = sum(1 for e in real_events if e["type"] == "step.finished")
@@ -142,6 +305,7 @@ def rehearse(
             "exit_code": real.exit_code,
             "outcome": real.outcome,
             "results": {s.id: s.result for s in real.steps},
+            "outcomes": {s.id: s.outcome for s in real.steps},
             "findings": [e["message"] for s in real.steps for e in s.expectations if e["held"] is False],
             "output": "\n".join(str(s.summary or "") + "\n" + str(s.message or "") for s in real.steps),
             "transcript": real.transcript,
@@ -149,20 +313,34 @@ def rehearse(
         }
         names = checks.namespace(world, run)
         for check in scenario.success:
-            try:
-                held = bool(template.evaluate(check.that, names))
-            except template.TemplateError as exc:
-                held = False
-                result.failed_checks.append(f"{check.message} (check failed to evaluate: {exc})")
-                continue
+            held, why = checks.holds(check.that, names)
             if not held:
-                result.failed_checks.append(check.message)
+                result.unmet.append(f"{check.message} ({why})" if why else check.message)
+        for check in scenario.always:
+            held, why = checks.holds(check.that, names)
+            if not held:
+                result.run_problems.append(f"{check.message} ({why})" if why else check.message)
         if real.exit_code not in scenario.expect_exit:
-            result.failed_checks.append(f"the procedure exited {real.exit_code} ({real.outcome}: {real.error})")
+            result.run_problems.append(f"the procedure exited {real.exit_code} ({real.outcome}: {real.error})")
         elapsed = time.monotonic() - started
         if elapsed > scenario.time_limit:
-            result.failed_checks.append(f"took {elapsed:.1f}s, over the time limit of {scenario.time_limit:g}s")
-        result.resolved = not result.failed_checks
+            result.run_problems.append(f"took {elapsed:.1f}s, over the time limit of {scenario.time_limit:g}s")
+        if scenario.expect == "resolved" and scenario.sabotage and not result.unmet and not result.run_problems:
+            procedures = {s.procedure for s in real.steps}
+            reference = procedure_ref if reference_ref is None else (reference_ref or None)
+            result.sabotage = _sabotaged(scenario, spec, base, procedures, transcripts_dir, stem, reference)
+        result.failed_checks = [
+            *result.unmet,
+            *result.run_problems,
+            *(f"the dry-run changed the world: {d}" for d in result.dry_run_changes),
+            *result.ungated_changes,
+            *(
+                [f"a fix that does not take: {result.sabotage}"]
+                if result.sabotage and not result.sabotage.startswith("noticed")
+                else []
+            ),
+        ]
+        result.resolved = not result.unmet and not result.run_problems
     except Exception as exc:  # a broken world is a failed rehearsal, reported, never a crash of --all
         result.error = f"{type(exc).__name__}: {exc}"
         result.resolved = False
@@ -171,6 +349,53 @@ def rehearse(
             world.stop()
         result.duration_s = time.monotonic() - started
     return result
+
+
+def _sabotaged(
+    scenario: Scenario,
+    spec: WorldSpec,
+    base: dict[str, Any],
+    procedures: set[str],
+    transcripts_dir: Path,
+    stem: str,
+    procedure_ref: str | None,
+) -> str | None:
+    """The same incident in a fresh world, every predictable change acknowledged and not applied: the
+    procedure's verifications must fail. None when no verification step ran (nothing to prove)."""
+    from engine.session import RunRequest, execute
+    from engine.spec.loader import Catalog
+
+    verifying = sabotage.verification_steps(procedures, Catalog(base["extra_procedures"]), procedure_ref)
+    if not verifying:
+        return None
+    world = World.start(spec)
+    try:
+        _seed(world, scenario.seed)
+        for action in scenario.fault:
+            faults.apply(world, action)
+        request = RunRequest(
+            **{
+                **base,
+                "inventory": str(world.inventory_path),
+                "variables": _params(scenario, world),
+                "incident": base["incident"] + "-sabotaged",
+            },
+            assume_yes=True,
+            transcript=_fresh(transcripts_dir / f"{stem}.sabotaged.jsonl"),
+        )
+        with sabotage.changes_do_not_take() as sabotaged:
+            run = execute(request)
+        if run.outcome == "interrupted":
+            raise KeyboardInterrupt
+    finally:
+        world.stop()
+    if not set(sabotaged) & set(verifying.values()):
+        return None  # no change that a verification step checks was made not to take
+    failed = sabotage.noticed(run.steps, verifying, sabotaged)
+    changed = ", ".join(dict.fromkeys(sabotaged))
+    if failed:
+        return f"noticed by {', '.join(failed)} (changes not applied: {changed})"
+    return f"NOT noticed: {changed} did not take, and no verification step failed (exit {run.exit_code})"
 
 
 def _fresh(path: Path) -> Path:

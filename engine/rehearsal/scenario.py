@@ -29,6 +29,10 @@ class Scenario:
     params: dict[str, Any] = field(default_factory=dict)
     expected_differences: dict[str, str] = field(default_factory=dict)
     success: tuple[Check, ...] = ()
+    incident: tuple[Check, ...] = ()  # hold after the fault, before the procedure: the incident is there
+    always: tuple[Check, ...] = ()  # must hold after the real run whatever `expect` says (nothing else broken)
+    expect: str = "resolved"  # or "not-resolved": the fix cannot take, and the procedure must say so
+    sabotage: bool = True  # also rehearse the fix not taking: its verifications must fail
     expect_exit: tuple[int, ...] = (0,)
     time_limit: float = 120.0
 
@@ -41,9 +45,9 @@ def scenario_files(root: Path | None = None) -> list[Path]:
 def load_file(path: Path) -> list[Scenario]:
     from engine.spec.loader import display_path
     from engine.spec.schema import validate_against
-    from engine.spec.yamlsource import load_yaml
+    from engine.spec.yamlsource import read_yaml_file
 
-    located = load_yaml(path.read_text(encoding="utf-8"), display_path(path))
+    located = read_yaml_file(path, display_path(path))
     errors = validate_against("scenario.schema.json", located)
     if errors:
         raise UsageError(f"invalid scenario file {located.file}", errors)
@@ -62,6 +66,10 @@ def load_file(path: Path) -> list[Scenario]:
                 params=raw.get("params") or {},
                 expected_differences=raw.get("expected_differences") or {},
                 success=tuple(Check(c["that"], c["message"]) for c in raw["success"]),
+                incident=tuple(Check(c["that"], c["message"]) for c in raw.get("incident") or ()),
+                always=tuple(Check(c["that"], c["message"]) for c in raw.get("always") or ()),
+                expect=raw.get("expect", "resolved"),
+                sabotage=bool(raw.get("sabotage", True)),
                 expect_exit=tuple(raw.get("expect_exit") or (0,)),
                 time_limit=parse_duration(raw.get("time_limit", "120s")),
             )

@@ -10,9 +10,21 @@ from typing import Any
 
 from engine.errors import SourceError, UsageError
 from engine.resources import procedures_dir
-from engine.spec.model import Effect, Expectation, Location, OnFailure, Param, Procedure, Retry, Sample, Step
+from engine.spec.model import (
+    Effect,
+    Expectation,
+    FollowUp,
+    Impact,
+    Location,
+    OnFailure,
+    Param,
+    Procedure,
+    Retry,
+    Sample,
+    Step,
+)
 from engine.spec.params import parse_duration
-from engine.spec.yamlsource import Located, load_yaml
+from engine.spec.yamlsource import MAX_YAML_BYTES, Located, decode_utf8, load_yaml, read_bytes_bounded
 
 
 def display_path(path: Path) -> str:
@@ -34,13 +46,11 @@ def check_file(path: Path, *, known_procedures: Any = None) -> tuple[Located | N
 
     name = display_path(path)
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        return None, [SourceError(name, None, None, "", f"cannot read: {exc.strerror}")], b""
+        raw = read_bytes_bounded(path, name)
+    except UsageError as exc:
+        return None, exc.errors, b""
     try:
-        located = load_yaml(raw.decode("utf-8"), name)
-    except UnicodeDecodeError:
-        return None, [SourceError(name, None, None, "", "not UTF-8 text")], raw
+        located = load_yaml(decode_utf8(raw, name), name)
     except UsageError as exc:
         return None, exc.errors, raw
     if not isinstance(located.data, dict):
@@ -150,6 +160,7 @@ def _build_steps(
                 confirm=raw.get("confirm"),
                 verifies=raw.get("verifies"),
                 secret=bool(raw.get("secret", False)),
+                precondition=bool(raw.get("precondition", False)),
                 show=raw.get("show"),
                 sample=Sample(
                     every=_literal(sample.get("every", 1), parse_duration),
@@ -159,6 +170,13 @@ def _build_steps(
                 if sample
                 else None,
                 cleanup=cleanup,
+                impact=tuple(
+                    Impact(name=i["name"], value=i["value"], unit=i["unit"], when=i.get("when"))
+                    for i in raw.get("impact") or []
+                ),
+                follow_up=tuple(
+                    FollowUp(kind=f["kind"], text=f["text"], when=f.get("when")) for f in raw.get("follow_up") or []
+                ),
             )
         )
     return tuple(steps)
@@ -210,13 +228,22 @@ class Catalog:
             loader = _fast_loader()
             found: dict[str, Entry] = {}
             for path in self.files():
-                try:
+                try:  # a file over the limits is left out here and reported by `validate` or the load
+                    if path.stat().st_size > MAX_YAML_BYTES:
+                        continue
                     data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
-                except (OSError, yaml.YAMLError, UnicodeDecodeError):
+                except (OSError, yaml.YAMLError, ValueError, RecursionError):
                     continue
                 if isinstance(data, dict) and isinstance(data.get("id"), str):
+                    title, section = data.get("title"), data.get("section")  # never str() an alias bomb
                     found.setdefault(
-                        data["id"], Entry(data["id"], path, str(data.get("title", "")), str(data.get("section", "")))
+                        data["id"],
+                        Entry(
+                            data["id"],
+                            path,
+                            title if isinstance(title, str) else "",
+                            section if isinstance(section, str) else "",
+                        ),
                     )
             self._entries = found
         return self._entries

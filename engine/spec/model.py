@@ -63,6 +63,25 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class Impact:
+    """A figure a step measures as the incident's impact (`value` is an expression over its result)."""
+
+    name: str
+    value: str
+    unit: str
+    when: str | None = None
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """What the operator must do after the step ran: prevent, detect or mitigate (`text` a template)."""
+
+    kind: str
+    text: str
+    when: str | None = None
+
+
+@dataclass(frozen=True)
 class Retry:
     """Poll a step until `until` holds, bounded both by attempts and by wall time.
 
@@ -108,9 +127,12 @@ class Step:
     confirm: str | None = None
     verifies: str | None = None  # id of the change step whose effect this step checks
     secret: bool = False  # the registered result is a secret: redact it everywhere
+    precondition: bool = False  # a read a resumed run (`runbook continue`) runs again instead of reusing
     show: str | None = None  # a line for the operator, rendered after the step ran
     sample: Sample | None = None
     cleanup: bool = False  # one of the procedure's `finally:` steps
+    impact: tuple[Impact, ...] = ()
+    follow_up: tuple[FollowUp, ...] = ()
 
 
 @dataclass(frozen=True)

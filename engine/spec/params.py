@@ -87,6 +87,18 @@ def parse_count(value: Any) -> int:
     return value
 
 
+MAX_DURATION = 7 * 86400.0
+"""The longest sleep or timeout (docs/cli.md, "Limits"); a TTL param may be longer."""
+
+
+def parse_wait(value: Any) -> float:
+    """A duration the engine will sleep or wait for: parse_duration, at most MAX_DURATION."""
+    seconds = parse_duration(value)
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{value!r} is longer than {MAX_DURATION / 86400:g} days (the limit)")
+    return seconds
+
+
 def parse_size(value: Any) -> int:
     """'2gb', '512mb', '100kb' or a plain number of bytes -> bytes, with Redis's meaning of the units."""
     if isinstance(value, bool):

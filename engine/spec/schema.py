@@ -18,7 +18,8 @@ from engine.spec.yamlsource import Located, format_path
 SCHEMA_ID = "https://runbook.dev/schemas/procedure.schema.json"
 DURATION = {
     "type": ["string", "number"],
-    "description": "A duration: 500ms, 90s, 5m, 1h, seconds, or a template rendering to one.",
+    "format": "duration",
+    "description": "A duration: 500ms, 90s, 5m, 1h, or seconds (at most 7 days), or a template rendering to one.",
 }
 COUNT = {
     "type": ["integer", "string"],
@@ -49,12 +50,27 @@ STEP_FIELDS: dict[str, Any] = {
         "its expectations are reported as predicted.",
     },
     "secret": {"type": "boolean", "description": "The registered result is a secret: redacted everywhere."},
+    "precondition": {
+        "type": "boolean",
+        "description": "A read that `runbook continue` runs again before the resume point (so a resumed run "
+        "decides on today's state); other finished steps are reused from the transcript.",
+    },
     "show": {
         "type": "string",
         "description": "A line for the operator once the step ran (template over "
         "`result` and registers); kept in the transcript as `summary`.",
     },
     "sample": {"$ref": "#/$defs/sample"},
+    "impact": {
+        "type": "array",
+        "items": {"$ref": "#/$defs/impact"},
+        "description": "What this step measures as the incident's impact; the post-mortem's Impact section.",
+    },
+    "follow_up": {
+        "type": "array",
+        "items": {"$ref": "#/$defs/follow_up"},
+        "description": "What the operator must do after this step ran; the post-mortem's Action items.",
+    },
 }
 
 
@@ -101,6 +117,27 @@ def build_procedure_schema() -> dict[str, Any]:
                     "that": {"type": "string", "description": "Expression over `result` and earlier registers."},
                     "severity": {"enum": ["critical", "warning", "info"], "default": "critical"},
                     "message": {"type": "string", "description": "The runbook's advice when this does not hold."},
+                },
+            },
+            "impact": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "value", "unit"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1, "description": "e.g. writes refused"},
+                    "value": {"type": "string", "description": "Expression over `result` and registers: the figure."},
+                    "unit": {"type": "string", "minLength": 1, "description": "e.g. commands, keys, % of maxmemory"},
+                    "when": {"type": "string", "description": "Expression; the figure is recorded only when true."},
+                },
+            },
+            "follow_up": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["kind", "text"],
+                "properties": {
+                    "kind": {"enum": ["prevent", "detect", "mitigate"]},
+                    "text": {"type": "string", "minLength": 1, "description": "Template over `result` and registers."},
+                    "when": {"type": "string", "description": "Expression; the follow-up is recorded only when true."},
                 },
             },
             "retry": {
@@ -176,7 +213,7 @@ def validate_against(name: str, located: Located) -> list[SourceError]:
     import jsonschema
 
     schema = load_schema(name)
-    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    validator = jsonschema.Draft202012Validator(schema, format_checker=_format_checker())
     errors: list[SourceError] = []
     for error in validator.iter_errors(located.data):
         errors.extend(_readable(error, located, schema))
@@ -184,6 +221,27 @@ def validate_against(name: str, located: Located) -> list[SourceError]:
     errors = [e for e in errors if not (e.path in unknown_at and e.message.startswith("exactly one of"))]
     unique = {(e.line, e.column, e.path, e.message): e for e in errors}
     return sorted(unique.values(), key=lambda e: (e.line or 0, e.column or 0, e.path))
+
+
+@cache
+def _format_checker() -> Any:
+    import jsonschema
+
+    checker = jsonschema.FormatChecker()
+    checker.checks("duration", raises=ValueError)(_is_duration)
+    return checker
+
+
+def _is_duration(value: Any) -> bool:
+    """A literal duration that parses and is at most MAX_DURATION; a template is checked when rendered."""
+    from engine.spec.params import parse_wait
+
+    if isinstance(value, str) and "{{" in value:
+        return True
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        return True  # the type check reports it
+    parse_wait(value)  # ValueError when not a duration or longer than 7 days
+    return True
 
 
 def _readable(error: Any, located: Located, schema: dict[str, Any]) -> list[SourceError]:
@@ -220,6 +278,15 @@ def _readable(error: Any, located: Located, schema: dict[str, Any]) -> list[Sour
         return [located.error(path, f"{instance!r} is not one of: {', '.join(map(str, error.validator_value))}")]
     if kind == "pattern":
         return [located.error(path, f"{instance!r} does not match {error.validator_value}")]
+    if kind == "format" and error.validator_value == "duration":
+        cause = error.cause
+        return [located.error(path, str(cause) if cause else f"{instance!r} is not a duration")]
+    alternatives = error.validator_value if kind == "anyOf" and isinstance(error.validator_value, list) else None
+    if alternatives and all(set(a) == {"required"} and len(a["required"]) == 1 for a in alternatives):
+        names = " or ".join(f"'{a['required'][0]}'" for a in alternatives)
+        return [located.error(path, f"missing required field {names}")]
+    if kind == "oneOf" and len(path) == 3 and path[0] == "steps" and "operations" in error.schema:
+        return [located.error(path, f"exactly one of: {', '.join(error.schema['operations'])}")]
     if kind in ("maxProperties", "minProperties") and len(path) == 3 and path[0] == "steps":
         options = ", ".join(error.schema.get("properties", {}))
         return [located.error(path, f"exactly one of: {options}")]

@@ -15,7 +15,7 @@ from engine.spec.model import Effect
 from engine.spec.yamlsource import Located, format_path
 
 # Names every template may use besides params and registers.
-BUILTINS = frozenset({"target", "run", "service", "paths", "params", "now", "steps"})
+BUILTINS = frozenset({"target", "run", "service", "paths", "params", "now", "steps", "topology"})
 TENANT_PATTERN = "^[A-Za-z0-9_.-]+$"
 
 
@@ -98,6 +98,9 @@ class _StepChecker:
         kind_name = present[0] if present else None
         register = step.get("register")
         local = outer_local | ({"item", "loop"} if step.get("foreach") else set())
+        redis_body = step.get("redis")
+        if isinstance(redis_body, dict) and redis_body.get("on") in ("primary", "replicas", "all", "each primary"):
+            local = local | {"node", "loop"}  # a change on several nodes runs once per node
         available = set(params) | self.defined | BUILTINS | local
 
         def check(
@@ -153,6 +156,14 @@ class _StepChecker:
             check((*path, "expect", j, "message"), expectation.get("message", ""), available | own)
         if step.get("show"):
             check((*path, "show"), step["show"], available | own)
+        for j, figure in enumerate(step.get("impact") or []):
+            check((*path, "impact", j, "value"), figure.get("value", ""), available | own, expression=True)
+            if figure.get("when"):
+                check((*path, "impact", j, "when"), figure["when"], available | own, expression=True)
+        for j, follow in enumerate(step.get("follow_up") or []):
+            check((*path, "follow_up", j, "text"), follow.get("text", ""), available | own)
+            if follow.get("when"):
+                check((*path, "follow_up", j, "when"), follow["when"], available | own, expression=True)
         if (step.get("retry") or {}).get("until"):
             check((*path, "retry", "until"), step["retry"]["until"], available | own, expression=True)
         if step.get("confirm"):

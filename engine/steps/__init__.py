@@ -46,6 +46,9 @@ class StepKind:
     raw_fields: frozenset[str] = field(default_factory=frozenset)  # never rendered (the kind does it)
     expressions: bool = False  # the body is a mapping of name -> expression, evaluated by the kind
     effect_declared: bool = False  # the step's `effect:` IS its effect (default destructive): ssh
+    # A change aimed at several nodes (redis `on: all`): the nodes, in order; the runner then runs the step
+    # once per node (like a foreach, `node` in scope), each gated with its own blast radius.
+    per_node: Callable[[Any, StepContext], list[dict[str, Any]] | None] | None = None
     description: str = ""
 
 

@@ -23,7 +23,7 @@ SCHEMA = {
         "method": {"type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"], "default": "GET"},
         "json": {"description": "JSON body."},
         "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-        "timeout": {"type": ["string", "number"]},
+        "timeout": {"type": ["string", "number"], "format": "duration"},
     },
 }
 

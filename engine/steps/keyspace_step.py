@@ -293,7 +293,13 @@ def _plan_analysis(
                     f"budget: {pacer.summary()}"
                 )
         method["used"] = "client-side: SCAN pages, one pipeline per page" + (
-            " (scripts refused by the server)" if want_server_side else " (server_side: never)"
+            (
+                " (a cluster: a script sees one shard, pages come from every primary)"
+                if getattr(adapter, "is_cluster", False)
+                else " (scripts refused by the server)"
+            )
+            if want_server_side
+            else " (server_side: never)"
         )
         if op == "audit_ttl":
             size = _int(spec, "sample", 20)

@@ -74,10 +74,14 @@ def _read(spec: dict[str, Any]) -> Any:
     try:
         if fmt == "json":
             return json.loads(text)
-        if fmt == "yaml":
-            import yaml
+        if fmt == "yaml":  # the bounded loader of procedure files: no alias bomb, no 600 levels
+            from engine.spec.yamlsource import load_yaml
 
-            return yaml.safe_load(text)
+            return load_yaml(text, str(path)).data
+    except UsageError as exc:
+        raise ActionFailed(f"{path}: not valid yaml: {'; '.join(str(e) for e in exc.errors)}") from None
+    except RecursionError:
+        raise ActionFailed(f"{path}: not valid {fmt}: nested too deeply") from None
     except ValueError as exc:
         raise ActionFailed(f"{path}: not valid {fmt}: {exc}") from None
     if fmt == "redis-conf":

@@ -13,13 +13,28 @@ if TYPE_CHECKING:
     from engine.adapters.redis import RedisAdapter
     from engine.context import StepContext
 
+OPERATIONS = ("command", "info", "config_get", "scan", "keys", "keyinfo")
+ON = ("primary", "replicas", "all", "each primary", "node", "sentinel")
+MULTI_NODE = frozenset({"replicas", "all", "each primary"})
+
 SCHEMA = {
     "type": "object",
-    "description": "A Redis call. Exactly one of: command, info, config_get, scan, keys, keyinfo.",
+    "description": "A Redis call. Exactly one of: command, info, config_get, scan, keys, keyinfo; "
+    "optionally `on:` (which nodes of the deployment) and `node:` (with on: node).",
     "additionalProperties": False,
     "minProperties": 1,
-    "maxProperties": 1,
+    "operations": list(OPERATIONS),
+    "oneOf": [{"required": [op]} for op in OPERATIONS],
     "properties": {
+        "on": {
+            "enum": list(ON),
+            "description": "Where it runs: primary (a cluster: each shard's primary for a non-key command), "
+            "replicas, all, each primary, node (named by `node:`), or sentinel (one that answered at run start). "
+            "The result is then per node: a list of "
+            "{node, role, outcome, result, error}. Reads fan out in parallel; a write to several nodes runs "
+            "once per node, in order, each gated with its own blast radius.",
+        },
+        "node": {"type": "string", "description": "With on: node: HOST:PORT of one node (a template)."},
         "command": {
             "type": "array",
             "minItems": 1,
@@ -70,7 +85,7 @@ _TTL_COMMANDS = {"expire": 1, "pexpire": 0.001, "expireat": None, "pexpireat": N
 
 
 def _op(body: dict[str, Any]) -> tuple[str, Any]:
-    ((name, value),) = body.items()
+    ((name, value),) = ((k, v) for k, v in body.items() if k not in ("on", "node"))
     return name, value
 
 
@@ -90,6 +105,9 @@ def static_effect(body: dict[str, Any]) -> Effect | None:
 
 
 def summary(body: dict[str, Any]) -> str:
+    if "on" in body:
+        where = f"{body['on']} {body['node']}" if body.get("node") else body["on"]
+        return f"{summary({k: v for k, v in body.items() if k not in ('on', 'node')})} (on {where})"
     op, value = _op(body)
     if op == "command":
         return _display([_arg(a) for a in value])
@@ -108,8 +126,13 @@ def _display(argv: list[Any]) -> str:
 
 
 def plan(body: dict[str, Any], ctx: StepContext) -> Action:
+    if "on" in body:
+        return _plan_on_nodes(body, ctx)
+    return _plan_on(body, ctx, ctx.connections.redis())
+
+
+def _plan_on(body: dict[str, Any], ctx: StepContext, adapter: RedisAdapter) -> Action:
     op, value = _op(body)
-    adapter: RedisAdapter = ctx.connections.redis()
     where = adapter.endpoint.url
     if op == "command":
         return _plan_command([_arg(a) for a in value], adapter, ctx, where)
@@ -352,6 +375,81 @@ def _keycheck(adapter: RedisAdapter, spec: dict[str, Any], ctx: StepContext) -> 
     return out
 
 
+def _node_row(node: Any, outcome: str, result: Any = None, error: str | None = None) -> dict[str, Any]:
+    return {"node": node.address, "role": node.role, "outcome": outcome, "result": result, "error": error}
+
+
+def _plan_on_nodes(body: dict[str, Any], ctx: StepContext) -> Action:
+    """`on:` — the nodes it names; a read fans out (bounded, parallel), a write runs on the node of this
+    iteration (the runner runs a write on several nodes once per node, see `per_node`)."""
+    deployment = ctx.connections.redis()
+    where_on = body["on"]
+    current = ctx.values.get("node") if isinstance(ctx.values.get("node"), dict) else None
+    inner = {k: v for k, v in body.items() if k not in ("on", "node")}
+    if current is not None and where_on not in ("node", "sentinel"):  # one run of a change on several nodes
+        nodes = deployment.nodes_for("node", current.get("address"))
+    else:
+        nodes = deployment.nodes_for(where_on, body.get("node"))
+    if not nodes:
+        names = {"replicas": "no replicas"}.get(where_on, f"no node for on: {where_on}")
+        return Action(Effect.READ, f"on: {where_on}", summary(inner), lambda: [], output=lambda r: names)
+    first = _plan_on(inner, ctx, deployment.node_adapter(nodes[0].address))
+    where = ", ".join(n.address for n in nodes)
+    if first.effect is not Effect.READ:
+        if len(nodes) > 1:
+            raise UsageError(
+                f"on: {where_on} names {len(nodes)} nodes for a change: the runner runs it once per node; "
+                "it cannot be inside a foreach"
+            )
+        node = nodes[0]
+        return Action(
+            first.effect,
+            f"{node.address} ({node.role})",
+            first.command,
+            lambda: [_node_row(node, "ok", first.execute())],
+            measure=first.measure,
+            changes=(lambda blast, rows: first.changes(blast, rows[0]["result"] if rows else None))
+            if first.changes
+            else None,
+            predict=(lambda blast: [_node_row(node, "predicted", first.predict(blast) if first.predict else None)]),
+        )
+
+    def execute() -> list[dict[str, Any]]:
+        from engine.common_errors import error_text
+
+        rows = []
+        for node, got in deployment.fan_out(nodes, lambda adapter: _plan_on(inner, ctx, adapter).execute()):
+            if isinstance(got, BaseException):
+                rows.append(_node_row(node, "error", None, error_text(got)))
+            else:
+                rows.append(_node_row(node, "ok", got))
+        return rows
+
+    def failed(rows: Any) -> str | None:
+        if rows and all(r["outcome"] == "error" for r in rows):
+            return "; ".join(f"{r['node']}: {r['error']}" for r in rows)
+        return None
+
+    return Action(Effect.READ, where, first.command, execute, failed=failed)
+
+
+def per_node(body: Any, ctx: StepContext) -> list[dict[str, Any]] | None:
+    """A write on several nodes: the nodes, in order, for the runner to run the step once on each."""
+    if not isinstance(body, dict) or body.get("on") not in MULTI_NODE | {"primary"}:
+        return None
+    deployment = ctx.connections.redis()
+    nodes = deployment.nodes_for(body["on"])
+    if not nodes or (len(nodes) < 2 and body["on"] == "primary"):
+        return None  # nothing to run on, or one primary: the step runs once
+    inner = {k: v for k, v in body.items() if k not in ("on", "node")}
+    op, value = _op(inner)
+    if op != "command":
+        return None
+    if deployment.node_adapter(nodes[0].address).effect_of([_arg(a) for a in value]) is Effect.READ:
+        return None
+    return [{"address": n.address, "role": n.role} for n in nodes]
+
+
 register(
     StepKind(
         name="redis",
@@ -359,6 +457,7 @@ register(
         plan=plan,
         static_effect=static_effect,
         summary=summary,
+        per_node=per_node,
         description="A Redis command or a data helper against the target's Redis endpoint.",
     )
 )

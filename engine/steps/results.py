@@ -59,6 +59,25 @@ RESULTS: dict[str, dict[str, dict[str, Any]]] = {
             "description": "One map per key: {key, ttl?, type?, memory?} (the checks asked for).",
             "items": {"type": "object", "required": ["key"]},
         },
+        "on": {
+            "type": "array",
+            "description": "With `on:` (any operation): one row per node, in topology order. A change on several "
+            "nodes registers the rows of its runs, one per node.",
+            "items": _obj(
+                "One node's outcome.",
+                {
+                    "node": _f("string", "HOST:PORT"),
+                    "role": _f("string", "primary | replica"),
+                    "outcome": _f(
+                        "string",
+                        "ok | error (this node; the step fails only when every node errs) "
+                        "| predicted (dry-run) | failed | skipped",
+                    ),
+                    "result": _f(ANY_JSON, "what the operation returns on this node (its own shape)"),
+                    "error": _f(STR, "why this node failed"),
+                },
+            ),
+        },
         "keyinfo": {
             "type": "array",
             "description": "One map per key.",
@@ -339,6 +358,8 @@ def operation(kind: str, body: Any) -> str:
     if "" in shapes:
         return ""
     if isinstance(body, Mapping):
+        if "on" in body and "on" in shapes:
+            return "on"
         for key in body:
             if key in shapes:
                 return key

@@ -27,7 +27,11 @@ SCHEMA = {
             "description": "The command line; {{ service.stop }} inserts the inventory's "
             "trusted service command unquoted.",
         },
-        "timeout": {"type": ["string", "number"], "description": "Command timeout (default: the host's)."},
+        "timeout": {
+            "type": ["string", "number"],
+            "format": "duration",
+            "description": "Command timeout (default: the host's).",
+        },
         "check": {
             "type": "boolean",
             "default": True,

@@ -32,7 +32,11 @@ SCHEMA = {
     "properties": {
         "host": {"type": "string", "description": "Host to connect to (default: the target's Redis host)."},
         "port": {"type": ["integer", "string"], "description": "Port (default: the target's Redis port)."},
-        "timeout": {"type": ["string", "number"], "description": "Connect (and reply) timeout (default 3s)."},
+        "timeout": {
+            "type": ["string", "number"],
+            "format": "duration",
+            "description": "Connect (and reply) timeout (default 3s).",
+        },
         "ping": {
             "type": "boolean",
             "default": False,

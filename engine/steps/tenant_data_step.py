@@ -150,26 +150,36 @@ def _call(adapter: RedisAdapter, fn: Callable[[], Any]) -> Any:
 
 
 def _pipeline(adapter: RedisAdapter, calls: list[tuple[Any, ...]]) -> list[Any]:
-    raw = adapter.raw_client()
+    """One pipeline per node: on a cluster each key's commands go to its slot's owner (a restore too)."""
+    group = getattr(adapter, "group_by_owner", None)
+    groups = group(calls) if group is not None else [(adapter, list(range(len(calls))))]
+    replies: list[Any] = [None] * len(calls)
+    for node, indexes in groups:
+        raw = node.raw_client()
 
-    def run() -> list[Any]:
-        pipe = raw.pipeline(transaction=False)
-        for argv in calls:
-            pipe.execute_command(*argv)
-        return pipe.execute(raise_on_error=False)
+        def run(raw: Any = raw, indexes: list[int] = indexes) -> list[Any]:
+            pipe = raw.pipeline(transaction=False)
+            for i in indexes:
+                pipe.execute_command(*calls[i])
+            return pipe.execute(raise_on_error=False)
 
-    return _call(adapter, run)
+        for i, reply in zip(indexes, _call(node, run), strict=True):
+            replies[i] = reply
+    return replies
 
 
 def _scan_pages(adapter: RedisAdapter, match: str, count: int) -> Iterator[list[bytes]]:
-    raw = adapter.raw_client()
-    cursor = 0
-    while True:
-        cursor, page = _call(adapter, lambda c=cursor: raw.scan(c, match=match, count=count))
-        if page:
-            yield page
-        if cursor == 0:
-            return
+    """Every key matching, on every primary of a cluster (one after the other), else on this node."""
+    nodes = getattr(adapter, "scan_nodes", lambda: [adapter])()
+    for node in nodes:
+        raw = node.raw_client()
+        cursor = 0
+        while True:
+            cursor, page = _call(node, lambda c=cursor, raw=raw: raw.scan(c, match=match, count=count))
+            if page:
+                yield page
+            if cursor == 0:
+                break
 
 
 def _text(key: bytes) -> str:

@@ -6,17 +6,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from engine.spec.model import Effect
-from engine.spec.params import parse_duration
+from engine.spec.params import parse_wait
 from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
     from engine.context import StepContext
 
-SCHEMA = {"type": ["string", "number"], "description": "How long to wait: 5s, 250ms, 1m."}
+SCHEMA = {"type": ["string", "number"], "format": "duration", "description": "How long to wait: 5s, 250ms, 1m."}
 
 
 def plan(body: Any, ctx: StepContext) -> Action:
-    seconds = parse_duration(body)
+    seconds = parse_wait(body)  # a rendered '10**14d' is refused, not slept on
 
     def execute() -> dict[str, float]:
         time.sleep(seconds)

@@ -2,8 +2,10 @@
 
 `build_timeline` (pure) turns parsed transcripts into a `Timeline`: each file ordered by seq, files
 merged by time, duplicates dropped, rows with who/what/where/result and what changed, incident facts
-and integrity notices. The renderers (`markdown`, `html`, `json_out`, `postmortem`) are pure too;
-`incident` and `notes` are the only modules that touch the transcripts directory. docs/timeline.md.
+and integrity notices, the key-events view (`keyrows`) and the evidence the runs recorded
+(`evidence`: impact figures, findings, follow-ups, severity). The renderers (`markdown`, `html`,
+`json_out`, `postmortem`) are pure too; `incident` and `notes` are the only modules that touch the
+transcripts directory. docs/timeline.md.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from engine.timeline.facts import facts_of, incident_start
+from engine.timeline.keyrows import key_rows
 from engine.timeline.merge import dedupe, merge, to_source
 from engine.timeline.model import Entry, Notice, Source, Timeline
 from engine.timeline.rows import source_rows
@@ -25,13 +26,14 @@ def build_timeline(transcripts: Sequence[Transcript], incident: str | None = Non
     placed = [p for s in sources for p in source_rows(s, own.get(s.run_id, []), start)]
     placed.sort(key=lambda p: (position[id(p.anchor)], p.after))
     rows = tuple(p.row for p in placed)
-    facts = facts_of(incident, sources, rows, start)
+    facts = facts_of(incident, sources, rows, start, entries)
     return Timeline(
         facts=facts,
         rows=rows,
         sources=tuple(sources),
         entries=tuple(entries),
         notices=tuple(integrity_notices(sources)) + tuple(notices),
+        key_rows=key_rows(rows, sources, frozenset(f.ref for f in facts.findings)),
     )
 
 

@@ -20,7 +20,8 @@ from engine.printable import printable
 FORMATS = ("markdown", "html", "json")
 EXTENSIONS = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html", ".json": "json"}
 """An --output name with one of these extensions says its format: Markdown is never written to x.html."""
-MILESTONE_CHOICES = ("detected", "declared", "mitigated", "resolved")
+MILESTONE_CHOICES = ("impact-start", "detected", "acknowledged", "declared", "mitigated", "resolved")
+DETAILS = ("key", "full")
 
 
 def _fail(exc: RunbookError) -> None:
@@ -71,12 +72,29 @@ def load_timeline(files: tuple[Path, ...], incident: str | None, directory: Path
     if not paths:
         raise UsageError("give transcript files, or --incident ID to find an incident's runs and notes")
     transcripts = []
-    for path in paths:
+    seen: set[str] = set()
+    while paths:
+        path = paths.pop(0)
+        if str(Path(path).resolve()) in seen:
+            continue
+        seen.add(str(Path(path).resolve()))
         try:
             transcripts.append(read_transcript(path))
         except OSError as exc:
             raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        paths += _children(transcripts[-1].events)  # a rollout's parent brings its targets' runs
     return build_timeline(transcripts, incident)
+
+
+def _children(events: list[dict[str, Any]]) -> list[Path]:
+    """The child transcripts a fleet run's parent transcript names (those still on disk)."""
+    found = []
+    for event in events:
+        if event.get("type") in ("fleet.child.started", "fleet.child.finished") and event.get("transcript"):
+            path = Path(str(event["transcript"]))
+            if path.is_file() and path not in found:
+                found.append(path)
+    return found
 
 
 def output_format(given: str | None, output: Path | None, allowed: tuple[str, ...] = FORMATS) -> str:
@@ -107,8 +125,13 @@ def _emit(text: str, output: Path | None) -> None:
     if output is None:  # a terminal, perhaps: nothing from the records may reach it as a control sequence
         click.echo(printable(text, multiline=True), nl=not text.endswith("\n"))
         return
+    from engine import fsutil
+
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
+    try:  # through a temp file and a rename: a symlink planted at the name is refused, never followed
+        fsutil.write_file(output, text.encode("utf-8"), mode=0o644, replace=True)
+    except OSError as exc:
+        raise click.UsageError(f"-o {output}: {exc.strerror or exc}") from None
     click.echo(f"wrote {printable(output)}", err=True)
 
 
@@ -126,6 +149,13 @@ def _warn(timeline: Any) -> None:
     type=click.Choice(FORMATS),
     help="markdown (default), html or json; with -o, the file's extension decides (.md, .html, .json).",
 )
+@click.option(
+    "--detail",
+    type=click.Choice(DETAILS),
+    default="key",
+    show_default=True,
+    help="key: milestones, notes, findings, approvals, changes and one row per run; full: every step.",
+)
 @output_option
 @tz_option
 @transcripts_dir_option("Where runs and incident notes are ($RUNBOOK_TRANSCRIPTS).")
@@ -133,6 +163,7 @@ def timeline(
     transcripts: tuple[Path, ...],
     incident: str | None,
     out_format: str | None,
+    detail: str,
     output: Path | None,
     tz_name: str | None,
     transcripts_dir: Path,
@@ -155,11 +186,13 @@ def timeline(
     elif out_format == "html":
         from engine.timeline.html import render_html
 
-        text = render_html(built, zone=zone)
+        text = render_html(built, zone=zone, detail=detail)
     else:
         from engine.timeline.markdown import render_markdown
 
-        text = render_markdown(built, zone=zone, base=(output.parent if output else Path.cwd()).resolve())
+        text = render_markdown(
+            built, zone=zone, base=(output.parent if output else Path.cwd()).resolve(), detail=detail
+        )
     _warn(built)
     _emit(text, output)
 
@@ -171,15 +204,23 @@ def timeline(
 @click.option(
     "--at", "at_text", metavar="TIME", help="When it happened, if earlier: 2026-11-26T01:40:00Z, 01:40 (UTC), 15m."
 )
+@click.option("--severity", metavar="LEVEL", help="The incident's severity as declared, e.g. SEV2 or P1.")
 @click.option("--operator", help="Who is writing this (default: the OS user).")
 @transcripts_dir_option("Where runs and incident notes are ($RUNBOOK_TRANSCRIPTS).")
 def note(
-    text: str, incident: str, milestone: str | None, at_text: str | None, operator: str | None, transcripts_dir: Path
+    text: str,
+    incident: str,
+    milestone: str | None,
+    at_text: str | None,
+    severity: str | None,
+    operator: str | None,
+    transcripts_dir: Path,
 ) -> None:
     """Record something that happened outside the engine in the incident's notes.
 
     An alert that fired, the incident declared, customers told: with --milestone it sets the
-    incident's first signal (detected), declared, mitigated or resolved time on the timeline.
+    incident's impact start, first signal (detected), acknowledged, declared, mitigated or resolved
+    time on the timeline; --severity records the severity (the latest one given counts).
     """
     from datetime import UTC, datetime
 
@@ -189,7 +230,13 @@ def note(
     try:
         at = parse_at(at_text, datetime.now(UTC)) if at_text else None
         path, event = add_note(
-            transcripts_dir, incident, text, operator=operator or current_user(), milestone=milestone, at=at
+            transcripts_dir,
+            incident,
+            text,
+            operator=operator or current_user(),
+            milestone=milestone,
+            at=at,
+            severity=severity,
         )
     except RunbookError as exc:
         _fail(exc)

@@ -9,15 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from engine.timeline import fmt
+from engine.timeline import evidence, fmt
 from engine.timeline.model import Approval, Change, Entry, Facts, Row, RunSummary, Source
 
 
 def incident_start(entries: Sequence[Entry]) -> datetime | None:
-    """The earliest `detected` note's time, else the earliest event's."""
-    detected = [e.time for e in entries if e.type == "note" and e.event.get("milestone") == "detected"]
-    if detected:
-        return min(detected)
+    """The earliest `impact-start` or `detected` note's time, else the earliest event's."""
+    marked = [e.time for e in entries if e.type == "note" and e.event.get("milestone") in ("impact-start", "detected")]
+    if marked:
+        return min(marked)
     return min((e.time for e in entries), default=None)
 
 
@@ -60,7 +60,7 @@ def run_summaries(sources: Sequence[Source]) -> tuple[RunSummary, ...]:
                 started=fmt.parse_time(s.header.get("time")) if s.header else None,
                 outcome=str(end.get("outcome")) if s.ended else "cut off",
                 exit_code=end.get("exit_code") if isinstance(end.get("exit_code"), int) else None,
-                duration=timedelta(milliseconds=duration) if isinstance(duration, int | float) else None,
+                duration=fmt.millis_delta(duration),
                 ref=f"{s.run_id}#{last.get('seq', '?')}",
             )
         )
@@ -108,12 +108,24 @@ def _approvals(rows: Sequence[Row]) -> tuple[Approval, ...]:
     )
 
 
-def facts_of(incident: str | None, sources: Sequence[Source], rows: Sequence[Row], start: datetime | None) -> Facts:
+def facts_of(
+    incident: str | None,
+    sources: Sequence[Source],
+    rows: Sequence[Row],
+    start: datetime | None,
+    entries: Sequence[Entry] = (),
+) -> Facts:
     """Everything the header and the post-mortem state as fact."""
+    by_run = {s.run_id: s for s in sources}
+    impact_start = _milestone(rows, "impact-start")
+    acknowledged = _milestone(rows, "acknowledged")
     detected = _milestone(rows, "detected")
     declared = _milestone(rows, "declared")
     mitigated = _milestone(rows, "mitigated")
     resolved = _milestone(rows, "resolved", latest=True)
+    first_signal = detected.time if detected else start
+    began = impact_start.time if impact_start else first_signal
+    severity, severity_ref = evidence.severity(entries)
     first_text = detected.what if detected else (f"first recorded event: {rows[0].what}" if rows else None)
     runs = run_summaries(sources)
     operators = _unique(
@@ -123,14 +135,14 @@ def facts_of(incident: str | None, sources: Sequence[Source], rows: Sequence[Row
     return Facts(
         incident=incident or next((s.incident for s in sources if s.incident), None),
         start=start,
-        first_signal=start,
+        first_signal=first_signal,
         first_signal_text=first_text,
         declared=declared.time if declared else None,
         mitigated=mitigated.time if mitigated else None,
         resolved=resolved.time if resolved else None,
-        duration=_since(resolved.time if resolved else None, start),
-        detection_gap=_since(declared.time if declared else None, start),
-        time_to_mitigate=_since(mitigated.time if mitigated else None, start),
+        duration=_since(resolved.time if resolved else None, first_signal),
+        detection_gap=_since(declared.time if declared else None, first_signal),
+        time_to_mitigate=_since(mitigated.time if mitigated else None, began),
         runs=runs,
         operators=operators,
         targets=_unique(r.target for r in runs),
@@ -138,4 +150,16 @@ def facts_of(incident: str | None, sources: Sequence[Source], rows: Sequence[Row
         approvals=_approvals(rows),
         failures=tuple(r for r in rows if r.status in ("failed", "warning", "cut-off") and r.type != "run.ended"),
         notes=tuple(r for r in rows if r.type == "note"),
+        impact_start=impact_start.time if impact_start else None,
+        acknowledged=acknowledged.time if acknowledged else None,
+        time_to_detect=_since(detected.time if detected else None, impact_start.time if impact_start else None),
+        time_to_acknowledge=_since(acknowledged.time if acknowledged else None, first_signal),
+        time_to_resolve=_since(resolved.time if resolved else None, began),
+        severity=severity,
+        severity_ref=severity_ref,
+        figures=evidence.figures(entries, by_run),
+        findings=evidence.findings(entries, by_run),
+        checks=evidence.checks(entries, by_run),
+        follow_ups=evidence.follow_ups(entries, by_run),
+        target_names=_unique(s.target_name for s in sources if s.kind == "run"),
     )

@@ -16,11 +16,11 @@ def parse_time(value: Any) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: 0001-01-01T00:00:00+01:00
         return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -84,8 +84,17 @@ def duration(delta: timedelta | None) -> str:
     return f"{sign}{secs}s"
 
 
+def millis_delta(value: Any) -> timedelta | None:
+    """A duration_ms as a timedelta; None when absent or beyond what a timedelta holds (a damaged line)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        return timedelta(milliseconds=value)
+    except (OverflowError, ValueError):
+        return None
+
+
 def millis(value: Any) -> str:
     """A step's duration_ms as text; '' when absent."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return ""
-    return duration(timedelta(milliseconds=value))
+    delta = millis_delta(value)
+    return "" if delta is None else duration(delta)

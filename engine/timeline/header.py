@@ -47,12 +47,20 @@ def fact_lines(timeline: Timeline, zone: ZoneInfo | None = None) -> list[tuple[s
     runs = [run_line(r) for r in f.runs] or ["none"]
     lines: list[tuple[str, list[str]]] = [
         ("Incident", [f.incident or "(none given)"]),
+        ("Severity", [f.severity or "not recorded (runbook note ... --severity SEV2)"]),
+        *([("Impact started", [when(f.impact_start, f, zone, "impact-start")])] if f.impact_start else []),
         ("First signal", [first]),
+        *([("Acknowledged", [when(f.acknowledged, f, zone, "acknowledged")])] if f.acknowledged else []),
         ("Declared", [when(f.declared, f, zone, "declared")]),
         ("Mitigated", [when(f.mitigated, f, zone, "mitigated")]),
         ("Resolved", [when(f.resolved, f, zone, "resolved")]),
         ("Duration", [span(f.duration, "first signal to resolved", "unknown: no resolved milestone")]),
         ("Detection gap", [span(f.detection_gap, "first signal to declared", "unknown: no declared milestone")]),
+        *(
+            [("Time to detect", [span(f.time_to_detect, "impact start to detected", "")])]
+            if f.time_to_detect is not None
+            else []
+        ),
         (f"Procedures run ({len(f.runs)}, {live} live)", runs),
         ("Operators", [", ".join(f.operators) or "unknown"]),
         ("Targets touched", list(f.targets) or ["none"]),

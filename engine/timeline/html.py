@@ -14,7 +14,7 @@ from engine.printable import printable
 from engine.timeline import fmt
 from engine.timeline.changes import join
 from engine.timeline.header import fact_lines
-from engine.timeline.model import Row, Source, Timeline
+from engine.timeline.model import Row, Source, Timeline, by_day
 
 
 def escape(value: object, quote: bool = True) -> str:
@@ -64,14 +64,22 @@ table.timeline th { text-align: left; background: #f6f8fa; border-bottom: 2px so
 table.timeline td { border-bottom: 1px solid var(--line); padding: 6px 8px; vertical-align: top; }
 td.time, td.tplus { white-space: nowrap; font-variant-numeric: tabular-nums; }
 td.tplus { color: var(--muted); }
-td.where { color: var(--muted); overflow-wrap: anywhere; min-width: 14em; max-width: 18em; }
-td.result { min-width: 12em; max-width: 26em; overflow-wrap: anywhere; }
+td.where { color: var(--muted); overflow-wrap: break-word; min-width: 10em; max-width: 14em; }
+td.result { min-width: 14em; max-width: 22em; overflow-wrap: anywhere; }
+td.result .more, td.what .more { color: var(--muted); }
 td.who { white-space: nowrap; }
 td.src { white-space: nowrap; font-size: 11px; }
 td.src a { color: var(--blue); text-decoration: none; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; }
-td.what { min-width: 24em; }
+td.what { min-width: 24em; overflow-wrap: anywhere; }
+ol.steps { margin: 4px 0 0; padding-left: 18px; font-size: 12px; font-weight: 400; font-style: normal; }
+ol.steps li { margin: 2px 0; }
+ol.steps .t { color: var(--muted); font-variant-numeric: tabular-nums; }
+ol.steps .r { color: var(--muted); }
+ol.steps .ref { color: var(--muted); font-size: 10px; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; }
+ol.steps li.status-failed .r, ol.steps li.status-warning .r { color: var(--red); font-weight: 600; }
+ol.steps li.status-skipped { color: var(--muted); }
 code.cmd { display: block; margin-top: 3px; font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
-  background: #f3f4f6; border-radius: 4px; padding: 2px 6px; white-space: pre-wrap; word-break: break-all; }
+  background: #f3f4f6; border-radius: 4px; padding: 2px 6px; white-space: pre-wrap; overflow-wrap: anywhere; }
 .changed { margin-top: 3px; color: var(--blue); font-weight: 600; }
 .changed.would { color: var(--muted); font-weight: 400; font-style: italic; }
 .detail { margin-top: 3px; color: var(--muted); font-size: 12px; white-space: pre-wrap; }
@@ -109,6 +117,11 @@ table.sources td, table.sources th { text-align: left; padding: 3px 10px 3px 0; 
   table.timeline th { position: static; }
   tr { break-inside: avoid; }
   details pre { display: none; }
+  details.steps::details-content, details.more::details-content { content-visibility: visible; display: block; }
+  td.what { min-width: 14em; } td.result { min-width: 9em; } td.where { min-width: 7em; max-width: 10em; }
+  td.src { white-space: normal; overflow-wrap: anywhere; font-size: 8px; max-width: 9em; }
+  td.who { white-space: normal; }
+  .detail, code.cmd, ol.steps { font-size: 9px; }
   * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
   a { color: inherit; }
 }
@@ -136,6 +149,8 @@ def _what(row: Row) -> str:
         parts.append(f'<div class="detail">recorded {escape(fmt.stamp(row.recorded))}</div>')
     if row.flag:
         parts.append(f'<div class="flag">⚠ integrity: {escape(row.flag)}</div>')
+    if row.steps:
+        parts.append(_folded(row))
     if row.output:
         lines = row.output.count("\n") + 1
         parts.append(
@@ -143,6 +158,40 @@ def _what(row: Row) -> str:
             f"<pre>{escape(row.output)}</pre></details>"
         )
     return "".join(parts)
+
+
+LONG = 90
+"""Characters of a result shown before the rest is folded away."""
+
+
+def _long(text: str) -> str:
+    """A short text as it is; a long one (a warning message) cut at a word, the rest in <details>."""
+    if len(text) <= LONG:
+        return _text(text)
+    cut = text.rfind(" ", 0, LONG)
+    cut = cut if cut > LONG // 2 else LONG
+    return f"{_text(text[:cut])}… <details class='more'><summary>more</summary>{_text(text[cut:].strip())}</details>"
+
+
+def _folded(row: Row) -> str:
+    """A run's rows, folded under its one row: time, step, result, and what it ran or changed."""
+    items = []
+    for r in row.steps:
+        extra = ""
+        if r.command:
+            extra += f'<code class="cmd">{escape(r.command)}</code>'
+        if r.changes:
+            css, label = ("changed would", "would change") if r.predicted else ("changed", "changed")
+            extra += f'<div class="{css}">{label}: {escape(join(r.changes))}</div>'
+        items.append(
+            f'<li class="status-{escape(r.status)}"><span class="t">{fmt.clock(r.time)}</span> '
+            f'<span class="s">{escape(r.what)}</span> <span class="r">{escape(r.result)}</span>'
+            f' <span class="ref">{escape(r.ref)}</span>{extra}</li>'
+        )
+    return (
+        f"<details class='steps'><summary>{len(row.steps)} rows of this run</summary>"
+        f"<ol class='steps'>{''.join(items)}</ol></details>"
+    )
 
 
 def _row(index: int, row: Row, zone: ZoneInfo | None, paths: dict[str, str]) -> str:
@@ -154,8 +203,8 @@ def _row(index: int, row: Row, zone: ZoneInfo | None, paths: dict[str, str]) -> 
         f'<td class="tplus">{escape(fmt.offset(row.offset))}</td>',
         f'<td class="who">{_text(row.who)}</td>',
         f'<td class="what">{_what(row)}</td>',
-        f'<td class="where">{_text(row.where)}</td>',
-        f'<td class="result">{_text(row.result)}</td>',
+        f'<td class="where">{_text(row.where.replace(" (", chr(10) + "(", 1))}</td>',
+        f'<td class="result">{_long(row.result)}</td>',
         f'<td class="src"><a href="#src-{escape(row.run_id, quote=True)}" title="{title}">{escape(row.ref)}</a></td>',
     ]
     attrs = f'id="row-{index}" class="row status-{row.status}" data-source="{escape(row.ref, quote=True)}"'
@@ -198,19 +247,20 @@ def _source_row(s: Source) -> str:
     )
 
 
-def render_html(timeline: Timeline, *, zone: ZoneInfo | None = None) -> str:
-    """The whole page as a string."""
+def render_html(timeline: Timeline, *, zone: ZoneInfo | None = None, detail: str = "full") -> str:
+    """The whole page as a string; `detail` is the view: `key` (key events, runs fold their steps) or `full`."""
     incident = timeline.facts.incident
     title = f"Timeline of incident {incident}" if incident else "Timeline"
     paths = {s.run_id: s.path for s in timeline.sources}
     head = ["UTC", *([zone.key] if zone else []), "T+", "Who", "What", "Where", "Result", "Source"]
     thead = "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr></thead>"
-    index = {id(r): i for i, r in enumerate(timeline.rows)}
+    shown = timeline.view(detail)
+    index = {id(r): i for i, r in enumerate(shown)}
     days = "".join(
         f"<section class='day'><h2>{escape(day)}</h2><table class='timeline'>{thead}<tbody>"
         + "".join(_row(index[id(r)], r, zone, paths) for r in rows)
         + "</tbody></table></section>"
-        for day, rows in timeline.days
+        for day, rows in by_day(shown)
     )
     sources = "".join(_source_row(s) for s in timeline.sources)
     return (
@@ -218,7 +268,8 @@ def render_html(timeline: Timeline, *, zone: ZoneInfo | None = None) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)}</title><style>{CSS}</style></head><body>"
         f"<h1>{escape(title)}</h1>"
-        f'<p class="generated">{len(timeline.rows)} rows from {len(timeline.sources)} source(s); '
+        f'<p class="generated">{len(shown)} {"key events" if detail == "key" else "rows"} from '
+        f"{len(timeline.sources)} source(s); "
         f"generated by runbook {escape(__version__)}. Times in UTC.</p>"
         f"{_notices(timeline)}{_facts(timeline, zone)}{_changes(timeline)}{days or '<p>No events.</p>'}"
         "<h2>Sources</h2><table class='sources'><thead><tr><th>Run</th><th>Procedure</th><th>Mode</th>"

@@ -45,7 +45,7 @@ def header_incident(path: Path) -> str | None:
         with open(path, "rb") as handle:
             first = handle.readline(HEADER_LIMIT)
         event = json.loads(first)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: a line of 100k nested '['
         return None
     if not isinstance(event, dict) or event.get("type") != "run.started":
         return None

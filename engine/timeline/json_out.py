@@ -80,6 +80,15 @@ def _facts(timeline: Timeline) -> dict[str, Any]:
         ],
         "changes": [{**asdict(c), "time": fmt.iso(c.time)} for c in f.changes],
         "approvals": [{**asdict(a), "time": fmt.iso(a.time)} for a in f.approvals],
+        "severity": f.severity,
+        "impact_start": fmt.iso(f.impact_start),
+        "acknowledged": fmt.iso(f.acknowledged),
+        "time_to_detect_s": _seconds(f.time_to_detect),
+        "time_to_acknowledge_s": _seconds(f.time_to_acknowledge),
+        "time_to_resolve_s": _seconds(f.time_to_resolve),
+        "impact": [{**asdict(x), "time": fmt.iso(x.time)} for x in f.figures],
+        "findings": [{**asdict(x), "time": fmt.iso(x.time)} for x in f.findings],
+        "follow_ups": [asdict(x) for x in f.follow_ups],
     }
 
 
@@ -132,6 +141,7 @@ def to_json(timeline: Timeline, zone: ZoneInfo | None = None) -> dict[str, Any]:
         "facts": _facts(timeline),
         "sources": _sources(timeline),
         "rows": [_row(r, zone) for r in timeline.rows],
+        "key_events": [{**_row(r, zone), "steps": [x.ref for x in r.steps]} for r in timeline.key_rows],
         "events": events,
     }
 

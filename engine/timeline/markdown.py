@@ -16,7 +16,7 @@ from engine.printable import printable
 from engine.timeline import fmt
 from engine.timeline.changes import join
 from engine.timeline.header import fact_lines
-from engine.timeline.model import Row, Timeline
+from engine.timeline.model import Row, Timeline, by_day
 
 _NOTICE_LABEL = {
     "chain": "⚠ Hash chain broken",
@@ -140,10 +140,15 @@ def render_changes(timeline: Timeline) -> list[str]:
 
 
 def render_markdown(
-    timeline: Timeline, *, zone: ZoneInfo | None = None, base: Path | None = None, level: int = 1
+    timeline: Timeline,
+    *,
+    zone: ZoneInfo | None = None,
+    base: Path | None = None,
+    level: int = 1,
+    detail: str = "full",
 ) -> str:
     """The whole timeline; `base` is the directory the Markdown is written to (for links), `level`
-    the heading level of its title (2 inside a post-mortem)."""
+    the heading level of its title (2 inside a post-mortem), `detail` the view (`key` or `full`)."""
     h = "#" * level
     incident = timeline.facts.incident
     out = [f"{h} Timeline{f' of incident {cell(incident)}' if incident else ''}", ""]
@@ -152,7 +157,16 @@ def render_markdown(
     out.extend(f"| {label} | {'<br>'.join(cell(v) for v in values)} |" for label, values in fact_lines(timeline, zone))
     out.append("")
     out.extend(render_changes(timeline))
-    for day, rows in timeline.days:
+    rows_shown = timeline.view(detail)
+    if detail == "key" and rows_shown:
+        out.extend(
+            [
+                f"*Key events: {len(rows_shown)} of {len(timeline.rows)} rows (each run is one row; its steps are "
+                "in `runbook timeline --detail full`).*",
+                "",
+            ]
+        )
+    for day, rows in by_day(rows_shown):
         out.extend([f"{h}# {cell(day)}", ""])
         out.extend(render_table(rows, timeline, zone, base))
         out.append("")

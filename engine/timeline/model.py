@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-MILESTONES = ("detected", "declared", "mitigated", "resolved")
+MILESTONES = ("impact-start", "detected", "acknowledged", "declared", "mitigated", "resolved")
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,20 @@ class Source:
         target = self._head("target")
         if not isinstance(target, Mapping):
             return None
-        name = str(target.get("name") or "")
+        name = self.target_name or ""
         places = [str(target[k]) for k in ("redis", "ssh", "http") if target.get(k)]
         if places and (not name or any(name in p for p in places)):
             return ", ".join(places)
         return f"{name} ({', '.join(places)})" if places else name or None
+
+    @property
+    def target_name(self) -> str | None:
+        """The target as the inventory names it, environment included: `production/cache`."""
+        target = self._head("target")
+        if not isinstance(target, Mapping) or not target.get("name"):
+            return None
+        env = target.get("environment")
+        return f"{env}/{target['name']}" if env else str(target["name"])
 
     @property
     def end(self) -> Mapping[str, Any] | None:
@@ -140,6 +149,8 @@ class Row:
     """When a note was written, if it was recorded later than it happened."""
     flag: str | None = None
     """Integrity problem of the line this row comes from."""
+    steps: tuple[Row, ...] = ()
+    """In the key-events view, a run's row holds all the rows of that run (folded)."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +200,56 @@ class Approval:
 
 
 @dataclass(frozen=True)
+class Figure:
+    """One measured impact figure (a step's `impact:`), with the line that recorded it."""
+
+    time: datetime
+    ref: str
+    procedure: str | None
+    step: str
+    name: str
+    value: Any
+    unit: str
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A check that did not hold, with the values the step measured (its `show` line) as evidence."""
+
+    time: datetime
+    ref: str
+    procedure: str | None
+    step: str
+    severity: str
+    message: str
+    evidence: str | None
+    impact: bool
+    """The step measures impact: the check is a symptom (Impact), not a contributing cause."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """An impact-measuring step's checks: all held, or not, at that moment."""
+
+    time: datetime
+    ref: str
+    procedure: str | None
+    step: str
+    held: bool
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A declared follow-up of a step that ran; the same text from several runs is one item."""
+
+    kind: str
+    text: str
+    refs: tuple[str, ...]
+    procedure: str | None
+
+
+@dataclass(frozen=True)
 class Notice:
     """Something the reader must know before trusting the timeline: a broken chain, a cut-off run."""
 
@@ -221,6 +282,22 @@ class Facts:
     approvals: tuple[Approval, ...]
     failures: tuple[Row, ...]
     notes: tuple[Row, ...] = ()
+    impact_start: datetime | None = None
+    acknowledged: datetime | None = None
+    time_to_detect: timedelta | None = None
+    """detected - impact-start."""
+    time_to_acknowledge: timedelta | None = None
+    """acknowledged - detected."""
+    time_to_resolve: timedelta | None = None
+    """resolved - (impact-start, else first signal)."""
+    severity: str | None = None
+    severity_ref: str | None = None
+    figures: tuple[Figure, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    checks: tuple[Check, ...] = ()
+    follow_ups: tuple[FollowUp, ...] = ()
+    target_names: tuple[str, ...] = ()
+    """Targets as `environment/name`, as the inventory names them."""
 
     @property
     def live_changes(self) -> tuple[Change, ...]:
@@ -240,18 +317,28 @@ class Timeline:
     sources: tuple[Source, ...]
     entries: tuple[Entry, ...]
     notices: tuple[Notice, ...] = field(default=())
+    key_rows: tuple[Row, ...] = ()
+    """The key events: milestones, notes, findings, approvals, refusals, changes, one row per run."""
 
     @property
     def chain_broken(self) -> bool:
         return any(n.kind == "chain" for n in self.notices)
 
+    def view(self, detail: str = "full") -> tuple[Row, ...]:
+        """The rows of a view: `key` (key events) or `full` (every row)."""
+        return self.key_rows if detail == "key" else self.rows
+
     @property
     def days(self) -> list[tuple[str, list[Row]]]:
-        """Rows grouped by UTC date, in order."""
-        out: list[tuple[str, list[Row]]] = []
-        for row in self.rows:
-            day = row.time.strftime("%Y-%m-%d (%A)")
-            if not out or out[-1][0] != day:
-                out.append((day, []))
-            out[-1][1].append(row)
-        return out
+        return by_day(self.rows)
+
+
+def by_day(rows: tuple[Row, ...] | list[Row]) -> list[tuple[str, list[Row]]]:
+    """Rows grouped by UTC date, in order."""
+    out: list[tuple[str, list[Row]]] = []
+    for row in rows:
+        day = row.time.strftime("%Y-%m-%d (%A)")
+        if not out or out[-1][0] != day:
+            out.append((day, []))
+        out[-1][1].append(row)
+    return out

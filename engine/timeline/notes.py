@@ -22,6 +22,7 @@ from engine.transcript.writer import TranscriptWriter, format_time
 FUTURE_SLACK = timedelta(minutes=1)
 _CLOCK = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?")
 _AGO = re.compile(r"-?(\d+)\s*([smhd])(?:\s+ago)?")
+_SEVERITY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,15}")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
@@ -64,12 +65,15 @@ def add_note(
     milestone: str | None = None,
     at: datetime | None = None,
     redactor: Redactor | None = None,
+    severity: str | None = None,
 ) -> tuple[Path, Mapping[str, Any]]:
     """Append one `note` event to the incident's notes file; returns the file and the event written."""
     if not text.strip():
         raise UsageError("a note needs some text")
     if milestone is not None and milestone not in MILESTONES:
         raise UsageError(f"--milestone must be one of {', '.join(MILESTONES)}")
+    if severity is not None and not _SEVERITY.fullmatch(severity):
+        raise UsageError(f"--severity {severity!r}: a short label such as SEV2, P1 or critical (letters, digits, '-')")
     path = notes_path(directory, incident)
     with TranscriptWriter.append_to(path, redactor or Redactor(), run_id=notes_run_id(incident)) as writer:
         event = writer.emit(
@@ -79,5 +83,6 @@ def add_note(
             operator=operator,
             at=format_time(at) if at is not None else None,
             incident=incident,
+            **({"severity": severity} if severity else {}),
         )
     return path, event

@@ -7,6 +7,7 @@ refused what) is filled in; what only people know (impact on users, causes, acti
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -14,9 +15,11 @@ from zoneinfo import ZoneInfo
 from engine.timeline import fmt
 from engine.timeline.header import run_line, span, when
 from engine.timeline.markdown import cell, code, render_markdown
-from engine.timeline.model import Facts, Timeline
+from engine.timeline.model import Facts, Finding, Timeline
 
 TODO = "✏️ **TODO (author):**"
+OWN_KEYS = re.compile(r"keys removed: \d+ \((runbook:[^,()]*(, )?)+\)")
+"""A change that removed only the engine's own keys (a probe it wrote): not data the incident lost."""
 
 
 def _todo(text: str) -> list[str]:
@@ -34,9 +37,22 @@ def _first(f: Facts) -> str:
     return f"- First signal: {fmt.stamp(f.first_signal)}{said}"
 
 
+def _touched(f: Facts) -> str:
+    """The targets changed, as the inventory names them (environment included), with where they are."""
+    changed = {c.ref.rsplit("#", 1)[0] for c in f.live_changes}
+    names = sorted({r.target for r in f.runs if r.run_id in changed and r.target})
+    return ", ".join(names) or ", ".join(sorted({c.where for c in f.live_changes})) or "no target"
+
+
+def _number(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
+
+
 def _summary(f: Facts, zone: ZoneInfo | None) -> list[str]:
     live = [r for r in f.runs if r.mode == "live"]
-    touched = ", ".join(sorted({c.where for c in f.live_changes})) or "no target"
+    touched = _touched(f)
     out = ["## Summary", ""]
     out += _todo("two or three sentences: what broke, who was affected, how it was fixed.")
     facts = [
@@ -52,15 +68,94 @@ def _summary(f: Facts, zone: ZoneInfo | None) -> list[str]:
     return [*out, "Recorded facts:", "", *facts, ""]
 
 
+def _figures(f: Facts) -> list[str]:
+    """Each measured figure: its first, worst (largest) and last value, each with its source line."""
+    out = []
+    names = list(dict.fromkeys(x.name for x in f.figures))
+    for name in names:
+        seen = [x for x in f.figures if x.name == name]
+        numeric = [x for x in seen if isinstance(x.value, int | float) and not isinstance(x.value, bool)]
+        picks = {"first": seen[0]}
+        if numeric:
+            picks["peak"] = max(numeric, key=lambda x: x.value)
+        picks["last"] = seen[-1]
+        shown: list[str] = []
+        done: set[str] = set()
+        for label, x in picks.items():
+            if x.ref in done:
+                continue
+            done.add(x.ref)
+            dry = ", dry-run" if x.dry_run else ""
+            shown.append(
+                f"{label} {cell(_number(x.value))} {cell(x.unit)} at {fmt.clock(x.time)}{_t(f, x.time)} "
+                f"({cell(x.procedure or '?')}{dry}, {code(x.ref)})"
+            )
+        out.append(f"- **{cell(name)}**: " + "; ".join(shown))
+    return out
+
+
+def _window(f: Facts) -> list[str]:
+    """First failing check to the last passing one, from the steps that measure impact."""
+    failing = [c for c in f.checks if not c.held]
+    if not failing:
+        return []
+    first = failing[0]
+    passing = [c for c in f.checks if c.held and c.time > failing[-1].time]
+    line = f"- Checks failing from {fmt.stamp(first.time)}{_t(f, first.time)} ({cell(first.step)}, {code(first.ref)})"
+    if passing:
+        last = passing[-1]
+        line += f" to passing again at {fmt.stamp(last.time)}{_t(f, last.time)} ({cell(last.step)}, {code(last.ref)})"
+        line += f": {fmt.duration(last.time - first.time)} measured"
+    else:
+        line += f"; still failing at the last check ({code(failing[-1].ref)})"
+    return [line]
+
+
 def _impact(f: Facts) -> list[str]:
     out = ["## Impact", ""]
-    out += _todo("who and what was affected (tenants, users, requests, data), for how long and how badly.")
-    out.append(f"- Time from first signal to mitigated: {span(f.time_to_mitigate, 'recorded', 'not recorded')}")
-    out.append(f"- Time from first signal to resolved: {span(f.duration, 'recorded', 'not recorded')}")
-    removed = [c for c in f.live_changes if c.text.startswith("keys removed")]
+    out += _todo("who was affected (tenants, users, requests) and how badly; the measured figures are below.")
+    if f.figures:
+        out += ["Measured by the runs (first, worst and last value, with the transcript line):", ""]
+        out += _figures(f)
+        out.append("")
+    out += _window(f)
+    symptoms = [x for x in f.findings if x.impact]
+    for x in _distinct(symptoms):
+        out.append(f"- Failed check: {cell(x.message)} ({cell(x.procedure or '?')}, {code(x.ref)})")
+    out.append(f"- Impact start: {fmt.stamp(f.impact_start) if f.impact_start else 'not recorded'}")
+    out.append(f"- Time to detect: {span(f.time_to_detect, 'impact start to detected', 'not recorded')}")
+    out.append(f"- Time to acknowledge: {span(f.time_to_acknowledge, 'detected to acknowledged', 'not recorded')}")
+    out.append(f"- Time to mitigate: {span(f.time_to_mitigate, 'impact start to mitigated', 'not recorded')}")
+    out.append(f"- Time to resolve: {span(f.time_to_resolve, 'impact start to resolved', 'not recorded')}")
+    removed = [c for c in f.live_changes if c.text.startswith("keys removed") and not OWN_KEYS.fullmatch(c.text)]
     for c in removed:
         out.append(f"- Data removed by the response: {cell(c.text)} on {cell(c.where)} ({code(c.ref)})")
     return [*out, ""]
+
+
+def _distinct(findings: list[Finding]) -> list[Finding]:
+    """One finding per message: the first one seen."""
+    seen: dict[str, Finding] = {}
+    for x in findings:
+        seen.setdefault(x.message, x)
+    return list(seen.values())
+
+
+def _causes(f: Facts) -> list[str]:
+    out = ["## Contributing causes", ""]
+    causes = _distinct([x for x in f.findings if not x.impact])
+    if causes:
+        out += ["Findings of the runs, with the values measured:", ""]
+        for x in causes:
+            evidence = f"<br>  Evidence: {cell(x.evidence)}" if x.evidence else ""
+            out.append(
+                f"- **{cell(x.message)}** ({cell(x.severity)}; {cell(x.step)} in {cell(x.procedure or '?')}, "
+                f"{code(x.ref)}){evidence}"
+            )
+        out.append("")
+    else:
+        out += ["No run recorded a finding outside the impact checks.", ""]
+    return out + _todo("the root cause: keep asking why until the answer is something to act on.")
 
 
 def _trigger(f: Facts) -> list[str]:
@@ -71,10 +166,20 @@ def _trigger(f: Facts) -> list[str]:
     return out
 
 
+def _severity(f: Facts) -> str:
+    if not f.severity:
+        return "✏️ (record it: runbook note ... --milestone declared --severity SEV2)"
+    return f"{cell(f.severity)} ({code(f.severity_ref or '')})"
+
+
 def _detection(f: Facts, zone: ZoneInfo | None) -> list[str]:
     out = ["## Detection", ""]
     gap = span(f.detection_gap, "first signal to declared", "unknown (no declared milestone)")
+    if f.impact_start:
+        out.append(f"- Impact started: {fmt.stamp(f.impact_start)}")
     out.append(_first(f))
+    out.append(f"- Time to detect: {span(f.time_to_detect, 'impact start to detected', 'not recorded')}")
+    out.append(f"- Acknowledged: {cell(when(f.acknowledged, f, zone, 'acknowledged'))}")
     out.append(f"- Declared: {cell(when(f.declared, f, zone, 'declared'))}")
     out.append(f"- Detection gap: {gap}")
     out.append("")
@@ -117,11 +222,11 @@ def _resolution(f: Facts) -> list[str]:
 
 def _action_items(f: Facts) -> list[str]:
     out = ["## Action items", ""]
-    out += _todo("one line per action: what, prevent/detect/mitigate, owner, due date, ticket.")
+    out += _todo("an owner, a due date and a ticket for each; add what the procedures could not know.")
     out += ["| Action | Type | Owner | Due | Ticket |", "|---|---|---|---|---|"]
-    for r in f.failures:
-        what = f"Follow up: {r.what} — {r.result}" + (f" on {r.where}" if r.where else "")
-        out.append(f"| {cell(what)} ({code(r.ref)}) | ✏️ | ✏️ | ✏️ | ✏️ |")
+    for item in f.follow_ups:
+        refs = ", ".join(code(r) for r in item.refs)
+        out.append(f"| {cell(item.text)} ({cell(item.procedure or '?')}, {refs}) | {cell(item.kind)} | ✏️ | ✏️ | ✏️ |")
     for a in f.approvals:
         if a.refused:
             out.append(f"| {cell(f'Review the refused step: {a.step} ({a.reason})')} ({code(a.ref)}) | ✏️ | ✏️ | ✏️ | ✏️ |")
@@ -156,14 +261,14 @@ def render_postmortem(timeline: Timeline, *, zone: ZoneInfo | None = None, base:
         f"| Incident | {cell(incident)} |",
         "| Status | Draft ✏️ |",
         "| Authors | ✏️ |",
-        "| Severity | ✏️ |",
+        f"| Severity | {_severity(f)} |",
         f"| Date | {fmt.stamp(f.first_signal)} |",
         "",
     ]
     for notice in timeline.notices:
         out += [f"> **⚠ {cell(notice.kind)}**: {cell(notice.text)}", ""]
     out += _summary(f, zone) + _impact(f) + _trigger(f) + _detection(f, zone) + _resolution(f)
-    out += ["## Root causes", "", *_todo("the causes: keep asking why until the answer is something to act on.")]
+    out += _causes(f)
     out += _action_items(f) + _lessons(f)
-    out.append(render_markdown(timeline, zone=zone, base=base, level=2))
+    out.append(render_markdown(timeline, zone=zone, base=base, level=2, detail="key"))
     return "\n".join(out)

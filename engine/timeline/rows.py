@@ -177,9 +177,16 @@ class _Walk:
             for x in (e.get("expectations") if isinstance(e.get("expectations"), list) else [])
             if isinstance(x, Mapping) and x.get("held") is False and x.get("severity") in ("critical", "warning")
         ]
+        noted = [
+            x.get("message")
+            for x in (e.get("expectations") if isinstance(e.get("expectations"), list) else [])
+            if isinstance(x, Mapping) and x.get("held") is False and x.get("severity") == "info"
+        ]
         if warnings and status == "ok":
             status = "warning"
             result = "ok, WARNING: " + "; ".join(_text(w) for w in warnings)
+        elif noted and status == "ok":
+            result = "ok, NOTE: " + "; ".join(_text(w) for w in noted)
         if took:
             result += f" ({took})"
         predicted = outcome == "predicted"
@@ -232,7 +239,8 @@ class _Walk:
             entry,
             who=_text(e.get("operator")) or "?",
             what=_text(e.get("text")),
-            result=str(milestone).upper() if milestone else "note",
+            result=(str(milestone).upper() if milestone else "note")
+            + (f" ({_text(e.get('severity'))})" if e.get("severity") else ""),
             status="milestone" if milestone else "note",
             milestone=milestone,
             recorded=written if later else None,
@@ -251,6 +259,34 @@ class _Walk:
             status=_RUN_STATUS.get(outcome, "failed"),
             detail=_text(e.get("error")) or None,
         )
+
+    def fleet(self, entry: Entry, e: Mapping[str, Any]) -> None:
+        """A rollout's parent: its plan, each target's child run and outcome, why it halted."""
+        kind = entry.type
+        if kind == "fleet.planned":
+            targets = [_text(t) for t in e.get("targets") or ()]
+            what = f"Rollout planned ({_text(e.get('mode'))}): {len(targets)} targets: {', '.join(targets)}"
+            self.row(entry, what=what, result="planned", status="started")
+        elif kind == "fleet.child.finished":
+            reused = " (done in an earlier run, not run again)" if e.get("reused_from") else ""
+            outcome = _text(e.get("outcome"))
+            self.row(
+                entry,
+                what=f"Target {_text(e.get('target'))}: run {_text(e.get('child_run_id'))}{reused}",
+                where=_text(e.get("target")),
+                result=f"{outcome} (exit {e.get('exit_code')})",
+                status=_RUN_STATUS.get(outcome, "failed"),
+                detail="; ".join(_text(x) for x in e.get("failed_expectations") or ()) or None,
+            )
+        elif kind == "fleet.halted":
+            self.row(entry, what="Rollout halted", result="halted", status="failed", detail=_text(e.get("reason")))
+        elif kind == "step.resumed":
+            self.row(
+                entry,
+                what=f"{_step_name(e)}: done in run {_text(e.get('from_run'))}, not run again",
+                result="resumed",
+                status="ok",
+            )
 
     def finish(self, entries: Sequence[Entry]) -> None:
         """Rows for what the file does not say: steps never finished, a run cut off (both at its end)."""
@@ -328,6 +364,10 @@ _HANDLERS = {
     "host_key.accepted": _Walk.host_key,
     "note": _Walk.note,
     "run.ended": _Walk.run_ended,
+    "fleet.planned": _Walk.fleet,
+    "fleet.child.finished": _Walk.fleet,
+    "fleet.halted": _Walk.fleet,
+    "step.resumed": _Walk.fleet,
 }
 
 

@@ -35,8 +35,20 @@ def discover(seed: tuple[str, int], connect: Connect) -> Topology:
         if me["role"] == "replica":
             primary_host, primary_port = me["primary"]
             notes.append(f"seed {host}:{port} is a replica of {primary_host}:{primary_port}; the primary was used")
-            host, port = primary_host, primary_port
-        nodes = _primary_and_replicas(session, host, port, notes)
+            try:
+                nodes = _primary_and_replicas(session, primary_host, primary_port, notes)
+            except Exception as exc:  # the primary is down or refuses us: what the replica knows is still true
+                notes.append(f"primary {primary_host}:{primary_port} did not answer: {type(exc).__name__}: {exc}")
+                info = session.call(host, port, "INFO", "replication")
+                link = str(info.get("master_link_status")) if isinstance(info, dict) else None
+                nodes = [
+                    Node(primary_host, primary_port, "primary", health="unreachable"),
+                    Node(
+                        host, port, "replica", offset=me["offset"], primary=f"{primary_host}:{primary_port}", link=link
+                    ),
+                ]
+        else:
+            nodes = _primary_and_replicas(session, host, port, notes)
     kind = "replicated" if len(nodes) > 1 else "standalone"
     return Topology(kind, tuple(nodes), f"{seed[0]}:{seed[1]}", notes=tuple(notes))
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
-import os
-import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from engine import fsutil
 from engine.errors import UsageError
 
 MAX_FILE = 4 * 1024 * 1024
@@ -57,18 +56,9 @@ def load_allowed_signers(path: Path | str) -> AllowedSigners:
     """Read and parse the file; UsageError if it cannot be read. Bad lines are problems, not errors."""
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        data = fsutil.read_regular(path, max_bytes=MAX_FILE, what="the allowed signers file")
     except OSError as exc:
-        raise UsageError(f"--allowed-signers {path}: cannot open it: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UsageError(f"--allowed-signers {path}: not a regular file")
-        if info.st_size > MAX_FILE:
-            raise UsageError(f"--allowed-signers {path}: larger than {MAX_FILE} bytes")
-        data = os.read(fd, MAX_FILE + 1)
-    finally:
-        os.close(fd)
+        raise UsageError(f"--allowed-signers {path}: {exc.strerror or exc}") from None
     return parse_allowed_signers(data.decode("utf-8", errors="replace"), str(path))
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine import fsutil
 from engine.errors import UsageError
 from engine.transcript import sshsig
 
@@ -62,18 +63,9 @@ def load_signer(path: Path | str) -> Signer:
 
 def _read_key_file(path: Path) -> str:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        data = fsutil.read_regular(path, max_bytes=MAX_KEY_FILE, what="the signing key")
     except OSError as exc:
-        raise UsageError(f"--signing-key {path}: cannot open it: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UsageError(f"--signing-key {path}: not a regular file")
-        if info.st_size > MAX_KEY_FILE:
-            raise UsageError(f"--signing-key {path}: larger than {MAX_KEY_FILE} bytes; not a key")
-        data = os.read(fd, MAX_KEY_FILE + 1)
-    finally:
-        os.close(fd)
+        raise UsageError(f"--signing-key {path}: {exc.strerror or exc}") from None
     return data.decode("utf-8", errors="replace")
 
 

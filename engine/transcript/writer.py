@@ -47,6 +47,15 @@ EVENT_TYPES = (
     "lease.stolen",
     "lease.lost",
     "lease.released",
+    "target.identified",
+    "step.resumed",
+    "fleet.planned",
+    "fleet.child.started",
+    "fleet.child.finished",
+    "fleet.approval",
+    "fleet.halted",
+    "topology.discovered",
+    "topology.changed",
     "run.ended",
 )
 
@@ -64,6 +73,8 @@ DURABLE_TYPES = frozenset(
 """Fsynced whatever the caller asks; `step.started` is fsynced when the caller passes durable=True."""
 
 RESERVED_FIELDS = frozenset({"seq", "time", "mono_ns", "type", "run_id", "prev_sha256", "signature"})
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # a transcript or notes file is never written through a symlink
 
 SIGNED_TYPES = frozenset({"approval.given", "approval.refused", "run.ended"})
 """With a signer, these lines carry an SSH signature over the line itself (and so the chain before it)."""
@@ -242,7 +253,7 @@ class TranscriptWriter:
         """A new transcript at `path`; never overwrites one (FileExistsError)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(path, flags, 0o600)
         except FileExistsError as exc:
@@ -266,7 +277,7 @@ class TranscriptWriter:
         """
         path = Path(path)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             try:
                 writer = cls.create(path, run_id or new_run_id(), redactor, **options)
@@ -274,7 +285,7 @@ class TranscriptWriter:
                     _lock_exclusive(writer._fd)
                 return writer
             except FileExistsError:  # created by someone else meanwhile: append to theirs
-                fd = os.open(path, os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
+                fd = os.open(path, os.O_RDWR | os.O_APPEND | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
         try:
             _lock_exclusive(fd)  # two `runbook note`s at once must not both take the same seq
             data = _read_all(fd)

@@ -3,10 +3,11 @@
 A one-step procedure (SET one key, approved with --yes) meets the error through the real CLI: a
 password-protected server without REDISCLI_AUTH (NOAUTH), maxmemory 1mb with noeviction filled until
 writes fail (OOM), a stopped server (connection refused), a replica (READONLY), and a node of a
-three-node Redis Cluster that does not own the key's slot (MOVED). For each: the run stops with exit 4,
-nothing is written, and the runbook's cause and solution are printed and recorded in the failing
-step's `error.advice`. `runbook explain` is fed what redis-cli printed for the same command against the
-same server, as an operator would paste it.
+three-node Redis Cluster that does not own the key's slot (MOVED). For the first three: the run stops with
+exit 4, nothing is written, and the runbook's cause and solution are printed and recorded in the failing
+step's `error.advice`. READONLY and MOVED the engine handles as their solutions say (the write goes to the
+primary or to the slot's owner), and records it. `runbook explain` is fed what redis-cli printed for the
+same command against the same server, as an operator would paste it.
 """
 
 from __future__ import annotations
@@ -187,7 +188,8 @@ def moved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provoked]:
         cluster.stop()
 
 
-CASES = ["noauth", "oom", "refused", "readonly", "moved"]
+CASES = ["noauth", "oom", "refused"]
+ROUTED = ["readonly", "moved"]  # the engine does what the runbook's solution says: the write lands where it must
 
 
 def _case(request: pytest.FixtureRequest, name: str) -> Provoked:
@@ -221,18 +223,24 @@ def test_error_stops_the_run_with_exit_4_and_writes_nothing(request: pytest.Fixt
     assert verify_transcript(transcript_path(result)).ok
 
 
-def test_moved_error_names_the_slot_and_the_node_that_owns_it(moved: Provoked) -> None:
+@pytest.mark.parametrize("name", ROUTED)
+def test_readonly_and_moved_are_handled_by_the_engine_and_recorded(request: pytest.FixtureRequest, name: str) -> None:
+    case = _case(request, name)
+    assert case.result.code == 0, case.result.output
+    assert case.write_step["outcome"] == "ok"
+    assert "READONLY" not in case.result.output and "MOVED" not in case.result.output
+    assert case.written()
+    changed = of_type(case.events, "topology.changed")
+    if name == "readonly":
+        assert any("target resolved to a replica" in e["reason"] and "used primary" in e["reason"] for e in changed)
+    assert verify_transcript(transcript_path(case.result)).ok
+
+
+def test_moved_lands_on_the_node_that_owns_the_slot(moved: Provoked) -> None:
     owner = moved.servers[0]
     slot = owner.client().cluster("KEYSLOT", KEY)
-    reply = f"MOVED {slot} {owner.host}:{owner.port}"
-    assert moved.redis_cli == reply  # what the server answers redis-cli (no -c)
-    assert reply in moved.write_step["error"]["message"]  # and what the run reports
-
-
-def test_moved_blast_radius_does_not_claim_the_key_exists(moved: Provoked) -> None:
-    (key,) = moved.write_step["blast_radius"]["keys"]
-    assert key["key"] == KEY
-    assert key["exists"] is not True and key["type"] is None  # not on this node, and not of type "MOVED ..."
+    assert moved.redis_cli == f"MOVED {slot} {owner.host}:{owner.port}"  # what redis-cli (no -c) meets
+    assert owner.client().get(KEY) == "v"
 
 
 # -- and the runbook's cause and solution come with it ------------------------------------------------------
@@ -248,7 +256,7 @@ def test_error_prints_and_records_the_runbook_cause_and_solution(request: pytest
 
 
 # -- runbook explain, fed what redis-cli printed -------------------------------------------------------------
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", CASES + ROUTED)
 def test_explain_gives_the_runbook_cause_and_solution_for_the_real_error(
     request: pytest.FixtureRequest, name: str
 ) -> None:

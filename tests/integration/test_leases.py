@@ -84,6 +84,11 @@ def _held_at_prompt(url, tmp_path, *extra, procedure="test/two", operator="alice
     return child
 
 
+def lease_of(server):
+    """The lease lives in the highest-numbered database (15 here), away from the data the procedures count."""
+    return server.client(db=15).get(KEY)
+
+
 def _url(server):
     return f"redis://127.0.0.1:{server.port}/0"
 
@@ -91,8 +96,9 @@ def _url(server):
 def test_a_second_run_with_changes_is_refused_with_the_holders_name(server, tmp_path):
     first = _held_at_prompt(_url(server), tmp_path)
     try:
-        lease = json.loads(server.client().get(KEY))
+        lease = json.loads(lease_of(server))
         assert lease["operator"] == "alice" and lease["procedure"] == "test/two"
+        assert server.client().dbsize() == 0  # nothing of ours in the data's database
         second = runbook(*_args(_url(server), tmp_path, "test/two", "--yes", "--operator", "bob"))
         assert second.code == 3, second.output
         assert "leased by alice" in second.output and "INC-7" in second.output and "test/two" in second.output
@@ -109,7 +115,7 @@ def test_a_second_run_with_changes_is_refused_with_the_holders_name(server, tmp_
         first.expect(__import__("pexpect").EOF)
         first.close()
     assert first.exitstatus == 0
-    assert server.client().get(KEY) is None  # released at the end
+    assert lease_of(server) is None  # released at the end
     path = next(p for p in (tmp_path / "t").glob("**/*.jsonl") if events(p)[0]["operator"] == "alice")
     kinds = [e["type"] for e in events(path)]
     assert kinds.index("lease.acquired") < kinds.index("approval.given") and "lease.released" in kinds
@@ -141,9 +147,9 @@ def test_the_lease_of_a_killed_run_expires(server, tmp_path):
     first = _held_at_prompt(_url(server), tmp_path, "--lease-ttl", "1")
     os.kill(first.pid, signal.SIGKILL)
     first.close(force=True)
-    assert server.client().get(KEY) is not None  # left behind by the killed run ...
+    assert lease_of(server) is not None  # left behind by the killed run ...
     deadline = time.monotonic() + 60  # ... until its TTL runs out (a safety net, not a timing assertion)
-    while server.client().get(KEY) is not None:
+    while lease_of(server) is not None:
         assert time.monotonic() < deadline, "the lease of a killed run never expired"
         time.sleep(0.1)
     second = runbook(*_args(_url(server), tmp_path, "test/two", "--yes", "--operator", "bob"))

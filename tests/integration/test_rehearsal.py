@@ -46,6 +46,20 @@ REQUIRED = {
 # Predictions that legitimately cannot match, each explained in its scenario's description.
 DOCUMENTED_MISMATCHES = {
     ("redis/emergency-oom", "writes-refused-noeviction"): {"probe-delete"},
+    ("redis/emergency-oom", "raise-is-not-enough"): {"probe-delete"},
+}
+
+# Issue 12: each troubleshooting and emergency procedure with a fix has a scenario where the fix cannot take.
+FAILURE_SCENARIOS = {
+    "redis/emergency-oom": "limit-beyond-the-host",
+    "redis/troubleshoot-memory": "leak-bigger-than-the-limit",
+    "redis/troubleshoot-connection": "busy-connections-are-not-idle",
+    "redis/emergency-service-down": "will-not-start",
+    "redis/troubleshoot-corruption": "rdb-corrupt-no-backup",
+    "redis/emergency-data-loss": "backup-is-corrupt",
+    "redis/restore-tenant": "some-keys-still-there",
+    "redis/restore-rdb": "backup-is-the-live-dump",
+    "redis/config-set": "refuses-a-credential",
 }
 
 FIELDS = {"procedure", "scenario", "resolved", "predictions_matched", "duration_s", "transcript"}
@@ -67,10 +81,13 @@ def by_name(report: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any
 
 def test_every_scenario_resolves_its_incident(gate):
     result, report = gate["result"], gate["report"]
-    unresolved = {
-        f"{r['procedure']}/{r['scenario']}": r["failed_checks"] or r["error"] for r in report if not r["resolved"]
-    }
-    assert unresolved == {}
+    failing = {f"{r['procedure']}/{r['scenario']}": r["failed_checks"] or r["error"] for r in report if not r["passed"]}
+    assert failing == {}
+    expected_no = {(r["procedure"], r["scenario"]) for r in report if r["expect"] == "not-resolved"}
+    assert expected_no >= set(FAILURE_SCENARIOS.items())
+    for r in report:  # passed means: resolved, or (a failure scenario) not resolved with the exit code it must give
+        assert r["resolved"] is (r["expect"] == "resolved"), r
+        assert r["invalid"] == [] and r["dry_run_changes"] == [] and r["ungated_changes"] == [], r
     assert result.code == 0, result.stderr
     assert len(report) == len(scenarios.load_all())  # one object per rehearsal, all of them
     assert {r["procedure"] for r in report} >= REQUIRED
@@ -156,7 +173,9 @@ def test_the_worlds_are_torn_down(gate):
 
 
 def test_the_table_shows_procedure_scenario_resolved_predictions_duration_steps_approvals(tmp_path):
-    result = runbook("rehearse", "redis/wm-clear", "--transcripts-dir", str(tmp_path), cwd=tmp_path)
+    result = runbook(
+        "rehearse", "redis/wm-clear", "--scenario", "clear-one-tenant", "--transcripts-dir", str(tmp_path), cwd=tmp_path
+    )
     assert result.code == 0, result.output
     header, rule, row = result.stdout.splitlines()[:3]
     assert header.split() == [
@@ -174,7 +193,7 @@ def test_the_table_shows_procedure_scenario_resolved_predictions_duration_steps_
     assert row.split()[:3] == ["redis/wm-clear", "clear-one-tenant", "yes"]
     assert "predicted: 1 key deleted; actual: 1 key deleted" in row
     assert row.split()[-2:] == ["3", "1"]
-    assert "1/1 resolved" in result.stdout
+    assert "1/1 passed" in result.stdout
     assert "transcript " in result.stdout and "rehearsals/" in result.stdout
 
 
@@ -225,12 +244,12 @@ def test_a_scenario_that_is_not_resolved_reports_resolved_false_and_exit_1(tmp_p
 
     table = runbook("rehearse", "--all", "--scenarios", str(root), "--transcripts-dir", str(tmp_path), cwd=tmp_path)
     assert table.code == 1
-    assert "0/2 resolved" in table.stdout
+    assert "0/2 passed" in table.stdout
     assert "redis/wm-clear/clears-the-wrong-tenant: not resolved: acme's active working memory is gone" in table.stdout
     assert "redis/wm-clear/world-cannot-be-broken: error: ValueError: unknown fault 'meteor_strike'" in table.stdout
 
 
-def test_in_process_a_time_limit_and_an_unexpected_exit_code_are_not_resolved(tmp_path):
+def test_in_process_an_unexpected_exit_code_is_not_resolved(tmp_path):
     path = write_scenarios(tmp_path / "s", BROKEN) / "redis" / "scenarios" / "broken.yaml"
     path.write_text(
         textwrap.dedent(
@@ -241,10 +260,9 @@ def test_in_process_a_time_limit_and_an_unexpected_exit_code_are_not_resolved(tm
                 description: The tenant has no working memory, so wm-extend stops with a finding (exit 1).
                 world: {ssh: false, http: false}
                 params: {tenant: nobody}
-                time_limit: 1ms
                 success:
-                  - that: ping()
-                    message: Redis answers
+                  - that: exists("tenant:nobody:wm:active")
+                    message: nobody's working memory exists
             """
         )
     )
@@ -252,7 +270,7 @@ def test_in_process_a_time_limit_and_an_unexpected_exit_code_are_not_resolved(tm
     outcome = rehearse(loaded, transcripts_dir=tmp_path / "t")
     assert outcome.resolved is False and outcome.exit_code == 1
     assert any(m.startswith("the procedure exited 1") for m in outcome.failed_checks)
-    assert any("over the time limit of 0.001s" in m for m in outcome.failed_checks)
+    assert outcome.passed is False and outcome.run_problems == [m for m in outcome.failed_checks if "exited" in m]
 
 
 def test_an_invalid_scenario_file_is_a_usage_error(tmp_path):
@@ -267,7 +285,17 @@ def test_guided_rehearsal_the_operator_types_the_target_name_and_it_resolves(tmp
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "engine.cli", "rehearse", "redis/wm-clear", "--guided", "--transcripts-dir", str(tmp_path)],
+        [
+            "-m",
+            "engine.cli",
+            "rehearse",
+            "redis/wm-clear",
+            "--scenario",
+            "clear-one-tenant",
+            "--guided",
+            "--transcripts-dir",
+            str(tmp_path),
+        ],
         cwd=str(REPO),
         encoding="utf-8",
         timeout=60,
@@ -278,11 +306,11 @@ def test_guided_rehearsal_the_operator_types_the_target_name_and_it_resolves(tmp
     child.expect(r"Type the target name '([^']+)' to proceed")
     assert child.match.group(1) == "sandbox/rehearsal"
     child.sendline("sandbox/rehearsal")
-    child.expect(r"1/1 resolved")
+    child.expect(r"1/1 passed")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
-    (transcript,) = [p for p in tmp_path.rglob("*.jsonl") if "dry-run" not in p.name]
+    (transcript,) = [p for p in tmp_path.rglob("*.jsonl") if "dry-run" not in p.name and "sabotaged" not in p.name]
     given = of_type(events(transcript), "approval.given")
     assert [(e["step"]["id"], e["method"]) for e in given] == [("delete", "typed-target")]
 
@@ -291,7 +319,17 @@ def test_guided_rehearsal_declined_is_not_resolved(tmp_path):
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "engine.cli", "rehearse", "redis/wm-clear", "--guided", "--transcripts-dir", str(tmp_path)],
+        [
+            "-m",
+            "engine.cli",
+            "rehearse",
+            "redis/wm-clear",
+            "--scenario",
+            "clear-one-tenant",
+            "--guided",
+            "--transcripts-dir",
+            str(tmp_path),
+        ],
         cwd=str(REPO),
         encoding="utf-8",
         timeout=60,
@@ -299,7 +337,7 @@ def test_guided_rehearsal_declined_is_not_resolved(tmp_path):
     )
     child.expect(r"Type the target name '([^']+)' to proceed")
     child.sendline("prod-cache-1")  # not the target: the gate refuses
-    child.expect(r"0/1 resolved")
+    child.expect(r"0/1 passed")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 1

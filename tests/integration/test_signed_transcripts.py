@@ -117,41 +117,11 @@ def test_openssh_verifies_our_signatures(server, tmp_path, keys):
     payload = serialise({k: v for k, v in end.items() if k != "signature"})
     sig = tmp_path / "end.sig"
     sig.write_text(end["signature"]["armored"] + "\n")
-    check = subprocess.run(
-        [
-            "ssh-keygen",
-            "-Y",
-            "verify",
-            "-f",
-            str(keys["allowed"]),
-            "-I",
-            "alice@example.org",
-            "-n",
-            NAMESPACE,
-            "-s",
-            str(sig),
-        ],
-        input=payload,
-        capture_output=True,
-    )
+    verify = ["ssh-keygen", "-Y", "verify", "-f", str(keys["allowed"]), "-I", "alice@example.org"]
+    verify += ["-n", NAMESPACE, "-s", str(sig)]
+    check = subprocess.run(verify, input=payload, capture_output=True)
     assert check.returncode == 0, check.stderr
-    tampered = subprocess.run(
-        [
-            "ssh-keygen",
-            "-Y",
-            "verify",
-            "-f",
-            str(keys["allowed"]),
-            "-I",
-            "alice@example.org",
-            "-n",
-            NAMESPACE,
-            "-s",
-            str(sig),
-        ],
-        input=payload.replace(b'"outcome"', b'"outcomE"'),
-        capture_output=True,
-    )
+    tampered = subprocess.run(verify, input=payload.replace(b'"outcome"', b'"outcomE"'), capture_output=True)
     assert tampered.returncode != 0
 
 

@@ -53,7 +53,7 @@ class Incident:
     """name -> transcript path: dry, refused, approved, findings, down, other."""
 
     def timeline(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return cli("timeline", "--incident", INCIDENT, "--transcripts-dir", str(self.dir), *args)
+        return cli("timeline", "--incident", INCIDENT, "--transcripts-dir", str(self.dir), "--detail", "full", *args)
 
 
 def _transcript(result: subprocess.CompletedProcess[str]) -> Path:
@@ -206,7 +206,7 @@ def test_postmortem_draft(incident: Incident, tmp_path: Path) -> None:
     result = cli("postmortem", "--incident", INCIDENT, "--transcripts-dir", str(incident.dir), "--output", str(out))
     assert result.returncode == 0, result.stderr
     pm = out.read_text()
-    sections = ["Summary", "Impact", "Trigger", "Detection", "Resolution", "Root causes", "Action items"]
+    sections = ["Summary", "Impact", "Trigger", "Detection", "Resolution", "Contributing causes", "Action items"]
     positions = [pm.index(f"\n## {name}\n") for name in [*sections, "Lessons learned"]]
     assert positions == sorted(positions) and pm.index("## Timeline of incident INC-42") > positions[-1]
     assert pm.count("TODO (author)") >= 8
@@ -292,7 +292,7 @@ def test_html_renders_in_headless_chromium(incident: Incident, tmp_path: Path) -
         copy = directory / incident.runs[name].relative_to(incident.dir)
         damage(incident.runs[name], copy)
     findings = directory / incident.runs["findings"].relative_to(incident.dir)
-    args = ("timeline", "--incident", INCIDENT, "--transcripts-dir", str(directory), str(findings))  # given twice
+    args = ("timeline", "--incident", INCIDENT, "--transcripts-dir", str(directory), "--detail", "full", str(findings))
     data = json.loads(cli(*args, "--format", "json").stdout)
     page = tmp_path / "timeline.html"
     result = cli(*args, "--format", "html", "--output", str(page), "--tz", "Europe/Paris")

@@ -235,3 +235,49 @@ def test_anything_that_is_not_a_resp_request_is_refused(packed: bytes) -> None:
 def test_truncated_bulk_string_is_refused() -> None:
     with pytest.raises(ValueError):
         decode_resp_commands(b"*1\r\n$10\r\nabc")
+
+
+SENTINEL_AND_CLUSTER_READS = [
+    ["SENTINEL", "MASTERS"],
+    ["SENTINEL", "MASTER", "somabrain"],
+    ["SENTINEL", "REPLICAS", "somabrain"],
+    ["SENTINEL", "SENTINELS", "somabrain"],
+    ["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "somabrain"],
+    ["SENTINEL", "CKQUORUM", "somabrain"],
+    ["SENTINEL", "INFO-CACHE", "somabrain"],
+    ["CLUSTER", "INFO"],
+    ["CLUSTER", "NODES"],
+    ["CLUSTER", "SHARDS"],
+    ["CLUSTER", "SLOTS"],
+    ["CLUSTER", "COUNTKEYSINSLOT", "7"],
+    ["CLUSTER", "KEYSLOT", "k"],
+    ["CLUSTER", "MYID"],
+]
+SENTINEL_AND_CLUSTER_DESTRUCTIVE = [
+    ["SENTINEL", "FAILOVER", "somabrain"],
+    ["SENTINEL", "SET", "somabrain", "quorum", "1"],
+    ["SENTINEL", "RESET", "*"],
+    ["SENTINEL", "REMOVE", "somabrain"],
+    ["SENTINEL", "MONITOR", "x", "127.0.0.1", "6379", "2"],
+    ["SENTINEL", "SOMETHING-NEW"],
+    ["CLUSTER", "FAILOVER"],
+    ["CLUSTER", "FORGET", "abc"],
+    ["CLUSTER", "MEET", "127.0.0.1", "7000"],
+    ["CLUSTER", "RESET"],
+    ["CLUSTER", "SETSLOT", "1", "NODE", "abc"],
+    ["CLUSTER", "ADDSLOTS", "1"],
+    ["CLUSTER", "DELSLOTS", "1"],
+    ["CLUSTER", "REPLICATE", "abc"],
+]
+
+
+@pytest.mark.parametrize("table", [TABLE, {}], ids=["data-node-table", "sentinel-without-command"])
+@pytest.mark.parametrize("argv", SENTINEL_AND_CLUSTER_READS, ids=lambda a: " ".join(a[:2]))
+def test_sentinel_and_cluster_introspection_reads(argv, table):
+    assert classify(argv, table) is Effect.READ
+
+
+@pytest.mark.parametrize("table", [TABLE, {}], ids=["data-node-table", "sentinel-without-command"])
+@pytest.mark.parametrize("argv", SENTINEL_AND_CLUSTER_DESTRUCTIVE, ids=lambda a: " ".join(a[:2]))
+def test_sentinel_and_cluster_changes_are_destructive(argv, table):
+    assert classify(argv, table) is Effect.DESTRUCTIVE

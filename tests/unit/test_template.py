@@ -28,7 +28,7 @@ from engine.template import (
         "{{ ().__class__.__mro__[1].__subclasses__() }}",
         "{{ ''.__class__.__base__.__subclasses__() }}",
         "prefix {{ ().__class__.__mro__ }} suffix",
-        "{{ lipsum.__globals__ }}",
+        "{{ joiner.__init__.__globals__ }}",
         "{{ cycler.__init__.__globals__.os }}",
         "{{ '{0.__class__}'.format(1) }}",
         "{{ x.__class__ }}",

@@ -221,7 +221,7 @@ def test_rows_say_who_did_what_where_and_what_changed(tmp_path: Path) -> None:
         by_type.setdefault(row.type, []).append(row)
     started = by_type["run.started"][0]
     assert started.what == "Started redis/raise-maxmemory: Raise maxmemory" and started.detail == "params: new=4gb"
-    assert started.where == "cache-1 (redis://10.0.0.1:6379/0)" and started.who == "alice"
+    assert started.where == "prod/cache-1 (redis://10.0.0.1:6379/0)" and started.who == "alice"
     given = by_type["approval.given"][0]
     assert (given.who, given.result, given.command, given.status) == (
         "alice (--yes)",
@@ -247,7 +247,7 @@ def test_rows_say_who_did_what_where_and_what_changed(tmp_path: Path) -> None:
         ("config maxmemory: 2147483648 -> 4294967296", "alice (--yes)")
     ]
     assert [(a.by, a.refused) for a in facts.approvals] == [("alice (--yes)", False), ("bob", True)]
-    assert facts.operators == ("alice", "bob") and facts.targets == ("cache-1 (redis://10.0.0.1:6379/0)",)
+    assert facts.operators == ("alice", "bob") and facts.targets == ("prod/cache-1 (redis://10.0.0.1:6379/0)",)
 
 
 def test_dry_run_changes_are_predicted_not_made(tmp_path: Path) -> None:
@@ -417,7 +417,7 @@ def test_postmortem_fills_facts_and_prompts_for_the_rest(tmp_path: Path) -> None
     note(tmp_path, "Alert fired", at=T0, written=T0, milestone="detected", operator="pd")
     timeline = load(run, tmp_path / "run-b.jsonl", notes_path(tmp_path, "INC-7"), incident="INC-7")
     pm = render_postmortem(timeline)
-    for section in ("Summary", "Impact", "Trigger", "Detection", "Resolution", "Root causes", "Action items"):
+    for section in ("Summary", "Impact", "Trigger", "Detection", "Resolution", "Contributing causes", "Action items"):
         assert f"\n## {section}\n" in pm
     assert pm.startswith("# Post-mortem: INC-7\n") and "## Timeline of incident INC-7" in pm
     assert "config maxmemory: 2147483648 -> 4294967296 on redis://10.0.0.1:6379/0, approved by alice (--yes)" in pm

@@ -133,9 +133,9 @@ def test_unsafe_tags_are_refused_with_a_location() -> None:
     assert "python/name:os.system" in error.message
 
 
-def test_scalar_keys_become_strings() -> None:
-    located = load_yaml("1: a\ntrue: b\n", "f.yaml")
-    assert located.data == {"1": "a", "True": "b"}
+def test_scalar_keys_become_strings_as_written() -> None:
+    located = load_yaml("1: a\ntrue: b\non: c\nyes: d\n", "f.yaml")
+    assert located.data == {"1": "a", "true": "b", "on": "c", "yes": "d"}  # `on:` is a field, not YAML 1.1's true
 
 
 def test_empty_document_is_none() -> None:

@@ -1,0 +1,62 @@
+"""The lease's own connection to the target Redis: a quiet database, a short timeout.
+
+Why not the run's connection: the lease must not show up where the procedure measures the data (a
+data-loss procedure counts DBSIZE; a key of ours in db 0 would read as "1 key left"), so it lives in
+the highest-numbered database when the server has several (15 by default; a Cluster has only db 0).
+And it must never stall the run: during `CLIENT PAUSE WRITE` (emergency-data-loss pauses writes) a
+renewal or release would block until the pause ends, so calls here time out after LEASE_TIMEOUT and
+the lease simply expires by its TTL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from engine.targets import RedisEndpoint
+
+LEASE_TIMEOUT = 2.0
+
+
+class LeaseRedis:
+    """A callable `argv -> reply` for engine.lease.RedisStore; connects on first use."""
+
+    def __init__(self, endpoint: RedisEndpoint):
+        self.endpoint = replace(endpoint, timeout=min(endpoint.timeout, LEASE_TIMEOUT))
+        self.db: int | None = None
+        self._adapter: Any = None
+
+    def __call__(self, argv: list[Any]) -> Any:
+        if self._adapter is None:
+            self._adapter = self._open()
+        return self._adapter.call(argv)
+
+    def _open(self) -> Any:
+        from engine.adapters.redis import RedisAdapter
+
+        probe = RedisAdapter(self.endpoint, allow_mutation=True).connect()
+        try:
+            self.db = self._quiet_db(probe)
+        finally:
+            if self.db != self.endpoint.db:
+                probe.close()
+        if self.db == self.endpoint.db:
+            return probe
+        return RedisAdapter(replace(self.endpoint, db=self.db), allow_mutation=True).connect()
+
+    def _quiet_db(self, adapter: Any) -> int:
+        try:
+            if str(adapter.info("cluster").get("cluster_enabled", "0")) == "1":
+                return 0
+            databases = int(adapter.config_get("databases").get("databases", 1))
+        except Exception:  # CONFIG renamed or refused (managed Redis): stay in the target's database
+            return self.endpoint.db
+        return databases - 1 if databases > 1 else self.endpoint.db
+
+    @property
+    def where(self) -> str:
+        return f"redis key runbook:lease (db {self.db if self.db is not None else '?'})"
+
+    def close(self) -> None:
+        if self._adapter is not None:
+            self._adapter.close()

@@ -1,0 +1,200 @@
+"""What the world looks like, to prove a dry-run left it as it was and a real run changed it only through the gate.
+
+Two depths. A **state** (`capture`) is everything a change could touch: every key's type, value digest
+and absolute expiry (Redis' own DEBUG DIGEST-VALUE and PEXPIRETIME, so a TTL running down is no change
+and an EXPIRE is), the dataset digest, CONFIG GET *, the server's run id (a restart), the service's
+status, and every file of the data directory and of the world's directory (size, mode, sha256). A
+**fingerprint** (`fingerprint`) is the cheap version taken after every step of the real run: the
+server's own count of changes since the last save, its saves, run id, configuration and the files'
+size and mtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from engine.rehearsal.world import World
+
+# Keys listed one by one up to this many; above it only the dataset digest is compared (a bulk-seeded world).
+KEY_LIMIT = 20_000
+# Parameters a server changes by itself, never a step: none in Redis 7 so far; kept as the one place to add one.
+VOLATILE_CONFIG: frozenset[str] = frozenset()
+# Files the world writes by itself: Redis' log (every start and save adds lines) and its pid file.
+VOLATILE_FILES = ("redis.log", "redis.pid")
+
+
+@dataclass(frozen=True)
+class State:
+    redis: dict[
+        str, Any
+    ]  # {"up": bool, "run_id", "digest", "dbsize", "config": {..}, "keys": {key: (type, digest, expiry)} | None}
+    files: dict[str, tuple[int, str, str]]  # path -> (size, mode, sha256)
+    service: str | None  # the service script's status line
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _roots(world: World) -> list[Path]:
+    roots = [world.directory]
+    if world.redis is not None:
+        roots.append(world.redis.directory)
+    return roots
+
+
+def _files(world: World, *, digest: bool) -> dict[str, tuple[Any, ...]]:
+    out: dict[str, tuple[Any, ...]] = {}
+    for root in _roots(world):
+        for dirpath, _dirs, names in os.walk(root):
+            for name in names:
+                if name in VOLATILE_FILES:
+                    continue
+                path = Path(dirpath) / name
+                try:
+                    st = path.lstat()
+                    if digest:
+                        sha = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "-"
+                        out[str(path)] = (st.st_size, oct(st.st_mode & 0o7777), sha)
+                    else:
+                        out[str(path)] = (st.st_size, oct(st.st_mode & 0o7777), st.st_mtime_ns, st.st_ino)
+                except OSError:
+                    continue
+    return out
+
+
+def _keys(client: redis.Redis) -> dict[str, tuple[str, str, int]]:
+    keys = list(client.scan_iter(count=1000))
+    out: dict[str, tuple[str, str, int]] = {}
+    for start in range(0, len(keys), 500):
+        batch = keys[start : start + 500]
+        pipe = client.pipeline(transaction=False)
+        for key in batch:
+            pipe.type(key)
+            pipe.execute_command("DEBUG", "DIGEST-VALUE", key)
+            pipe.execute_command("PEXPIRETIME", key)
+        replies = pipe.execute(raise_on_error=False)
+        for i, key in enumerate(batch):
+            kind, digest, expiry = replies[3 * i : 3 * i + 3]
+            digest = digest[0] if isinstance(digest, list) and digest else digest
+            out[key] = (str(kind), str(digest), int(expiry) if isinstance(expiry, int) else -3)
+    return out
+
+
+def _redis(world: World, *, full: bool) -> dict[str, Any]:
+    try:
+        with world.client() as client:
+            info = client.info()
+            config = {k: v for k, v in client.config_get("*").items() if k not in VOLATILE_CONFIG}
+            state: dict[str, Any] = {
+                "up": True,
+                "run_id": info.get("run_id"),
+                "config": config,
+                "saves": (info.get("rdb_saves"), info.get("rdb_last_save_time")),
+                "dirty": info.get("rdb_changes_since_last_save"),
+                "background": bool(info.get("rdb_bgsave_in_progress") or info.get("aof_rewrite_in_progress")),
+            }
+            if full:
+                state["dbsize"] = client.dbsize()
+                state["digest"] = client.execute_command("DEBUG", "DIGEST")
+                state["keys"] = _keys(client) if state["dbsize"] <= KEY_LIMIT else None
+            return state
+    except redis.AuthenticationError:
+        return {"up": True, "error": "authentication refused with the current password"}
+    except redis.RedisError as exc:
+        return {"up": False, "error": type(exc).__name__}
+
+
+def _service(world: World) -> str | None:
+    if world.service is None:
+        return None
+    done = subprocess.run(world.service.status, shell=True, capture_output=True, text=True, timeout=30)
+    return f"exit {done.returncode}: {done.stdout.strip()}"
+
+
+def capture(world: World) -> State:
+    """The whole state a procedure could change (before and after a dry-run)."""
+    return State(redis=_redis(world, full=True), files=_files(world, digest=True), service=_service(world))
+
+
+def fingerprint(world: World) -> dict[str, Any]:
+    """Cheap: enough to tell that something changed (after every step of the real run)."""
+    state = _redis(world, full=False)
+    return {"redis": state, "files": _files(world, digest=False)}
+
+
+# -- differences -------------------------------------------------------------------------------------------
+def _show(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _dict_diff(label: str, before: dict[str, Any], after: dict[str, Any], limit: int = 5) -> list[str]:
+    out = []
+    for name in sorted(set(before) | set(after)):
+        if name not in after:
+            out.append(f"{label} {name} removed")
+        elif name not in before:
+            out.append(f"{label} {name} appeared")
+        elif before[name] != after[name]:
+            out.append(f"{label} {name}: {_show(before[name])} -> {_show(after[name])}")
+    return out[:limit] + ([f"... and {len(out) - limit} more {label} differences"] if len(out) > limit else [])
+
+
+def differences(before: State, after: State) -> list[str]:
+    """Every way `after` differs from `before`, one line each (empty: the world is as it was)."""
+    out: list[str] = []
+    a, b = before.redis, after.redis
+    if a.get("up") != b.get("up") or a.get("error") != b.get("error"):
+        out.append(f"redis: {a.get('error') or 'up'} -> {b.get('error') or 'up'}")
+    if a.get("up") and b.get("up") and not a.get("error") and not b.get("error"):
+        if a["run_id"] != b["run_id"]:
+            out.append("redis restarted (run_id changed)")
+        out.extend(_dict_diff("config", a["config"], b["config"]))
+        if a["keys"] is not None and b["keys"] is not None:
+            out.extend(_dict_diff("key", a["keys"], b["keys"]))
+        if a["digest"] != b["digest"] and not any(line.startswith("key ") for line in out):
+            out.append(f"dataset digest changed ({a['dbsize']} -> {b['dbsize']} keys)")
+    out.extend(_dict_diff("file", before.files, after.files))
+    if before.service != after.service:
+        out.append(f"service status: {before.service} -> {after.service}")
+    return out
+
+
+def changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """What two fingerprints say changed between them (empty: nothing)."""
+    out: list[str] = []
+    a, b = before["redis"], after["redis"]
+    if a.get("up") != b.get("up") or a.get("error") != b.get("error"):
+        out.append(f"redis: {a.get('error') or 'up'} -> {b.get('error') or 'up'}")
+    finishing = False  # a BGSAVE / AOF rewrite an approved step started, ending during a later step
+    if a.get("up") and b.get("up") and not a.get("error") and not b.get("error"):
+        if a["run_id"] != b["run_id"]:
+            out.append("redis restarted (run_id changed)")
+        else:
+            finishing = a["background"] or b["background"]
+            saved = a["saves"] != b["saves"]
+            reset_by_save = saved and finishing and b["dirty"] <= a["dirty"]
+            if (saved and not finishing) or (a["dirty"] != b["dirty"] and not reset_by_save):
+                out.append("the dataset changed (Redis counted writes or a save)")
+            out.extend(_dict_diff("config", a["config"], b["config"]))
+    files = _dict_diff("file", before["files"], after["files"], limit=1000)
+    if finishing:
+        files = [line for line in files if not _written_by_a_save(line)]
+    return out + files[:5] + ([f"... and {len(files) - 5} more file differences"] if len(files) > 5 else [])
+
+
+def _written_by_a_save(line: str) -> bool:
+    name = line.split(" ", 2)[1] if line.count(" ") >= 1 else ""
+    base = Path(name.rstrip(":")).name
+    return base == "dump.rdb" or base.startswith("temp-") or "/appendonlydir/" in name
+
+
+def summarize(lines: Iterable[str], limit: int = 6) -> str:
+    lines = list(lines)
+    return "; ".join(lines[:limit]) + (f"; ... ({len(lines) - limit} more)" if len(lines) > limit else "")

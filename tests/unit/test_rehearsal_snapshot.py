@@ -1,0 +1,78 @@
+"""The differences between two world states or fingerprints: what counts as a change, and what does not."""
+
+from __future__ import annotations
+
+from engine.rehearsal.snapshot import State, changed, differences
+
+
+def state(keys=None, config=None, files=None, run_id="r1", service="exit 0: active") -> State:
+    keys = {"k": ("string", "d1", -1)} if keys is None else keys
+    return State(
+        redis={
+            "up": True,
+            "run_id": run_id,
+            "config": config or {"maxmemory": "0"},
+            "dbsize": len(keys),
+            "digest": str(sorted(keys.items())),
+            "keys": keys,
+        },
+        files=files or {"/w/dump.rdb": (10, "0o644", "aa")},
+        service=service,
+    )
+
+
+def test_the_same_state_has_no_difference():
+    assert differences(state(), state()) == []
+
+
+def test_each_kind_of_change_is_named():
+    before = state()
+    assert differences(before, state(keys={"k": ("string", "d2", -1)})) == [
+        "key k: ('string', 'd1', -1) -> ('string', 'd2', -1)"
+    ]
+    assert differences(before, state(keys={"k": ("string", "d1", 1700000000000)})) == [
+        "key k: ('string', 'd1', -1) -> ('string', 'd1', 1700000000000)"  # an EXPIRE: the absolute expiry moved
+    ]
+    assert differences(before, state(keys={**before.redis["keys"], "new": ("hash", "x", -1)})) == ["key new appeared"]
+    assert differences(before, state(config={"maxmemory": "1"})) == ["config maxmemory: '0' -> '1'"]
+    assert differences(before, state(run_id="r2")) == ["redis restarted (run_id changed)"]
+    assert differences(before, state(files={"/w/dump.rdb": (10, "0o644", "bb")})) == [
+        "file /w/dump.rdb: (10, '0o644', 'aa') -> (10, '0o644', 'bb')"
+    ]
+    assert differences(before, state(service="exit 3: inactive")) == [
+        "service status: exit 0: active -> exit 3: inactive"
+    ]
+
+
+def fingerprint(dirty=0, saves=(0, 1), background=False, files=None, run_id="r1"):
+    return {
+        "redis": {
+            "up": True,
+            "run_id": run_id,
+            "config": {},
+            "saves": saves,
+            "dirty": dirty,
+            "background": background,
+        },
+        "files": files or {"/w/dump.rdb": (10, "0o644", 1, 2)},
+    }
+
+
+def test_a_write_between_two_steps_is_a_change():
+    assert changed(fingerprint(dirty=3), fingerprint(dirty=4)) == [
+        "the dataset changed (Redis counted writes or a save)"
+    ]
+    assert changed(fingerprint(), fingerprint(run_id="r2")) == ["redis restarted (run_id changed)"]
+
+
+def test_a_file_replaced_behind_the_gate_is_a_change():
+    (line,) = changed(fingerprint(), fingerprint(files={"/w/dump.rdb": (10, "0o644", 9, 3)}))
+    assert line.startswith("file /w/dump.rdb:")
+
+
+def test_a_background_save_ending_during_a_later_step_is_not_that_steps_change():
+    during = fingerprint(dirty=5, background=True)
+    saved = fingerprint(dirty=0, saves=(1, 2), files={"/w/dump.rdb": (12, "0o644", 5, 9)})
+    assert changed(during, saved) == []
+    # without a save in progress, the same new dump is a change
+    assert changed(fingerprint(dirty=5), saved) != []
