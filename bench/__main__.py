@@ -11,13 +11,25 @@ import argparse
 import sys
 
 from bench import engine_cases
+from bench.harness import exit_on_signals
 from bench.measure import render
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--keys", type=int, default=1_000_000, help="keyspace size for the keyspace cases")
+    parser.add_argument(
+        "--keys", type=int, default=200_000, help="keyspace size (200k: a quick run; 1000000 for the figures)"
+    )
+    parser.add_argument(
+        "--rtt",
+        type=float,
+        action="append",
+        help="round trip (ms) a delaying relay adds; repeatable (default 0.25 and 1)",
+    )
+    parser.add_argument("--no-network", action="store_true", help="loopback only: no relay passes")
+    parser.add_argument("--net-rounds", type=int, default=1, help="rounds through each relay (default 1)")
+    parser.add_argument("--busy", type=int, default=2, help="CPU-bound processes for the busy pass (0: skip it)")
     parser.add_argument(
         "--only",
         choices=["startup", "overhead", "keyspace"],
@@ -25,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         help="run only these groups (repeatable)",
     )
     args = parser.parse_args(argv)
+    exit_on_signals()
     groups = args.only or ["startup", "overhead", "keyspace"]
     rows = []
+    report = ""
     if "startup" in groups:
         rows += engine_cases.startup(max(args.rounds, 5))
     if "overhead" in groups:
@@ -34,8 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     if "keyspace" in groups:
         from bench import keyspace_cases
 
-        rows += keyspace_cases.run(args.keys, args.rounds)
+        keyspace_rows, report = keyspace_cases.run(
+            args.keys, args.rounds, [] if args.no_network else (args.rtt or [0.25, 1.0]), args.net_rounds, args.busy
+        )
+        rows += keyspace_rows
     print(render(rows))
+    if report:
+        print()
+        print(report)
     return 0 if all(r.met != "NO" for r in rows) else 1
 
 

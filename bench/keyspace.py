@@ -93,6 +93,8 @@ def start_loaded(keys: int, seed: int = 7, directory: Path | None = None) -> Red
         return server
     except BaseException:
         server.stop()
+        if directory is None:
+            shutil.rmtree(workdir, ignore_errors=True)  # the copied dataset is hundreds of MB
         raise
 
 

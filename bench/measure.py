@@ -16,6 +16,10 @@ class Row:
     reference_s: float
     target: float | None  # the ratio ours/reference must not exceed; None: for the record only
     note: str = ""
+    unit: str = "s"  # "s": seconds; "" a count (round trips)
+
+    def cell(self, value: float) -> str:
+        return f"{value:.3f}s" if self.unit == "s" else f"{value:,.0f}"
 
     @property
     def ratio(self) -> float:
@@ -64,8 +68,8 @@ def render(rows: list[Row]) -> str:
     lines = [header] + [
         (
             r.operation,
-            f"{r.ours_s:.3f}s",
-            f"{r.reference_s:.3f}s",
+            r.cell(r.ours_s),
+            r.cell(r.reference_s),
             f"{r.ratio:.3f}x",
             f"<= {r.target}x" if r.target is not None else "record",
             r.met,

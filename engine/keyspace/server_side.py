@@ -5,10 +5,14 @@ it returned, aggregated in the script; only counts, per-tenant totals and a few 
 The client never receives the keyspace, which is what makes this faster than listing it.
 
 Keeping Redis responsive: Redis runs one script at a time and nothing else meanwhile, so a batch is
-bounded by its key count, and the batch size adapts so that each call stays well under a few
-milliseconds of server time (measured by the round trip, which bounds it from above). Between
-batches the server serves every other client. EVAL_RO runs only read-only commands (the server
-enforces it) and is itself flagged read-only, so the path also works in a dry-run.
+bounded by its key count, and the batch size adapts so that each call stays near a budget of server
+time (1.5 ms; each script measures its own with TIME, so a slow network or client does not shrink
+the batches and multiply the round trips, and a quick one does not grow them past the budget). Between
+batches the server serves every other client, and the client pauses so that our calls hold the server
+at most half of the time (on loopback the round trip alone leaves it almost none): when the server
+competes for a core, production requests queued behind back-to-back scripts would otherwise pile up.
+EVAL_RO runs only read-only commands (the server enforces it) and is itself flagged read-only,
+so the path also works in a dry-run.
 
 When scripts are refused (ACL without +@scripting, `rename-command EVAL_RO ""`, a server before
 7.0), `available()` says so and the caller uses the client-side pipelined path.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ActionFailed
@@ -36,6 +41,7 @@ end
 AUDIT_TTL = (
     _TENANT
     + r"""
+local began = redis.call('TIME')
 local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local want = tonumber(ARGV[4])
 local scanned, without = 0, 0
@@ -55,13 +61,15 @@ for _, k in ipairs(res[2]) do
 end
 local flat = {}
 for _, name in ipairs(order) do flat[#flat + 1] = name; flat[#flat + 1] = tenants[name] end
-return {res[1], scanned, without, flat, sample, #res[2]}
+local ended = redis.call('TIME')
+return {res[1], scanned, without, flat, sample, #res[2], (ended[1] - began[1]) * 1000000 + ended[2] - began[2]}
 """
 )
 
 MEMORY_REPORT = (
     _TENANT
     + r"""
+local began = redis.call('TIME')
 local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local top = tonumber(ARGV[4])
 local scanned, total = 0, 0
@@ -104,13 +112,73 @@ for _, name in ipairs(tenants) do
   flat_tenants[#flat_tenants + 1] = by_tenant[name][1]
   flat_tenants[#flat_tenants + 1] = by_tenant[name][2]
 end
-return {res[1], scanned, total, flat_types, flat_tenants, flat_best, #res[2]}
+local ended = redis.call('TIME')
+return {res[1], scanned, total, flat_types, flat_tenants, flat_best, #res[2],
+        (ended[1] - began[1]) * 1000000 + ended[2] - began[2]}
 """
 )
 
-TARGET_CALL_S = 0.0015  # aim for ~1.5 ms per call, measured as the round trip (an upper bound of server time)
-MIN_BATCH, MAX_BATCH = 100, 2000
-MEMORY_BATCH = 500
+BUDGET_S = 0.0015  # server time per call the batch size aims at (each script times itself with TIME)
+DUTY = 0.5  # at most this share of the server's time goes to our calls: the rest is production's
+MIN_BATCH, MAX_BATCH = 100, 4000
+MEMORY_BATCH = 2000
+
+
+@dataclass
+class Pacer:
+    """Sizes each batch so that its server time stays near `budget_s`, from the cost per key measured so far.
+
+    The cost per key is the median of the last few calls (server time / COUNT), so one call stretched
+    by a busy machine (the server waiting for a core mid-script) does not halve the batches that follow;
+    a batch grows at most twofold per call. What it did is kept for the step's summary.
+    """
+
+    budget_s: float = BUDGET_S
+    duty: float = DUTY
+    floor: int = MIN_BATCH
+    ceiling: int = MAX_BATCH
+    calls: int = 0
+    longest_s: float = 0.0
+    total_s: float = 0.0
+    smallest: int = 0
+    largest: int = 0
+    paused_s: float = 0.0
+    _costs: list[float] = field(default_factory=list)
+
+    def record(self, count: int, server_s: float) -> None:
+        self.calls += 1
+        self.longest_s = max(self.longest_s, server_s)
+        self.total_s += server_s
+        self.smallest = min(self.smallest, count) if self.smallest else count
+        self.largest = max(self.largest, count)
+        self._costs = [*self._costs[-6:], server_s / max(count, 1)]
+
+    def next_count(self, count: int) -> int:
+        if not self._costs:
+            return count
+        per_key = sorted(self._costs)[len(self._costs) // 2]
+        want = int(self.budget_s / per_key) if per_key > 0 else self.ceiling
+        return max(self.floor, min(self.ceiling, want, count * 2))
+
+    def pause(self, server_s: float, round_trip_s: float) -> float:
+        """Seconds to wait before the next call so that our calls hold the server at most `duty` of the time.
+
+        The part of the round trip the server did not spend on the call (network, client) already
+        counts as time the server was free for other clients.
+        """
+        free_needed = server_s * (1 / self.duty - 1)
+        wait = max(0.0, free_needed - max(0.0, round_trip_s - server_s))
+        self.paused_s += wait
+        return wait
+
+    def summary(self) -> str:
+        if not self.calls:
+            return "no calls"
+        return (
+            f"{self.calls} calls of {self.smallest}-{self.largest} keys, server time {self.total_s:.2f}s, "
+            f"longest call {self.longest_s * 1000:.1f} ms (budget {self.budget_s * 1000:g} ms per call), "
+            f"paused {self.paused_s:.2f}s to hold the server at most {self.duty:.0%} of the time"
+        )
 
 
 def available(adapter: RedisAdapter) -> bool:
@@ -125,44 +193,49 @@ def available(adapter: RedisAdapter) -> bool:
 
 
 def _batches(
-    adapter: RedisAdapter, script: str, match: str, extra: list[str], start: int, ceiling: int = MAX_BATCH
+    adapter: RedisAdapter, script: str, match: str, extra: list[str], start: int, pacer: Pacer
 ) -> Iterator[list[Any]]:
-    """One reply per EVAL_RO until the cursor comes back to 0, adapting COUNT to keep each call short."""
-    cursor, count = "0", min(start, ceiling)
+    """One reply per EVAL_RO until the cursor comes back to 0, sizing COUNT to the server-time budget."""
+    cursor, count = "0", max(pacer.floor, min(start, pacer.ceiling))
     while True:
         began = time.perf_counter()
         reply = adapter.call(["EVAL_RO", script, "0", cursor, match, str(count), *extra])
-        elapsed = time.perf_counter() - began
+        round_trip = time.perf_counter() - began
+        server_s = int(reply[-1]) / 1e6
+        pacer.record(count, server_s)
         yield reply
         cursor = str(reply[0])
         if cursor == "0":
             return
-        if elapsed < TARGET_CALL_S / 2:
-            count = min(ceiling, count * 2)
-        elif elapsed > TARGET_CALL_S:
-            count = max(MIN_BATCH, count // 2)
+        count = pacer.next_count(count)
+        if wait := pacer.pause(server_s, round_trip):
+            time.sleep(wait)
 
 
-def audit_ttl(adapter: RedisAdapter, match: str, *, sample: int, progress: Any, start: int = 1000) -> dict[str, Any]:
+def audit_ttl(
+    adapter: RedisAdapter, match: str, *, sample: int, progress: Any, start: int = 1000, pacer: Pacer | None = None
+) -> dict[str, Any]:
     from engine.keyspace.aggregate import TtlAudit
 
     audit = TtlAudit(sample_size=sample)
-    for reply in _batches(adapter, AUDIT_TTL, match, [str(sample)], start):
-        _, scanned, without, flat, keys, returned = reply
+    for reply in _batches(adapter, AUDIT_TTL, match, [str(sample)], start, pacer or Pacer()):
+        _, scanned, without, flat, keys, returned, _ = reply
         wanted = sample - len(audit.sample)
         audit.absorb(int(scanned), int(without), _pairs(flat), [str(k) for k in keys][: max(wanted, 0)])
         progress.advance(int(returned))
     return audit.result()
 
 
-def memory_report(adapter: RedisAdapter, match: str, *, top: int, progress: Any, start: int = 250) -> dict[str, Any]:
+def memory_report(
+    adapter: RedisAdapter, match: str, *, top: int, progress: Any, start: int = 250, pacer: Pacer | None = None
+) -> dict[str, Any]:
     from engine.keyspace.aggregate import MemoryReport
     from engine.keyspace.pages import details
 
     report = MemoryReport(top=top)
-    # MEMORY USAGE of a big key alone costs milliseconds: smaller batches keep a call with one under budget
-    for reply in _batches(adapter, MEMORY_REPORT, match, [str(top)], start, ceiling=MEMORY_BATCH):
-        _, scanned, total, types, tenants, best, returned = reply
+    # MEMORY USAGE of a big key alone costs milliseconds: the measured cost per key keeps such batches small
+    for reply in _batches(adapter, MEMORY_REPORT, match, [str(top)], start, pacer or Pacer(ceiling=MEMORY_BATCH)):
+        _, scanned, total, types, tenants, best, returned, _ = reply
         report.absorb(
             int(scanned),
             int(total),

@@ -274,14 +274,32 @@ def _plan_analysis(
 
     def execute() -> dict[str, Any]:
         if want_server_side and server_side.available(adapter):
-            method["used"] = "server-side: read-only Lua batches (EVAL_RO), adaptive COUNT"
-            if op == "audit_ttl":
-                size = _int(spec, "sample", 20)
-                return scanning(lambda bar: server_side.audit_ttl(adapter, spec["match"], sample=size, progress=bar))
-            top = _int(spec, "top", 10)
-            return scanning(lambda bar: server_side.memory_report(adapter, spec["match"], top=top, progress=bar))
+            pacer = server_side.Pacer() if op == "audit_ttl" else server_side.Pacer(ceiling=server_side.MEMORY_BATCH)
+            try:
+                if op == "audit_ttl":
+                    size = _int(spec, "sample", 20)
+                    return scanning(
+                        lambda bar: server_side.audit_ttl(
+                            adapter, spec["match"], sample=size, progress=bar, pacer=pacer
+                        )
+                    )
+                top = _int(spec, "top", 10)
+                return scanning(
+                    lambda bar: server_side.memory_report(adapter, spec["match"], top=top, progress=bar, pacer=pacer)
+                )
+            finally:
+                method["used"] = (
+                    "server-side (scripts allowed): read-only Lua batches (EVAL_RO) sized to the server-time "
+                    f"budget: {pacer.summary()}"
+                )
         method["used"] = "client-side: SCAN pages, one pipeline per page" + (
-            " (scripts refused by the server)" if want_server_side else ""
+            (
+                " (a cluster: a script sees one shard, pages come from every primary)"
+                if getattr(adapter, "is_cluster", False)
+                else " (scripts refused by the server)"
+            )
+            if want_server_side
+            else " (server_side: never)"
         )
         if op == "audit_ttl":
             size = _int(spec, "sample", 20)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -147,3 +148,37 @@ def test_eval_ro_cannot_write_even_if_a_script_tried(seeded):
     assert seeded.client().get("x") is None
     with pytest.raises(redis.ResponseError):
         seeded.client().execute_command("EVAL_RO", "return redis.call('DEL', 'tenant:acme:wm:active')", "0")
+
+
+def test_pacer_accounts_for_every_script_call_and_keeps_batches_in_bounds(seeded):
+    """What the step's summary reports (calls, batch sizes, server time) is what really reached Redis."""
+    admin = seeded.client()
+    adapter = adapter_for(seeded)
+    before = int(admin.info("commandstats").get("cmdstat_eval_ro", {}).get("calls", 0))
+    pacer = server_side.Pacer(floor=100, ceiling=400)
+    result = server_side.audit_ttl(adapter, "*", sample=5, progress=_Quiet(), start=100, pacer=pacer)
+    calls = int(admin.info("commandstats")["cmdstat_eval_ro"]["calls"]) - before
+    adapter.close()
+    assert result["scanned"] == admin.dbsize()
+    assert pacer.calls == calls > 1
+    assert 100 <= pacer.smallest <= pacer.largest <= 400
+    assert pacer.total_s > 0 and pacer.longest_s <= pacer.total_s  # measured by the scripts with TIME
+    assert f"{calls} calls of {pacer.smallest}-{pacer.largest} keys" in pacer.summary()
+
+
+def test_the_step_says_which_path_it_took_why_and_what_its_batches_did(seeded, tmp_path):
+    result = runbook(
+        "run",
+        "redis/audit-ttl",
+        "--redis",
+        f"redis://127.0.0.1:{seeded.port}/0",
+        "--transcripts-dir",
+        str(tmp_path),
+        "--json",
+    )
+    assert result.code == 0, result.output
+    outputs = [e["output"] for e in of_type(events(result.json()["transcript"]), "step.output")]
+    method = next(o for o in outputs if "method:" in o)
+    assert "server-side (scripts allowed)" in method
+    assert re.search(r"\d+ calls of \d+-\d+ keys, server time [\d.]+s, longest call [\d.]+ ms", method), method
+    assert "budget 1.5 ms per call" in method and "at most 50% of the time" in method

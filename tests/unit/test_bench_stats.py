@@ -1,0 +1,109 @@
+"""The benchmark's arithmetic: percentiles, INFO deltas, windows and the round-trip cost model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench.stats import (
+    Cost,
+    Latency,
+    calls,
+    calls_delta,
+    cpu_seconds,
+    in_windows,
+    median_cost,
+    percentile,
+    projected_ratio,
+    projected_wall,
+)
+
+
+def test_percentile_interpolates_between_closest_ranks() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    assert percentile(values, 50) == pytest.approx(50.5)
+    assert percentile(values, 99) == pytest.approx(99.01)
+    assert percentile(values, 0) == 1.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0  # order of the input does not matter
+
+
+def test_percentile_of_nothing_is_nan_and_out_of_range_is_refused() -> None:
+    assert math.isnan(percentile([], 50))
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+    with pytest.raises(ValueError):
+        percentile([1.0], -1)
+
+
+def test_latency_summary_and_rendering() -> None:
+    summary = Latency.of([0.001] * 98 + [0.010, 0.050])
+    assert summary.count == 100
+    assert summary.p50 == pytest.approx(0.001)
+    assert summary.max == pytest.approx(0.050)
+    assert 0.001 < summary.p99 <= 0.050
+    assert summary.render().startswith("1.00 / ")
+    assert Latency.of([]).render() == "no samples"
+
+
+def test_in_windows_keeps_samples_sent_inside_any_window_half_open() -> None:
+    samples = [(0.5, 1.0), (1.0, 2.0), (1.5, 3.0), (2.0, 4.0), (5.0, 5.0)]
+    assert in_windows(samples, [(1.0, 2.0)]) == [2.0, 3.0]  # [start, end)
+    assert in_windows(samples, [(0.0, 1.0), (4.0, 6.0)]) == [1.0, 5.0]
+    assert in_windows(samples, []) == []
+
+
+def test_calls_delta_drops_probes_traffic_and_unchanged_commands() -> None:
+    before = calls(
+        {"cmdstat_scan": {"calls": 10, "usec": 1}, "cmdstat_info": {"calls": 3}, "cmdstat_get": {"calls": 5}}
+    )
+    after = calls(
+        {
+            "cmdstat_scan": {"calls": 110},
+            "cmdstat_info": {"calls": 9},
+            "cmdstat_get": {"calls": 900},
+            "cmdstat_ttl": {"calls": 4},
+            "cmdstat_dbsize": {"calls": 0},
+        }
+    )
+    assert before == {"scan": 10, "info": 3, "get": 5}
+    assert calls_delta(before, after) == {"scan": 100, "ttl": 4}
+    assert calls_delta(before, after, exclude=()) == {"get": 895, "info": 6, "scan": 100, "ttl": 4}
+
+
+def test_cpu_seconds_adds_system_and_user_time() -> None:
+    assert cpu_seconds({"used_cpu_sys": "1.5", "used_cpu_user": 2.25, "used_cpu_sys_children": 9}) == 3.75
+
+
+def test_model_charges_every_round_trip_the_path_time_plus_both_cpus() -> None:
+    assert projected_wall(1000, 0.001, 0.5, 0.25) == pytest.approx(1.75)
+    assert projected_wall(0, 0.001, 0.5, 0.25) == pytest.approx(0.75)
+    with pytest.raises(ValueError):
+        projected_wall(-1, 0.001, 0.0, 0.0)
+
+
+def test_projected_ratio_favours_fewer_round_trips_as_the_path_grows() -> None:
+    ours = Cost(wall_s=2.0, round_trips=1_000, server_cpu_s=1.7, client_cpu_s=0.5)
+    reference = Cost(wall_s=8.0, round_trips=100_000, server_cpu_s=1.0, client_cpu_s=1.0)
+    near = projected_ratio(ours, reference, 0.00003)
+    far = projected_ratio(ours, reference, 0.001)
+    assert far < near
+    assert far == pytest.approx((1.0 + 1.7 + 0.5) / (100.0 + 1.0 + 1.0))
+
+
+def test_median_cost_keeps_one_real_run_together() -> None:
+    runs = [Cost(3.0, 30, 0.3, 0.3), Cost(1.0, 10, 0.1, 0.1), Cost(2.0, 20, 0.2, 0.2)]
+    assert median_cost(runs) == Cost(2.0, 20, 0.2, 0.2)
+    assert median_cost(runs[:2]) == Cost(1.0, 10, 0.1, 0.1)  # even count: the lower middle, a real run
+    with pytest.raises(ValueError):
+        median_cost([])
+
+
+def test_rows_render_counts_as_counts_and_times_as_seconds() -> None:
+    from bench.measure import Row, render
+
+    table = render([Row("round trips", 1279, 1500, 1.0, unit=""), Row("audit | x", 1.5, 3.0, 0.4)])
+    assert "| 1,279 " in table and "| 1,500 " in table and "1279.000s" not in table
+    assert "1.500s" in table and "0.500x" in table and "| NO " in table
+    assert "audit \\| x" in table  # a Markdown-safe cell
