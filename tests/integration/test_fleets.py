@@ -438,3 +438,24 @@ def test_another_redis_process_is_refused_unless_allowed(tmp_path, redis_server)
     accepted = runbook(*cont, "--allow-changed")
     assert accepted.code == 0, accepted.output
     assert "another server process" in accepted.stdout
+
+
+def test_a_fleet_with_a_cluster_target_reads_every_node_of_it(fleet, tmp_path):
+    """A fleet mixes deployments: four standalone servers and a 3-shard Cluster, one row per target."""
+    from engine.sandbox.topologies import start_cluster
+
+    cluster = start_cluster(primaries=3, replicas=1)
+    try:
+        inventory = _inventory(tmp_path, [*fleet[:4], cluster.nodes[0]])
+        result = runbook(*_base(tmp_path, inventory, "redis/health-check"), "--target", "production/*", "--json")
+        assert result.code in (0, 1), result.output  # the verdicts of health checks on tiny test servers
+        report = json.loads(result.stdout)
+        rows = {row["target"]: row for row in report["targets"]}
+        assert set(rows) == {f"production/r{i}" for i in range(5)}
+        cluster_run = rows["production/r4"]
+        discovered = of_type(events(cluster_run["transcript"]), "topology.discovered")[0]["topology"]
+        assert discovered["kind"] == "cluster" and len(discovered["nodes"]) == 6
+        for row in rows.values():
+            _verified(row["transcript"])
+    finally:
+        cluster.stop()
