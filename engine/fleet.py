@@ -257,18 +257,12 @@ def run_fleet(
     operator = Operator.from_environment(name=request.operator, assume_yes=request.assume_yes)
     run_id = new_run_id()
     path = default_transcript_path(run_id, request.transcripts_dir)
-    from engine.session import _open_transcript
+    from engine.session import _open_transcript, procedure_header
 
     parent = _open_transcript(Path(path), run_id, redactor)
     parent.emit(
         "run.started",
-        procedure={
-            "id": procedure.id,
-            "title": procedure.title,
-            "section": procedure.section,
-            "file": procedure.file,
-            "sha256": procedure.sha256,
-        },
+        procedure=procedure_header(procedure),
         engine_version=__version__,
         operator=operator.name,
         host=socket.gethostname(),

@@ -279,6 +279,23 @@ class Runner:
             raise UsageError(f"{step.location}: foreach gave {type(items).__name__}, not a list")
         return self._run_items(procedure, step, values, frame, depth, list(items), "item")
 
+    def _context(
+        self, procedure: Procedure, step: Step, values: dict[str, Any], depth: int, frame: _Frame | None = None
+    ) -> StepContext:
+        """What a kind may use while it plans and runs this step (and nothing else)."""
+        return StepContext(
+            connections=self.connections,
+            operator=self.operator,
+            redactor=self.redactor,
+            procedure=procedure,
+            step=step,
+            dry_run=self.dry_run,
+            values=values,
+            call_procedure=lambda pid, p: self._call(pid, p, depth),
+            show_progress=self.show_progress,
+            recorded_change=frame.measured.get if frame is not None else (lambda _step_id: None),
+        )
+
     def _nodes_of(self, procedure: Procedure, step: Step, values: dict[str, Any], depth: int) -> list[Any] | None:
         """The nodes a change aimed at several nodes runs on, one at a time (None: the step runs once)."""
         kind = get(step.kind) if step.kind != "block" else None
@@ -286,17 +303,7 @@ class Runner:
             return None
         try:
             body = template.render_data(step.action, values, shell_fields=kind.shell_fields, raw_fields=kind.raw_fields)
-            ctx = StepContext(
-                connections=self.connections,
-                operator=self.operator,
-                redactor=self.redactor,
-                procedure=procedure,
-                step=step,
-                dry_run=self.dry_run,
-                values=values,
-                call_procedure=lambda pid, p: self._call(pid, p, depth),
-            )
-            return kind.per_node(body, ctx)
+            return kind.per_node(body, self._context(procedure, step, values, depth))
         except (template.TemplateError, ValueError, TypeError, RunbookError):
             return None  # the step's own attempt meets the same problem and reports it
 
@@ -703,19 +710,7 @@ class Runner:
                     step.action, values, shell_fields=kind.shell_fields, raw_fields=kind.raw_fields
                 )
             )
-            ctx = StepContext(
-                connections=self.connections,
-                operator=self.operator,
-                redactor=self.redactor,
-                procedure=procedure,
-                step=step,
-                dry_run=self.dry_run,
-                values=values,
-                call_procedure=lambda pid, p: self._call(pid, p, depth),
-                show_progress=self.show_progress,
-                recorded_change=frame.measured.get,
-            )
-            action = kind.plan(body, ctx)
+            action = kind.plan(body, self._context(procedure, step, values, depth, frame))
             sampling = self._sampling(step, values) if step.sample is not None else None
         except (template.TemplateError, ValueError, TypeError) as exc:
             # a template, or a value rendered into a field that wants a number or a duration

@@ -290,13 +290,7 @@ def _execute(
         try:
             transcript.emit(
                 "run.started",
-                procedure={
-                    "id": procedure.id,
-                    "title": procedure.title,
-                    "section": procedure.section,
-                    "file": procedure.file,
-                    "sha256": procedure.sha256,
-                },
+                procedure=procedure_header(procedure),
                 engine_version=__version__,
                 operator=operator.name,
                 signing_key=signer.describe() if signer is not None else None,
@@ -459,6 +453,17 @@ def identify(connections: Any) -> str | None:
         if line.startswith("run_id:"):
             return line.partition(":")[2].strip()
     return None
+
+
+def procedure_header(procedure: Procedure) -> dict[str, Any]:
+    """What run.started says of the procedure: enough to find the very file again (its sha256)."""
+    return {
+        "id": procedure.id,
+        "title": procedure.title,
+        "section": procedure.section,
+        "file": procedure.file,
+        "sha256": procedure.sha256,
+    }
 
 
 def _current_password(connections: Any, target: Target) -> str | None:

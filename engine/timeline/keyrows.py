@@ -1,7 +1,7 @@
 """The key-events view: what a reader of an incident needs, one row per run plus what mattered in it.
 
 Kept as rows: milestones and notes, approvals and refusals, findings (failed or warning steps),
-changes made, cut-off runs. Each run becomes one row (at its start) saying what ran, where, by whom
+changes made, cut-off runs, and a rollout's plan, each target's outcome and why it halted. Each run becomes one row (at its start) saying what ran, where, by whom
 and how it ended; its steps, skipped ones included, are folded into that row (`Row.steps`). A
 dry-run is that one row only, with every change it predicted. Pure.
 """
@@ -15,11 +15,14 @@ from engine.timeline.model import Row, Source
 
 KEPT = ("milestone", "note", "approved", "refused", "failed", "warning", "cut-off")
 STEP_TYPES = ("step.finished", "step.skipped", "step.started")
+FLEET_TYPES = ("fleet.planned", "fleet.child.finished", "fleet.halted", "fleet.approval")  # a rollout's story
 
 
 def _keep(row: Row, dry_run: bool, findings: frozenset[str]) -> bool:
     if row.type in ("run.started", "run.ended"):
         return False
+    if row.type in FLEET_TYPES:
+        return True
     if dry_run:
         return row.status == "cut-off"
     return row.status in KEPT or row.ref in findings or (bool(row.changes) and not row.predicted)
