@@ -1,9 +1,10 @@
 """The key-events view: what a reader of an incident needs, one row per run plus what mattered in it.
 
 Kept as rows: milestones and notes, approvals and refusals, findings (failed or warning steps),
-changes made, cut-off runs, and a rollout's plan, each target's outcome and why it halted. Each run becomes one row (at its start) saying what ran, where, by whom
-and how it ended; its steps, skipped ones included, are folded into that row (`Row.steps`). A
-dry-run is that one row only, with every change it predicted. Pure.
+changes made, cut-off runs, and a rollout's plan, each target's outcome and why it halted. Each run
+becomes one row (at its start) saying what ran, where, by whom and how it ended; its steps, skipped
+ones included, are folded into that row (`Row.steps`). A dry-run is that one row only, with every
+change it predicted. Pure.
 """
 
 from __future__ import annotations
