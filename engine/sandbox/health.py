@@ -26,7 +26,8 @@ class HealthServer:
                 pass
 
         self.server = ThreadingHTTPServer((host, 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # a short poll: stop() waits for the serving loop to notice, once per world a test builds
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     @property
