@@ -27,6 +27,10 @@ EXPECTED_INSTEAD = {
     # Redis cannot start on the truncated AOF: from outside it is down, and service-down's steps read the
     # log that names the corrupt file and point to troubleshoot-corruption.
     ("redis/troubleshoot-corruption", "aof-truncated-mid-record"): "redis/emergency-service-down",
+    # Likewise a corrupt RDB that Redis refuses to load: it is down, and service-down leads to the cause.
+    ("redis/troubleshoot-corruption", "rdb-corrupt-no-backup"): "redis/emergency-service-down",
+    # Not an incident Redis shows: the operator decides an old tenant's keys should go (old_tenant).
+    ("redis/troubleshoot-memory", "clear-an-old-tenant"): None,
     # The intruder uses the leaked, valid password: one more authenticated client looks like any other.
     ("redis/emergency-security-breach", "password-leaked"): None,
 }
