@@ -339,11 +339,8 @@ def run_fleet(
                     transcript=str(child_path),
                     continues=earlier.run_id if earlier is not None else None,
                 )
-                if not plan.rolling:  # reads only: a thread of this process (no interpreter start-up each)
-                    code, error = _in_process(request, target, child_path, run_id, argv, catalog, inventory)
-                    outcome = child_outcome(target, child_path, code)
-                    if error is not None:  # it never started: the reason stands in for the expectations
-                        outcome = ChildOutcome(target, None, "usage" if code == 2 else "error", code, "", (error,))
+
+                def finished(outcome: ChildOutcome) -> ChildOutcome:
                     parent.emit(
                         "fleet.child.finished",
                         durable=True,
@@ -356,6 +353,13 @@ def run_fleet(
                         continues=earlier.run_id if earlier is not None else None,
                     )
                     return outcome
+
+                if not plan.rolling:  # reads only: a thread of this process (no interpreter start-up each)
+                    code, error = _in_process(request, target, child_path, run_id, argv, catalog, inventory)
+                    outcome = child_outcome(target, child_path, code)
+                    if error is not None:  # it never started: the reason stands in for the expectations
+                        outcome = ChildOutcome(target, None, "usage" if code == 2 else "error", code, "", (error,))
+                    return finished(outcome)
                 proc = subprocess.Popen(
                     argv,
                     stdin=subprocess.DEVNULL if capture else None,
@@ -372,17 +376,7 @@ def run_fleet(
                     with stop.lock:
                         stop.running.discard(proc)
                 outcome = child_outcome(target, child_path, proc.returncode)
-                parent.emit(
-                    "fleet.child.finished",
-                    durable=True,
-                    target=target,
-                    child_run_id=outcome.run_id,
-                    outcome=outcome.outcome,
-                    exit_code=outcome.exit_code,
-                    transcript=str(child_path),
-                    failed_expectations=list(outcome.failed),
-                    continues=earlier.run_id if earlier is not None else None,
-                )
+                finished(outcome)
                 if capture and plan.rolling:
                     say(f"  {target}: {outcome.outcome} (exit {outcome.exit_code})")
                 return outcome
