@@ -43,8 +43,10 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check engine tests bench
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 
 lint: venv
 	$(VENV)/bin/ruff check engine tests bench
 	$(VENV)/bin/ruff format --check engine tests bench
+	$(VENV)/bin/mypy
