@@ -126,9 +126,9 @@ def render_request(request: ApprovalRequest) -> str:
 
 
 def _human(size: int) -> str:
-    from engine.template import _human_bytes
+    from engine.template import human_bytes
 
-    return _human_bytes(size)
+    return human_bytes(size)
 
 
 def render_blast_radius(blast: dict[str, Any]) -> list[str]:

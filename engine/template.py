@@ -206,7 +206,8 @@ class ShellText(str):
     """A trusted shell fragment (an inventory's service command): inserted as is, never quoted."""
 
 
-def _human_bytes(value: Any) -> str:
+def human_bytes(value: Any) -> str:
+    """A size in bytes as people read it (`1.5GiB`): the `human_bytes` filter, and the gate's blast radius."""
     size = float(value or 0)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(size) < 1024 or unit == "TiB":
@@ -228,7 +229,7 @@ def _duration(seconds: Any) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
 
-def _random_password(length: int = 32) -> str:
+def random_password(length: int = 32) -> str:
     """A strong password of URL-safe characters; register the step `secret: true` so it is never shown."""
     if int(length) > MAX_PASSWORD_LENGTH:
         raise TemplateError(f"random_password({length}): at most {MAX_PASSWORD_LENGTH} characters")
@@ -439,7 +440,7 @@ def _build(finalize: Any = None) -> ImmutableSandboxedEnvironment:
         undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, finalize=finalize
     )
     env.filters.update(
-        human_bytes=_human_bytes,
+        human_bytes=human_bytes,
         duration=_duration,
         tojson=lambda v: json.dumps(v, default=str),
         percent=_percent,
@@ -469,7 +470,7 @@ def _build(finalize: Any = None) -> ImmutableSandboxedEnvironment:
         abs=abs,
         dict=dict,
         list=list,
-        random_password=_random_password,
+        random_password=random_password,
         dict_diff=_dict_diff,
         count_by=_count_by,
         tenant_of=_tenant_of,

@@ -66,9 +66,9 @@ class World:
     def _start(self) -> None:
         password = None
         if self.spec.password:
-            from engine.template import _random_password
+            from engine.template import random_password
 
-            password = self.original_password = _random_password(24)
+            password = self.original_password = random_password(24)
             self.password_file.write_text(password)
             self.password_file.chmod(0o600)
         config = {k: str(v) for k, v in self.spec.config.items()}
