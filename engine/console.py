@@ -16,18 +16,20 @@ from typing import TextIO
 
 import click
 
+from engine.outcome import Outcome
 from engine.printable import printable
 from engine.runner import StepRecord
+from engine.spec.model import Effect
 
-_MARK = {
-    "ok": ("✓", "green"),
-    "failed": ("✗", "red"),
-    "error": ("!", "red"),
-    "skipped": ("-", None),
-    "predicted": ("~", "cyan"),
-    "refused": ("⊘", "yellow"),
+_MARK: dict[str, tuple[str, str | None]] = {
+    Outcome.OK: ("✓", "green"),
+    Outcome.FAILED: ("✗", "red"),
+    Outcome.ERROR: ("!", "red"),
+    Outcome.SKIPPED: ("-", None),
+    Outcome.PREDICTED: ("~", "cyan"),
+    Outcome.REFUSED: ("⊘", "yellow"),
 }
-_EFFECT = {"read": "[read]", "write": "[WRITE]", "destructive": "[DESTRUCTIVE]", "-": ""}
+_EFFECT = {str(e): e.marker for e in Effect} | {"-": ""}  # "-": a skipped step, whose effect was not decided
 
 
 class Console:
@@ -61,13 +63,13 @@ class Console:
         mark, colour = _MARK.get(record.outcome, ("?", None))
         indent = "  " * (record.depth + 1)
         effect = printable(_EFFECT.get(record.effect, record.effect))
-        timing = f"{record.duration_ms:.0f} ms" if record.outcome not in ("skipped",) else "skipped"
+        timing = f"{record.duration_ms:.0f} ms" if record.outcome != Outcome.SKIPPED else "skipped"
         head = f"{indent}{mark} {printable(record.name)}"
         self.line(f"{head:<58} {effect:<14} {timing:>9}", fg=colour)
         if record.summary:
             # a `show` template may lay its text out on several lines: newlines stay, every other control is escaped
             self.line(f"{indent}    {printable(record.summary, multiline=True)}")
-        if record.outcome == "predicted":
+        if record.outcome == Outcome.PREDICTED:
             self.predicted(record, indent)
         for expectation in record.expectations:
             if expectation["held"] is False:
@@ -78,7 +80,7 @@ class Console:
                 reason = expectation.get("reason", "predicted")
                 self.line(f"{indent}    {printable(reason)}: {printable(expectation['that'])}", fg="cyan")
         if (
-            record.outcome in ("error", "failed", "refused")
+            record.outcome in (Outcome.ERROR, Outcome.FAILED, Outcome.REFUSED)
             and record.message
             and not any(e["held"] is False and e["message"] == record.message for e in record.expectations)
         ):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 
+from engine.outcome import RunOutcome
+
 
 class ExitCode:
     OK = 0
@@ -19,7 +21,7 @@ class RunbookError(Exception):
     """Base class; `exit_code` is what the CLI exits with when this ends the run."""
 
     exit_code = ExitCode.UNREACHABLE
-    outcome = "error"
+    outcome: RunOutcome = RunOutcome.ERROR
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class UsageError(RunbookError):
     """Bad input: a malformed procedure or inventory, a bad --var, an unknown procedure id."""
 
     exit_code = ExitCode.USAGE
-    outcome = "usage"
+    outcome = RunOutcome.USAGE
 
     def __init__(self, message: str, errors: list[SourceError] | None = None):
         self.errors = list(errors or [])
@@ -59,14 +61,14 @@ class StoppedError(RunbookError):
     """The operator declined, or nobody could be asked: nothing past this point was changed."""
 
     exit_code = ExitCode.STOPPED
-    outcome = "stopped"
+    outcome = RunOutcome.STOPPED
 
 
 class TargetError(RunbookError):
     """A target could not be reached, refused our credentials, or an action failed outright."""
 
     exit_code = ExitCode.UNREACHABLE
-    outcome = "error"
+    outcome = RunOutcome.ERROR
 
     def __init__(self, message: str, advice: str | None = None):
         super().__init__(message)
@@ -89,7 +91,7 @@ class TranscriptUnwritable(RunbookError):
     """The transcript could not be written (disk full, I/O error): without evidence nothing may change."""
 
     exit_code = ExitCode.UNREACHABLE
-    outcome = "error"
+    outcome = RunOutcome.ERROR
 
 
 class Interrupted(BaseException):

@@ -22,6 +22,7 @@ from typing import Any
 
 from engine import __version__
 from engine.errors import ExitCode, UsageError
+from engine.outcome import RunOutcome
 from engine.spec.model import Effect, Procedure
 
 DEFAULT_FORKS = 8
@@ -114,9 +115,9 @@ def child_outcome(target: str, path: Path, exit_code: int) -> ChildOutcome:
     try:
         transcript = read_transcript(path)
     except OSError:
-        return ChildOutcome(target, None, "error" if exit_code else "ok", exit_code, str(path))
+        return ChildOutcome(target, None, RunOutcome.ERROR if exit_code else RunOutcome.OK, exit_code, str(path))
     ended = next((e for e in transcript.events if e["type"] == "run.ended"), None)
-    failed = []
+    failed: list[str] = []
     all_remaining = None
     for event in transcript.events:
         if event["type"] == "step.finished":
@@ -128,11 +129,20 @@ def child_outcome(target: str, path: Path, exit_code: int) -> ChildOutcome:
         elif event["type"] == "approval.given" and event.get("method") == ALL_REMAINING and not event.get("note"):
             all_remaining = str(event.get("by"))
     if ended is None:
-        outcome, code = ("error" if exit_code == 0 else "interrupted" if exit_code >= 128 else "error"), exit_code
-        code = code or ExitCode.UNREACHABLE
+        outcome: str = RunOutcome.INTERRUPTED if exit_code >= 128 else RunOutcome.ERROR
+        code = exit_code or ExitCode.UNREACHABLE
     else:
         outcome, code = str(ended.get("outcome")), int(ended.get("exit_code", exit_code))
     return ChildOutcome(target, transcript.run_id, outcome, code, str(path), tuple(failed), all_remaining)
+
+
+_BY_CODE = {
+    ExitCode.OK: RunOutcome.OK,
+    ExitCode.FINDINGS: RunOutcome.FINDINGS,
+    ExitCode.USAGE: RunOutcome.USAGE,
+    ExitCode.STOPPED: RunOutcome.STOPPED,
+}
+"""A rollout's outcome from its worst child's exit code (anything else: error)."""
 
 
 def worst(codes: list[int]) -> int:
@@ -180,7 +190,7 @@ class FleetRequest:
 class FleetResult:
     run_id: str
     procedure: str
-    outcome: str
+    outcome: RunOutcome
     exit_code: int
     transcript: str
     children: list[ChildOutcome]
@@ -304,15 +314,15 @@ def run_fleet(
             todo = []
             for target in batch:
                 earlier = request.earlier.get(target)
-                if earlier is not None and earlier.exit_code == ExitCode.OK and earlier.outcome == "ok":
+                if earlier is not None and earlier.exit_code == ExitCode.OK and earlier.outcome == RunOutcome.OK:
                     reused = ChildOutcome(
-                        target, earlier.run_id, "ok", 0, earlier.transcript, reused_from=earlier.run_id
+                        target, earlier.run_id, RunOutcome.OK, 0, earlier.transcript, reused_from=earlier.run_id
                     )
                     parent.emit(
                         "fleet.child.finished",
                         target=target,
                         child_run_id=earlier.run_id,
-                        outcome="ok",
+                        outcome=RunOutcome.OK,
                         exit_code=0,
                         transcript=earlier.transcript,
                         reused_from=request.resumes,
@@ -358,7 +368,14 @@ def run_fleet(
                     code, error = _in_process(request, target, child_path, run_id, argv, catalog, inventory)
                     outcome = child_outcome(target, child_path, code)
                     if error is not None:  # it never started: the reason stands in for the expectations
-                        outcome = ChildOutcome(target, None, "usage" if code == 2 else "error", code, "", (error,))
+                        outcome = ChildOutcome(
+                            target,
+                            None,
+                            RunOutcome.USAGE if code == ExitCode.USAGE else RunOutcome.ERROR,
+                            code,
+                            "",
+                            (error,),
+                        )
                     return finished(outcome)
                 proc = subprocess.Popen(
                     argv,
@@ -403,20 +420,20 @@ def run_fleet(
                     parent.emit("fleet.halted", durable=True, reason=halted, failures=failures)
                     say(f"rollout halted: {halted}")
         if stop.signum is not None:
-            outcome, code = "interrupted", 128 + stop.signum
+            ended, code = RunOutcome.INTERRUPTED, 128 + stop.signum
         else:
             code = worst([c.exit_code for c in children])
-            outcome = {0: "ok", 1: "findings", 2: "usage", 3: "stopped"}.get(code, "error")
-            if halted is not None:
-                outcome, code = "failed" if code == ExitCode.FINDINGS else outcome, code
+            ended = _BY_CODE.get(code, RunOutcome.ERROR)
+            if halted is not None and code == ExitCode.FINDINGS:
+                ended = RunOutcome.FAILED
     except Exception as exc:  # a bug, or a child that could not be started: recorded, never lost
-        outcome, code, halted = "error", ExitCode.UNREACHABLE, f"internal error: {exc!r}"
+        ended, code, halted = RunOutcome.ERROR, ExitCode.UNREACHABLE, f"internal error: {exc!r}"
         not_run.extend(t for t in plan.targets if t not in {c.target for c in children} and t not in not_run)
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
     parent.end(
-        outcome=outcome,
+        outcome=ended,
         exit_code=code,
         duration_ms=round((time.monotonic() - started) * 1000, 3),
         error=(f"interrupted by signal {stop.signum}" if stop.signum is not None else halted),
@@ -428,7 +445,7 @@ def run_fleet(
         },
     )
     parent.close()
-    return FleetResult(run_id, procedure.id, outcome, code, str(path), children, not_run, plan)
+    return FleetResult(run_id, procedure.id, ended, code, str(path), children, not_run, plan)
 
 
 def _in_process(
@@ -498,7 +515,7 @@ def _child_argv(
         common += ["--rollout-approval", approval]
     else:
         common.append("--rollout")
-    if earlier is not None and earlier.run_id and earlier.outcome != "ok":
+    if earlier is not None and earlier.run_id and earlier.outcome != RunOutcome.OK:
         return [*base, "continue", earlier.transcript, "--transcript", str(child_path), *common, *request.continue_args]
     argv = [*base, "run", request.procedure, "--inventory", request.inventory, "--target", target]
     argv += ["--transcript", str(child_path), "--lease-ttl", str(request.lease_ttl), *common]

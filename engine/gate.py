@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
 
 import click
 
 from engine.errors import StoppedError
 from engine.operator import Operator
 from engine.printable import printable
+from engine.records import BlastRadius
 from engine.spec.model import Effect
 
 
@@ -30,7 +30,7 @@ class ApprovalRequest:
     command_sha256: str
     target_name: str
     confirm: str | None = None
-    blast_radius: dict[str, Any] = field(default_factory=dict)
+    blast_radius: BlastRadius = field(default_factory=lambda: BlastRadius())
     repeat: str = ""  # why --yes does not cover this one (a change repeated past the cap); empty: it does
 
 
@@ -131,15 +131,16 @@ def _human(size: int) -> str:
     return human_bytes(size)
 
 
-def render_blast_radius(blast: dict[str, Any]) -> list[str]:
+def render_blast_radius(blast: BlastRadius) -> list[str]:
     if not blast:
         return []
     out = ["blast radius (measured now):"]
     if "config" in blast:
         for name, change in blast["config"].items():
             out.append(f"  CONFIG {name}: {change.get('current')!r} -> {change.get('new')!r}")
-    if isinstance(blast.get("keys"), list):
-        for key in blast["keys"]:
+    keys = blast.get("keys")
+    if isinstance(keys, list):
+        for key in keys:
             if key.get("exists"):
                 ttl = "no TTL" if key.get("ttl") == -1 else f"TTL {key.get('ttl')}s"
                 out.append(
@@ -149,8 +150,8 @@ def render_blast_radius(blast: dict[str, Any]) -> list[str]:
                 out.append(f"  {key['key']}: could not be measured ({key['error']})")
             else:
                 out.append(f"  {key['key']}: does not exist")
-        if blast.get("key_count", 0) > len(blast["keys"]):
-            out.append(f"  ... {blast['key_count'] - len(blast['keys'])} more keys")
+        if blast.get("key_count", 0) > len(keys):
+            out.append(f"  ... {blast.get('key_count', 0) - len(keys)} more keys")
     elif "keys" in blast:
         out.append(
             f"  keys affected: {blast['keys']}"

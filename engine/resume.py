@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import UsageError
+from engine.outcome import Outcome
+from engine.spec.model import Effect
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class ResumePlan:
         done = self.done.get(step.id)
         if done is None or step.secret or step.precondition:
             return None
-        if done.shrunk and done.effect == "read":
+        if done.shrunk and done.effect == str(Effect.READ):
             return None
         return done
 
@@ -71,6 +73,10 @@ def _shrunk(value: Any) -> bool:
     if isinstance(value, dict):
         return "..." in value or any(_shrunk(v) for v in value.values())
     return False
+
+
+_CHANGES = frozenset({str(Effect.WRITE), str(Effect.DESTRUCTIVE)})
+"""The effects (as a transcript writes them) of a step that may have changed something."""
 
 
 def plan_from_events(events: list[dict[str, Any]], path: str) -> ResumePlan:
@@ -104,7 +110,7 @@ def plan_from_events(events: list[dict[str, Any]], path: str) -> ResumePlan:
             open_steps.pop(step["id"], None)  # refused (a signal at the prompt included): certainly not sent
         elif kind == "step.finished":
             open_steps.pop(step["id"], None)
-            if event.get("outcome") == "ok":
+            if event.get("outcome") == Outcome.OK:
                 done[step["id"]] = DoneStep(
                     step["id"],
                     event.get("result"),
@@ -119,7 +125,7 @@ def plan_from_events(events: list[dict[str, Any]], path: str) -> ResumePlan:
                 step["id"], event.get("result"), str(event.get("effect", "read")), event.get("blast_radius")
             )
     in_doubt = None
-    changes = [e for e in open_steps.values() if e.get("effect") in ("write", "destructive") and e.get("command")]
+    changes = [e for e in open_steps.values() if e.get("effect") in _CHANGES and e.get("command")]
     if changes:
         last = changes[-1]
         in_doubt = InDoubt(

@@ -23,8 +23,10 @@ from typing import Any
 
 from engine import __version__
 from engine.errors import ExitCode, Interrupted, RunbookError, StoppedError, TranscriptUnwritable, UsageError
+from engine.outcome import Outcome, RunOutcome
+from engine.records import BlastRadius, RunCounts, RunSummary, StepSummary
 from engine.spec.model import Procedure
-from engine.targets import Target
+from engine.targets import SentinelSpec, Target
 
 
 @dataclass(frozen=True)
@@ -63,13 +65,13 @@ class RunRequest:
 class RunResult:
     run_id: str
     procedure: str
-    outcome: str
+    outcome: RunOutcome
     exit_code: int
     transcript: str | None
     steps: list[Any] = field(default_factory=list)
     error: str | None = None
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> RunSummary:
         return {
             "run_id": self.run_id,
             "procedure": self.procedure,
@@ -77,34 +79,32 @@ class RunResult:
             "exit_code": self.exit_code,
             "transcript": self.transcript,
             "error": self.error,
-            "steps": [
-                {
-                    "id": s.id,
-                    "name": s.name,
-                    "outcome": s.outcome,
-                    "effect": s.effect,
-                    "result": s.result,
-                    "summary": s.summary,
-                    "duration_ms": s.duration_ms,
-                    "procedure": s.procedure,
-                    "expectations": s.expectations,
-                    "message": s.message,
-                    **(_prediction(s) if s.outcome == "predicted" else {}),
-                    **({"follow_up": s.follow_up} if s.follow_up else {}),
-                }
-                for s in self.steps
-            ],
+            "steps": [_step_json(s) for s in self.steps],
         }
 
 
-def _prediction(step: Any) -> dict[str, Any]:
-    """What a dry-run step would have done, as the gate would have shown it."""
-    return {
-        "where": step.where,
-        "command": step.command,
-        "blast_radius": step.blast_radius or {},
-        "predicted_changes": step.predicted_changes,
+def _step_json(s: Any) -> StepSummary:
+    """One step record (engine.runner.StepRecord) as `--json` shows it."""
+    out: StepSummary = {
+        "id": s.id,
+        "name": s.name,
+        "outcome": s.outcome,
+        "effect": s.effect,
+        "result": s.result,
+        "summary": s.summary,
+        "duration_ms": s.duration_ms,
+        "procedure": s.procedure,
+        "expectations": s.expectations,
+        "message": s.message,
     }
+    if s.outcome == Outcome.PREDICTED:  # what a dry-run step would have done, as the gate would have shown it
+        out["where"] = s.where
+        out["command"] = s.command
+        out["blast_radius"] = s.blast_radius or BlastRadius()
+        out["predicted_changes"] = s.predicted_changes
+    if s.follow_up:
+        out["follow_up"] = s.follow_up
+    return out
 
 
 INCIDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -197,6 +197,7 @@ def resolve_target(request: RunRequest) -> Target:
         )
     if request.redis_url or via_sentinel:
         sentinel = _sentinel_from_options(request)
+        # type: ignore: without --redis it is via_sentinel, so `sentinel` is set
         url = request.redis_url or "redis://{}:{}".format(*sentinel.addresses[0])  # type: ignore[union-attr]
         endpoint = redis_from_url(url)
         name = f"{endpoint.host}:{endpoint.port}"
@@ -208,11 +209,11 @@ def resolve_target(request: RunRequest) -> Target:
     return target_from_inventory(request.loaded_inventory or load_inventory(request.inventory), request.target)
 
 
-def _sentinel_from_options(request: RunRequest) -> Any:
+def _sentinel_from_options(request: RunRequest) -> SentinelSpec | None:
     """--sentinel/--master; Sentinel's own password from RUNBOOK_SENTINEL_AUTH (never the command line)."""
     import os
 
-    from engine.targets import SentinelSpec, parse_address
+    from engine.targets import parse_address
 
     if not request.sentinels:
         return None
@@ -319,7 +320,8 @@ def _execute(
         connections = None
         gate: Any = None
         started = time.monotonic()
-        outcome, code, error = "ok", ExitCode.OK, None
+        outcome: RunOutcome = RunOutcome.OK
+        code, error = ExitCode.OK, None
         try:  # from run.started on, every way out (a signal included) is recorded in run.ended
             on_start(str(path))
             connections = Connections(
@@ -387,23 +389,26 @@ def _execute(
                 guard.armed = False
                 raise Interrupted(guard.held[0])
             if state.findings:
-                outcome, code = "findings", ExitCode.FINDINGS
+                outcome, code = RunOutcome.FINDINGS, ExitCode.FINDINGS
         except StepAborted as exc:
             code = exc.exit_code
-            outcome = {ExitCode.FINDINGS: "failed", ExitCode.USAGE: "usage", ExitCode.STOPPED: "stopped"}.get(
-                code, "error"
-            )
+            outcome = {
+                ExitCode.FINDINGS: RunOutcome.FAILED,
+                ExitCode.USAGE: RunOutcome.USAGE,
+                ExitCode.STOPPED: RunOutcome.STOPPED,
+            }.get(code, RunOutcome.ERROR)
             error = redactor.text(str(exc))
         except StoppedError as exc:
-            outcome, code, error = ("refused" if state.refusals else "stopped"), ExitCode.STOPPED, str(exc)
+            outcome = RunOutcome.REFUSED if state.refusals else RunOutcome.STOPPED
+            code, error = ExitCode.STOPPED, str(exc)
         except RunbookError as exc:  # UsageError mid-run (a template on live data), TargetError, MutationRefused
             outcome, code, error = exc.outcome, exc.exit_code, redactor.text(str(exc))
         except Interrupted as exc:
-            outcome, code, error = "interrupted", exc.exit_code, f"interrupted by {exc}"
+            outcome, code, error = RunOutcome.INTERRUPTED, exc.exit_code, f"interrupted by {exc}"
         except TranscriptWriteError as exc:  # the disk filled mid-run: stopped before anything else could change
-            outcome, code, error = "error", ExitCode.UNREACHABLE, _unwritable(path, exc)
+            outcome, code, error = RunOutcome.ERROR, ExitCode.UNREACHABLE, _unwritable(path, exc)
         except Exception as exc:  # a bug: record it, never lose the transcript
-            outcome, code, error = "error", ExitCode.UNREACHABLE, redactor.text(f"internal error: {exc!r}")
+            outcome, code, error = RunOutcome.ERROR, ExitCode.UNREACHABLE, redactor.text(f"internal error: {exc!r}")
         finally:
             guard.armed = guard.cleanup_interruptible = False  # a second signal must not cut the recording
             if gate is not None and hasattr(gate, "release"):
@@ -414,22 +419,23 @@ def _execute(
             if connections is not None:
                 connections.close()
         records = state.records
+        counts: RunCounts = {
+            "steps": len(records),
+            "ok": sum(r.outcome == Outcome.OK for r in records),
+            "failed": sum(r.outcome in (Outcome.FAILED, Outcome.ERROR) for r in records),
+            "skipped": sum(r.outcome == Outcome.SKIPPED for r in records),
+            "predicted": sum(r.outcome == Outcome.PREDICTED for r in records),
+            "approvals": state.approvals,
+            "refusals": state.refusals,
+            "findings": state.findings,
+        }
         _end(
             transcript,
             outcome=outcome,
             exit_code=code,
             duration_ms=round((time.monotonic() - started) * 1000, 3),
             error=error,
-            summary={
-                "steps": len(records),
-                "ok": sum(r.outcome == "ok" for r in records),
-                "failed": sum(r.outcome in ("failed", "error") for r in records),
-                "skipped": sum(r.outcome == "skipped" for r in records),
-                "predicted": sum(r.outcome == "predicted" for r in records),
-                "approvals": state.approvals,
-                "refusals": state.refusals,
-                "findings": state.findings,
-            },
+            summary=counts,
         )
         return RunResult(run_id, procedure.id, outcome, code, str(path), records, error)
     finally:

@@ -9,6 +9,7 @@ from typing import Any
 import redis
 
 from engine import template
+from engine.outcome import Outcome
 from engine.rehearsal.faults import take_snapshot
 from engine.rehearsal.world import World
 
@@ -158,7 +159,7 @@ def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
         "restarted_since": restarted_since,
         "values_equal_snapshot": values_equal_snapshot,
         "result": result,
-        "ran": lambda *step_ids: all(run.get("outcomes", {}).get(s) == "ok" for s in step_ids),
+        "ran": lambda *step_ids: all(run.get("outcomes", {}).get(s) == Outcome.OK for s in step_ids),
         "world": world.template_values(),
         "old_password": world.original_password,
         "new_password": lambda: world.current_password,

@@ -6,6 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from engine.outcome import Outcome
+from engine.records import ChangeRecord
+
 _VERBS = {  # kind -> (singular, plural)
     "keys_removed": ("key deleted", "keys deleted"),
     "ttl_set": ("TTL set", "TTLs set"),
@@ -33,7 +36,7 @@ def _key(event: dict[str, Any]) -> tuple[str, str, int | None, int]:
     return step.get("procedure", ""), step["id"], step.get("iteration"), step.get("call_depth", 0)
 
 
-def _tally(changes: Iterable[dict[str, Any]]) -> dict[str, int]:
+def _tally(changes: Iterable[ChangeRecord]) -> dict[str, int]:
     out: dict[str, int] = {}
     for change in changes:
         kind = change.get("kind", "?")
@@ -50,7 +53,9 @@ def describe(tally: dict[str, int]) -> str:
 
 def compare(dry_events: list[dict[str, Any]], real_events: list[dict[str, Any]]) -> list[StepComparison]:
     """One row per step the dry-run predicted a change for, matched to the same step of the real run."""
-    predicted = {_key(e): e for e in dry_events if e["type"] == "step.finished" and e.get("outcome") == "predicted"}
+    predicted = {
+        _key(e): e for e in dry_events if e["type"] == "step.finished" and e.get("outcome") == Outcome.PREDICTED
+    }
     actual = {_key(e): e for e in real_events if e["type"] == "step.finished"}
     rows = []
     for key, event in predicted.items():
@@ -59,12 +64,12 @@ def compare(dry_events: list[dict[str, Any]], real_events: list[dict[str, Any]])
         if real is None:
             rows.append(StepComparison(key[1], describe(want), "step did not run", False))
             continue
-        if real.get("outcome") != "ok":
+        if real.get("outcome") != Outcome.OK:
             rows.append(StepComparison(key[1], describe(want), f"step {real.get('outcome')}", False))
             continue
         got = _tally(real.get("changes") or [])
         rows.append(StepComparison(key[1], describe(want), describe(got), want == got))
     for key, event in actual.items():  # a change the dry-run never saw coming
-        if key not in predicted and event.get("changes") and event.get("outcome") == "ok":
+        if key not in predicted and event.get("changes") and event.get("outcome") == Outcome.OK:
             rows.append(StepComparison(key[1], "not predicted", describe(_tally(event["changes"])), False))
     return rows

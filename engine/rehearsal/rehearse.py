@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import template
+from engine.outcome import RunOutcome
 from engine.rehearsal import checks, faults, sabotage, snapshot
 from engine.rehearsal.compare import StepComparison, compare
 from engine.rehearsal.deadline import deadline
@@ -245,7 +246,7 @@ def rehearse(
             return result
         params = _params(scenario, world)
         stem = f"{scenario.procedure.replace('/', '-')}-{scenario.name}"
-        base = dict(
+        base: dict[str, Any] = dict(  # what the dry-run, the real run and the sabotaged run share
             procedure=procedure_ref or scenario.procedure,
             variables=params,
             inventory=str(world.inventory_path),
@@ -269,7 +270,7 @@ def rehearse(
                 result.dry_run_transcript, result.dry_run_exit_code = dry.transcript, dry.exit_code
                 if limit.fired:  # the dry-run was interrupted: there is no real run to make
                     raise Interrupted(signal.SIGALRM)
-                if dry.outcome == "interrupted":  # Ctrl-C / SIGTERM: the operator stops everything, not one run
+                if dry.outcome == RunOutcome.INTERRUPTED:  # Ctrl-C / SIGTERM: the operator stops it all, not one run
                     raise KeyboardInterrupt
                 after = snapshot.capture(world)
                 result.dry_run_changes = snapshot.differences(before, after, tuple(world.background_writes))
@@ -281,7 +282,7 @@ def rehearse(
 
                 real = execute(RunRequest(**base, assume_yes=not guided, transcript=real_path), on_step=each_step)
                 result.ungated_changes = watch.violations
-                if real.outcome == "interrupted" and not limit.fired:
+                if real.outcome == RunOutcome.INTERRUPTED and not limit.fired:
                     raise KeyboardInterrupt
         except Interrupted:
             if not limit.fired:
@@ -387,7 +388,7 @@ def _sabotaged(
         )
         with sabotage.changes_do_not_take() as sabotaged:
             run = execute(request)
-        if run.outcome == "interrupted":
+        if run.outcome == RunOutcome.INTERRUPTED:
             raise KeyboardInterrupt
     finally:
         world.stop()

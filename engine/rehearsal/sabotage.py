@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from engine.outcome import Outcome
 from engine.spec.model import Effect
 
 
@@ -38,12 +39,13 @@ def changes_do_not_take() -> Iterator[list[str]]:
         def plan(body: Any, ctx: Any) -> Any:
             action = kind.plan(body, ctx)
             effect = max(action.effect, ctx.step.effect or Effect.READ)
-            if effect is Effect.READ or action.predict is None or ctx.dry_run:
+            predict = action.predict
+            if effect is Effect.READ or predict is None or ctx.dry_run:
                 return action
 
             def pretend() -> Any:
                 sabotaged.append(ctx.step.id)
-                return action.predict(action.measure() if action.measure else None)
+                return predict(action.measure() if action.measure else None)
 
             def claimed(blast: Any, result: Any) -> Any:  # what a dry-run would record: the change, claimed
                 return action.changes(blast, None) if action.changes else []
@@ -87,7 +89,7 @@ def catalog_id(ref: str) -> str | None:
 
 def _failed(record: Any) -> bool:
     held_not = [e for e in record.expectations if e["held"] is False and e["severity"] in ("critical", "warning")]
-    return record.outcome in ("failed", "error") or bool(held_not)
+    return record.outcome in (Outcome.FAILED, Outcome.ERROR) or bool(held_not)
 
 
 def noticed(records: list[Any], verifying: dict[tuple[str, str], str], sabotaged: list[str]) -> list[str]:

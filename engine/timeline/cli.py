@@ -105,7 +105,7 @@ def output_format(given: str | None, output: Path | None, allowed: tuple[str, ..
     """
     implied = EXTENSIONS.get(output.suffix.lower()) if output is not None else None
     chosen = given or implied or "markdown"
-    if implied is not None and implied != chosen:
+    if implied is not None and implied != chosen and output is not None:  # (an implied format has an output)
         raise UsageError(
             f"--output {output}: the name says {implied} but --format is {chosen}; "
             f"name the file for its format (e.g. {output.with_suffix(_SUFFIX[chosen]).name}) or drop --format"

@@ -83,6 +83,6 @@ def add_note(
             operator=operator,
             at=format_time(at) if at is not None else None,
             incident=incident,
-            **({"severity": severity} if severity else {}),
+            severity=severity or None,  # None: not written
         )
     return path, event

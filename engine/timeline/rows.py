@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from engine.outcome import Outcome, RunOutcome
+from engine.spec.model import Effect
 from engine.timeline import fmt
 from engine.timeline.changes import changes_text
 from engine.timeline.model import MILESTONES, Entry, Row, Source
@@ -26,11 +28,11 @@ _METHODS = {
     "yes": "approved (answered yes)",
     "typed-target": "approved (typed target name)",
 }
-_RUN_STATUS = {
-    "ok": "ok",
-    "findings": "warning",
-    "refused": "refused",
-    "stopped": "refused",
+_RUN_STATUS: dict[str, str] = {  # a run's (or a fleet child's) outcome -> the row's status
+    RunOutcome.OK: "ok",
+    RunOutcome.FINDINGS: "warning",
+    RunOutcome.REFUSED: "refused",
+    RunOutcome.STOPPED: "refused",
 }
 
 
@@ -166,22 +168,23 @@ class _Walk:
         self.pending.pop(key, None)
         began = self.started.get(key)
         outcome = _text(e.get("outcome")) or "?"
-        if outcome == "refused" and key in self.refused:
+        if outcome == Outcome.REFUSED and key in self.refused:
             return  # the approval.refused row already says it, with who and why
-        error = e.get("error") if isinstance(e.get("error"), Mapping) else {}
+        raw_error = e.get("error")
+        error: Mapping[str, Any] = raw_error if isinstance(raw_error, Mapping) else {}
         message = _text(error.get("message"))
         took = fmt.millis(e.get("duration_ms"))
         status, result = _outcome(outcome, message)
+        raw_expectations = e.get("expectations")
+        expectations = (
+            [x for x in raw_expectations if isinstance(x, Mapping)] if isinstance(raw_expectations, list) else []
+        )
         warnings = [
             x.get("message")
-            for x in (e.get("expectations") if isinstance(e.get("expectations"), list) else [])
-            if isinstance(x, Mapping) and x.get("held") is False and x.get("severity") in ("critical", "warning")
+            for x in expectations
+            if x.get("held") is False and x.get("severity") in ("critical", "warning")
         ]
-        noted = [
-            x.get("message")
-            for x in (e.get("expectations") if isinstance(e.get("expectations"), list) else [])
-            if isinstance(x, Mapping) and x.get("held") is False and x.get("severity") == "info"
-        ]
+        noted = [x.get("message") for x in expectations if x.get("held") is False and x.get("severity") == "info"]
         if warnings and status == "ok":
             status = "warning"
             result = "ok, WARNING: " + "; ".join(_text(w) for w in warnings)
@@ -189,7 +192,7 @@ class _Walk:
             result = "ok, NOTE: " + "; ".join(_text(w) for w in noted)
         if took:
             result += f" ({took})"
-        predicted = outcome == "predicted"
+        predicted = outcome == Outcome.PREDICTED
         changes = changes_text(e.get("predicted_changes") if predicted else e.get("changes"))
         details = [x for x in (_text(e.get("summary")), _text(error.get("advice"))) if x]
         self.row(
@@ -292,7 +295,7 @@ class _Walk:
         """Rows for what the file does not say: steps never finished, a run cut off (both at its end)."""
         for entry in self.pending.values():
             effect = _text(entry.event.get("effect"))
-            risky = effect in ("write", "destructive")
+            risky = effect in (str(Effect.WRITE), str(Effect.DESTRUCTIVE))
             self.row(
                 entry,
                 anchor=entries[-1],
@@ -330,15 +333,15 @@ class _Walk:
 
 def _outcome(outcome: str, message: str) -> tuple[str, str]:
     """(status, result text) of a step.finished outcome."""
-    if outcome == "ok":
+    if outcome == Outcome.OK:
         return "ok", "ok"
-    if outcome == "predicted":
+    if outcome == Outcome.PREDICTED:
         return "predicted", "predicted (dry-run, not sent)"
-    if outcome == "refused":
+    if outcome == Outcome.REFUSED:
         return "refused", f"REFUSED: {message or 'not approved'}"
-    if outcome == "skipped":
+    if outcome == Outcome.SKIPPED:
         return "skipped", "skipped"
-    label = "FAILED" if outcome == "failed" else outcome.upper()
+    label = "FAILED" if outcome == Outcome.FAILED else outcome.upper()
     return "failed", f"{label}: {message}" if message else label
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from engine import __version__
 from engine.errors import ExitCode
+from engine.outcome import Outcome, RunOutcome
+from engine.spec.model import Effect
 from engine.targets import Target
 from engine.triage.symptoms import Match, evaluate, param_defaults
 
@@ -184,6 +186,7 @@ def diagnose(
 
     if target.redis is None:
         raise UsageError(f"diagnose: the target '{target.name}' has no redis endpoint")
+    endpoint = target.redis  # (set, for the closure below as well)
     catalog = catalog or Catalog()
     procedures, thresholds = symptom_procedures(catalog)
     redactor = Redactor()
@@ -233,13 +236,13 @@ def diagnose(
         def record(step: str, command: str, ms: float, result: Any, error: str | None) -> None:
             step_ref = ref(step, f"Read {command}")
             writer.emit(
-                "step.started", step=step_ref, effect="read", where=target.redis.url, command=command, attempt=1
+                "step.started", step=step_ref, effect=str(Effect.READ), where=endpoint.url, command=command, attempt=1
             )
             writer.emit(
                 "step.finished",
                 step=step_ref,
-                outcome="error" if error else "ok",
-                effect="read",
+                outcome=Outcome.ERROR if error else Outcome.OK,
+                effect=str(Effect.READ),
                 duration_ms=ms,
                 result=result,
                 message=error,
@@ -249,7 +252,7 @@ def diagnose(
             findings = observe(target.redis, record)
         except KeyboardInterrupt:
             writer.end(
-                outcome="interrupted",
+                outcome=RunOutcome.INTERRUPTED,
                 exit_code=130,
                 duration_ms=round((time.monotonic() - started) * 1000, 3),
                 error="interrupted during the reads",
@@ -273,15 +276,15 @@ def diagnose(
         writer.emit(
             "step.finished",
             step={**ref("symptoms", "Evaluate every procedure's symptoms"), "kind": "compute"},
-            outcome="ok",
-            effect="read",
+            outcome=Outcome.OK,
+            effect=str(Effect.READ),
             duration_ms=duration,
             result={"procedures": len(procedures), "ranked": diagnosis.as_json()["ranked"]},
             summary=f"{len(matches)} procedure(s) match"
             + (f"; first {matches[0].procedure}" if matches else ": nothing found"),
         )
         writer.end(
-            outcome="findings" if matches else "ok",
+            outcome=RunOutcome.FINDINGS if matches else RunOutcome.OK,
             exit_code=int(diagnosis.exit_code),
             duration_ms=duration,
             error=None,
