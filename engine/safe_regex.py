@@ -8,14 +8,11 @@ even a quadratic pattern (`.*x.*y`) stays cheap on a multi-megabyte log.
 from __future__ import annotations
 
 import re
-from functools import cache
 
-try:  # Python 3.11+
-    import re._constants as _sre_constants  # type: ignore[import-not-found]
-    import re._parser as _sre_parse  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover
-    import sre_constants as _sre_constants  # type: ignore[no-redef]
-    import sre_parse as _sre_parse  # type: ignore[no-redef]
+# the parser `re` itself uses (Python 3.11+, as requires-python says); private, so typeshed has no stubs
+import re._constants as _sre_constants  # type: ignore[import-not-found]
+import re._parser as _sre_parse  # type: ignore[import-not-found]
+from functools import cache
 
 MAX_PATTERN = 1_000  # characters
 MAX_TEXT = 1_000_000  # characters searched per call
@@ -64,7 +61,7 @@ def _has_alternation(items: object) -> bool:
     """An alternation whose branches may start alike (`a|aa`): under a repeat, it backtracks like a nested one."""
     for op, arg in items:  # type: ignore[attr-defined]
         if op == _sre_constants.BRANCH:
-            firsts = [next(iter(branch), None) for branch in arg[1]]  # type: ignore[index]
+            firsts = [next(iter(branch), None) for branch in arg[1]]
             literal = [f[1] for f in firsts if f is not None and f[0] == _sre_constants.LITERAL]
             if len(literal) < len(firsts) or len(set(literal)) < len(literal):
                 return True

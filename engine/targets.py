@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,7 +195,7 @@ def redis_from_url(
     url: str,
     *,
     timeout: float = DEFAULT_TIMEOUT,
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
     password: str | None = None,
     password_source: str | None = None,
     tls_settings: TlsSettings | None = None,
@@ -266,7 +267,7 @@ def _url_errors(located: Any) -> list[SourceError]:
     return errors
 
 
-def target_from_inventory(inventory: dict[str, Any], name: str, *, environ: dict[str, str] | None = None) -> Target:
+def target_from_inventory(inventory: dict[str, Any], name: str, *, environ: Mapping[str, str] | None = None) -> Target:
     """Pick `name` (or `environment/name`) and resolve its secrets from the environment or files."""
     environ = os.environ if environ is None else environ
     file, data = inventory["file"], inventory["data"]
@@ -347,7 +348,7 @@ def target_from_inventory(inventory: dict[str, Any], name: str, *, environ: dict
     )
 
 
-def _sentinel_spec(spec: dict[str, Any], base: Path, environ: dict[str, str], where: str) -> SentinelSpec:
+def _sentinel_spec(spec: dict[str, Any], base: Path, environ: Mapping[str, str], where: str) -> SentinelSpec:
     addresses = tuple(parse_address(a, f"{where}.addresses") for a in spec["addresses"])
     password, source = None, None
     if "password_env" in spec:

@@ -267,6 +267,9 @@ def parse_slowlog(reply: Any, redact: Redact) -> list[dict[str, Any]]:
     """SLOWLOG GET (raw lists, or dicts when redis-py parsed them) -> entries with redacted arguments."""
     out = []
     for raw in reply or []:
+        entry_id: Any  # the server's reply, as redis-py (RESP2 or RESP3) returns it
+        start: Any
+        duration: Any
         if isinstance(raw, Mapping):
             args = raw.get("command", "")
             argv = [_text(a) for a in args] if isinstance(args, list | tuple) else _text(args).split(" ")
@@ -308,7 +311,7 @@ def slowlog_by_command(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any
 # -- INFO commandstats -----------------------------------------------------------------------------
 def top_commandstats(info: Mapping[str, Any], top: int) -> dict[str, Any]:
     """INFO commandstats (as redis-py parses it) -> totals and the `top` commands by CPU time spent."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, stats in info.items():
         if not str(name).startswith("cmdstat_"):
             continue

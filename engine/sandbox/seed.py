@@ -46,7 +46,7 @@ class BulkSummary:
 class _Batcher:
     """A pipeline that flushes itself every BATCH queued commands."""
 
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis | redis.RedisCluster):
         self._pipe = client.pipeline(transaction=False)
         self._queued = 0
 
@@ -68,7 +68,7 @@ def _text(rng: random.Random, size: int) -> str:
 
 
 def seed_somabrain(
-    client: redis.Redis,
+    client: redis.Redis | redis.RedisCluster,  # a cluster: the keys spread across the shards by slot
     *,
     tenants: Sequence[str] = ("acme", "globex", "initech"),
     wm_per_tenant: int = 5,

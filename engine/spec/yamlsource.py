@@ -150,6 +150,8 @@ def load_yaml(text: str, file: str) -> Located:
             "YAML document too large",
             [SourceError(file, None, None, "", f"larger than {MAX_YAML_BYTES // 1024} KiB (the limit)")],
         )
+    line: int | None
+    column: int | None
     try:
         loader = _BoundedLoader(text)
     except yaml.reader.ReaderError as exc:  # a control character: \x1b, \x00 ...
@@ -166,9 +168,10 @@ def load_yaml(text: str, file: str) -> Located:
         raise UsageError("YAML over a limit", [SourceError(file, None, None, "", "nested too deeply")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
         problem = exc.problem or str(exc)
-        raise UsageError("invalid YAML", [SourceError(file, line, col, "", f"YAML syntax error: {problem}")]) from None
+        error = SourceError(file, line, column, "", f"YAML syntax error: {problem}")
+        raise UsageError("invalid YAML", [error]) from None
     except yaml.YAMLError as exc:
         raise UsageError("invalid YAML", [SourceError(file, None, None, "", f"YAML error: {exc}")]) from None
     finally:

@@ -129,8 +129,8 @@ def cluster_nodes(reply: Any) -> list[Node]:
         if len(fields) < 8:
             raise ValueError(f"unexpected CLUSTER NODES line {' '.join(fields)!r:.80}")
         address = fields[1].split("@", 1)[0].split(",", 1)[0]
-        host, _, port = address.rpartition(":")
-        by_id[fields[0]] = (host, int(port or 0))
+        host, _, port_text = address.rpartition(":")
+        by_id[fields[0]] = (host, int(port_text or 0))
     nodes = []
     for fields in raw:
         node_id, flags, primary_id, link = fields[0], fields[2].split(","), fields[3], fields[7]

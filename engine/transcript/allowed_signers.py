@@ -141,7 +141,9 @@ def _words(line: str, limit: int) -> list[str]:
 
 
 def _split_options(word: str) -> list[str]:
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in word:
         if char == '"':
             quoted = not quoted

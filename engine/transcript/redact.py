@@ -146,7 +146,7 @@ class Redactor:
         while i < len(spans):
             start, end, name = spans[i]
             names = [name]
-            whole = name  # the name of a secret covering the whole merged span, if any
+            whole: str | None = name  # the name of a secret covering the whole merged span, if any
             j = i + 1
             while j < len(spans) and spans[j][0] < end:
                 if spans[j][1] > end:

@@ -79,8 +79,10 @@ def encode(sig: Signature) -> str:
     return "\n".join([BEGIN, *lines, END])
 
 
-def decode(armoured: str) -> Signature:
-    """Parse an armoured signature; SignatureError on anything malformed (never another exception)."""
+def decode(armoured: object) -> Signature:
+    """Parse an armoured signature; SignatureError on anything malformed (never another exception).
+
+    `armoured` is whatever a transcript's signature block holds: not a string is malformed too."""
     if not isinstance(armoured, str) or len(armoured) > MAX_ARMOURED:
         raise SignatureError("not an SSH signature (missing or too large)")
     text = armoured.strip()
@@ -110,7 +112,7 @@ def decode(armoured: str) -> Signature:
     return Signature(public_key, namespace, hash_algorithm, signature)
 
 
-def verify(armoured: str, message: bytes, namespace: str) -> Signature:
+def verify(armoured: object, message: bytes, namespace: str) -> Signature:
     """Check the signature over `message` by the key it names; return it. SignatureError if it does not hold.
 
     Who that key belongs to is a separate question (allowed signers); this answers only "did this

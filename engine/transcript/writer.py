@@ -136,11 +136,10 @@ def truncate_output(text: str | bytes, limit: int = OUTPUT_LIMIT) -> tuple[str, 
     `limit` is in UTF-8 bytes; the cut never splits a character. Redact before truncating (or use
     `TranscriptWriter.output`): a secret cut in half at the limit would no longer be recognised.
     """
-    is_bytes = isinstance(text, (bytes, bytearray))
-    raw = bytes(text) if is_bytes else text.encode("utf-8", errors="surrogatepass")
+    raw = text.encode("utf-8", errors="surrogatepass") if isinstance(text, str) else bytes(text)
     digest = hashlib.sha256(raw).hexdigest()
     if len(raw) <= limit:
-        kept = raw.decode("utf-8", errors="replace") if is_bytes else text
+        kept = text if isinstance(text, str) else raw.decode("utf-8", errors="replace")
         return kept, False, digest, len(raw)
     kept = raw[: max(limit, 0)].decode("utf-8", errors="ignore")
     return kept, True, digest, len(raw)
