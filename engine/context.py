@@ -40,6 +40,7 @@ class Connections:
         self._ssh: SshAdapter | None = None
 
     def redis(self) -> RoutedRedisAdapter:
+        # the ignore below: connect() returns the routed adapter itself, typed as its base class
         return self._routed().connect()  # type: ignore[return-value]
 
     def _routed(self) -> RoutedRedisAdapter:

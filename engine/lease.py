@@ -208,7 +208,7 @@ def _holder(raw: Any) -> Holder | None:
     try:
         data = json.loads(raw if isinstance(raw, str) else bytes(raw).decode("utf-8", "replace"))
         fields = {k: str(v) if v is not None else None for k, v in data.items() if k in Holder.__annotations__}
-        # type: ignore: the file's fields, by name; a missing one is the TypeError caught below
+        # the ignore below: the file's fields, by name; a missing one is the TypeError caught below
         return Holder(**fields)  # type: ignore[arg-type]
     except (ValueError, TypeError):
         return Holder(operator="(unreadable lease)", run_id="?", procedure="?", incident=None, since="?")

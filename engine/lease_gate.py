@@ -93,10 +93,11 @@ class LeasingGate:
             )
         return None
 
-    def _refuse(self, exc: LeaseHeld) -> Decision:
+    def _refuse(self, exc: LeaseHeld) -> Decision | None:
+        """The refusal; None when the lease is the stopped run's this one continues, and was taken over."""
         if self.resumes is not None and exc.holder.run_id == self.resumes and self.steal_reason is None:
             self.steal_reason = f"continuing run {self.resumes}, which held it when it stopped"
-            return self._acquire()  # type: ignore[return-value]
+            return self._acquire()
         self.record("lease.refused", durable=True, where=exc.where, holder=exc.holder.public())
         return Decision(
             False,

@@ -12,7 +12,9 @@ import re
 # the parser `re` itself uses (Python 3.11+, as requires-python says); private, so typeshed has no stubs
 import re._constants as _sre_constants  # type: ignore[import-not-found]
 import re._parser as _sre_parse  # type: ignore[import-not-found]
+from collections.abc import Callable
 from functools import cache
+from typing import Any  # a parse tree of re._parser: private, untyped
 
 MAX_PATTERN = 1_000  # characters
 MAX_TEXT = 1_000_000  # characters searched per call
@@ -25,8 +27,8 @@ class UnsafePattern(ValueError):
     """A pattern refused before it runs."""
 
 
-def _has_repeat(items: object) -> bool:
-    for op, arg in items:  # type: ignore[attr-defined]
+def _has_repeat(items: Any) -> bool:
+    for op, arg in items:
         if op in _REPEATS:
             return True
         if _children_have(op, arg, _has_repeat):
@@ -34,18 +36,18 @@ def _has_repeat(items: object) -> bool:
     return False
 
 
-def _children_have(op: object, arg: object, test: object) -> bool:
+def _children_have(op: Any, arg: Any, test: Callable[[Any], bool]) -> bool:
     if op == _sre_constants.SUBPATTERN:
-        return test(arg[-1])  # type: ignore[index,operator]
+        return test(arg[-1])
     if op == _sre_constants.BRANCH:
-        return any(test(branch) for branch in arg[1])  # type: ignore[index,operator]
+        return any(test(branch) for branch in arg[1])
     if op in (_sre_constants.ASSERT, _sre_constants.ASSERT_NOT):
-        return test(arg[1])  # type: ignore[index,operator]
+        return test(arg[1])
     return False
 
 
-def _nested_unbounded(items: object) -> bool:
-    for op, arg in items:  # type: ignore[attr-defined]
+def _nested_unbounded(items: Any) -> bool:
+    for op, arg in items:
         if op in _REPEATS:
             _, high, inner = arg
             if (high == _UNBOUNDED or high > 100) and (_has_repeat(inner) or _has_alternation(inner)):
@@ -57,9 +59,9 @@ def _nested_unbounded(items: object) -> bool:
     return False
 
 
-def _has_alternation(items: object) -> bool:
+def _has_alternation(items: Any) -> bool:
     """An alternation whose branches may start alike (`a|aa`): under a repeat, it backtracks like a nested one."""
-    for op, arg in items:  # type: ignore[attr-defined]
+    for op, arg in items:
         if op == _sre_constants.BRANCH:
             firsts = [next(iter(branch), None) for branch in arg[1]]
             literal = [f[1] for f in firsts if f is not None and f[0] == _sre_constants.LITERAL]

@@ -197,7 +197,7 @@ def resolve_target(request: RunRequest) -> Target:
         )
     if request.redis_url or via_sentinel:
         sentinel = _sentinel_from_options(request)
-        # type: ignore: without --redis it is via_sentinel, so `sentinel` is set
+        # the ignore below: without --redis it is via_sentinel, so `sentinel` is set
         url = request.redis_url or "redis://{}:{}".format(*sentinel.addresses[0])  # type: ignore[union-attr]
         endpoint = redis_from_url(url)
         name = f"{endpoint.host}:{endpoint.port}"

@@ -308,6 +308,7 @@ def target_from_inventory(inventory: dict[str, Any], name: str, *, environ: Mapp
         if "sentinel" in spec:
             sentinel = _sentinel_spec(spec["sentinel"], base, environ, f"{file}: target {tname}: redis.sentinel")
         redis = redis_from_url(
+            # the ignore below: no url means a sentinel (the schema requires one of them), so `sentinel` is set
             spec.get("url") or "redis://{}:{}".format(*sentinel.addresses[0]),  # type: ignore[union-attr]
             timeout=timeout,
             environ={},

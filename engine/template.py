@@ -108,6 +108,7 @@ class _LoopGuardedCodeGenerator(CodeGenerator):
         for loop in node.find_all(nodes.For):
             if not getattr(loop, "_runbook_guarded", False):
                 loop.iter = nodes.Call(nodes.EnvironmentAttribute("guard_loop"), [loop.iter], [], None, None)
+                # the ignore below: our own mark on jinja's node, so a loop compiled twice is guarded once
                 loop._runbook_guarded = True  # type: ignore[attr-defined]
         super().visit_Template(node, frame)
 

@@ -73,6 +73,7 @@ class _Pending:
         return len(self._use())
 
     def __contains__(self, item: object) -> bool:
+        # the ignore below: `in` on the text itself; a non-str item fails as it would there
         return item in self._use()  # type: ignore[operator]
 
     def __iter__(self) -> Any:

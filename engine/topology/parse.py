@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from engine.topology.model import Node
 
 TOTAL_SLOTS = 16384
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def _only_value_error(func: F) -> F:
+def _only_value_error(func: Callable[P, R]) -> Callable[P, R]:
     """A reply of the wrong shape is a ValueError naming the parser, whatever Python noticed first."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except ValueError:
@@ -28,7 +29,7 @@ def _only_value_error(func: F) -> F:
         except (TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
             raise ValueError(f"{func.__name__}: unexpected reply shape ({type(exc).__name__}: {exc})") from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def text(value: Any) -> str:
