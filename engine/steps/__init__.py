@@ -239,14 +239,26 @@ def kinds() -> Mapping[str, StepKind]:
         for module in pkgutil.iter_modules(__path__):
             if module.name.endswith("_step"):
                 importlib.import_module(f"{__name__}.{module.name}")
-        for extra in filter(None, (m.strip() for m in os.environ.get(EXTRA_KINDS_ENV, "").split(","))):
-            try:
-                importlib.import_module(extra)
-            except ImportError as exc:
-                from engine.errors import UsageError
-
-                raise UsageError(f"{EXTRA_KINDS_ENV}: cannot import '{extra}': {exc}") from None
+        load_extra_kinds()
     return _REGISTRY
+
+
+_extras_loaded = False
+
+
+def load_extra_kinds() -> None:
+    """Import, once, the modules $RUNBOOK_KINDS names (comma-separated): each registers kinds of its own."""
+    global _extras_loaded
+    if _extras_loaded:
+        return
+    _extras_loaded = True
+    for extra in filter(None, (m.strip() for m in os.environ.get(EXTRA_KINDS_ENV, "").split(","))):
+        try:
+            importlib.import_module(extra)
+        except ImportError as exc:
+            from engine.errors import UsageError
+
+            raise UsageError(f"{EXTRA_KINDS_ENV}: cannot import '{extra}': {exc}") from None
 
 
 def get(name: str) -> StepKind:
