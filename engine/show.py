@@ -57,7 +57,7 @@ def describe(
             body = _try_render(step.action, values, errors)
             callees = kind.called_procedures(body)
             if callees and load is not None:
-                effect = _call_effect(kind.called_procedures(step.action), load, frozenset({procedure.id}))
+                effect = effect_of_calls(kind.called_procedures(step.action), load, frozenset({procedure.id}))
             else:
                 effect = static_effect(step.kind, step.action, step.effect, rendered=body)
         confirm = _try_render(step.confirm, values, errors) if step.confirm else None
@@ -108,7 +108,9 @@ def describe(
     }
 
 
-def _call_effect(callees: tuple[str, ...], load: Callable[[str], Procedure], calling: frozenset[str]) -> StaticEffect:
+def effect_of_calls(
+    callees: tuple[str, ...], load: Callable[[str], Procedure], calling: frozenset[str]
+) -> StaticEffect:
     """The strongest effect a step running procedures can have: their steps (and theirs), as `validate` reads them."""
     strongest = Effect.READ
     for callee_id in callees:
@@ -124,7 +126,7 @@ def _call_effect(callees: tuple[str, ...], load: Callable[[str], Procedure], cal
                 continue  # its steps are in all_steps() too
             inner_callees = kind.called_procedures(inner.action)
             if inner_callees:
-                found = _call_effect(inner_callees, load, calling | {callee_id})
+                found = effect_of_calls(inner_callees, load, calling | {callee_id})
             else:
                 found = static_effect(inner.kind, inner.action, inner.effect)
             if found.effect is None:
