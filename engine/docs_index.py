@@ -45,7 +45,7 @@ def _effects(data: dict[str, Any]) -> str:
     parts = [f"{counts[e]} {e}" for e in _EFFECT_ORDER if counts[e]]
     strongest = next((e for e in _EFFECT_ORDER if counts[e] and e != "read"), None)
     head = "read-only" if strongest is None else f"**{strongest}**"
-    calls = sorted({s["summary"].removeprefix("call ") for s in data["steps"] if s["kind"] == "call" and s["summary"]})
+    calls = sorted({callee for s in data["steps"] for callee in s.get("calls", [])})
     tail = f"; calls {', '.join(f'`{c}`' for c in calls)}" if calls else ""
     return f"{head}: {', '.join(parts)}{tail}"
 

@@ -32,12 +32,14 @@ ALL_REMAINING = "all-remaining"  # the approval method of "all remaining" and of
 # -- the pure part -------------------------------------------------------------------------------
 def changes_anything(procedure: Procedure, load: Callable[[str], Procedure]) -> bool:
     """Whether any step may change the target (a call's callee included; decided at run time counts)."""
-    from engine.show import _call_effect
+    from engine.show import effect_of_calls
     from engine.spec.effects import static_effect
+    from engine.steps import get
 
     for step in procedure.all_steps():
-        if step.kind == "call":
-            effect = _call_effect(step, load, frozenset({procedure.id}))
+        callees = get(step.kind).called_procedures(step.action)
+        if callees:
+            effect = effect_of_calls(callees, load, frozenset({procedure.id}))
         else:
             effect = static_effect(step.kind, step.action, step.effect)
         if effect.effect is None or effect.effect is not Effect.READ:

@@ -29,7 +29,7 @@ from engine.gate import ApprovalRequest, Gate
 from engine.operator import Operator
 from engine.spec.model import Effect, Procedure, Step
 from engine.spec.params import parse_count, parse_duration
-from engine.steps import Action, get
+from engine.steps import Action, Measured, get
 from engine.transcript.redact import Redactor
 from engine.transcript.writer import TranscriptWriter, sha256_text
 
@@ -127,6 +127,7 @@ class _Outcome:
     advice: str | None = None
     exit_code: int = ExitCode.OK
     really_ran: bool = True
+    changes: list[dict[str, Any]] | None = None  # what a measured change did, as it said (Done.changes)
 
 
 class Runner:
@@ -739,27 +740,30 @@ class Runner:
             sampled = self._execute(self._sampled(action, step, sampling), ref)
             _check_shape(step, sampled, sampled=True)
             return sampled, effect, None, [], False
-        blast = None
+        blast, measured = None, None
         if effect is not Effect.READ:
             try:
-                blast = self.redactor.data(action.measure()) if action.measure else None
+                measured = action.measured(self.redactor.data)
+                blast = dict(measured.blast) if measured is not None else None
             except RunbookError as exc:  # measuring failed: nothing was sent, the step errors
                 if isinstance(exc, MutationRefused):
                     raise
                 return self._error_outcome(exc), effect, None, [], False
-            stopped = self._gate(step, ref, action, effect, command, values, blast, frame)
+            stopped = self._gate(step, ref, action, effect, command, values, measured, frame)
             if stopped is not None:
                 if stopped.outcome == "predicted" and blast:
                     frame.measured.setdefault(step.id, blast)
-                changes = action.changes(blast, None) if action.changes and stopped.outcome == "predicted" else []
+                changes = action.changes(measured, None) if action.changes and stopped.outcome == "predicted" else []
                 return stopped, effect, blast, changes, True
             if blast:
                 frame.measured.setdefault(step.id, blast)  # what `restore:` puts back: the value before
-        outcome = self._execute(action, ref, secret_name=(step.register or step.id) if step.secret else None)
+        outcome = self._execute(action, ref, (step.register or step.id) if step.secret else None, measured)
         _check_shape(step, outcome)
         changes = []
-        if outcome.outcome == "ok" and effect is not Effect.READ and action.changes:
-            changes = action.changes(blast, outcome.result)
+        if outcome.outcome == "ok" and effect is not Effect.READ and outcome.changes is not None:
+            changes = outcome.changes  # what a measured change did, as it said
+        elif outcome.outcome == "ok" and effect is not Effect.READ and action.changes:
+            changes = action.changes(measured, outcome.result)
         return outcome, effect, blast, changes, False
 
     def _sampling(self, step: Step, values: dict[str, Any]) -> _Sampling:
@@ -846,12 +850,13 @@ class Runner:
         effect: Effect,
         command: str,
         values: dict[str, Any],
-        blast: dict[str, Any] | None,
+        measured: Measured | None,
         frame: _Frame,
     ) -> _Outcome | None:
         """None to go ahead; else the outcome that replaces running (predicted in dry-run, or refused)."""
+        blast = dict(measured.blast) if measured is not None else None
         if self.dry_run:
-            predicted = action.predict(blast) if action.predict else None
+            predicted = action.predict(measured) if action.predict else None
             return _Outcome("predicted", predicted, message="dry-run: not sent", really_ran=False)
         digest = sha256_text(command)
         if step.kind == "restore" and step.action in frame.approved:
@@ -975,9 +980,12 @@ class Runner:
             )
         return ""
 
-    def _execute(self, action: Action, ref: dict[str, Any], secret_name: str | None = None) -> _Outcome:
+    def _execute(
+        self, action: Action, ref: dict[str, Any], secret_name: str | None = None, measured: Measured | None = None
+    ) -> _Outcome:
         try:
-            result = action.execute()
+            done = action.run(measured)
+            result = done.result
         except StoppedError as exc:  # nobody to answer, or the operator said no: recorded as refused
             return _Outcome(
                 "refused", message=self.redactor.text(str(exc)), exit_code=ExitCode.STOPPED, really_ran=False
@@ -995,7 +1003,7 @@ class Runner:
         reason = action.failed(result) if action.failed else None
         if reason:
             return _Outcome("failed", result, message=reason, exit_code=ExitCode.UNREACHABLE)
-        return _Outcome("ok", result)
+        return _Outcome("ok", result, changes=done.changes)
 
     def _error_outcome(self, exc: RunbookError) -> _Outcome:
         if isinstance(exc, StoppedError | MutationRefused):

@@ -178,7 +178,9 @@ def prepare(request: RunRequest) -> tuple[Procedure, dict[str, Any], Any]:
 
     catalog = request.catalog or Catalog(request.extra_procedures)
     procedure = catalog.load(request.procedure)
-    prompted = frozenset(s.action.get("param") for s in procedure.steps if s.kind == "prompt")
+    from engine.steps import get
+
+    prompted = frozenset().union(*(get(s.kind).prompted_params(s.action) for s in procedure.steps))
     params = resolve(procedure.params, request.variables, procedure=procedure.id, interactive_later=prompted)
     return procedure, params, catalog
 

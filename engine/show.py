@@ -8,7 +8,7 @@ from typing import Any
 from engine import template
 from engine.errors import RunbookError
 from engine.spec.effects import StaticEffect, static_effect
-from engine.spec.model import Effect, Procedure, Step
+from engine.spec.model import Effect, Procedure
 from engine.spec.params import convert
 from engine.steps import get
 
@@ -49,12 +49,15 @@ def describe(
     for step, phase, depth in _flatten(procedure):
         errors: list[str] = []
         effect: StaticEffect | None = None
-        if step.kind == "block":
+        kind = get(step.kind)
+        callees: tuple[str, ...] = ()
+        if kind.nested:
             body = step.action
         else:
             body = _try_render(step.action, values, errors)
-            if step.kind == "call" and load is not None:
-                effect = _call_effect(step, load, frozenset({procedure.id}))
+            callees = kind.called_procedures(body)
+            if callees and load is not None:
+                effect = effect_of_calls(kind.called_procedures(step.action), load, frozenset({procedure.id}))
             else:
                 effect = static_effect(step.kind, step.action, step.effect, rendered=body)
         confirm = _try_render(step.confirm, values, errors) if step.confirm else None
@@ -69,7 +72,7 @@ def describe(
                 "effect": "-" if effect is None else str(effect.effect) if effect.effect is not None else RUN_TIME,
                 # decided at run time: what it is with the values given, when those tell it (else null)
                 "effect_for_values": str(effect.for_values) if effect and effect.for_values is not None else None,
-                "summary": get(step.kind).summary(body) if isinstance(body, dict | list | str | int | float) else "",
+                "summary": kind.summary(body) if isinstance(body, dict | list | str | int | float) else "",
                 "when": step.when,
                 "confirm": confirm,
                 "source": str(step.location),
@@ -78,6 +81,7 @@ def describe(
                 "depth": depth,
                 **({"foreach": step.foreach} if step.foreach else {}),
                 **({"sample": "sampled"} if step.sample else {}),
+                **({"calls": list(callees)} if callees else {}),  # procedures it runs (a call step)
             }
         )
     return {
@@ -104,26 +108,30 @@ def describe(
     }
 
 
-def _call_effect(step: Step, load: Callable[[str], Procedure], calling: frozenset[str]) -> StaticEffect:
-    """The strongest effect a call can have: its callee's steps (and theirs), as `validate` reads them."""
-    callee_id = step.action.get("procedure") if isinstance(step.action, dict) else None
-    if not isinstance(callee_id, str) or template.is_template(callee_id) or callee_id in calling:
-        return StaticEffect(None)  # the callee is named at run time (or calls itself: the runner stops that)
-    try:
-        callee = load(callee_id)
-    except RunbookError:
-        return StaticEffect(None)
+def effect_of_calls(
+    callees: tuple[str, ...], load: Callable[[str], Procedure], calling: frozenset[str]
+) -> StaticEffect:
+    """The strongest effect a step running procedures can have: their steps (and theirs), as `validate` reads them."""
     strongest = Effect.READ
-    for inner in callee.all_steps():
-        if inner.kind == "block":
-            continue  # its steps are in all_steps() too
-        if inner.kind == "call":
-            found = _call_effect(inner, load, calling | {callee_id})
-        else:
-            found = static_effect(inner.kind, inner.action, inner.effect)
-        if found.effect is None:
-            return StaticEffect(None)  # the call's params may decide it
-        strongest = max(strongest, found.effect)
+    for callee_id in callees:
+        if template.is_template(callee_id) or callee_id in calling:
+            return StaticEffect(None)  # the callee is named at run time (or calls itself: the runner stops that)
+        try:
+            callee = load(callee_id)
+        except RunbookError:
+            return StaticEffect(None)
+        for inner in callee.all_steps():
+            kind = get(inner.kind)
+            if kind.nested:
+                continue  # its steps are in all_steps() too
+            inner_callees = kind.called_procedures(inner.action)
+            if inner_callees:
+                found = effect_of_calls(inner_callees, load, calling | {callee_id})
+            else:
+                found = static_effect(inner.kind, inner.action, inner.effect)
+            if found.effect is None:
+                return StaticEffect(None)  # the call's params may decide it
+            strongest = max(strongest, found.effect)
     return StaticEffect(strongest)
 
 
@@ -134,7 +142,7 @@ def _flatten(procedure: Procedure) -> list[tuple[Any, str, int]]:
     def walk(steps: Any, phase: str, depth: int) -> None:
         for step in steps:
             out.append((step, phase, depth))
-            if step.kind == "block":
+            if get(step.kind).nested:
                 walk(step.action, phase, depth + 1)
 
     walk(procedure.steps, "steps", 0)
@@ -199,7 +207,7 @@ def render_text(data: dict[str, Any]) -> str:
         lines.append(f"  {i:>2}. {indent}{mark:<14} {s['id']}: {s['name']}")
         if s["summary"]:
             lines.append(f"      {s['summary']}")
-        if s["kind"] == "call" and s["effect"] != "read":
+        if s.get("calls") and s["effect"] != "read":
             lines.append("      (the strongest effect among its steps; each is gated on its own when it runs)")
         if s["effect"] == RUN_TIME:
             known = _MARK[s["effect_for_values"]] if s["effect_for_values"] else "known only at run time"

@@ -33,26 +33,26 @@ def changes_do_not_take() -> Iterator[list[str]]:
 
     def lying(name: str) -> Any:
         kind = get(name)
-        if name == "call":
-            return kind
 
         def plan(body: Any, ctx: Any) -> Any:
             action = kind.plan(body, ctx)
             effect = max(action.effect, ctx.step.effect or Effect.READ)
+            if kind.called_procedures(body):  # a call: each of the callee's steps is sabotaged on its own
+                return action
             predict = action.predict
             if effect is Effect.READ or predict is None or ctx.dry_run:
                 return action
 
             def pretend() -> Any:
                 sabotaged.append(ctx.step.id)
-                return predict(action.measure() if action.measure else None)
+                return predict(action.measured())
 
-            def claimed(blast: Any, result: Any) -> Any:  # what a dry-run would record: the change, claimed
-                return action.changes(blast, None) if action.changes else []
+            def claimed(measured: Any, result: Any) -> Any:  # what a dry-run would record: the change, claimed
+                return action.changes(measured, None) if action.changes else []
 
-            return dataclasses.replace(action, execute=pretend, changes=claimed, failed=None, output=None)
+            return dataclasses.replace(action, execute=pretend, apply=None, changes=claimed, failed=None, output=None)
 
-        return dataclasses.replace(kind, plan=plan)
+        return kind.with_plan(plan)
 
     original = runner.get
     runner.get = lying

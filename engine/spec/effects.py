@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import template
+from engine.spec.kinds import KindInfo, KindTable, table
 from engine.spec.model import Effect
 
 
@@ -115,16 +116,20 @@ def _derive(body: Any, rule: Callable[[Any], Effect | None]) -> tuple[Effect | N
     return effect, bool(log)
 
 
-def static_effect(kind_name: str, body: Any, declared: Effect | None = None, rendered: Any = None) -> StaticEffect:
+def static_effect(
+    kind_name: str, body: Any, declared: Effect | None = None, rendered: Any = None, *, kinds: KindTable | None = None
+) -> StaticEffect:
     """The step's effect without a server. `rendered`: the body rendered with the values known (params)."""
-    from engine.steps import get
+    return effect_of_kind((table() if kinds is None else kinds)[kind_name], body, declared, rendered)
 
-    kind = get(kind_name)
+
+def effect_of_kind(kind: KindInfo, body: Any, declared: Effect | None = None, rendered: Any = None) -> StaticEffect:
+    """As `static_effect`, for a kind in hand."""
     if kind.effect_declared:  # ssh: the author's word is the effect (destructive when not given)
         return StaticEffect(declared if declared is not None else Effect.DESTRUCTIVE)
     if declared is Effect.DESTRUCTIVE:  # the strongest: nothing a value renders to can change it
         return StaticEffect(declared)
-    rule = _rule(kind_name, kind.static_effect)
+    rule = kind.static_effect
     effect, depends = _derive(body, rule)
     if not depends:
         return StaticEffect(_at_least(effect, declared))
@@ -141,18 +146,3 @@ def _at_least(effect: Effect | None, declared: Effect | None) -> Effect | None:
     if effect is None:
         return declared
     return max(effect, declared) if declared is not None else effect
-
-
-def _rule(kind_name: str, fallback: Callable[[Any], Effect | None]) -> Callable[[Any], Effect | None]:
-    if kind_name != "redis":
-        return fallback
-
-    def redis_rule(body: Any) -> Effect | None:
-        if isinstance(body, dict) and body.get("command"):
-            from engine.adapters.redis_effects import classify
-            from engine.spec.validate import _table
-
-            return classify(list(body["command"]), _table())
-        return fallback(body)
-
-    return redis_rule

@@ -119,10 +119,10 @@ def _literal(value: Any, parse: Any) -> Any:
 def _build_steps(
     located: Located, raws: list[dict[str, Any]], path: tuple[Any, ...], *, cleanup: bool = False
 ) -> tuple[Step, ...]:
+    from engine.spec.kinds import table
     from engine.spec.params import parse_count
-    from engine.steps import kinds
 
-    registry = kinds()
+    registry = table()
     steps = []
     for i, raw in enumerate(raws):
         kind = next(k for k in raw if k in registry)
@@ -130,8 +130,8 @@ def _build_steps(
         sample = raw.get("sample")
         failure = raw.get("on_failure", "abort")
         action = raw[kind]
-        if kind == "block":
-            action = _build_steps(located, action, (*path, i, "block"), cleanup=cleanup)
+        if registry[kind].nested:  # a block: its steps, built as steps
+            action = _build_steps(located, action, (*path, i, kind), cleanup=cleanup)
         steps.append(
             Step(
                 id=raw["id"],

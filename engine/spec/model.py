@@ -165,6 +165,6 @@ def walk_steps(steps: tuple[Step, ...]) -> list[Step]:
     out: list[Step] = []
     for step in steps:
         out.append(step)
-        if step.kind == "block":
+        if isinstance(step.action, tuple):  # a block: the loader built its body as steps
             out.extend(walk_steps(step.action))
     return out

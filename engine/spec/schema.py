@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.errors import SourceError
 from engine.resources import schema_path
+from engine.spec.kinds import KindTable, table
 from engine.spec.yamlsource import Located, format_path
 
 SCHEMA_ID = "https://runbook.dev/schemas/procedure.schema.json"
@@ -74,11 +75,11 @@ STEP_FIELDS: dict[str, Any] = {
 }
 
 
-def build_procedure_schema() -> dict[str, Any]:
-    from engine.steps import kinds
+def build_procedure_schema(kinds: KindTable | None = None) -> dict[str, Any]:
+    """The schema for `kinds` (default: every registered kind): schemas/procedure.schema.json is this."""
     from engine.triage.symptoms import SCHEMA as SYMPTOMS
 
-    registered = kinds()
+    registered = table() if kinds is None else kinds
     step_props = dict(STEP_FIELDS)
     defs: dict[str, Any] = {}
     for name, kind in sorted(registered.items()):
@@ -208,11 +209,20 @@ def load_schema(name: str) -> dict[str, Any]:
     return json.loads(schema_path(name).read_text(encoding="utf-8"))
 
 
+def _procedure_schema() -> dict[str, Any]:
+    """The schema on disk; composed from the registry when a kind was registered beyond it (a plugin)."""
+    on_disk = load_schema("procedure.schema.json")
+    known = on_disk.get("$defs", {}).get("step", {}).get("properties", {})
+    if all(name in known for name in table()):
+        return on_disk
+    return build_procedure_schema()
+
+
 def validate_against(name: str, located: Located) -> list[SourceError]:
     """Schema errors as SourceErrors, pointing at the offending key or value, sorted by position."""
     import jsonschema
 
-    schema = load_schema(name)
+    schema = _procedure_schema() if name == "procedure.schema.json" else load_schema(name)
     validator = jsonschema.Draft202012Validator(schema, format_checker=_format_checker())
     errors: list[SourceError] = []
     for error in validator.iter_errors(located.data):
@@ -263,9 +273,9 @@ def _readable(error: Any, located: Located, schema: dict[str, Any]) -> list[Sour
         missing = [r for r in error.validator_value if isinstance(instance, dict) and r not in instance]
         return [located.error(path, f"missing required field '{m}'") for m in missing]
     if kind == "anyOf" and path and path[0] == "steps" and len(path) == 2:
-        from engine.steps import kinds
-
-        return [located.error(path, "a step needs one action: " + ", ".join(sorted(kinds())))]
+        alternatives = schema.get("$defs", {}).get("step", {}).get("anyOf", [])
+        actions = sorted(a["required"][0] for a in alternatives if a.get("required"))
+        return [located.error(path, "a step needs one action: " + ", ".join(actions))]
     if kind == "oneOf" and path and path[-1] == "sample":
         return [located.error(path, "sample needs exactly one of 'for' (a duration) or 'count' (a number)")]
     if kind == "oneOf" and path and path[-1] == "on_failure":

@@ -11,6 +11,7 @@ from typing import Any
 
 from engine import template
 from engine.errors import SourceError
+from engine.spec.kinds import CheckContext, KindInfo, KindTable, table
 from engine.spec.model import Effect
 from engine.spec.yamlsource import Located, format_path
 
@@ -19,13 +20,21 @@ BUILTINS = frozenset({"target", "run", "service", "paths", "params", "now", "ste
 TENANT_PATTERN = "^[A-Za-z0-9_.-]+$"
 
 
-def semantic_errors(located: Located, *, known_procedures: Callable[[str], bool] | None = None) -> list[SourceError]:
+def semantic_errors(
+    located: Located, *, known_procedures: Callable[[str], bool] | None = None, kinds: KindTable | None = None
+) -> list[SourceError]:
+    """`kinds`: the step kinds to check against (default: the registry the engine installed)."""
     data = located.data
     errors: list[SourceError] = []
+    registry = table() if kinds is None else kinds
     params: dict[str, Any] = data.get("params") or {}
     for name, spec in params.items():
         errors.extend(_check_param(located, name, spec))
-    every = [*_walk(data.get("steps") or [], ("steps",)), *_walk(data.get("finally") or [], ("finally",))]
+    nested = frozenset(name for name, kind in registry.items() if kind.nested)
+    every = [
+        *_walk(data.get("steps") or [], ("steps",), nested),
+        *_walk(data.get("finally") or [], ("finally",), nested),
+    ]
     ids: dict[str, tuple[Any, ...]] = {}
     for path, step in every:
         if step.get("id") in ids:
@@ -36,40 +45,34 @@ def semantic_errors(located: Located, *, known_procedures: Callable[[str], bool]
             )
         else:
             ids[step["id"]] = path
-    checker = _StepChecker(located, params, known_procedures, errors, every)
+    checker = _StepChecker(located, registry, CheckContext(params, known_procedures, every), errors)
     checker.walk(data.get("steps") or [], ("steps",), set(), cleanup=False)
     checker.walk(data.get("finally") or [], ("finally",), set(), cleanup=True)
     return errors
 
 
-def _walk(steps: list[dict[str, Any]], path: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+def _walk(
+    steps: list[dict[str, Any]], path: tuple[Any, ...], nested: frozenset[str]
+) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
     """Every step with its path, those inside blocks included, in the order they can run."""
     out = []
     for i, step in enumerate(steps):
         out.append(((*path, i), step))
-        if isinstance(step.get("block"), list):
-            out.extend(_walk(step["block"], (*path, i, "block")))
+        for name in nested:
+            if isinstance(step.get(name), list):
+                out.extend(_walk(step[name], (*path, i, name), nested))
     return out
 
 
 class _StepChecker:
     """The per-step checks, over a list of steps (the procedure's, a block's, the finally steps)."""
 
-    def __init__(
-        self,
-        located: Located,
-        params: dict[str, Any],
-        known_procedures: Callable[[str], bool] | None,
-        errors: list[SourceError],
-        every: list[tuple[tuple[Any, ...], dict[str, Any]]],
-    ):
-        from engine.steps import kinds
-
-        self.located, self.params, self.known_procedures, self.errors = located, params, known_procedures, errors
-        self.registry = kinds()
-        self.every = every
+    def __init__(self, located: Located, registry: KindTable, context: CheckContext, errors: list[SourceError]):
+        self.located, self.registry, self.context, self.errors = located, registry, context, errors
+        self.params = context.params
+        self.every = context.every
         self.defined: set[str] = set()  # registers of the steps met so far
-        self.seen_ids: list[str] = []
+        self.seen_ids: list[str | None] = []
 
     def walk(self, steps: list[dict[str, Any]], path: tuple[Any, ...], local: set[str], *, cleanup: bool) -> None:
         for i, step in enumerate(steps):
@@ -95,12 +98,13 @@ class _StepChecker:
             errors.append(
                 located.error((*path, present[1]), f"a step has exactly one action; found {', '.join(present)}")
             )
-        kind_name = present[0] if present else None
+        kind = registry[present[0]] if present else None
+        kind_name = kind.name if kind is not None else ""
+        body: Any = step[kind_name] if kind is not None else None
         register = step.get("register")
         local = outer_local | ({"item", "loop"} if step.get("foreach") else set())
-        redis_body = step.get("redis")
-        if isinstance(redis_body, dict) and redis_body.get("on") in ("primary", "replicas", "all", "each primary"):
-            local = local | {"node", "loop"}  # a change on several nodes runs once per node
+        if kind is not None:
+            local = local | kind.scope_names(body)  # e.g. a change on several nodes: `node`
         available = set(params) | self.defined | BUILTINS | local
 
         def check(
@@ -135,21 +139,21 @@ class _StepChecker:
                 set(params) | self.defined | BUILTINS | outer_local,
                 expression=True,
             )
-        if kind_name == "block":
+        if kind is not None and kind.nested:
             before = set(self.defined)
-            self.walk(step["block"], (*path, "block"), local, cleanup=cleanup)
-            inner = {s.get("register") for s in step["block"] if s.get("register")}
+            self.walk(body, (*path, kind_name), local, cleanup=cleanup)
+            inner = {s.get("register") for s in body if s.get("register")}
             if step.get("foreach"):
                 self.defined = before  # each item's registers live in that item's pass only
             else:
                 self.defined |= inner
-        elif kind_name and registry[kind_name].expressions and isinstance(step[kind_name], dict):
+        elif kind is not None and kind.expressions and isinstance(body, dict):
             seen: set[str] = set()
-            for key, expression in step[kind_name].items():
+            for key, expression in body.items():
                 check((*path, kind_name, key), str(expression), available | seen, expression=True)
                 seen.add(key)
-        elif kind_name:
-            check((*path, kind_name), step[kind_name], available)
+        elif kind is not None:
+            check((*path, kind_name), body, available)
         own = {"result"} | ({register} if register else set())
         for j, expectation in enumerate(step.get("expect") or []):
             check((*path, "expect", j, "that"), expectation.get("that", ""), available | own, expression=True)
@@ -168,10 +172,10 @@ class _StepChecker:
             check((*path, "retry", "until"), step["retry"]["until"], available | own, expression=True)
         if step.get("confirm"):
             check((*path, "confirm"), step["confirm"], available)
-        for field, value, _ in _typed_fields(step):
+        for field, value, _ in _typed_fields(step, kind):
             if template.is_template(value):
                 check(field_path(path, field), value, available)
-        errors.extend(typed_field_errors(located, path, step))
+        errors.extend(typed_field_errors(located, path, step, kind))
 
         failure = step.get("on_failure")
         if isinstance(failure, dict):
@@ -188,24 +192,12 @@ class _StepChecker:
             errors.append(
                 located.error((*path, "verifies"), f"verifies '{step['verifies']}': no earlier step with that id")
             )
-        if kind_name == "call" and self.known_procedures is not None:
-            callee = (step["call"] or {}).get("procedure", "")
-            if not template.is_template(callee) and not self.known_procedures(callee):
-                errors.append(located.error((*path, "call", "procedure"), f"call '{callee}': no such procedure"))
-        if kind_name == "prompt":
-            wanted = (step["prompt"] or {}).get("param")
-            if wanted not in params:
-                errors.append(
-                    located.error((*path, "prompt", "param"), f"prompt answers param '{wanted}', which is not declared")
-                )
-        if kind_name == "restore":
-            errors.extend(restore_errors(located, path, step, self.every))
-        if step.get("sample") and kind_name:
-            errors.extend(sample_errors(located, path, step, kind_name))
-        if kind_name and kind_name not in ("block", "restore"):
-            errors.extend(_check_effect(located, path, step, kind_name))
-        if kind_name == "redis":
-            errors.extend(_connection_state_errors(located, path, step["redis"]))
+        if kind is not None:
+            errors.extend(kind.validate(body, located, path, self.context))
+        if step.get("sample") and kind is not None:
+            errors.extend(sample_errors(located, path, step, kind))
+        if kind is not None and kind.needs_confirm and not kind.nested:
+            errors.extend(_check_effect(located, path, step, kind))
         if register:
             if register in params:
                 errors.append(located.error((*path, "register"), f"register '{register}' shadows a param"))
@@ -218,49 +210,34 @@ class _StepChecker:
 # -- fields that take numbers, durations and counts (templates allowed) --------------------------------------
 
 
-def _typed_fields(step: dict[str, Any]) -> list[tuple[tuple[Any, ...], Any, str]]:
+def _typed_fields(step: dict[str, Any], kind: KindInfo | None) -> list[tuple[tuple[Any, ...], Any, str]]:
     """(field path inside the step, value, 'duration' | 'count') for each such field present."""
     out: list[tuple[tuple[Any, ...], Any, str]] = []
-    retry = step.get("retry") if isinstance(step.get("retry"), dict) else {}
+    retry: dict[str, Any] = step["retry"] if isinstance(step.get("retry"), dict) else {}
     for key, what in (("attempts", "count"), ("interval", "duration"), ("timeout", "duration")):
         if key in retry:
             out.append((("retry", key), retry[key], what))
-    sample = step.get("sample") if isinstance(step.get("sample"), dict) else {}
+    sample: dict[str, Any] = step["sample"] if isinstance(step.get("sample"), dict) else {}
     for key, what in (("every", "duration"), ("for", "duration"), ("count", "count")):
         if key in sample:
             out.append((("sample", key), sample[key], what))
-    if "wait" in step:
-        out.append((("wait",), step["wait"], "duration"))
-    for kind_name, fields in KIND_NUMBER_FIELDS.items():
-        body = step.get(kind_name)
-        if isinstance(body, dict):
-            for key, what in fields.items():
-                if body.get(key) is not None:
-                    out.append(((kind_name, key), body[key], what))
+    if kind is not None:  # the kind's own number-like options: a literal is checked now, a template when rendered
+        out.extend(kind.typed_fields(step[kind.name]))
     return out
-
-
-# Number-like options of the kinds: a literal is checked by `validate`, a template when it renders.
-KIND_NUMBER_FIELDS: dict[str, dict[str, str]] = {
-    "ssh": {"timeout": "duration"},
-    "http": {"timeout": "duration"},
-    "tcp": {"timeout": "duration"},
-    "monitor": {"seconds": "duration", "max_commands": "count"},
-    "latency": {"count": "count", "every": "duration"},
-    "parse": {"within": "duration"},
-}
 
 
 def field_path(path: tuple[Any, ...], field: tuple[Any, ...]) -> tuple[Any, ...]:
     return (*path, *field)
 
 
-def typed_field_errors(located: Located, path: tuple[Any, ...], step: dict[str, Any]) -> list[SourceError]:
+def typed_field_errors(
+    located: Located, path: tuple[Any, ...], step: dict[str, Any], kind: KindInfo | None
+) -> list[SourceError]:
     """A literal that is not the number it must be is an error now; a template is checked when it renders."""
     from engine.spec.params import parse_count, parse_duration
 
     errors = []
-    for field, value, what in _typed_fields(step):
+    for field, value, what in _typed_fields(step, kind):
         if template.is_template(value):
             continue
         try:
@@ -276,27 +253,13 @@ def _json_type(value: Any) -> str:
     return {str: "string", bool: "boolean", int: "integer", float: "number"}.get(type(value), type(value).__name__)
 
 
-def restore_errors(
-    located: Located, path: tuple[Any, ...], step: dict[str, Any], every: list[tuple[tuple[Any, ...], dict[str, Any]]]
-) -> list[SourceError]:
-    """`restore:` names a CONFIG SET step of this procedure (outside the finally steps)."""
-    wanted = step["restore"]
-    target = next((s for p, s in every if s.get("id") == wanted and p[0] == "steps"), None)
-    if target is None:
-        return [located.error((*path, "restore"), f"restore '{wanted}': no step with that id among the steps")]
-    argv = ((target.get("redis") or {}).get("command") or []) if isinstance(target.get("redis"), dict) else []
-    words = [str(a).lower() for a in argv[:2]]
-    if words != ["config", "set"]:
-        return [located.error((*path, "restore"), f"restore '{wanted}': only a redis CONFIG SET step can be restored")]
-    return []
-
-
-def sample_errors(located: Located, path: tuple[Any, ...], step: dict[str, Any], kind_name: str) -> list[SourceError]:
+def sample_errors(located: Located, path: tuple[Any, ...], step: dict[str, Any], kind: KindInfo) -> list[SourceError]:
     """Only reads are sampled: running a change every second is never what the author meant."""
-    from engine.spec.effects import static_effect as effect_of
+    from engine.spec.effects import effect_of_kind
 
-    plain = kind_name not in ("block", "call", "prompt", "checklist")
-    effect = effect_of(kind_name, step[kind_name]).effect if plain else None
+    kind_name = kind.name
+    plain = kind.samplable and not kind.nested
+    effect = effect_of_kind(kind, step[kind_name]).effect if plain else None
     if not plain or (effect is not None and effect is not Effect.READ):
         return [
             located.error((*path, "sample"), f"sample: a {kind_name} step that is not a plain read cannot be sampled")
@@ -359,14 +322,12 @@ def _check_param(located: Located, name: str, spec: dict[str, Any]) -> list[Sour
     return errors
 
 
-def _check_effect(located: Located, path: tuple[Any, ...], step: dict[str, Any], kind_name: str) -> list[SourceError]:
-    from engine.steps import get
+def _check_effect(located: Located, path: tuple[Any, ...], step: dict[str, Any], kind: KindInfo) -> list[SourceError]:
+    from engine.spec.effects import effect_of_kind
 
-    kind = get(kind_name)
+    kind_name = kind.name
     body = step[kind_name]
-    from engine.spec.effects import static_effect as effect_of
-
-    derived = effect_of(kind_name, body).effect  # None: a rendered value decides it (maybe a change)
+    derived = effect_of_kind(kind, body).effect  # None: a rendered value decides it (maybe a change)
     declared = Effect.parse(step["effect"]) if step.get("effect") else None
     errors = []
     if kind.effect_declared:  # ssh: the author says what a shell command does; a `read` must be proven
@@ -404,42 +365,6 @@ def _unproven_read(located: Located, path: tuple[Any, ...], body: Any, fields: f
         if verdict is not None and not verdict:
             errors.append(located.error((*path, name), f"effect: read, but {verdict.reason}"))
     return errors
-
-
-def _connection_state_errors(located: Located, path: tuple[Any, ...], body: Any) -> list[SourceError]:
-    """SELECT, MULTI, CLIENT REPLY, ...: the engine owns the connection; a step never changes it."""
-    command = body.get("command") if isinstance(body, dict) else None
-    if not command:
-        return []
-    from engine.adapters.redis_effects import connection_state_command
-
-    literal = []
-    for arg in command[:2]:
-        if template.is_template(str(arg)):
-            break
-        literal.append(str(arg))
-    found = connection_state_command(literal) if literal else None
-    if found is None:
-        return []
-    return [
-        located.error(
-            (*path, "redis", "command", 0),
-            f"{found} is not a step command: it changes the connection's own state (database, user, protocol, "
-            "reply mode, transaction or subscriptions), which the engine owns; for another database, use a "
-            "target whose URL names it (redis://host:port/N)",
-        )
-    ]
-
-
-_TABLE: dict[str, Any] = {}
-
-
-def _table() -> dict[str, Any]:
-    if not _TABLE:
-        from engine.adapters.redis_effects import bundled_table
-
-        _TABLE.update(bundled_table())
-    return _TABLE
 
 
 def _strings(path: tuple[Any, ...], value: Any) -> Iterable[tuple[tuple[Any, ...], str]]:

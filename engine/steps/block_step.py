@@ -26,13 +26,19 @@ def plan(body: Any, ctx: StepContext) -> Action:  # pragma: no cover - the runne
     raise UsageError(f"{ctx.step.location}: a block is walked by the runner, not planned")
 
 
-register(
-    StepKind(
-        name="block",
-        schema=SCHEMA,
-        plan=plan,
-        summary=lambda body: f"block of {len(body)} steps",
-        raw_fields=frozenset(),
-        description="A group of steps run as one (with foreach, when, retry, on_failure).",
-    )
-)
+class BlockKind(StepKind):
+    name = "block"
+    schema = SCHEMA
+    description = "A group of steps run as one (with foreach, when, retry, on_failure)."
+    nested = True
+    samplable = False
+    needs_confirm = False
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def summary(self, body: Any) -> str:
+        return f"block of {len(body)} steps"
+
+
+register(BlockKind())

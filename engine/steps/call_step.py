@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from engine import template
 from engine.spec.model import Effect
 from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
     from engine.context import StepContext
+    from engine.errors import SourceError
+    from engine.spec.kinds import CheckContext
+    from engine.spec.yamlsource import Located
 
 SCHEMA = {
     "type": "object",
@@ -31,12 +35,28 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     )
 
 
-register(
-    StepKind(
-        name="call",
-        schema=SCHEMA,
-        plan=plan,
-        summary=lambda b: f"call {b['procedure']}",
-        description="Run another procedure as part of this one.",
-    )
-)
+class CallKind(StepKind):
+    name = "call"
+    schema = SCHEMA
+    description = "Run another procedure as part of this one."
+    samplable = False
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def summary(self, body: Any) -> str:
+        return f"call {body['procedure']}"
+
+    def called_procedures(self, body: Any) -> tuple[str, ...]:
+        callee = body.get("procedure") if isinstance(body, dict) else None
+        return (callee,) if isinstance(callee, str) else ()
+
+    def validate(self, body: Any, located: Located, path: tuple[Any, ...], context: CheckContext) -> list[SourceError]:
+        """A literal callee must be a procedure of the catalog (when the catalog is known)."""
+        callee = (body or {}).get("procedure", "")
+        if context.known_procedures is None or template.is_template(callee) or context.known_procedures(callee):
+            return []
+        return [located.error((*path, "call", "procedure"), f"call '{callee}': no such procedure")]
+
+
+register(CallKind())

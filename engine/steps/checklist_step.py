@@ -37,12 +37,17 @@ def plan(body: list[str], ctx: StepContext) -> Action:
     return Action(Effect.READ, "operator", "checklist: " + "; ".join(body), execute)
 
 
-register(
-    StepKind(
-        name="checklist",
-        schema=SCHEMA,
-        plan=plan,
-        summary=lambda b: f"checklist ({len(b)} items)",
-        description="Operator-ticked items.",
-    )
-)
+class ChecklistKind(StepKind):
+    name = "checklist"
+    schema = SCHEMA
+    description = "Operator-ticked items."
+    samplable = False
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def summary(self, body: Any) -> str:
+        return f"checklist ({len(body)} items)"
+
+
+register(ChecklistKind())

@@ -40,13 +40,17 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     return Action(Effect.READ, "local", "compute " + ", ".join(body), execute)
 
 
-register(
-    StepKind(
-        name="compute",
-        schema=SCHEMA,
-        plan=plan,
-        summary=lambda body: "compute " + ", ".join(body),
-        expressions=True,
-        description="Derive values from earlier results.",
-    )
-)
+class ComputeKind(StepKind):
+    name = "compute"
+    schema = SCHEMA
+    description = "Derive values from earlier results."
+    expressions = True
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def summary(self, body: Any) -> str:
+        return "compute " + ", ".join(body)
+
+
+register(ComputeKind())

@@ -60,12 +60,16 @@ def _summary(body: dict[str, Any]) -> str:
     return f"compare config with {desired}"
 
 
-register(
-    StepKind(
-        name="config_compare",
-        schema=SCHEMA,
-        plan=plan,
-        summary=_summary,
-        description="Compare the server's configuration with wanted values (normalised).",
-    )
-)
+class ConfigCompareKind(StepKind):
+    name = "config_compare"
+    schema = SCHEMA
+    description = "Compare the server's configuration with wanted values (normalised)."
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def summary(self, body: Any) -> str:
+        return _summary(body)
+
+
+register(ConfigCompareKind())

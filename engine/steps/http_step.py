@@ -64,13 +64,20 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     )
 
 
-register(
-    StepKind(
-        name="http",
-        schema=SCHEMA,
-        plan=plan,
-        static_effect=static_effect,
-        summary=lambda b: f"{b.get('method', 'GET')} {b.get('url') or b.get('path') or '<health>'}",
-        description="An HTTP probe with a timeout (the SomaBrain health endpoint).",
-    )
-)
+class HttpKind(StepKind):
+    name = "http"
+    schema = SCHEMA
+    description = "An HTTP probe with a timeout (the SomaBrain health endpoint)."
+    number_fields = {"timeout": "duration"}
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def static_effect(self, body: Any) -> Effect | None:
+        return static_effect(body)
+
+    def summary(self, body: Any) -> str:
+        return f"{body.get('method', 'GET')} {body.get('url') or body.get('path') or '<health>'}"
+
+
+register(HttpKind())

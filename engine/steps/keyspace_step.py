@@ -25,6 +25,7 @@ measured key that vanished meanwhile is simply not counted (UNLINK/EXPIRE answer
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ActionFailed, UsageError
@@ -33,7 +34,7 @@ from engine.keyspace.aggregate import normalise_checks
 from engine.keyspace.pages import MIN_COUNT, scan_pages
 from engine.keyspace.patterns import broad_pattern_reason
 from engine.spec.model import Effect
-from engine.steps import Action, StepKind, register
+from engine.steps import Action, Done, Measured, StepKind, register
 
 if TYPE_CHECKING:
     from engine.adapters.redis import RedisAdapter
@@ -310,21 +311,21 @@ def _plan_analysis(
     return Action(Effect.READ, where, command, execute, output=lambda result: f"method: {method.get('used')}")
 
 
-def _pattern_changes(
-    kind: str, counted: str, blast: dict[str, Any] | None, result: Any, state: dict[str, Any], **extra: Any
-) -> list[dict[str, Any]]:
-    """The change record of a pattern operation: predicted from the measurement, or what it really did."""
-    blast = blast or {}
-    if result is None:  # predicted (dry-run): nothing when the cap would refuse it
-        if blast.get("over_cap"):
-            return []
-        count, keys = blast.get("count", 0), blast.get("sample", [])
-    else:
-        count, keys = result[counted], state.get("sample", [])
+def _pattern_changes(kind: str, measured: Measured | None, **extra: Any) -> list[dict[str, Any]]:
+    """The change record a dry-run predicts from the measurement (nothing when the cap would refuse it)."""
+    blast: Mapping[str, Any] = measured or {}
+    if blast.get("over_cap") or not blast.get("count", 0):
+        return []
+    return [{"kind": kind, "count": blast["count"], "keys": blast.get("sample", []), **extra}]
+
+
+def _applied_changes(kind: str, counted: str, applied: operations.Applied, **extra: Any) -> list[dict[str, Any]]:
+    """The change record of what a pattern operation really did: the keys it changed, sampled."""
+    count = applied.result[counted]
     if not count:
         return []
-    change = {"kind": kind, "count": count, "keys": keys, **extra}
-    if result is not None and result.get("capped"):
+    change = {"kind": kind, "count": count, "keys": applied.sample, **extra}
+    if applied.result.get("capped"):
         change["capped"] = True
     return [change]
 
@@ -343,10 +344,9 @@ def _plan_expire(
     max_keys = _int(spec, "max_keys", minimum=1)
     only_without_ttl = _flag(spec.get("only_without_ttl"), True)
     sample = _int(spec, "sample", 20)
-    state: dict[str, Any] = {}
 
-    def measure() -> dict[str, Any]:
-        state["keys"] = measured = []
+    def measure() -> Measured:
+        keys: list[str] = []
         found = scanning(
             lambda bar: operations.measure_expire(
                 adapter,
@@ -354,7 +354,7 @@ def _plan_expire(
                 only_without_ttl=only_without_ttl,
                 sample=sample,
                 progress=bar,
-                collect=measured,
+                collect=keys,
                 collect_max=max_keys,
             ),
             f"measuring {match}",
@@ -370,17 +370,15 @@ def _plan_expire(
             "max_keys": max_keys,
             "over_cap": found["count"] > max_keys,
         }
-        state["blast"] = blast
-        return blast
+        return Measured(blast, tuple(keys))
 
-    def execute() -> dict[str, Any]:
-        blast = state.get("blast") or measure()
-        if blast["over_cap"]:
-            raise ActionFailed(_refusal(blast["count"], max_keys, "get a TTL"))
+    def apply(measured: Measured) -> Done:
+        if measured["over_cap"]:
+            raise ActionFailed(_refusal(measured["count"], max_keys, "get a TTL"))
         applied = scanning(
             lambda bar: operations.expire_matching(
                 adapter,
-                operations.in_pages(state["keys"]),
+                operations.in_pages(list(measured.approved)),
                 ttl=ttl,
                 max_keys=max_keys,
                 only_without_ttl=only_without_ttl,
@@ -389,16 +387,16 @@ def _plan_expire(
                 progress=bar,
             )
         )
-        state["sample"] = applied.sample
         # acted on the measured keys only: those that already had a TTL were counted by the measurement
-        return {
+        result = {
             **applied.result,
-            "matched": blast["matched"],
-            "skipped_had_ttl": blast["had_ttl"] + applied.result["skipped_had_ttl"],
+            "matched": measured["matched"],
+            "skipped_had_ttl": measured["had_ttl"] + applied.result["skipped_had_ttl"],
         }
+        return Done(result, _applied_changes("ttl_set", "changed", applied, ttl_after=ttl, match=match))
 
-    def predict(blast: dict[str, Any] | None) -> dict[str, Any]:
-        blast = blast or {}
+    def predict(measured: Measured | None) -> dict[str, Any]:
+        blast: Mapping[str, Any] = measured or {}
         if blast.get("over_cap"):
             return {"matched": blast.get("matched", 0), "changed": 0, "skipped_had_ttl": 0, "capped": False}
         return {
@@ -408,10 +406,15 @@ def _plan_expire(
             "capped": False,
         }
 
-    def changes(blast: dict[str, Any] | None, result: Any) -> list[dict[str, Any]]:
-        return _pattern_changes("ttl_set", "changed", blast, result, state, ttl_after=ttl, match=match)
-
-    return Action(Effect.WRITE, where, command, execute, measure=measure, changes=changes, predict=predict)
+    return _pattern_action(
+        Effect.WRITE,
+        where,
+        command,
+        measure,
+        apply,
+        predict,
+        lambda measured: _pattern_changes("ttl_set", measured, ttl_after=ttl, match=match),
+    )
 
 
 def _plan_delete(
@@ -419,13 +422,12 @@ def _plan_delete(
 ) -> Action:
     max_keys = _int(spec, "max_keys", minimum=1)
     sample = _int(spec, "sample", 20)
-    state: dict[str, Any] = {}
 
-    def measure() -> dict[str, Any]:
-        state["keys"] = measured = []
+    def measure() -> Measured:
+        keys: list[str] = []
         found = scanning(
             lambda bar: operations.measure_delete(
-                adapter, pages(), sample=sample, progress=bar, collect=measured, collect_max=max_keys
+                adapter, pages(), sample=sample, progress=bar, collect=keys, collect_max=max_keys
             ),
             f"measuring {match}",
         )
@@ -437,41 +439,75 @@ def _plan_delete(
             "max_keys": max_keys,
             "over_cap": found["count"] > max_keys,
         }
-        state["blast"] = blast
-        return blast
+        return Measured(blast, tuple(keys))
 
-    def execute() -> dict[str, Any]:
-        blast = state.get("blast") or measure()
-        if blast["over_cap"]:
-            raise ActionFailed(_refusal(blast["count"], max_keys, "be deleted"))
+    def apply(measured: Measured) -> Done:
+        if measured["over_cap"]:
+            raise ActionFailed(_refusal(measured["count"], max_keys, "be deleted"))
         applied = scanning(
             lambda bar: operations.delete_matching(
-                adapter, operations.in_pages(state["keys"]), max_keys=max_keys, sample=sample, progress=bar
+                adapter, operations.in_pages(list(measured.approved)), max_keys=max_keys, sample=sample, progress=bar
             )
         )
-        state["sample"] = applied.sample
-        return applied.result
+        extra = {"match": match, "bytes_measured": measured.get("bytes")}
+        return Done(applied.result, _applied_changes("keys_removed", "deleted", applied, **extra))
 
-    def predict(blast: dict[str, Any] | None) -> dict[str, Any]:
-        blast = blast or {}
+    def predict(measured: Measured | None) -> dict[str, Any]:
+        blast: Mapping[str, Any] = measured or {}
         return {"deleted": 0 if blast.get("over_cap") else blast.get("count", 0), "capped": False}
 
-    def changes(blast: dict[str, Any] | None, result: Any) -> list[dict[str, Any]]:
-        return _pattern_changes(
-            "keys_removed", "deleted", blast, result, state, match=match, bytes_measured=(blast or {}).get("bytes")
-        )
-
-    return Action(Effect.DESTRUCTIVE, where, command, execute, measure=measure, changes=changes, predict=predict)
-
-
-register(
-    StepKind(
-        name="keyspace",
-        schema=SCHEMA,
-        plan=plan,
-        static_effect=static_effect,
-        summary=summary,
-        description="Keyspace-wide analysis (TTL audit, memory report, listing) and pattern changes "
-        "(TTL by pattern, delete by pattern), streamed over SCAN pages with one pipeline per page.",
+    return _pattern_action(
+        Effect.DESTRUCTIVE,
+        where,
+        command,
+        measure,
+        apply,
+        predict,
+        lambda measured: _pattern_changes(
+            "keys_removed", measured, match=match, bytes_measured=measured.get("bytes") if measured else None
+        ),
     )
-)
+
+
+def _pattern_action(
+    effect: Effect,
+    where: str,
+    command: str,
+    measure: Callable[[], Measured],
+    apply: Callable[[Measured], Done],
+    predict: Callable[[Measured | None], Any],
+    predicted_changes: Callable[[Measured | None], list[dict[str, Any]]],
+) -> Action:
+    """Measure (the keys, capped), then act on exactly the keys measured and approved."""
+
+    return Action(
+        effect,
+        where,
+        command,
+        lambda: apply(measure()).result,  # not measured before (a read of it?): measure now, act on that
+        measure=measure,
+        changes=lambda measured, result: predicted_changes(measured),  # a dry-run's; `apply` says what it did
+        predict=predict,
+        apply=apply,
+    )
+
+
+class KeyspaceKind(StepKind):
+    name = "keyspace"
+    schema = SCHEMA
+    description = (
+        "Keyspace-wide analysis (TTL audit, memory report, listing) and pattern changes "
+        "(TTL by pattern, delete by pattern), streamed over SCAN pages with one pipeline per page."
+    )
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def static_effect(self, body: Any) -> Effect | None:
+        return static_effect(body)
+
+    def summary(self, body: Any) -> str:
+        return summary(body)
+
+
+register(KeyspaceKind())

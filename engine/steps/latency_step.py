@@ -106,12 +106,17 @@ def plan(body: dict[str, Any] | None, ctx: StepContext) -> Action:
     return Action(Effect.READ, adapter.endpoint.url, f"PING x{count} every {every:g}s", execute)
 
 
-register(
-    StepKind(
-        name="latency",
-        schema={**SCHEMA, "type": ["object", "null"]},
-        plan=plan,
-        summary=lambda body: f"PING round trips x{(body or {}).get('count', 100)}",
-        description="Sample PING round trips: min/avg/max and percentiles, like redis-cli --latency.",
-    )
-)
+class LatencyKind(StepKind):
+    name = "latency"
+    schema = {**SCHEMA, "type": ["object", "null"]}
+    description = "Sample PING round trips: min/avg/max and percentiles, like redis-cli --latency."
+    number_fields = {"count": "count", "every": "duration"}
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def summary(self, body: Any) -> str:
+        return f"PING round trips x{(body or {}).get('count', 100)}"
+
+
+register(LatencyKind())

@@ -137,14 +137,19 @@ def _static(body: dict[str, Any]) -> Effect:
     return Effect.WRITE if "write" in body else Effect.READ
 
 
-register(
-    StepKind(
-        name="local",
-        schema=SCHEMA,
-        plan=plan,
-        static_effect=_static,
-        summary=_summary,
-        raw_fields=frozenset(),
-        description="Read, inspect or write files on the operator's machine.",
-    )
-)
+class LocalKind(StepKind):
+    name = "local"
+    schema = SCHEMA
+    description = "Read, inspect or write files on the operator's machine."
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def static_effect(self, body: Any) -> Effect | None:
+        return _static(body)
+
+    def summary(self, body: Any) -> str:
+        return _summary(body)
+
+
+register(LocalKind())

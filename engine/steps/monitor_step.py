@@ -117,12 +117,17 @@ def _summary(body: dict[str, Any]) -> str:
     return f"MONITOR for at most {seconds} / {body.get('max_commands')} commands"
 
 
-register(
-    StepKind(
-        name="monitor",
-        schema=SCHEMA,
-        plan=plan,
-        summary=_summary,
-        description="A bounded MONITOR sample, summarised.",
-    )
-)
+class MonitorKind(StepKind):
+    name = "monitor"
+    schema = SCHEMA
+    description = "A bounded MONITOR sample, summarised."
+    number_fields = {"seconds": "duration", "max_commands": "count"}
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def summary(self, body: Any) -> str:
+        return _summary(body)
+
+
+register(MonitorKind())

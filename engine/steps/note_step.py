@@ -21,12 +21,16 @@ def plan(body: Any, ctx: StepContext) -> Action:
     return Action(Effect.READ, "operator", f"note: {body}", execute)
 
 
-register(
-    StepKind(
-        name="note",
-        schema=SCHEMA,
-        plan=plan,
-        summary=lambda b: f"note: {b}",
-        description="Tell the operator something; no answer needed.",
-    )
-)
+class NoteKind(StepKind):
+    name = "note"
+    schema = SCHEMA
+    description = "Tell the operator something; no answer needed."
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def summary(self, body: Any) -> str:
+        return f"note: {body}"
+
+
+register(NoteKind())

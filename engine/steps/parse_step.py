@@ -87,12 +87,17 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     return Action(Effect.READ, "local", f"parse {body['format']}", lambda: _parse(body))
 
 
-register(
-    StepKind(
-        name="parse",
-        schema=SCHEMA,
-        plan=plan,
-        summary=lambda body: f"parse {body.get('format')}",
-        description="Turn host command output (free, df, ps, ss, Redis log, redis-check-*) into data.",
-    )
-)
+class ParseKind(StepKind):
+    name = "parse"
+    schema = SCHEMA
+    description = "Turn host command output (free, df, ps, ss, Redis log, redis-check-*) into data."
+    number_fields = {"within": "duration"}
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def summary(self, body: Any) -> str:
+        return f"parse {body.get('format')}"
+
+
+register(ParseKind())

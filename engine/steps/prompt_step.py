@@ -14,6 +14,9 @@ from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
     from engine.context import StepContext
+    from engine.errors import SourceError
+    from engine.spec.kinds import CheckContext
+    from engine.spec.yamlsource import Located
 
 SCHEMA = {
     "type": "object",
@@ -55,12 +58,27 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     return Action(Effect.READ, "operator", f"ask: {body['message']}", execute)
 
 
-register(
-    StepKind(
-        name="prompt",
-        schema=SCHEMA,
-        plan=plan,
-        summary=lambda b: f"ask: {b['message']}",
-        description="Ask the operator for a value.",
-    )
-)
+class PromptKind(StepKind):
+    name = "prompt"
+    schema = SCHEMA
+    description = "Ask the operator for a value."
+    samplable = False
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def summary(self, body: Any) -> str:
+        return f"ask: {body['message']}"
+
+    def prompted_params(self, body: Any) -> frozenset[str]:
+        param = body.get("param") if isinstance(body, dict) else None
+        return frozenset({param}) if isinstance(param, str) else frozenset()
+
+    def validate(self, body: Any, located: Located, path: tuple[Any, ...], context: CheckContext) -> list[SourceError]:
+        wanted = (body or {}).get("param")
+        if wanted in context.params:
+            return []
+        return [located.error((*path, "prompt", "param"), f"prompt answers param '{wanted}', which is not declared")]
+
+
+register(PromptKind())

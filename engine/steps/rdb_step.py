@@ -317,13 +317,19 @@ def _static_effect(body: dict[str, Any]) -> Effect:
     return Effect.WRITE if "download" in body else Effect.READ
 
 
-register(
-    StepKind(
-        name="rdb",
-        schema=SCHEMA,
-        plan=plan,
-        static_effect=_static_effect,
-        summary=summary,
-        description="Download a full RDB over the replication protocol, or verify an RDB file.",
-    )
-)
+class RdbKind(StepKind):
+    name = "rdb"
+    schema = SCHEMA
+    description = "Download a full RDB over the replication protocol, or verify an RDB file."
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def static_effect(self, body: Any) -> Effect | None:
+        return _static_effect(body)
+
+    def summary(self, body: Any) -> str:
+        return summary(body)
+
+
+register(RdbKind())

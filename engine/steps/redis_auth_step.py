@@ -394,13 +394,19 @@ def summary(body: dict[str, Any]) -> str:
     }[op]
 
 
-register(
-    StepKind(
-        name="redis_auth",
-        schema=SCHEMA,
-        plan=plan,
-        static_effect=static_effect,
-        summary=summary,
-        description="Generate, add, rotate, check and switch to a Redis password; the password is never shown.",
-    )
-)
+class RedisAuthKind(StepKind):
+    name = "redis_auth"
+    schema = SCHEMA
+    description = "Generate, add, rotate, check and switch to a Redis password; the password is never shown."
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def static_effect(self, body: Any) -> Effect | None:
+        return static_effect(body)
+
+    def summary(self, body: Any) -> str:
+        return summary(body)
+
+
+register(RedisAuthKind())

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import ActionFailed, UsageError
 from engine.parsers.redis_text import parse_client_list
 from engine.spec.model import Effect
-from engine.steps import Action, StepKind, register
+from engine.steps import Action, Done, Measured, StepKind, register
 
 if TYPE_CHECKING:
     from engine.adapters.redis import RedisAdapter
@@ -140,12 +140,10 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
         return Action(Effect.READ, where, summary(body), read)
 
     cap = _int(spec.get("max_clients"), "max_clients", 1)
-    state: dict[str, Any] = {}
 
-    def measure() -> dict[str, Any]:
+    def measure() -> Measured:
         own, clients = _read(adapter)
         found = idle_candidates(clients, idle_min, own)
-        state["ids"] = [int(c["id"]) for c in found]
         seen = describe(found, len(clients), 10)
         blast = {
             "idle_clients": len(found),
@@ -161,12 +159,11 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
         }
         if len(found) > cap:
             blast["over_max_clients"] = True
-        return blast
+        return Measured(blast, approved=tuple(int(c["id"]) for c in found))  # the clients the gate shows
 
-    def execute() -> dict[str, Any]:
-        if "ids" not in state:
-            measure()
-        approved = state["ids"]
+    def apply(measured: Measured) -> Done:
+        """Kill the approved clients that are still idle; one active again is in use and spared."""
+        approved = measured.approved
         if len(approved) > cap:
             raise ActionFailed(
                 f"{len(approved)} idle clients, more than max_clients={cap}: refused, nothing killed. "
@@ -179,22 +176,24 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
         replies = adapter.pipeline_calls([["CLIENT", "KILL", "ID", i] for i in targets]) if targets else []
         killed = [i for i, r in zip(targets, replies, strict=True) if r == 1 or r is True]
         spared = [i for i in approved if i in present and i not in still_idle]  # active again: in use
-        return {
+        result = {
             "killed": len(killed),
             "spared": len(spared),
             "gone": len(approved) - len(killed) - len(spared),  # disconnected by themselves meanwhile
             "ids": killed[:100],
         }
+        return Done(result)
 
-    def predict(blast: dict[str, Any] | None) -> dict[str, Any]:
-        count = (blast or {}).get("idle_clients", 0)
-        if (blast or {}).get("over_max_clients"):
+    def predict(measured: Measured | None) -> dict[str, Any]:
+        blast = measured or Measured()
+        if blast.get("over_max_clients"):
             return {"killed": 0, "spared": 0, "gone": 0, "ids": []}
-        return {"killed": count, "spared": 0, "gone": 0, "ids": state.get("ids", [])[:100]}
+        return {"killed": blast.get("idle_clients", 0), "spared": 0, "gone": 0, "ids": list(blast.approved[:100])}
 
-    def changes(blast: dict[str, Any] | None, result: Any) -> list[dict[str, Any]]:
+    def changes(measured: Measured | None, result: Any) -> list[dict[str, Any]]:
+        blast = measured or Measured()
         if result is None:  # a dry-run's prediction
-            result = predict(blast)
+            result = predict(measured)
         if not result["killed"]:
             return []
         return [
@@ -202,20 +201,35 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
                 "kind": "clients_killed",
                 "count": result["killed"],
                 "ids": result["ids"][:20],
-                "by_name": (blast or {}).get("by_name", {}),
+                "by_name": blast.get("by_name", {}),
             }
         ]
 
-    return Action(Effect.DESTRUCTIVE, where, summary(body), execute, measure=measure, changes=changes, predict=predict)
-
-
-register(
-    StepKind(
-        name="redis_clients",
-        schema=SCHEMA,
-        plan=plan,
-        static_effect=static_effect,
-        summary=summary,
-        description="Idle (leaked) client connections: list them, or CLIENT KILL ID each behind one gate.",
+    return Action(
+        Effect.DESTRUCTIVE,
+        where,
+        summary(body),
+        lambda: apply(measure()).result,  # not measured before: measure now, act on that
+        measure=measure,
+        changes=changes,
+        predict=predict,
+        apply=apply,
     )
-)
+
+
+class RedisClientsKind(StepKind):
+    name = "redis_clients"
+    schema = SCHEMA
+    description = "Idle (leaked) client connections: list them, or CLIENT KILL ID each behind one gate."
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def static_effect(self, body: Any) -> Effect | None:
+        return static_effect(body)
+
+    def summary(self, body: Any) -> str:
+        return summary(body)
+
+
+register(RedisClientsKind())

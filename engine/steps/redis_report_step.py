@@ -165,12 +165,16 @@ def _hash(adapter: RedisAdapter, key: str, fields: int, chars: int) -> dict[str,
     }
 
 
-register(
-    StepKind(
-        name="redis_report",
-        schema=SCHEMA,
-        plan=plan,
-        summary=summary,
-        description="Redis diagnostics (SLOWLOG, CLIENT LIST, commandstats, a bounded hash) as clean data.",
-    )
-)
+class RedisReportKind(StepKind):
+    name = "redis_report"
+    schema = SCHEMA
+    description = "Redis diagnostics (SLOWLOG, CLIENT LIST, commandstats, a bounded hash) as clean data."
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def summary(self, body: Any) -> str:
+        return summary(body)
+
+
+register(RedisReportKind())

@@ -12,6 +12,9 @@ from engine.steps import Action, StepKind, register
 if TYPE_CHECKING:
     from engine.adapters.redis import RedisAdapter
     from engine.context import StepContext
+    from engine.errors import SourceError
+    from engine.spec.kinds import CheckContext
+    from engine.spec.yamlsource import Located
 
 OPERATIONS = ("command", "info", "config_get", "scan", "keys", "keyinfo")
 ON = ("primary", "replicas", "all", "each primary", "node", "sentinel")
@@ -90,18 +93,13 @@ def _op(body: dict[str, Any]) -> tuple[str, Any]:
 
 
 def static_effect(body: dict[str, Any]) -> Effect | None:
-    """Without a server: helpers read; a raw command's effect is the server's to say (None)."""
-    op, value = _op(body)
-    if op != "command":
-        return Effect.READ
-    from engine.adapters.redis_effects import DESTRUCTIVE, READ_ONLY, command_name
+    """Without a server: helpers read; a raw command's effect is the bundled command table's to say (None:
+    a command it does not know, which the server decides)."""
+    if isinstance(body, dict) and body.get("command"):
+        from engine.adapters.redis_effects import classify
 
-    name = command_name([str(a) for a in value], None)
-    if name in READ_ONLY:
-        return Effect.READ
-    if name in DESTRUCTIVE:
-        return Effect.DESTRUCTIVE
-    return None
+        return classify(list(body["command"]), bundled_table())
+    return Effect.READ
 
 
 def summary(body: dict[str, Any]) -> str:
@@ -193,11 +191,11 @@ def blast_radius(adapter: RedisAdapter, argv: list[str]) -> dict[str, Any]:
     """What the command would touch, measured with reads from the live server."""
     name, sub = argv[0].lower(), (argv[1].lower() if len(argv) > 1 else "")
     if name == "config" and sub == "set":
-        out = {}
+        pairs: dict[str, dict[str, Any]] = {}
         for param, new in zip(argv[2::2], argv[3::2], strict=False):
             current = adapter.config_get(param).get(param.lower())
-            out[param.lower()] = {"current": current, "new": new}
-        return {"config": _mask_config_pairs(out)}
+            pairs[param.lower()] = {"current": current, "new": new}
+        return {"config": _mask_config_pairs(pairs)}
     if name in ("flushdb", "flushall"):
         memory = adapter.info("memory")
         keyspace = adapter.info("keyspace")
@@ -237,7 +235,8 @@ def key_info(adapter: RedisAdapter, keys: list[str]) -> list[dict[str, Any]]:
     if not keys:
         return []
     first = adapter.pipeline_calls([c for k in keys for c in (["TYPE", k], ["PTTL", k], ["MEMORY", "USAGE", k])])
-    out, second = [], []
+    out: list[dict[str, Any]] = []
+    second: list[tuple[int, list[str]]] = []
     for i, key in enumerate(keys):
         kind, pttl, memory = first[3 * i : 3 * i + 3]
         if isinstance(kind, BaseException):  # MOVED on a cluster, NOPERM, ...: unknown, not "missing"
@@ -257,16 +256,15 @@ def key_info(adapter: RedisAdapter, keys: list[str]) -> list[dict[str, Any]]:
             continue
         exists = kind != "none"
         ttl = None if not exists else (-1 if pttl == -1 else round(pttl / 1000, 3) if isinstance(pttl, int) else None)
-        out.append(
-            {
-                "key": key,
-                "exists": exists,
-                "type": kind if exists else None,
-                "ttl": ttl,
-                "memory": memory if isinstance(memory, int) else None,
-                "length": None,
-            }
-        )
+        row: dict[str, Any] = {
+            "key": key,
+            "exists": exists,
+            "type": kind if exists else None,
+            "ttl": ttl,
+            "memory": memory if isinstance(memory, int) else None,
+            "length": None,
+        }
+        out.append(row)
         if exists and kind in _TYPE_LENGTH:
             second.append((len(out) - 1, [_TYPE_LENGTH[kind], key]))
     if second:
@@ -402,16 +400,17 @@ def _plan_on_nodes(body: dict[str, Any], ctx: StepContext) -> Action:
                 "it cannot be inside a foreach"
             )
         node = nodes[0]
+        changes, predict = first.changes, first.predict
         return Action(
             first.effect,
             f"{node.address} ({node.role})",
             first.command,
             lambda: [_node_row(node, "ok", first.execute())],
             measure=first.measure,
-            changes=(lambda blast, rows: first.changes(blast, rows[0]["result"] if rows else None))
-            if first.changes
+            changes=(lambda measured, rows: changes(measured, rows[0]["result"] if rows else None))
+            if changes
             else None,
-            predict=(lambda blast: [_node_row(node, "predicted", first.predict(blast) if first.predict else None)]),
+            predict=(lambda measured: [_node_row(node, "predicted", predict(measured) if predict else None)]),
         )
 
     def execute() -> list[dict[str, Any]]:
@@ -450,14 +449,65 @@ def per_node(body: Any, ctx: StepContext) -> list[dict[str, Any]] | None:
     return [{"address": n.address, "role": n.role} for n in nodes]
 
 
-register(
-    StepKind(
-        name="redis",
-        schema=SCHEMA,
-        plan=plan,
-        static_effect=static_effect,
-        summary=summary,
-        per_node=per_node,
-        description="A Redis command or a data helper against the target's Redis endpoint.",
-    )
-)
+def connection_state_errors(located: Located, path: tuple[Any, ...], body: Any) -> list[SourceError]:
+    """SELECT, MULTI, CLIENT REPLY, ...: the engine owns the connection; a step never changes it."""
+    command = body.get("command") if isinstance(body, dict) else None
+    if not command:
+        return []
+    from engine import template
+    from engine.adapters.redis_effects import connection_state_command
+
+    literal = []
+    for arg in command[:2]:
+        if template.is_template(str(arg)):
+            break
+        literal.append(str(arg))
+    found = connection_state_command(literal) if literal else None
+    if found is None:
+        return []
+    return [
+        located.error(
+            (*path, "redis", "command", 0),
+            f"{found} is not a step command: it changes the connection's own state (database, user, protocol, "
+            "reply mode, transaction or subscriptions), which the engine owns; for another database, use a "
+            "target whose URL names it (redis://host:port/N)",
+        )
+    ]
+
+
+_TABLE: dict[str, Any] = {}
+
+
+def bundled_table() -> dict[str, Any]:
+    """The command table shipped with the engine: what a command does, told without a server."""
+    if not _TABLE:
+        from engine.adapters.redis_effects import bundled_table as load
+
+        _TABLE.update(load())
+    return _TABLE
+
+
+class RedisKind(StepKind):
+    name = "redis"
+    schema = SCHEMA
+    description = "A Redis command or a data helper against the target's Redis endpoint."
+    per_node = staticmethod(per_node)
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def static_effect(self, body: Any) -> Effect | None:
+        return static_effect(body)
+
+    def validate(self, body: Any, located: Located, path: tuple[Any, ...], context: CheckContext) -> list[SourceError]:
+        return connection_state_errors(located, path, body)
+
+    def scope_names(self, body: Any) -> frozenset[str]:
+        on = body.get("on") if isinstance(body, dict) else None
+        return frozenset({"node", "loop"}) if on in MULTI_NODE | {"primary"} else frozenset()
+
+    def summary(self, body: Any) -> str:
+        return summary(body)
+
+
+register(RedisKind())

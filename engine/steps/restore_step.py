@@ -15,6 +15,9 @@ from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
     from engine.context import StepContext
+    from engine.errors import SourceError
+    from engine.spec.kinds import CheckContext
+    from engine.spec.yamlsource import Located
 
 SCHEMA = {
     "type": "string",
@@ -54,16 +57,37 @@ def plan(body: str, ctx: StepContext) -> Action:
         measure=action.measure,
         changes=action.changes,
         predict=action.predict,
+        apply=action.apply,
     )
 
 
-register(
-    StepKind(
-        name="restore",
-        schema=SCHEMA,
-        plan=plan,
-        static_effect=lambda body: Effect.WRITE,
-        summary=lambda body: f"put back the config '{body}' changed",
-        description="Put back the config values a CONFIG SET step of this run changed (measured before it ran).",
-    )
-)
+class RestoreKind(StepKind):
+    name = "restore"
+    schema = SCHEMA
+    description = "Put back the config values a CONFIG SET step of this run changed (measured before it ran)."
+    needs_confirm = False
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def static_effect(self, body: Any) -> Effect | None:
+        return Effect.WRITE
+
+    def summary(self, body: Any) -> str:
+        return f"put back the config '{body}' changed"
+
+    def validate(self, body: Any, located: Located, path: tuple[Any, ...], context: CheckContext) -> list[SourceError]:
+        """`restore:` names a CONFIG SET step of this procedure (outside the finally steps)."""
+        target = next((s for p, s in context.every if s.get("id") == body and p[0] == "steps"), None)
+        if target is None:
+            return [located.error((*path, "restore"), f"restore '{body}': no step with that id among the steps")]
+        redis = target.get("redis")
+        argv = (redis.get("command") or []) if isinstance(redis, dict) else []
+        if [str(a).lower() for a in argv[:2]] != ["config", "set"]:
+            return [
+                located.error((*path, "restore"), f"restore '{body}': only a redis CONFIG SET step can be restored")
+            ]
+        return []
+
+
+register(RestoreKind())

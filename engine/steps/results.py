@@ -352,22 +352,31 @@ STEPS_ENTRY = _obj(
 )
 
 
+def shapes(kind: str) -> Mapping[str, Mapping[str, Any]]:
+    """A kind's result shapes: those it declares itself (`StepKind.results`, a plugin's), else the table's."""
+    from engine.steps import kinds
+
+    registered = kinds().get(kind)
+    own = registered.results if registered is not None else None
+    return own if own is not None else RESULTS.get(kind, {})
+
+
 def operation(kind: str, body: Any) -> str:
     """Which of a kind's shapes applies: the body's operation key, or "" for single-shape kinds."""
-    shapes = RESULTS.get(kind, {})
-    if "" in shapes:
+    shapes_ = shapes(kind)
+    if "" in shapes_:
         return ""
     if isinstance(body, Mapping):
-        if "on" in body and "on" in shapes:
+        if "on" in body and "on" in shapes_:
             return "on"
         for key in body:
-            if key in shapes:
+            if key in shapes_:
                 return key
     return ""
 
 
-def shape_of(kind: str, body: Any) -> dict[str, Any] | None:
-    return RESULTS.get(kind, {}).get(operation(kind, body))
+def shape_of(kind: str, body: Any) -> Mapping[str, Any] | None:
+    return shapes(kind).get(operation(kind, body))
 
 
 def mismatch(schema: Mapping[str, Any], value: Any) -> str | None:
@@ -420,7 +429,7 @@ def render_markdown() -> str:
 
     lines = [BEGIN, ""]
     for name in sorted(kinds()):
-        for op, schema in RESULTS.get(name, {}).items():
+        for op, schema in shapes(name).items():
             title = f"`{name}`" + (f" `{op}`" if op else "")
             lines.append(f"- {title} -> **{_type_text(schema)}**: {schema.get('description', '')}")
             items = schema.get("items") if isinstance(schema.get("items"), Mapping) else None

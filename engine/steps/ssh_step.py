@@ -80,15 +80,22 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     )
 
 
-register(
-    StepKind(
-        name="ssh",
-        schema=SCHEMA,
-        plan=plan,
-        static_effect=lambda body: None,
-        summary=lambda body: body["run"],
-        shell_fields=frozenset({"run"}),
-        effect_declared=True,
-        description="A command on the target's host over SSH (paramiko), host key checked.",
-    )
-)
+class SshKind(StepKind):
+    name = "ssh"
+    schema = SCHEMA
+    description = "A command on the target's host over SSH (paramiko), host key checked."
+    shell_fields = frozenset({"run"})
+    effect_declared = True
+    number_fields = {"timeout": "duration"}
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def static_effect(self, body: Any) -> Effect | None:
+        return None  # the step's `effect:` says it (effect_declared)
+
+    def summary(self, body: Any) -> str:
+        return body["run"]
+
+
+register(SshKind())

@@ -112,12 +112,17 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     return Action(Effect.READ, f"tcp {host}:{port}", command, lambda: probe(host, port, timeout, ping))
 
 
-register(
-    StepKind(
-        name="tcp",
-        schema=SCHEMA,
-        plan=plan,
-        summary=lambda body: f"tcp connect {body.get('host', '<redis host>')}:{body.get('port', '<redis port>')}",
-        description="A TCP connect probe from the engine (default: the target's Redis endpoint).",
-    )
-)
+class TcpKind(StepKind):
+    name = "tcp"
+    schema = SCHEMA
+    description = "A TCP connect probe from the engine (default: the target's Redis endpoint)."
+    number_fields = {"timeout": "duration"}
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def summary(self, body: Any) -> str:
+        return f"tcp connect {body.get('host', '<redis host>')}:{body.get('port', '<redis port>')}"
+
+
+register(TcpKind())

@@ -546,13 +546,19 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     )
 
 
-register(
-    StepKind(
-        name="tenant_data",
-        schema=SCHEMA,
-        plan=plan,
-        static_effect=static_effect,
-        summary=summary,
-        description="Lossless key export (DUMP + PTTL) to a checksummed local file, and its restore.",
-    )
-)
+class TenantDataKind(StepKind):
+    name = "tenant_data"
+    schema = SCHEMA
+    description = "Lossless key export (DUMP + PTTL) to a checksummed local file, and its restore."
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def static_effect(self, body: Any) -> Effect | None:
+        return static_effect(body)
+
+    def summary(self, body: Any) -> str:
+        return summary(body)
+
+
+register(TenantDataKind())

@@ -25,6 +25,19 @@ def plan(body: Any, ctx: StepContext) -> Action:
     return Action(Effect.READ, "local", f"wait {seconds:g}s", execute)
 
 
-register(
-    StepKind(name="wait", schema=SCHEMA, plan=plan, summary=lambda b: f"wait {b}", description="Sleep for a duration.")
-)
+class WaitKind(StepKind):
+    name = "wait"
+    schema = SCHEMA
+    description = "Sleep for a duration."
+
+    def plan(self, body: Any, ctx: StepContext) -> Action:
+        return plan(body, ctx)
+
+    def summary(self, body: Any) -> str:
+        return f"wait {body}"
+
+    def typed_fields(self, body: Any) -> list[tuple[tuple[Any, ...], Any, str]]:
+        return [((self.name,), body, "duration")]  # the body itself is the duration
+
+
+register(WaitKind())

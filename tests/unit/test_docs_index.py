@@ -34,7 +34,7 @@ def test_row_shows_purpose_params_and_strongest_effect() -> None:
                 {"effect": "read", "kind": "redis", "summary": "INFO"},
                 {"effect": "write", "kind": "redis", "summary": "EXPIRE k 1"},
                 {"effect": "destructive", "kind": "redis", "summary": "UNLINK k"},
-                {"effect": "read", "kind": "call", "summary": "call redis/verify-wm"},
+                {"effect": "read", "kind": "call", "summary": "call redis/verify-wm", "calls": ["redis/verify-wm"]},
                 {"effect": "decided at run time", "kind": "redis", "summary": "{{ cmd }}"},
             ],
         }
