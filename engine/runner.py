@@ -22,6 +22,7 @@ from engine.errors import (
     Interrupted,
     MutationRefused,
     RunbookError,
+    StepAborted,
     StoppedError,
     UsageError,
 )
@@ -109,14 +110,6 @@ def _ending(exc: BaseException) -> str:
     if isinstance(exc, StoppedError):
         return "refused"
     return "error"
-
-
-class StepAborted(Exception):
-    """A step failed and its on_failure says abort."""
-
-    def __init__(self, exit_code: int, message: str):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @dataclass
@@ -1000,9 +993,8 @@ class Runner:
     def _error_outcome(self, exc: RunbookError) -> _Outcome:
         if isinstance(exc, StoppedError | MutationRefused):
             raise exc
-        advice = getattr(exc, "advice", None)
         code = exc.exit_code if not isinstance(exc, ActionFailed) else ExitCode.UNREACHABLE
-        return _Outcome("error", message=self.redactor.text(str(exc)), advice=advice, exit_code=code)
+        return _Outcome("error", message=self.redactor.text(str(exc)), advice=exc.advice, exit_code=code)
 
     def _expectations(
         self, step: Step, outcome: _Outcome, values: dict[str, Any], ran: dict[str, bool]
