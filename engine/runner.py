@@ -139,6 +139,8 @@ class Runner:
         show_progress: bool = False,
         on_step: Callable[[StepRecord], None] = lambda record: None,
         resume: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         self.transcript = transcript
         self.redactor = redactor
@@ -160,6 +162,8 @@ class Runner:
         # change is asked about again on the terminal
         self.resume = resume
         self._doubt_asked = False
+        self.clock = clock  # retry deadlines, durations and sampling: tests pass a fake one and never wait
+        self.sleep = sleep
 
     # -- procedure level -----------------------------------------------------------------------
     def run(self, procedure: Procedure, params: dict[str, Any], *, depth: int = 0) -> dict[str, Any]:
@@ -438,7 +442,7 @@ class Runner:
         iteration: int | None,
     ) -> _Outcome:
         ref = self._ref(procedure, step, depth, iteration)
-        started = time.monotonic()
+        started = self.clock()
         if step.kind == "block":
             outcome, attempt = self._run_block(procedure, step, ref, values, frame, depth)
             effect, blast, changes = Effect.READ, None, []
@@ -459,7 +463,7 @@ class Runner:
     ) -> tuple[_Outcome, Effect, dict[str, Any] | None, list[dict[str, Any]], int]:
         """The step's attempts under its retry policy (whose numbers may be templates, rendered now)."""
         kind = get(step.kind)
-        started = time.monotonic()
+        started = self.clock()
         try:
             attempts, interval, timeout = self._retry_policy(step, values)
         except UsageError as exc:
@@ -496,18 +500,18 @@ class Runner:
                 self.transcript.emit("decision", step=ref, expression=step.retry.until, value=bool(done), kind="until")
                 if done:
                     break
-            out_of_time = deadline is not None and time.monotonic() + interval > deadline
+            out_of_time = deadline is not None and self.clock() + interval > deadline
             if attempt >= attempts or out_of_time:
                 if outcome.outcome == "ok":
                     outcome = _Outcome(
                         "failed",
                         outcome.result,
                         message=f"until '{step.retry.until}' did not hold after {attempt} attempts "
-                        f"({time.monotonic() - started:.1f}s)",
+                        f"({self.clock() - started:.1f}s)",
                         exit_code=ExitCode.FINDINGS,
                     )
                 break
-            time.sleep(interval)
+            self.sleep(interval)
         return outcome, effect, blast, changes, attempt
 
     def _retry_policy(self, step: Step, values: dict[str, Any]) -> tuple[int, float, float]:
@@ -569,7 +573,7 @@ class Runner:
                     break
             elif attempt >= attempts:
                 break
-            time.sleep(interval)
+            self.sleep(interval)
         return outcome, attempt
 
     def _finish(
@@ -593,7 +597,7 @@ class Runner:
             _add_secrets(self.redactor, step.register or step.id, outcome.result)
         values["steps"][step.id] = {  # expectations and `show` may read this step's own duration and outcome
             **_status(outcome.outcome),
-            "duration_ms": round((time.monotonic() - started) * 1000, 3),
+            "duration_ms": round((self.clock() - started) * 1000, 3),
             "result": outcome.result,
             "attempts": attempt,
         }
@@ -619,7 +623,7 @@ class Runner:
                 summary = None if outcome.outcome == "predicted" else f"(show: {exc})"
         impact, follow_up = self._declared(step, outcome, values)
         where, command = frame.planned.pop(step.id, ("", ""))
-        duration = (time.monotonic() - started) * 1000
+        duration = (self.clock() - started) * 1000
         values["steps"][step.id].update(
             outcome=outcome.outcome,
             duration_ms=round(duration, 3),
@@ -782,13 +786,13 @@ class Runner:
 
         def execute() -> dict[str, Any]:
             samples: list[dict[str, Any]] = []
-            started = time.monotonic()
+            started = self.clock()
             total = sampling.count or int((sampling.duration or 0) / max(sampling.every, 1e-3)) + 1
             progress = Progress(f"sampling {step.id}", total, self.show_progress)
             interrupted = False
             try:
                 while True:
-                    at = time.monotonic() - started
+                    at = self.clock() - started
                     sample: dict[str, Any] = {"t": round(at, 3), "at": utc_now()}
                     try:
                         sample["value"] = action.execute()
@@ -803,7 +807,7 @@ class Runner:
                     next_at = len(samples) * sampling.every
                     if sampling.duration is not None and next_at > sampling.duration + 1e-9:
                         break
-                    time.sleep(max(0.0, started + next_at - time.monotonic()))
+                    self.sleep(max(0.0, started + next_at - self.clock()))
             except Interrupted as exc:
                 if exc.signum != signal.SIGINT:
                     raise
@@ -823,7 +827,7 @@ class Runner:
                 "errors": sum(1 for s in samples if "error" in s),
                 "interrupted": interrupted,
                 "every_s": sampling.every,
-                "elapsed_s": round(time.monotonic() - started, 3),
+                "elapsed_s": round(self.clock() - started, 3),
             }
 
         return Action(action.effect, action.where, action.command, execute)
