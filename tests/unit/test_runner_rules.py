@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from engine import approval
 from engine import runner as runner_module
 from engine.context import Connections
 from engine.errors import (
@@ -619,7 +620,7 @@ steps:
 
 
 def test_yes_covers_a_limited_number_of_changes_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner_module, "MAX_CHANGES_BY_FLAG", 2)
+    monkeypatch.setattr(approval, "MAX_CHANGES_BY_FLAG", 2)
     ran = run(
         tmp_path,
         """\
