@@ -75,6 +75,7 @@ class Approvals:
         doubt = self._in_doubt(visit)
         if doubt is not None:  # never re-sent on a flag: the operator sees what is there now and decides
             repeat = _doubt_text(doubt)
+        extra: dict[str, Any] = {**({"repeat": repeat} if repeat else {}), **({"in_doubt": doubt} if doubt else {})}
         self.transcript.emit(
             "approval.requested",
             step=visit.ref,
@@ -84,8 +85,7 @@ class Approvals:
             where=change.where,
             blast_radius=change.blast or {},
             confirm=confirm,
-            **({"repeat": repeat} if repeat else {}),
-            **({"in_doubt": doubt} if doubt else {}),
+            **extra,
         )
         decision = self._review(visit, change, confirm, repeat)
         if not decision.approved:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from engine import template
 from engine.approval import MAX_CHANGE_VISITS as MAX_CHANGE_VISITS  # the caps on --yes, where tests look
@@ -1010,7 +1010,7 @@ class Runner:
 # -- the only places the runner calls an Action's hooks ------------------------------------------------
 def _measure(action: Action, redactor: Redactor) -> dict[str, Any] | None:
     """The blast radius, by reads only, redacted before anyone sees it."""
-    return redactor.data(action.measure()) if action.measure else None
+    return cast(dict[str, Any], redactor.data(action.measure())) if action.measure else None
 
 
 def _send(action: Action) -> Any:
