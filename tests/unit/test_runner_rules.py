@@ -8,8 +8,10 @@ retry's interval advances it instead of sleeping.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -115,20 +117,33 @@ def nothing_sent() -> None:
     SENT.runs.clear()
 
 
+@pytest.fixture(autouse=True)
+def no_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The transcript's fsyncs are its own tests' business (test_transcript*); here they only cost seconds
+    on a busy disk. Every line is still written and read back."""
+    monkeypatch.setattr(os, "fsync", lambda fd: None)
+
+
 # -- procedures, operator, clock, run ------------------------------------------------------------------------
-def load(text: str, procedure_id: str = "test/p") -> Procedure:
-    """YAML text -> Procedure through the real loader: the composed schema, the semantic checks, the builder."""
+@functools.cache
+def schema_validator() -> Any:
+    """The procedure schema composed from the registry as it is now: with `fake` in it."""
     import jsonschema
 
-    from engine.spec.loader import build
     from engine.spec.schema import build_procedure_schema
+
+    return jsonschema.Draft202012Validator(build_procedure_schema())
+
+
+def load(text: str, procedure_id: str = "test/p") -> Procedure:
+    """YAML text -> Procedure through the real loader: the composed schema, the semantic checks, the builder."""
+    from engine.spec.loader import build
     from engine.spec.validate import semantic_errors
     from engine.spec.yamlsource import load_yaml
 
     source = f"id: {procedure_id}\n{HEADER}{text}"
     located = load_yaml(source, f"{procedure_id}.yaml")
-    validator = jsonschema.Draft202012Validator(build_procedure_schema())
-    schema_errors = [e.message for e in validator.iter_errors(located.data)]
+    schema_errors = [e.message for e in schema_validator().iter_errors(located.data)]
     assert not schema_errors, schema_errors
     problems = semantic_errors(located, known_procedures=lambda _id: True)
     assert not problems, [str(p) for p in problems]
@@ -912,3 +927,67 @@ steps:
     assert ran.decisions("until") == [False, True] and ran.clock.slept == [5.0]
     assert ran.registered is not None and ran.registered["both"] == {"a": 2, "b": "b 2"}
     assert [e["command"] for e in ran.of("step.started") if e["step"]["id"] == "group"] == ["block group"] * 2
+
+
+# -- sampling, secrets, a body that does not render ---------------------------------------------------------
+def test_a_sampled_read_runs_every_interval_and_keeps_the_series(tmp_path: Path) -> None:
+    ran = run(
+        tmp_path,
+        """\
+steps:
+  - id: watch
+    name: Watch the counter
+    fake: {say: watch, results: [5, 6, 7]}
+    sample: {every: 2s, count: 3}
+    register: series
+""",
+    )
+    assert ran.error is None
+    assert SENT.commands == ["watch"] * 3 and ran.clock.slept == [2.0, 2.0]
+    series = ran.registered["series"] if ran.registered else None
+    assert series is not None and series["readings"] == [5, 6, 7] and series["count"] == 3
+    assert [s["t"] for s in series["samples"]] == [0.0, 2.0, 4.0] and series["interrupted"] is False
+
+
+def test_a_secret_result_never_reaches_the_transcript(tmp_path: Path) -> None:
+    ran = run(
+        tmp_path,
+        """\
+steps:
+  - id: password
+    name: Make a password
+    fake: {say: generate, result: hunter2-very-secret}
+    register: password
+    secret: true
+  - id: use
+    name: Use it
+    fake: {say: "login {{ password }}"}
+""",
+    )
+    assert ran.error is None
+    assert SENT.commands == ["generate", "login hunter2-very-secret"]  # the kind sees the real value
+    text = ran.path.read_text(encoding="utf-8")
+    assert "hunter2" not in text and "[SECRET:password]" in text
+
+
+def test_a_body_that_does_not_render_is_a_usage_error_that_is_not_retried(tmp_path: Path) -> None:
+    ran = run(
+        tmp_path,
+        """\
+steps:
+  - id: broken
+    name: Renders nothing
+    fake: {say: "{{ params.nothing.deeper }}"}
+    retry: {attempts: 5, interval: 1s}
+""",
+    )
+    assert isinstance(ran.error, StepAborted) and ran.error.exit_code == ExitCode.USAGE
+    assert SENT.runs == {} and ran.clock.slept == []
+    finished = ran.of("step.finished")[0]
+    assert finished["outcome"] == "error" and finished["error"]["message"].startswith("test/p.yaml:")
+
+
+def test_advice_is_carried_by_every_runbook_error() -> None:
+    assert UsageError("bad input", advice="read the docs").advice == "read the docs"
+    assert StoppedError("no").advice is None
+    assert ActionFailed("refused", advice="try later").advice == "try later"
