@@ -12,11 +12,9 @@ plan, measure, gate, execute), then the finish (expectations, the record, `steps
 from __future__ import annotations
 
 import dataclasses
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, cast
 
@@ -24,7 +22,7 @@ from engine import template
 from engine.approval import MAX_CHANGE_VISITS as MAX_CHANGE_VISITS  # the caps on --yes, where tests look
 from engine.approval import MAX_CHANGES_BY_FLAG as MAX_CHANGES_BY_FLAG
 from engine.approval import Approvals, Change
-from engine.context import Connections, Progress, StepContext
+from engine.context import Connections, StepContext
 from engine.errors import (
     ActionFailed,
     ExitCode,
@@ -38,6 +36,7 @@ from engine.errors import (
 from engine.gate import Gate
 from engine.operator import Operator
 from engine.outcome import Outcome
+from engine.sampling import Sampler, Sampling
 from engine.spec.model import Effect, Procedure, Step
 from engine.spec.params import parse_count, parse_duration
 from engine.steps import Action, StepKind, get
@@ -47,7 +46,6 @@ from engine.transcript.writer import TranscriptWriter
 MAX_STEP_EXECUTIONS = 10_000  # a goto loop that never ends is a bug in the procedure, not an incident
 MAX_CALL_DEPTH = 8
 RESULT_ITEMS_KEPT = 200
-MAX_SAMPLES = 100_000  # a series is kept in memory and in the transcript: every 0s for 1h is a typo
 FAILURES = (Outcome.FAILED, Outcome.ERROR)
 
 
@@ -146,13 +144,6 @@ class Visit:
         """`steps.<id>` of this step, as the values this visit sees hold it."""
         status: dict[str, Any] = self.values["steps"][self.step.id]
         return status
-
-
-@dataclass(frozen=True)
-class _Sampling:
-    every: float
-    duration: float | None
-    count: int | None
 
 
 @dataclass(frozen=True)
@@ -616,7 +607,7 @@ class Runner:
             return _Tried(self._execute(visit, action))
         return self._change(visit, action, Change(effect, action.where, command, None))
 
-    def _plan(self, visit: Visit, kind: StepKind, attempt: int) -> tuple[Action, _Sampling | None] | _Tried:
+    def _plan(self, visit: Visit, kind: StepKind, attempt: int) -> tuple[Action, Sampling | None] | _Tried:
         """The kind's Action for the rendered body (and the sampling policy); a step error if it cannot be had."""
         step = visit.step
         effect = step.effect or Effect.READ
@@ -647,7 +638,7 @@ class Runner:
             attempt=attempt,
         )
 
-    def _sample(self, visit: Visit, action: Action, effect: Effect, sampling: _Sampling) -> _Tried:
+    def _sample(self, visit: Visit, action: Action, effect: Effect, sampling: Sampling) -> _Tried:
         step = visit.step
         if effect is not Effect.READ:
             message = f"{step.location}: sample: only a read step can be sampled (this one is {effect})"
@@ -922,80 +913,34 @@ class Runner:
         self.state.records.append(record)
         self.on_step(record)
 
-    # -- sampling: a read run every `every` --------------------------------------------------------
-    def _sampling(self, visit: Visit) -> _Sampling:
+    # -- sampling: a read run every `every` -------------------------------------------------------
+    def _sampling(self, visit: Visit) -> Sampling:
         step, values = visit.step, visit.values
         sample = step.sample
         assert sample is not None
-        sampling = _Sampling(
+        sampling = Sampling(
             every=_typed(step, "sample.every", sample.every, values, parse_duration),
             duration=_typed(step, "sample.for", sample.duration, values, parse_duration)
             if sample.duration is not None
             else None,
             count=_typed(step, "sample.count", sample.count, values, parse_count) if sample.count is not None else None,
         )
-        planned = sampling.count or (
-            (sampling.duration or 0) / sampling.every + 1 if sampling.every > 0 else float("inf")
-        )
-        if planned > MAX_SAMPLES:
-            raise UsageError(
-                f"{step.location}: steps.{step.id}.sample: {planned:g} samples (every {sampling.every:g}s) is more "
-                f"than {MAX_SAMPLES:,}: sample less often"
-            )
+        sampling.check(step)
         return sampling
 
-    def _sampled(self, action: Action, step: Step, sampling: _Sampling) -> Action:
-        """The read run every `every`; Ctrl-C ends the series early and keeps it (the run goes on)."""
-
-        def execute() -> dict[str, Any]:
-            samples: list[dict[str, Any]] = []
-            started = self.clock()
-            total = sampling.count or int((sampling.duration or 0) / max(sampling.every, 1e-3)) + 1
-            progress = Progress(f"sampling {step.id}", total, self.show_progress)
-            interrupted = False
-            try:
-                while True:
-                    samples.append(self._one_sample(action, self.clock() - started))
-                    progress.advance(1)
-                    if sampling.count is not None and len(samples) >= sampling.count:
-                        break
-                    next_at = len(samples) * sampling.every
-                    if sampling.duration is not None and next_at > sampling.duration + 1e-9:
-                        break
-                    self.sleep(max(0.0, started + next_at - self.clock()))
-            except Interrupted as exc:
-                if exc.signum != signal.SIGINT:
-                    raise
-                interrupted = True
-            except KeyboardInterrupt:
-                interrupted = True
-            finally:
-                progress.finish()
-            if interrupted:
-                self.operator.tell(f"  sampling stopped by Ctrl-C: {len(samples)} samples kept")
-            if samples and all("error" in s for s in samples):
-                raise ActionFailed(samples[-1]["error"])
-            return {
-                "samples": samples,
-                "readings": [s.get("value") for s in samples],  # not `values`: that is a mapping method
-                "count": len(samples),
-                "errors": sum(1 for s in samples if "error" in s),
-                "interrupted": interrupted,
-                "every_s": sampling.every,
-                "elapsed_s": round(self.clock() - started, 3),
-            }
-
-        return Action(action.effect, action.where, action.command, execute)
-
-    def _one_sample(self, action: Action, at: float) -> dict[str, Any]:
-        sample: dict[str, Any] = {"t": round(at, 3), "at": utc_now()}
-        try:
-            sample["value"] = _send(action)
-        except MutationRefused:
-            raise
-        except RunbookError as exc:
-            sample.update(value=None, error=self.redactor.text(str(exc)))
-        return sample
+    def _sampled(self, action: Action, step: Step, sampling: Sampling) -> Action:
+        """The read run every `every`, as one action whose result is the series."""
+        sampler = Sampler(
+            read=lambda: _send(action),
+            sampling=sampling,
+            label=f"sampling {step.id}",
+            redactor=self.redactor,
+            tell=self.operator.tell,
+            clock=self.clock,
+            sleep=self.sleep,
+            show_progress=self.show_progress,
+        )
+        return Action(action.effect, action.where, action.command, sampler)
 
     # -- call --------------------------------------------------------------------------------------
     def _call(self, procedure_id: str, params: dict[str, Any], depth: int) -> dict[str, Any]:
@@ -1069,11 +1014,6 @@ def _check_shape(step: Step, outcome: _Outcome, *, sampled: bool = False) -> Non
     problem = results.check_result(step.kind, step.action, outcome.result, sampled=sampled)
     if problem:
         raise AssertionError(f"{step.location}: {step.kind} result does not match its declared shape: {problem}")
-
-
-def utc_now() -> str:
-    """The engine's one time format (the `now` template value), for samples and parsers."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _add_secrets(redactor: Redactor, name: str, value: Any) -> None:
