@@ -6,7 +6,9 @@ applies the step's rules. Every event goes to the transcript before the operator
 
 Each visit of a step (one foreach item, one node) is a `Visit`: the step, where it sits and the values it
 sees. The pipeline takes it stage by stage: when, attempts under the retry policy, one attempt (render,
-plan, measure, gate, execute), then the finish (expectations, the record, `steps.<id>`).
+plan, measure, gate, execute), then the finish (expectations, the record, `steps.<id>`). The conversation
+at the gate is engine.approval's, a sampled series engine.sampling's. Time comes from `clock`/`sleep`
+(the real ones by default), so the rules can be tested without waiting (tests/unit/test_runner_rules.py).
 """
 
 from __future__ import annotations
