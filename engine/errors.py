@@ -18,10 +18,18 @@ class ExitCode:
 
 
 class RunbookError(Exception):
-    """Base class; `exit_code` is what the CLI exits with when this ends the run."""
+    """Base class; `exit_code` is what the CLI exits with when this ends the run.
+
+    `advice`: what the operator can do about it (the runbook's Common Errors text), printed under the
+    error and kept in the step's `error.advice`; None when there is nothing useful to add.
+    """
 
     exit_code = ExitCode.UNREACHABLE
     outcome: RunOutcome = RunOutcome.ERROR
+
+    def __init__(self, message: str = "", advice: str | None = None):
+        super().__init__(message)
+        self.advice = advice
 
 
 @dataclass(frozen=True)
@@ -50,11 +58,11 @@ class UsageError(RunbookError):
     exit_code = ExitCode.USAGE
     outcome = RunOutcome.USAGE
 
-    def __init__(self, message: str, errors: list[SourceError] | None = None):
+    def __init__(self, message: str, errors: list[SourceError] | None = None, advice: str | None = None):
         self.errors = list(errors or [])
         if self.errors:
             message = message + "\n" + "\n".join(f"  {e}" for e in self.errors)
-        super().__init__(message)
+        super().__init__(message, advice)
 
 
 class StoppedError(RunbookError):
@@ -69,10 +77,6 @@ class TargetError(RunbookError):
 
     exit_code = ExitCode.UNREACHABLE
     outcome = RunOutcome.ERROR
-
-    def __init__(self, message: str, advice: str | None = None):
-        super().__init__(message)
-        self.advice = advice
 
 
 class MutationRefused(TargetError):
@@ -92,6 +96,18 @@ class TranscriptUnwritable(RunbookError):
 
     exit_code = ExitCode.UNREACHABLE
     outcome = RunOutcome.ERROR
+
+
+class StepAborted(Exception):
+    """A step failed and its on_failure says abort: the run (or the enclosing block) stops here.
+
+    Not a RunbookError: no kind's `except RunbookError` may take a procedure's own abort for a failure
+    of its action. `exit_code` is the failed step's (1 for an expectation, 4 for an error, ...).
+    """
+
+    def __init__(self, exit_code: int, message: str):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class Interrupted(BaseException):

@@ -3,43 +3,52 @@
 The runner knows nothing of Redis or SSH: a step kind turns a rendered body into an `Action` that
 says its effect, where it goes and how to run it; the runner asks the gate, records events and
 applies the step's rules. Every event goes to the transcript before the operator sees it.
+
+Each visit of a step (one foreach item, one node) is a `Visit`: the step, where it sits and the values it
+sees. The pipeline takes it stage by stage: when, attempts under the retry policy, one attempt (render,
+plan, measure, gate, execute), then the finish (expectations, the record, `steps.<id>`). The conversation
+at the gate is engine.approval's, a sampled series engine.sampling's. Time comes from `clock`/`sleep`
+(the real ones by default), so the rules can be tested without waiting (tests/unit/test_runner_rules.py).
 """
 
 from __future__ import annotations
 
-import signal
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from engine import template
-from engine.context import Connections, Progress, StepContext
+from engine.approval import MAX_CHANGE_VISITS as MAX_CHANGE_VISITS  # the caps on --yes, where tests look
+from engine.approval import MAX_CHANGES_BY_FLAG as MAX_CHANGES_BY_FLAG
+from engine.approval import Approvals, Change
+from engine.context import Connections, StepContext
 from engine.errors import (
     ActionFailed,
     ExitCode,
     Interrupted,
     MutationRefused,
     RunbookError,
+    StepAborted,
     StoppedError,
     UsageError,
 )
-from engine.gate import ApprovalRequest, Gate
+from engine.gate import Gate
 from engine.operator import Operator
+from engine.outcome import Outcome
+from engine.sampling import Sampler, Sampling
 from engine.spec.model import Effect, Procedure, Step
 from engine.spec.params import parse_count, parse_duration
-from engine.steps import Action, Measured, get
+from engine.steps import Action, Done, Measured, StepKind, get
 from engine.transcript.redact import Redactor
-from engine.transcript.writer import TranscriptWriter, sha256_text
+from engine.transcript.writer import TranscriptWriter
 
 MAX_STEP_EXECUTIONS = 10_000  # a goto loop that never ends is a bug in the procedure, not an incident
-# `--yes` approves one execution of one rendered command, not a loop: past these caps every further
-# change is asked on the terminal, or refused (exit 3) when there is none.
-MAX_CHANGE_VISITS = 3  # visits of one changing step (in one procedure frame) that reach the gate
-MAX_CHANGES_BY_FLAG = 50  # changes approved in one run
+MAX_CALL_DEPTH = 8
 RESULT_ITEMS_KEPT = 200
-MAX_SAMPLES = 100_000  # a series is kept in memory and in the transcript: every 0s for 1h is a typo
+FAILURES = (Outcome.FAILED, Outcome.ERROR)
 
 
 @dataclass
@@ -77,9 +86,11 @@ class RunState:
 
 @dataclass
 class _Frame:
-    """One run of one procedure: visits and gated visits of each step (caps on repeated changes), which
-    steps ran, and what its changes measured and got approved (restore)."""
+    """One run of one procedure (at one call depth): visits and gated visits of each step (caps on repeated
+    changes), which steps ran, and what its changes measured and got approved (restore)."""
 
+    procedure: Procedure
+    depth: int
     visits: dict[str, int] = field(default_factory=dict)
     gated: dict[str, set[int]] = field(default_factory=dict)  # step id -> the visits that reached the gate
     ran: dict[str, bool] = field(default_factory=dict)
@@ -89,45 +100,97 @@ class _Frame:
 
 
 @dataclass(frozen=True)
-class _Sampling:
-    every: float
-    duration: float | None
-    count: int | None
+class Visit:
+    """One visit of one step: the step, its procedure run (frame), the values it sees, its foreach iteration."""
+
+    frame: _Frame
+    step: Step
+    values: dict[str, Any]  # for a foreach item or a node: the procedure's values with `item`/`node` and `loop`
+    iteration: int | None = None
+
+    @property
+    def procedure(self) -> Procedure:
+        return self.frame.procedure
+
+    @property
+    def depth(self) -> int:
+        return self.frame.depth
+
+    @cached_property
+    def ref(self) -> dict[str, Any]:
+        """The step as every event of this visit names it."""
+        step = self.step
+        return {
+            "id": step.id,
+            "name": step.name,
+            "kind": step.kind,
+            "source": str(step.location),
+            "index": step.index,
+            "iteration": self.iteration,
+            "call_depth": self.depth,
+            "procedure": self.procedure.id,
+        }
+
+    def at(self, iteration: int, values: dict[str, Any]) -> Visit:
+        return dataclasses.replace(self, iteration=iteration, values=values)
+
+    def scope(self, result: Any) -> dict[str, Any]:
+        """What expect, show, until and impact read once the step ran: `result` and its register too."""
+        return {**self.values, "result": result, **({self.step.register: result} if self.step.register else {})}
+
+    def evaluate(self, field_name: str, expression: str, values: dict[str, Any] | None = None) -> Any:
+        return _evaluate(self.step, field_name, expression, self.values if values is None else values)
+
+    @property
+    def status(self) -> dict[str, Any]:
+        """`steps.<id>` of this step, as the values this visit sees hold it."""
+        status: dict[str, Any] = self.values["steps"][self.step.id]
+        return status
 
 
-def _status(outcome: str) -> dict[str, Any]:
-    """`steps.<id>` before and after a step: the outcome beside the result, for branching on it."""
-    return {"outcome": outcome, "error": None, "duration_ms": None, "result": None, "attempts": 0}
+@dataclass(frozen=True)
+class _Policy:
+    """The retry policy, its templates rendered: how often, how far apart, until when (None: no deadline)."""
+
+    attempts: int
+    interval: float
+    timeout: float | None
 
 
-def _ending(exc: BaseException) -> str:
-    """How the steps ended, as the finally decision records it."""
-    if isinstance(exc, Interrupted):
-        return "interrupted"
-    if isinstance(exc, StepAborted):
-        return "failed" if exc.exit_code == ExitCode.FINDINGS else "aborted"
-    if isinstance(exc, StoppedError):
-        return "refused"
-    return "error"
-
-
-class StepAborted(Exception):
-    """A step failed and its on_failure says abort."""
-
-    def __init__(self, exit_code: int, message: str):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-@dataclass
+@dataclass(frozen=True)
 class _Outcome:
-    outcome: str  # ok | failed | error | skipped | predicted | refused
+    outcome: Outcome
     result: Any = None
     message: str | None = None
     advice: str | None = None
     exit_code: int = ExitCode.OK
     really_ran: bool = True
     changes: list[dict[str, Any]] | None = None  # what a measured change did, as it said (Done.changes)
+
+
+@dataclass(frozen=True)
+class _Tried:
+    """What the attempts of a step came to: its outcome and, for a change, its effect, blast radius and changes."""
+
+    outcome: _Outcome
+    effect: Effect = Effect.READ
+    blast: dict[str, Any] | None = None
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    final: bool = False  # retrying makes no sense: a usage error, a prediction, a refusal
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class _Finished:
+    """A step's end as the transcript and the summary record it."""
+
+    tried: _Tried
+    outcome: _Outcome
+    duration_ms: float
+    expectations: list[dict[str, Any]]
+    summary: str | None
+    impact: list[dict[str, Any]]
+    follow_up: list[dict[str, Any]]
 
 
 class Runner:
@@ -147,6 +210,8 @@ class Runner:
         show_progress: bool = False,
         on_step: Callable[[StepRecord], None] = lambda record: None,
         resume: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         self.transcript = transcript
         self.redactor = redactor
@@ -162,12 +227,21 @@ class Runner:
         self.on_step = on_step
         self.state = RunState()
         self.cleaning = 0  # > 0 while finally steps run: the session holds a signal back until they are done
-        self._frames: dict[int, _Frame] = {}  # by call depth
         self._predicted: set[str] = set()  # registers that hold a dry-run's prediction, not a result
         # engine.resume.ResumePlan of the run this one continues: its done steps are reused, its in-doubt
         # change is asked about again on the terminal
         self.resume = resume
-        self._doubt_asked = False
+        self.approvals = Approvals(
+            transcript=transcript,
+            gate=gate,
+            redactor=redactor,
+            operator_name=operator.name,
+            target_name=target_name,
+            state=self.state,
+            resume=resume,
+        )
+        self.clock = clock  # retry deadlines, durations and sampling: tests pass a fake one and never wait
+        self.sleep = sleep
 
     # -- procedure level -----------------------------------------------------------------------
     def run(self, procedure: Procedure, params: dict[str, Any], *, depth: int = 0) -> dict[str, Any]:
@@ -181,22 +255,21 @@ class Runner:
             "params": dict(params),
             "steps": {s.id: _status("not_run") for s in procedure.all_steps()},
         }
-        frame = self._frames[depth] = _Frame()  # a finished frame at this depth is replaced
+        frame = _Frame(procedure, depth)
         try:
-            self._run_steps(procedure, procedure.steps, values, frame, depth)
+            self._run_steps(frame, procedure.steps, values)
         except BaseException as exc:
             if procedure.finally_steps:
-                self._run_finally(procedure, values, frame, depth, _ending(exc))
+                self._run_finally(frame, values, _ending(exc))
             raise
         if procedure.finally_steps:
-            failure = self._run_finally(procedure, values, frame, depth, "ok")
+            failure = self._run_finally(frame, values, "ok")
             if failure is not None:
                 raise failure
         return {k: v for k, v in values.items() if k not in self.target_values and k not in ("params", "steps")}
 
-    def _run_steps(
-        self, procedure: Procedure, steps: tuple[Step, ...], values: dict[str, Any], frame: _Frame, depth: int
-    ) -> None:
+    def _run_steps(self, frame: _Frame, steps: tuple[Step, ...], values: dict[str, Any]) -> None:
+        """A list of steps in order; a goto jumps within it."""
         index = 0
         while index < len(steps):
             step = steps[index]
@@ -206,22 +279,17 @@ class Runner:
                     f"{step.location}: more than {MAX_STEP_EXECUTIONS} step executions: a goto loop in the procedure?"
                 )
             frame.visits[step.id] = frame.visits.get(step.id, 0) + 1
-            jump = self._run_step(procedure, step, values, frame, depth)
-            if jump is not None:
-                index = next(i for i, s in enumerate(steps) if s.id == jump)
-            else:
-                index += 1
+            jump = self._run_step(Visit(frame, step, values))
+            index = next(i for i, s in enumerate(steps) if s.id == jump) if jump is not None else index + 1
 
-    def _run_finally(
-        self, procedure: Procedure, values: dict[str, Any], frame: _Frame, depth: int, ending: str
-    ) -> BaseException | None:
+    def _run_finally(self, frame: _Frame, values: dict[str, Any], ending: str) -> BaseException | None:
         """Every cleanup step, in order, whatever the others do; the first failure is returned, not raised.
 
         A signal during the cleanup is held back by the session until it is done (`cleaning`).
         """
         self.transcript.emit(
             "decision",
-            step={"id": "finally", "name": f"cleanup of {procedure.id}", "call_depth": depth},
+            step={"id": "finally", "name": f"cleanup of {frame.procedure.id}", "call_depth": frame.depth},
             expression="finally",
             value=ending,
             kind="finally",
@@ -229,196 +297,150 @@ class Runner:
         self.cleaning += 1
         first: BaseException | None = None
         try:
-            for step in procedure.finally_steps:
+            for step in frame.procedure.finally_steps:
                 try:
-                    self._run_step(procedure, step, values, frame, depth)
+                    self._run_step(Visit(frame, step, values))
                 except (StepAborted, RunbookError) as exc:
                     first = first or exc
         finally:
             self.cleaning -= 1
         return first
 
-    # -- step level ----------------------------------------------------------------------------
-    def _ref(self, procedure: Procedure, step: Step, depth: int, iteration: int | None = None) -> dict[str, Any]:
-        return {
-            "id": step.id,
-            "name": step.name,
-            "kind": step.kind,
-            "source": str(step.location),
-            "index": step.index,
-            "iteration": iteration,
-            "call_depth": depth,
-            "procedure": procedure.id,
-        }
-
-    def _run_step(
-        self, procedure: Procedure, step: Step, values: dict[str, Any], frame: _Frame, depth: int
-    ) -> str | None:
-        if self.resume is not None and depth == 0 and step.foreach is None and not step.cleanup:
-            done = self.resume.reuse(step)
-            if done is not None:
-                self._reuse(procedure, step, values, frame, depth, done)
-                return None
-        if step.kind == "restore" and step.action not in frame.measured:
-            self._skip(procedure, step, values, frame, depth, None, f"'{step.action}' changed nothing in this run")
+    # -- step level: how many times, and whether at all ------------------------------------------
+    def _run_step(self, visit: Visit) -> str | None:
+        """The step in full (every item, every node); returns the id of the step to go to, if any."""
+        step = visit.step
+        if self._reused(visit):
             return None
-        nodes = self._nodes_of(procedure, step, values, depth)
+        if step.kind == "restore" and step.action not in visit.frame.measured:
+            self._skip(visit, f"'{step.action}' changed nothing in this run")
+            return None
+        nodes = self._nodes_of(visit)
         if nodes is not None:
-            return self._run_items(procedure, step, values, frame, depth, nodes, "node")
+            return self._run_items(visit, nodes, "node")
         if step.foreach is None:
-            if self._skipped_by_when(procedure, step, values, frame, depth, iteration=None):
-                return None
-            outcome = self._run_once(procedure, step, values, frame, depth, iteration=None)
-            if step.register:
-                values[step.register] = outcome.result
-            frame.ran[step.id] = outcome.really_ran
-            return self._after_failure(step, outcome) if outcome.outcome in ("failed", "error") else None
-        items = self._evaluate(step, "foreach", step.foreach, values)
+            return self._run_single(visit)
+        return self._run_items(visit, self._foreach_items(visit), "item")
+
+    def _run_single(self, visit: Visit) -> str | None:
+        step = visit.step
+        if self._skipped_by_when(visit):
+            return None
+        outcome = self._run_once(visit)
+        if step.register:
+            visit.values[step.register] = outcome.result
+        visit.frame.ran[step.id] = outcome.really_ran
+        return self._after_failure(step, outcome) if outcome.outcome in FAILURES else None
+
+    def _foreach_items(self, visit: Visit) -> list[Any]:
+        step = visit.step
+        assert step.foreach is not None
+        items = visit.evaluate("foreach", step.foreach)
         if isinstance(items, dict):
             items = list(items.items())
         if not isinstance(items, list | tuple):
             raise UsageError(f"{step.location}: foreach gave {type(items).__name__}, not a list")
-        return self._run_items(procedure, step, values, frame, depth, list(items), "item")
+        return list(items)
 
-    def _context(
-        self, procedure: Procedure, step: Step, values: dict[str, Any], depth: int, frame: _Frame | None = None
-    ) -> StepContext:
-        """What a kind may use while it plans and runs this step (and nothing else)."""
-        return StepContext(
-            connections=self.connections,
-            operator=self.operator,
-            redactor=self.redactor,
-            procedure=procedure,
-            step=step,
-            dry_run=self.dry_run,
-            values=values,
-            call_procedure=lambda pid, p: self._call(pid, p, depth),
-            show_progress=self.show_progress,
-            recorded_change=frame.measured.get if frame is not None else (lambda _step_id: None),
-        )
-
-    def _nodes_of(self, procedure: Procedure, step: Step, values: dict[str, Any], depth: int) -> list[Any] | None:
-        """The nodes a change aimed at several nodes runs on, one at a time (None: the step runs once)."""
-        kind = get(step.kind) if step.kind != "block" else None
-        if kind is None or kind.per_node is None or step.foreach is not None:
-            return None
-        try:
-            body = template.render_data(step.action, values, shell_fields=kind.shell_fields, raw_fields=kind.raw_fields)
-            return kind.per_node(body, self._context(procedure, step, values, depth))
-        except (template.TemplateError, ValueError, TypeError, RunbookError):
-            return None  # the step's own attempt meets the same problem and reports it
-
-    def _run_items(
-        self,
-        procedure: Procedure,
-        step: Step,
-        values: dict[str, Any],
-        frame: _Frame,
-        depth: int,
-        items: list[Any],
-        name: str,
-    ) -> str | None:
+    def _run_items(self, visit: Visit, items: list[Any], name: str) -> str | None:
         """A foreach (`item`), or a change on several nodes (`node`): one run of the step per entry, in order."""
-        results, statuses, worst, any_ran = [], [], None, False
+        step, values = visit.step, visit.values
+        results: list[Any] = []
+        statuses: list[dict[str, Any]] = []
+        worst: _Outcome | None = None
+        any_ran = False
         for i, item in enumerate(items):
             # `when` is decided per item: it may look at `item`
             scope = {**values, name: item, "loop": {"index": i, "first": i == 0, "last": i == len(items) - 1}}
-            if self._skipped_by_when(procedure, step, scope, frame, depth, iteration=i):
+            each = visit.at(i, scope)
+            if self._skipped_by_when(each):
                 results.append(None)
-                statuses.append(values["steps"][step.id])
+                statuses.append(visit.status)
                 continue
-            outcome = self._run_once(procedure, step, scope, frame, depth, iteration=i)
+            outcome = self._run_once(each)
             results.append(outcome.result if name == "item" else _node_result(item, outcome))
-            statuses.append(values["steps"][step.id])
+            statuses.append(visit.status)
             any_ran = any_ran or outcome.really_ran
-            if outcome.outcome in ("failed", "error"):
+            if outcome.outcome in FAILURES:
                 worst = worst or outcome
                 if step.on_failure.action != "continue":
                     break  # abort or goto: the remaining items are not tried
         if step.register:
             values[step.register] = results
         values["steps"][step.id] = {
-            **_status(worst.outcome if worst else ("ok" if any_ran else "skipped")),
+            **_status(worst.outcome if worst else (Outcome.OK if any_ran else Outcome.SKIPPED)),
             "error": worst.message if worst else None,
             "duration_ms": round(sum(s.get("duration_ms") or 0 for s in statuses), 3),
             "result": results,
             "items": statuses,
         }
-        frame.ran[step.id] = any_ran
+        visit.frame.ran[step.id] = any_ran
         return self._after_failure(step, worst) if worst else None
 
-    def _reuse(
-        self, procedure: Procedure, step: Step, values: dict[str, Any], frame: _Frame, depth: int, done: Any
-    ) -> None:
+    def _reused(self, visit: Visit) -> bool:
         """A step the resumed run finished: its recorded result stands in for running it again."""
+        step = visit.step
+        if self.resume is None or visit.depth != 0 or step.foreach is not None or step.cleanup:
+            return False
+        done = self.resume.reuse(step)
+        if done is None:
+            return False
         self.transcript.emit(
             "step.resumed",
-            step=self._ref(procedure, step, depth),
+            step=visit.ref,
             from_run=self.resume.run_id,
             effect=done.effect,
             result=done.result,
             blast_radius=done.blast_radius,
         )
         if step.register:
-            values[step.register] = done.result
+            visit.values[step.register] = done.result
         if step.kind == "block" and isinstance(done.result, dict):
-            values.update(done.result)
-        values["steps"][step.id] = {**_status("ok"), "result": done.result}
-        frame.ran[step.id] = True
+            visit.values.update(done.result)
+        visit.values["steps"][step.id] = {**_status(Outcome.OK), "result": done.result}
+        visit.frame.ran[step.id] = True
         if done.blast_radius:
-            frame.measured.setdefault(step.id, done.blast_radius)
+            visit.frame.measured.setdefault(step.id, done.blast_radius)
         message = f"done in run {self.resume.run_id}: not run again"
         self._record(
-            StepRecord(step.id, step.name, "ok", done.effect, message=message, depth=depth, procedure=procedure.id)
+            StepRecord(
+                step.id,
+                step.name,
+                Outcome.OK,
+                done.effect,
+                message=message,
+                depth=visit.depth,
+                procedure=visit.procedure.id,
+            )
         )
-
-    def _in_doubt(self, step: Step, depth: int) -> dict[str, Any] | None:
-        """The resumed run's change that started and never finished, the first time it comes up again."""
-        doubt = self.resume.in_doubt if self.resume is not None else None
-        if doubt is None or depth != 0 or step.id != doubt.step_id or self._doubt_asked:
-            return None
-        self._doubt_asked = True
-        return {
-            "run": self.resume.run_id,
-            "started_at": doubt.started_at,
-            "command": doubt.command,
-            "was_approved": doubt.approved,
-        }
-
-    def _skipped_by_when(
-        self,
-        procedure: Procedure,
-        step: Step,
-        scope: dict[str, Any],
-        frame: _Frame,
-        depth: int,
-        iteration: int | None,
-    ) -> bool:
-        if step.when is None:
-            return False
-        ref = self._ref(procedure, step, depth, iteration)
-        decided = self._evaluate(step, "when", step.when, scope)
-        self.transcript.emit("decision", step=ref, expression=step.when, value=bool(decided), kind="when")
-        if decided:
-            return False
-        self._skip(procedure, step, scope, frame, depth, iteration, f"when: {step.when} is false")
         return True
 
-    def _skip(
-        self,
-        procedure: Procedure,
-        step: Step,
-        scope: dict[str, Any],
-        frame: _Frame,
-        depth: int,
-        iteration: int | None,
-        reason: str,
-    ) -> None:
-        self.transcript.emit("step.skipped", step=self._ref(procedure, step, depth, iteration), reason=reason)
-        frame.ran.setdefault(step.id, False)
-        scope["steps"][step.id] = {**_status("skipped"), "error": None}
+    def _skipped_by_when(self, visit: Visit) -> bool:
+        step = visit.step
+        if step.when is None:
+            return False
+        decided = visit.evaluate("when", step.when)
+        self.transcript.emit("decision", step=visit.ref, expression=step.when, value=bool(decided), kind="when")
+        if decided:
+            return False
+        self._skip(visit, f"when: {step.when} is false")
+        return True
+
+    def _skip(self, visit: Visit, reason: str) -> None:
+        step = visit.step
+        self.transcript.emit("step.skipped", step=visit.ref, reason=reason)
+        visit.frame.ran.setdefault(step.id, False)
+        visit.values["steps"][step.id] = {**_status(Outcome.SKIPPED), "error": None}
         self._record(
-            StepRecord(step.id, step.name, "skipped", "-", message=reason, depth=depth, procedure=procedure.id)
+            StepRecord(
+                step.id,
+                step.name,
+                Outcome.SKIPPED,
+                "-",
+                message=reason,
+                depth=visit.depth,
+                procedure=visit.procedure.id,
+            )
         )
 
     def _after_failure(self, step: Step, outcome: _Outcome) -> str | None:
@@ -436,600 +458,406 @@ class Runner:
             return policy.goto
         raise StepAborted(outcome.exit_code, f"step '{step.id}' {outcome.outcome}: {outcome.message}")
 
-    def _run_once(
-        self,
-        procedure: Procedure,
-        step: Step,
-        values: dict[str, Any],
-        frame: _Frame,
-        depth: int,
-        iteration: int | None,
-    ) -> _Outcome:
-        ref = self._ref(procedure, step, depth, iteration)
-        started = time.monotonic()
-        if step.kind == "block":
-            outcome, attempt = self._run_block(procedure, step, ref, values, frame, depth)
-            effect, blast, changes = Effect.READ, None, []
-        else:
-            outcome, effect, blast, changes, attempt = self._attempts(procedure, step, ref, values, frame, depth)
-        return self._finish(
-            procedure, step, ref, values, frame, depth, started, outcome, effect, blast, changes, attempt
+    def _nodes_of(self, visit: Visit) -> list[Any] | None:
+        """The nodes a change aimed at several nodes runs on, one at a time (None: the step runs once)."""
+        step = visit.step
+        kind = get(step.kind) if step.kind != "block" else None
+        if kind is None or kind.per_node is None or step.foreach is not None:
+            return None
+        try:
+            body = _render(kind, step, visit.values)
+            return kind.per_node(body, self._context(visit, recorded=False))
+        except (template.TemplateError, ValueError, TypeError, RunbookError):
+            return None  # the step's own attempt meets the same problem and reports it
+
+    def _context(self, visit: Visit, *, recorded: bool = True) -> StepContext:
+        """What a kind may use while it plans and runs this step (and nothing else)."""
+        frame = visit.frame
+        return StepContext(
+            connections=self.connections,
+            operator=self.operator,
+            redactor=self.redactor,
+            procedure=visit.procedure,
+            step=visit.step,
+            dry_run=self.dry_run,
+            values=visit.values,
+            call_procedure=lambda pid, p: self._call(pid, p, frame.depth),
+            show_progress=self.show_progress,
+            recorded_change=frame.measured.get if recorded else (lambda _step_id: None),
         )
 
-    def _attempts(
-        self,
-        procedure: Procedure,
-        step: Step,
-        ref: dict[str, Any],
-        values: dict[str, Any],
-        frame: _Frame,
-        depth: int,
-    ) -> tuple[_Outcome, Effect, dict[str, Any] | None, list[dict[str, Any]], int]:
+    # -- one visit: its attempts under the retry policy -------------------------------------------
+    def _run_once(self, visit: Visit) -> _Outcome:
+        started = self.clock()
+        tried = self._run_block(visit) if visit.step.kind == "block" else self._attempts(visit)
+        return self._finish(visit, started, tried)
+
+    def _attempts(self, visit: Visit) -> _Tried:
         """The step's attempts under its retry policy (whose numbers may be templates, rendered now)."""
-        kind = get(step.kind)
-        started = time.monotonic()
+        kind = get(visit.step.kind)
         try:
-            attempts, interval, timeout = self._retry_policy(step, values)
+            policy = self._retry_policy(visit)
         except UsageError as exc:
-            self.transcript.emit("step.started", step=ref, effect="read", where="", command="", attempt=1)
-            return _Outcome("error", message=str(exc), exit_code=ExitCode.USAGE), Effect.READ, None, [], 1
-        deadline = started + timeout if step.retry else None
+            self._started(visit, Effect.READ, "", "", attempt=1)
+            return _Tried(_Outcome(Outcome.ERROR, message=str(exc), exit_code=ExitCode.USAGE))
         # a check of a change that was not sent (dry-run, or skipped) has nothing to wait for
-        unsent = step.verifies is not None and not frame.ran.get(step.verifies)
-        attempt = 0
-        while True:
-            attempt += 1
-            outcome, effect, blast, changes, final = self._attempt(
-                procedure, step, kind, ref, values, frame, depth, attempt
-            )
-            if final or step.retry is None:
-                break
-            if step.retry.until is None:
-                if outcome.outcome == "ok":
-                    break  # retry without until: retry only while the step errors
-            elif outcome.outcome == "ok" and unsent:
-                why = "dry-run" if self.dry_run else "it did not run"
-                outcome = _Outcome(
-                    "ok",  # the read ran; only the wait is skipped (its expectations are predicted)
-                    outcome.result,
-                    message=f"until '{step.retry.until}' not polled: '{step.verifies}' was not sent ({why})",
-                )
-                self.transcript.emit(
-                    "decision", step=ref, expression=step.retry.until, value="not polled", kind="until"
-                )
-                break
-            elif outcome.outcome == "ok":
-                scope = self._scope(step, values, outcome.result)
-                done = self._evaluate(step, "retry.until", step.retry.until, scope)
-                self.transcript.emit("decision", step=ref, expression=step.retry.until, value=bool(done), kind="until")
-                if done:
-                    break
-            out_of_time = deadline is not None and time.monotonic() + interval > deadline
-            if attempt >= attempts or out_of_time:
-                if outcome.outcome == "ok":
-                    outcome = _Outcome(
-                        "failed",
-                        outcome.result,
-                        message=f"until '{step.retry.until}' did not hold after {attempt} attempts "
-                        f"({time.monotonic() - started:.1f}s)",
-                        exit_code=ExitCode.FINDINGS,
-                    )
-                break
-            time.sleep(interval)
-        return outcome, effect, blast, changes, attempt
+        step = visit.step
+        unsent = step.verifies is not None and not visit.frame.ran.get(step.verifies)
+        return self._retrying(visit, policy, lambda attempt: self._attempt(visit, kind, attempt), unsent=unsent)
 
-    def _retry_policy(self, step: Step, values: dict[str, Any]) -> tuple[int, float, float]:
-        if step.retry is None:
-            return 1, 0.0, 0.0
-        return (
-            self._typed(step, "retry.attempts", step.retry.attempts, values, parse_count),
-            self._typed(step, "retry.interval", step.retry.interval, values, parse_duration),
-            self._typed(step, "retry.timeout", step.retry.timeout, values, parse_duration),
-        )
-
-    def _typed(self, step: Step, field_name: str, value: Any, values: dict[str, Any], parse: Any) -> Any:
-        try:
-            return template.typed(value, values, parse)
-        except template.TemplateError as exc:
-            raise UsageError(f"{step.location}: steps.{step.id}.{field_name}: {exc}") from None
-
-    def _run_block(
-        self,
-        procedure: Procedure,
-        step: Step,
-        ref: dict[str, Any],
-        values: dict[str, Any],
-        frame: _Frame,
-        depth: int,
-    ) -> tuple[_Outcome, int]:
+    def _run_block(self, visit: Visit) -> _Tried:
         """The inner steps as one: a failure that aborts inside ends the block (its on_failure decides)."""
         try:
-            attempts, interval, _ = self._retry_policy(step, values)
+            policy = dataclasses.replace(self._retry_policy(visit), timeout=None)
         except UsageError as exc:
-            return _Outcome("error", message=str(exc), exit_code=ExitCode.USAGE), 1
+            return _Tried(_Outcome(Outcome.ERROR, message=str(exc), exit_code=ExitCode.USAGE))
+        return self._retrying(visit, policy, lambda attempt: self._block_once(visit, attempt), unsent=False)
+
+    def _block_once(self, visit: Visit, attempt: int) -> _Tried:
+        step = visit.step
+        self.transcript.emit(
+            "step.started", step=visit.ref, effect="read", where="block", command=f"block {step.id}", attempt=attempt
+        )
         registers = [s.register for s in step.action if s.register]
+        try:
+            self._run_steps(visit.frame, step.action, visit.values)
+            return _Tried(_Outcome(Outcome.OK, {name: visit.values.get(name) for name in registers}))
+        except StepAborted as exc:
+            ended = Outcome.FAILED if exc.exit_code == ExitCode.FINDINGS else Outcome.ERROR
+            result = {name: visit.values.get(name) for name in registers}
+            return _Tried(_Outcome(ended, result, message=str(exc), exit_code=exc.exit_code))
+
+    def _retrying(self, visit: Visit, policy: _Policy, once: Callable[[int], _Tried], *, unsent: bool) -> _Tried:
+        """`once` until it is final, ok (and `until` holds), or out of attempts or time; waits between."""
+        retry = visit.step.retry
+        started = self.clock()
+        deadline = started + policy.timeout if retry is not None and policy.timeout is not None else None
         attempt = 0
         while True:
             attempt += 1
-            self.transcript.emit(
-                "step.started", step=ref, effect="read", where="block", command=f"block {step.id}", attempt=attempt
-            )
-            try:
-                self._run_steps(procedure, step.action, values, frame, depth)
-                outcome = _Outcome("ok", {name: values.get(name) for name in registers})
-            except StepAborted as exc:
-                kind = "failed" if exc.exit_code == ExitCode.FINDINGS else "error"
-                result = {name: values.get(name) for name in registers}
-                outcome = _Outcome(kind, result, message=str(exc), exit_code=exc.exit_code)
-            if step.retry is None:
+            tried = once(attempt)
+            if tried.final or retry is None:
                 break
-            if outcome.outcome == "ok":
-                if step.retry.until is None:
+            outcome = tried.outcome
+            if outcome.outcome == Outcome.OK:
+                if retry.until is None:
+                    break  # retry without until: retry only while the step errors
+                if unsent:
+                    tried = dataclasses.replace(tried, outcome=self._not_polled(visit, outcome))
                     break
-                scope = self._scope(step, values, outcome.result)
-                done = self._evaluate(step, "retry.until", step.retry.until, scope)
-                self.transcript.emit("decision", step=ref, expression=step.retry.until, value=bool(done), kind="until")
-                if done:
+                if self._until_holds(visit, outcome):
                     break
-                if attempt >= attempts:
-                    message = f"until '{step.retry.until}' did not hold after {attempt} attempts"
-                    outcome = _Outcome("failed", outcome.result, message=message, exit_code=ExitCode.FINDINGS)
-                    break
-            elif attempt >= attempts:
+            out_of_time = deadline is not None and self.clock() + policy.interval > deadline
+            if attempt >= policy.attempts or out_of_time:
+                if outcome.outcome == Outcome.OK:
+                    since = started if policy.timeout is not None else None
+                    tried = dataclasses.replace(tried, outcome=self._gave_up(visit, outcome, attempt, since))
                 break
-            time.sleep(interval)
-        return outcome, attempt
+            self.sleep(policy.interval)
+        return dataclasses.replace(tried, attempts=attempt)
 
-    def _finish(
-        self,
-        procedure: Procedure,
-        step: Step,
-        ref: dict[str, Any],
-        values: dict[str, Any],
-        frame: _Frame,
-        depth: int,
-        started: float,
-        outcome: _Outcome,
-        effect: Effect,
-        blast: dict[str, Any] | None,
-        changes: list[dict[str, Any]],
-        attempt: int,
-    ) -> _Outcome:
-        """Expectations, the summary line, the transcript record and `steps.<id>`, for any kind of step."""
-        if step.secret and outcome.result is not None:
-            # before anything renders the result (expect messages, show, the transcript, the console)
-            _add_secrets(self.redactor, step.register or step.id, outcome.result)
-        values["steps"][step.id] = {  # expectations and `show` may read this step's own duration and outcome
-            **_status(outcome.outcome),
-            "duration_ms": round((time.monotonic() - started) * 1000, 3),
-            "result": outcome.result,
-            "attempts": attempt,
-        }
-        expectations = (
-            self._expectations(step, outcome, values, frame.ran) if outcome.outcome in ("ok", "predicted") else []
-        )
-        failed_critical = [e for e in expectations if e["held"] is False and e["severity"] == "critical"]
-        for e in expectations:
-            if e["held"] is False and e["severity"] in ("critical", "warning"):
-                self.state.findings += 1
-        if failed_critical and outcome.outcome == "ok":
-            outcome = _Outcome(
-                "failed", outcome.result, message=failed_critical[0]["message"], exit_code=ExitCode.FINDINGS
-            )
-        summary = None
-        if step.show and outcome.outcome in ("ok", "failed", "predicted"):
-            try:
-                summary = self.redactor.text(
-                    str(template.render(step.show, self._scope(step, values, outcome.result))).strip()
-                )
-            except template.TemplateError as exc:
-                # a predicted change has no result to show: its line is simply left out, not an error
-                summary = None if outcome.outcome == "predicted" else f"(show: {exc})"
-        impact, follow_up = self._declared(step, outcome, values)
-        where, command = frame.planned.pop(step.id, ("", ""))
-        duration = (time.monotonic() - started) * 1000
-        values["steps"][step.id].update(
-            outcome=outcome.outcome,
-            duration_ms=round(duration, 3),
-            error=self.redactor.text(outcome.message)
-            if outcome.outcome in ("failed", "error", "refused") and outcome.message
-            else None,
-        )
-        fields: dict[str, Any] = {
-            "step": ref,
-            "outcome": outcome.outcome,
-            "duration_ms": round(duration, 3),
-            "effect": str(effect),
-            "result": _shrink(self.redactor.data(outcome.result)),
-        }
-        if outcome.message and outcome.outcome in ("failed", "error", "refused"):
-            fields["error"] = {"message": outcome.message, "advice": outcome.advice}
-        elif outcome.message and outcome.outcome == "ok" and step.verifies:
-            fields["note"] = outcome.message
-        if expectations:
-            fields["expectations"] = expectations
-        if summary is not None:
-            fields["summary"] = summary
-        if impact:
-            fields["impact"] = impact
-        if follow_up:
-            fields["follow_up"] = follow_up
-        if blast:
-            fields["blast_radius"] = blast
-        if changes:
-            fields["predicted_changes" if outcome.outcome == "predicted" else "changes"] = changes
-        if attempt > 1:
-            fields["attempts"] = attempt
-        if step.cleanup:
-            fields["cleanup"] = True
-        self.transcript.emit("step.finished", **fields)
-        record = StepRecord(
-            step.id,
-            step.name,
-            outcome.outcome,
-            str(effect),
-            round(duration, 1),
-            result=self.redactor.data(outcome.result),
-            summary=summary,
-            message=outcome.message,
-            advice=outcome.advice,
-            expectations=expectations,
-            depth=depth,
-            procedure=procedure.id,
-            where=where,
-            command=command,
-            blast_radius=blast,
-            predicted_changes=changes if outcome.outcome == "predicted" else [],
-            follow_up=follow_up,
-        )
-        self._record(record)
-        if outcome.outcome == "refused":
-            raise StoppedError(outcome.message or "refused")
-        if outcome.outcome == "predicted" and step.register:
-            self._predicted.add(step.register)
-        return outcome
+    def _until_holds(self, visit: Visit, outcome: _Outcome) -> bool:
+        until = visit.step.retry.until if visit.step.retry else None
+        assert until is not None
+        done = visit.evaluate("retry.until", until, visit.scope(outcome.result))
+        self.transcript.emit("decision", step=visit.ref, expression=until, value=bool(done), kind="until")
+        return bool(done)
 
-    # -- pieces ------------------------------------------------------------------------------
-    def _attempt(
-        self,
-        procedure: Procedure,
-        step: Step,
-        kind: Any,
-        ref: dict[str, Any],
-        values: dict[str, Any],
-        frame: _Frame,
-        depth: int,
-        attempt: int,
-    ) -> tuple[_Outcome, Effect, dict[str, Any] | None, list[dict[str, Any]], bool]:
-        """Render, plan, gate and execute once. The last item says whether retrying makes no sense."""
-        effect = step.effect or Effect.READ
-        try:
-            body = (
-                step.action
-                if kind.expressions
-                else template.render_data(
-                    step.action, values, shell_fields=kind.shell_fields, raw_fields=kind.raw_fields
-                )
-            )
-            action = kind.plan(body, self._context(procedure, step, values, depth, frame))
-            sampling = self._sampling(step, values) if step.sample is not None else None
-        except (template.TemplateError, ValueError, TypeError) as exc:
-            # a template, or a value rendered into a field that wants a number or a duration
-            self.transcript.emit("step.started", step=ref, effect=str(effect), where="", command="", attempt=attempt)
-            message = str(exc) if str(exc).startswith(str(step.location)) else f"{step.location}: {step.kind}: {exc}"
-            return _Outcome("error", message=message, exit_code=ExitCode.USAGE), effect, None, [], True
-        except RunbookError as exc:
-            self.transcript.emit("step.started", step=ref, effect=str(effect), where="", command="", attempt=attempt)
-            return self._error_outcome(exc), effect, None, [], isinstance(exc, UsageError)
+    def _not_polled(self, visit: Visit, outcome: _Outcome) -> _Outcome:
+        """The read ran; only the wait is skipped (its expectations are predicted)."""
+        step = visit.step
+        assert step.retry is not None
+        why = "dry-run" if self.dry_run else "it did not run"
+        self.transcript.emit("decision", step=visit.ref, expression=step.retry.until, value="not polled", kind="until")
+        return _Outcome(
+            Outcome.OK,
+            outcome.result,
+            message=f"until '{step.retry.until}' not polled: '{step.verifies}' was not sent ({why})",
+        )
+
+    def _gave_up(self, visit: Visit, outcome: _Outcome, attempt: int, since: float | None) -> _Outcome:
+        assert visit.step.retry is not None
+        message = f"until '{visit.step.retry.until}' did not hold after {attempt} attempts"
+        if since is not None:
+            message += f" ({self.clock() - since:.1f}s)"
+        return _Outcome(Outcome.FAILED, outcome.result, message=message, exit_code=ExitCode.FINDINGS)
+
+    def _retry_policy(self, visit: Visit) -> _Policy:
+        step, values = visit.step, visit.values
+        if step.retry is None:
+            return _Policy(1, 0.0, 0.0)
+        return _Policy(
+            _typed(step, "retry.attempts", step.retry.attempts, values, parse_count),
+            _typed(step, "retry.interval", step.retry.interval, values, parse_duration),
+            _typed(step, "retry.timeout", step.retry.timeout, values, parse_duration),
+        )
+
+    # -- one attempt: render, plan, (measure, gate,) execute ---------------------------------------
+    def _attempt(self, visit: Visit, kind: StepKind, attempt: int) -> _Tried:
+        """Render, plan, gate and execute once."""
+        step = visit.step
+        planned = self._plan(visit, kind, attempt)
+        if isinstance(planned, _Tried):
+            return planned
+        action, sampling = planned
         effect = max(action.effect, step.effect or Effect.READ)
         command = self.redactor.text(action.command)
-        frame.planned[step.id] = (str(action.where or ""), command)
+        visit.frame.planned[step.id] = (str(action.where or ""), command)
+        self._started(visit, effect, action.where, command, attempt=attempt, durable=effect is not Effect.READ)
+        if sampling is not None:
+            return self._sample(visit, action, effect, sampling)
+        if effect is Effect.READ:
+            return _Tried(self._execute(visit, action))
+        return self._change(visit, action, Change(effect, action.where, command, None))
+
+    def _plan(self, visit: Visit, kind: StepKind, attempt: int) -> tuple[Action, Sampling | None] | _Tried:
+        """The kind's Action for the rendered body (and the sampling policy); a step error if it cannot be had."""
+        step = visit.step
+        effect = step.effect or Effect.READ
+        try:
+            body = step.action if kind.expressions else _render(kind, step, visit.values)
+            action = kind.plan(body, self._context(visit))
+            sampling = self._sampling(visit) if step.sample is not None else None
+            return action, sampling
+        except (template.TemplateError, ValueError, TypeError) as exc:
+            # a template, or a value rendered into a field that wants a number or a duration
+            self._started(visit, effect, "", "", attempt=attempt)
+            message = str(exc) if str(exc).startswith(str(step.location)) else f"{step.location}: {step.kind}: {exc}"
+            return _Tried(_Outcome(Outcome.ERROR, message=message, exit_code=ExitCode.USAGE), effect, final=True)
+        except RunbookError as exc:
+            self._started(visit, effect, "", "", attempt=attempt)
+            return _Tried(self._error_outcome(exc), effect, final=isinstance(exc, UsageError))
+
+    def _started(
+        self, visit: Visit, effect: Effect, where: str, command: str, *, attempt: int, durable: bool = False
+    ) -> None:
         self.transcript.emit(
             "step.started",
-            durable=effect is not Effect.READ,
-            step=ref,
+            durable=durable,
+            step=visit.ref,
             effect=str(effect),
-            where=action.where,
+            where=where,
             command=command,
             attempt=attempt,
         )
-        if sampling is not None:
-            if effect is not Effect.READ:
-                message = f"{step.location}: sample: only a read step can be sampled (this one is {effect})"
-                return _Outcome("error", message=message, exit_code=ExitCode.USAGE), effect, None, [], True
-            sampled = self._execute(self._sampled(action, step, sampling), ref)
-            _check_shape(step, sampled, sampled=True)
-            return sampled, effect, None, [], False
-        blast, measured = None, None
+
+    def _sample(self, visit: Visit, action: Action, effect: Effect, sampling: Sampling) -> _Tried:
+        step = visit.step
         if effect is not Effect.READ:
-            try:
-                measured = action.measured(self.redactor.data)
-                blast = dict(measured.blast) if measured is not None else None
-            except RunbookError as exc:  # measuring failed: nothing was sent, the step errors
-                if isinstance(exc, MutationRefused):
-                    raise
-                return self._error_outcome(exc), effect, None, [], False
-            stopped = self._gate(step, ref, action, effect, command, values, measured, frame)
-            if stopped is not None:
-                if stopped.outcome == "predicted" and blast:
-                    frame.measured.setdefault(step.id, blast)
-                changes = action.changes(measured, None) if action.changes and stopped.outcome == "predicted" else []
-                return stopped, effect, blast, changes, True
-            if blast:
-                frame.measured.setdefault(step.id, blast)  # what `restore:` puts back: the value before
-        outcome = self._execute(action, ref, (step.register or step.id) if step.secret else None, measured)
-        _check_shape(step, outcome)
-        changes = []
-        if outcome.outcome == "ok" and effect is not Effect.READ and outcome.changes is not None:
-            changes = outcome.changes  # what a measured change did, as it said
-        elif outcome.outcome == "ok" and effect is not Effect.READ and action.changes:
-            changes = action.changes(measured, outcome.result)
-        return outcome, effect, blast, changes, False
+            message = f"{step.location}: sample: only a read step can be sampled (this one is {effect})"
+            return _Tried(_Outcome(Outcome.ERROR, message=message, exit_code=ExitCode.USAGE), effect, final=True)
+        sampled = self._execute(visit, self._sampled(action, step, sampling), sampled=True)
+        return _Tried(sampled, effect)
 
-    def _sampling(self, step: Step, values: dict[str, Any]) -> _Sampling:
-        sample = step.sample
-        assert sample is not None
-        sampling = _Sampling(
-            every=self._typed(step, "sample.every", sample.every, values, parse_duration),
-            duration=self._typed(step, "sample.for", sample.duration, values, parse_duration)
-            if sample.duration is not None
-            else None,
-            count=self._typed(step, "sample.count", sample.count, values, parse_count)
-            if sample.count is not None
-            else None,
-        )
-        planned = sampling.count or (
-            (sampling.duration or 0) / sampling.every + 1 if sampling.every > 0 else float("inf")
-        )
-        if planned > MAX_SAMPLES:
-            raise UsageError(
-                f"{step.location}: steps.{step.id}.sample: {planned:g} samples (every {sampling.every:g}s) is more "
-                f"than {MAX_SAMPLES:,}: sample less often"
-            )
-        return sampling
-
-    def _sampled(self, action: Action, step: Step, sampling: _Sampling) -> Action:
-        """The read run every `every`; Ctrl-C ends the series early and keeps it (the run goes on)."""
-
-        def execute() -> dict[str, Any]:
-            samples: list[dict[str, Any]] = []
-            started = time.monotonic()
-            total = sampling.count or int((sampling.duration or 0) / max(sampling.every, 1e-3)) + 1
-            progress = Progress(f"sampling {step.id}", total, self.show_progress)
-            interrupted = False
-            try:
-                while True:
-                    at = time.monotonic() - started
-                    sample: dict[str, Any] = {"t": round(at, 3), "at": utc_now()}
-                    try:
-                        sample["value"] = action.execute()
-                    except MutationRefused:
-                        raise
-                    except RunbookError as exc:
-                        sample.update(value=None, error=self.redactor.text(str(exc)))
-                    samples.append(sample)
-                    progress.advance(1)
-                    if sampling.count is not None and len(samples) >= sampling.count:
-                        break
-                    next_at = len(samples) * sampling.every
-                    if sampling.duration is not None and next_at > sampling.duration + 1e-9:
-                        break
-                    time.sleep(max(0.0, started + next_at - time.monotonic()))
-            except Interrupted as exc:
-                if exc.signum != signal.SIGINT:
-                    raise
-                interrupted = True
-            except KeyboardInterrupt:
-                interrupted = True
-            finally:
-                progress.finish()
-            if interrupted:
-                self.operator.tell(f"  sampling stopped by Ctrl-C: {len(samples)} samples kept")
-            if samples and all("error" in s for s in samples):
-                raise ActionFailed(samples[-1]["error"])
-            return {
-                "samples": samples,
-                "readings": [s.get("value") for s in samples],  # not `values`: that is a mapping method
-                "count": len(samples),
-                "errors": sum(1 for s in samples if "error" in s),
-                "interrupted": interrupted,
-                "every_s": sampling.every,
-                "elapsed_s": round(time.monotonic() - started, 3),
-            }
-
-        return Action(action.effect, action.where, action.command, execute)
-
-    def _scope(self, step: Step, values: dict[str, Any], result: Any) -> dict[str, Any]:
-        return {**values, "result": result, **({step.register: result} if step.register else {})}
-
-    def _gate(
-        self,
-        step: Step,
-        ref: dict[str, Any],
-        action: Action,
-        effect: Effect,
-        command: str,
-        values: dict[str, Any],
-        measured: Measured | None,
-        frame: _Frame,
-    ) -> _Outcome | None:
-        """None to go ahead; else the outcome that replaces running (predicted in dry-run, or refused)."""
-        blast = dict(measured.blast) if measured is not None else None
-        if self.dry_run:
-            predicted = action.predict(measured) if action.predict else None
-            return _Outcome("predicted", predicted, message="dry-run: not sent", really_ran=False)
-        digest = sha256_text(command)
-        if step.kind == "restore" and step.action in frame.approved:
-            # putting back what an approved change changed: that approval covers it, and says so
-            original = frame.approved[step.action]
-            self.transcript.emit(
-                "approval.requested",
-                step=ref,
-                effect=str(effect),
-                command=command,
-                command_sha256=digest,
-                where=action.where,
-                blast_radius=blast or {},
-                confirm=f"put back what '{step.action}' changed",
-            )
-            self.state.approvals += 1
-            self.transcript.emit(
-                "approval.given",
-                step=ref,
-                by=original["by"],
-                method="pre-approved",
-                command_sha256=digest,
-                pre_approved_by={"step": step.action, **original},
-            )
-            return None
-        confirm = None
-        if step.confirm:
-            try:
-                confirm = self.redactor.text(str(template.render(step.confirm, values)))
-            except template.TemplateError as exc:
-                confirm = f"(confirm text failed: {exc})"
-        repeat = self._repeat(step, ref["call_depth"])
-        doubt = self._in_doubt(step, ref["call_depth"])
-        if doubt is not None:  # never re-sent on a flag: the operator sees what is there now and decides
-            sent = (
-                "it had been approved and may or may not have reached the target"
-                if doubt["was_approved"]
-                else "it had not been approved yet, so it was most likely not sent"
-            )
-            repeat = (
-                f"IN DOUBT: run {doubt['run']} started this change at {doubt['started_at']} and stopped before it "
-                f"finished; {sent}. The blast radius below is measured now"
-            )
-        self.transcript.emit(
-            "approval.requested",
-            step=ref,
-            effect=str(effect),
-            command=command,
-            command_sha256=digest,
-            where=action.where,
-            blast_radius=blast or {},
-            confirm=confirm,
-            **({"repeat": repeat} if repeat else {}),
-            **({"in_doubt": doubt} if doubt else {}),
-        )
+    def _change(self, visit: Visit, action: Action, change: Change) -> _Tried:
+        """Measured, put to the gate, then sent: or predicted (dry-run), or refused."""
+        step, frame = visit.step, visit.frame
         try:
-            decision = self.gate.review(
-                ApprovalRequest(
-                    step_id=step.id,
-                    step_name=step.name,
-                    effect=effect,
-                    where=action.where,
-                    command=command,
-                    command_sha256=digest,
-                    target_name=self.target_name,
-                    confirm=confirm,
-                    blast_radius=blast or {},
-                    repeat=repeat,
-                )
-            )
-        except Interrupted as exc:  # a signal (hang-up, Ctrl-C) while asking: a refusal, then the run ends
-            self.state.refusals += 1
-            self.transcript.emit(
-                "approval.refused",
-                step=ref,
-                by=self.operator.name,
-                reason=f"interrupted by {exc}",
-                method="none",
-                command_sha256=digest,
-            )
-            raise
-        if not decision.approved:
-            self.state.refusals += 1
-            self.transcript.emit(
-                "approval.refused",
-                step=ref,
-                by=decision.by,
-                reason=decision.reason,
-                method=decision.method,
-                command_sha256=digest,
-            )
-            return _Outcome(
-                "refused", message=f"not approved: {decision.reason}", exit_code=ExitCode.STOPPED, really_ran=False
-            )
-        self.state.approvals += 1
-        self.transcript.emit(
-            "approval.given",
-            step=ref,
-            by=decision.by,
-            method=decision.method,
-            command_sha256=digest,
-            note=decision.note or None,
-        )
-        frame.approved.setdefault(step.id, {"by": decision.by, "method": decision.method, "command_sha256": digest})
-        return None
+            measured = _measure(action, self.redactor)
+        except RunbookError as exc:  # measuring failed: nothing was sent, the step errors
+            if isinstance(exc, MutationRefused):
+                raise
+            return _Tried(self._error_outcome(exc), change.effect)
+        blast = dict(measured.blast) if measured is not None else None
+        change = dataclasses.replace(change, blast=blast)
+        stopped = self._approve(visit, action, change, measured)
+        if stopped is not None:
+            predicted = stopped.outcome == Outcome.PREDICTED
+            if predicted and blast:
+                frame.measured.setdefault(step.id, blast)
+            claimed = _changes(action, measured, None) if predicted else []
+            return _Tried(stopped, change.effect, blast, claimed, final=True)
+        if blast:
+            frame.measured.setdefault(step.id, blast)  # what `restore:` puts back: the value before
+        outcome = self._execute(visit, action, measured=measured)
+        changes: list[dict[str, Any]] = []
+        if outcome.outcome == Outcome.OK:
+            # what a measured change did, as it said; else what its action tells from the result
+            changes = outcome.changes if outcome.changes is not None else _changes(action, measured, outcome.result)
+        return _Tried(outcome, change.effect, blast, changes)
 
-    def _repeat(self, step: Step, depth: int) -> str:
-        """Why `--yes` does not cover this change: its step changed too often in this run, or the run did."""
-        frame = self._frames.setdefault(depth, _Frame())
-        visits = frame.gated.setdefault(step.id, set())
-        visits.add(frame.visits.get(step.id, 1))
-        if len(visits) > MAX_CHANGE_VISITS:
-            return (
-                f"step '{step.id}' is about to change something for the {_nth(len(visits))} time in this run "
-                f"(a goto loop?): --yes covers at most {MAX_CHANGE_VISITS} visits of one changing step"
-            )
-        if self.state.approvals >= MAX_CHANGES_BY_FLAG:
-            return (
-                f"this run has already made {self.state.approvals} approved changes: "
-                f"--yes covers at most {MAX_CHANGES_BY_FLAG} in one run"
-            )
-        return ""
+    def _approve(self, visit: Visit, action: Action, change: Change, measured: Measured | None) -> _Outcome | None:
+        """None to go ahead; else the outcome that replaces running (predicted in dry-run, or refused)."""
+        if self.dry_run:
+            predicted = _predict(action, measured)
+            return _Outcome(Outcome.PREDICTED, predicted, message="dry-run: not sent", really_ran=False)
+        refusal = self.approvals.ask(visit, change)
+        if refusal is None:
+            return None
+        return _Outcome(
+            Outcome.REFUSED, message=f"not approved: {refusal}", exit_code=ExitCode.STOPPED, really_ran=False
+        )
 
     def _execute(
-        self, action: Action, ref: dict[str, Any], secret_name: str | None = None, measured: Measured | None = None
+        self, visit: Visit, action: Action, *, sampled: bool = False, measured: Measured | None = None
     ) -> _Outcome:
+        """Run the action once: its result, or the error that stopped it, as the step's outcome."""
+        step = visit.step
         try:
-            done = action.run(measured)
-            result = done.result
+            done = _send(action, measured)
         except StoppedError as exc:  # nobody to answer, or the operator said no: recorded as refused
             return _Outcome(
-                "refused", message=self.redactor.text(str(exc)), exit_code=ExitCode.STOPPED, really_ran=False
+                Outcome.REFUSED, message=self.redactor.text(str(exc)), exit_code=ExitCode.STOPPED, really_ran=False
             )
         except (StepAborted, MutationRefused, KeyboardInterrupt):
             raise
         except RunbookError as exc:
-            return self._error_outcome(exc)
-        if secret_name is not None and result is not None:
-            _add_secrets(self.redactor, secret_name, result)  # before its output is written anywhere
+            outcome = self._error_outcome(exc)
+        else:
+            outcome = self._result_outcome(visit, action, done.result, sampled=sampled)
+            if outcome.outcome == Outcome.OK:
+                outcome = dataclasses.replace(outcome, changes=done.changes)
+        _check_shape(step, outcome, sampled=sampled)
+        return outcome
+
+    def _result_outcome(self, visit: Visit, action: Action, result: Any, *, sampled: bool) -> _Outcome:
+        step = visit.step
+        if step.secret and not sampled and result is not None:
+            _add_secrets(self.redactor, step.register or step.id, result)  # before its output is written anywhere
         if action.output is not None:
             text = action.output(result)
             if text:
-                self.transcript.output(ref, text, stream="stdout")
+                self.transcript.output(visit.ref, text, stream="stdout")
         reason = action.failed(result) if action.failed else None
         if reason:
-            return _Outcome("failed", result, message=reason, exit_code=ExitCode.UNREACHABLE)
-        return _Outcome("ok", result, changes=done.changes)
+            return _Outcome(Outcome.FAILED, result, message=reason, exit_code=ExitCode.UNREACHABLE)
+        return _Outcome(Outcome.OK, result)
 
     def _error_outcome(self, exc: RunbookError) -> _Outcome:
         if isinstance(exc, StoppedError | MutationRefused):
             raise exc
-        advice = getattr(exc, "advice", None)
         code = exc.exit_code if not isinstance(exc, ActionFailed) else ExitCode.UNREACHABLE
-        return _Outcome("error", message=self.redactor.text(str(exc)), advice=advice, exit_code=code)
+        return _Outcome(Outcome.ERROR, message=self.redactor.text(str(exc)), advice=exc.advice, exit_code=code)
 
-    def _expectations(
-        self, step: Step, outcome: _Outcome, values: dict[str, Any], ran: dict[str, bool]
-    ) -> list[dict[str, Any]]:
+    # -- the finish: expectations, the record, `steps.<id>` ---------------------------------------
+    def _finish(self, visit: Visit, started: float, tried: _Tried) -> _Outcome:
+        """Expectations, the summary line, the transcript record and `steps.<id>`, for any kind of step."""
+        step = visit.step
+        outcome = tried.outcome
+        if step.secret and outcome.result is not None:
+            # before anything renders the result (expect messages, show, the transcript, the console)
+            _add_secrets(self.redactor, step.register or step.id, outcome.result)
+        visit.values["steps"][step.id] = {  # expectations and `show` may read this step's own duration and outcome
+            **_status(outcome.outcome),
+            "duration_ms": round((self.clock() - started) * 1000, 3),
+            "result": outcome.result,
+            "attempts": tried.attempts,
+        }
+        expectations = self._expectations(visit, outcome) if outcome.outcome in (Outcome.OK, Outcome.PREDICTED) else []
+        outcome = self._judged(outcome, expectations)
+        summary = self._summary(visit, outcome)
+        impact, follow_up = self._declared(visit, outcome)
+        duration = (self.clock() - started) * 1000
+        visit.status.update(
+            outcome=outcome.outcome.value,
+            duration_ms=round(duration, 3),
+            error=self.redactor.text(outcome.message)
+            if outcome.outcome in (*FAILURES, Outcome.REFUSED) and outcome.message
+            else None,
+        )
+        finished = _Finished(tried, outcome, duration, expectations, summary, impact, follow_up)
+        self.transcript.emit("step.finished", **self._finished_fields(visit, finished))
+        self._record(self._step_record(visit, finished))
+        if outcome.outcome == Outcome.REFUSED:
+            raise StoppedError(outcome.message or "refused")
+        if outcome.outcome == Outcome.PREDICTED and step.register:
+            self._predicted.add(step.register)
+        return outcome
+
+    def _judged(self, outcome: _Outcome, expectations: list[dict[str, Any]]) -> _Outcome:
+        """Findings counted; a critical expectation that did not hold fails a step that ran ok."""
+        for e in expectations:
+            if e["held"] is False and e["severity"] in ("critical", "warning"):
+                self.state.findings += 1
+        failed_critical = [e for e in expectations if e["held"] is False and e["severity"] == "critical"]
+        if failed_critical and outcome.outcome == Outcome.OK:
+            return _Outcome(
+                Outcome.FAILED, outcome.result, message=failed_critical[0]["message"], exit_code=ExitCode.FINDINGS
+            )
+        return outcome
+
+    def _summary(self, visit: Visit, outcome: _Outcome) -> str | None:
+        step = visit.step
+        if not step.show or outcome.outcome not in (Outcome.OK, Outcome.FAILED, Outcome.PREDICTED):
+            return None
+        try:
+            return self.redactor.text(str(template.render(step.show, visit.scope(outcome.result))).strip())
+        except template.TemplateError as exc:
+            # a predicted change has no result to show: its line is simply left out, not an error
+            return None if outcome.outcome == Outcome.PREDICTED else f"(show: {exc})"
+
+    def _finished_fields(self, visit: Visit, finished: _Finished) -> dict[str, Any]:
+        """The `step.finished` event, field by field in the order the transcript has always had them."""
+        outcome, tried, step = finished.outcome, finished.tried, visit.step
+        fields: dict[str, Any] = {
+            "step": visit.ref,
+            "outcome": outcome.outcome.value,
+            "duration_ms": round(finished.duration_ms, 3),
+            "effect": str(tried.effect),
+            "result": _shrink(self.redactor.data(outcome.result)),
+        }
+        if outcome.message and outcome.outcome in (*FAILURES, Outcome.REFUSED):
+            fields["error"] = {"message": outcome.message, "advice": outcome.advice}
+        elif outcome.message and outcome.outcome == Outcome.OK and step.verifies:
+            fields["note"] = outcome.message
+        if finished.expectations:
+            fields["expectations"] = finished.expectations
+        if finished.summary is not None:
+            fields["summary"] = finished.summary
+        if finished.impact:
+            fields["impact"] = finished.impact
+        if finished.follow_up:
+            fields["follow_up"] = finished.follow_up
+        if tried.blast:
+            fields["blast_radius"] = tried.blast
+        if tried.changes:
+            fields["predicted_changes" if outcome.outcome == Outcome.PREDICTED else "changes"] = tried.changes
+        if tried.attempts > 1:
+            fields["attempts"] = tried.attempts
+        if step.cleanup:
+            fields["cleanup"] = True
+        return fields
+
+    def _step_record(self, visit: Visit, finished: _Finished) -> StepRecord:
+        step, outcome, tried = visit.step, finished.outcome, finished.tried
+        where, command = visit.frame.planned.pop(step.id, ("", ""))
+        return StepRecord(
+            step.id,
+            step.name,
+            outcome.outcome,
+            str(tried.effect),
+            round(finished.duration_ms, 1),
+            result=self.redactor.data(outcome.result),
+            summary=finished.summary,
+            message=outcome.message,
+            advice=outcome.advice,
+            expectations=finished.expectations,
+            depth=visit.depth,
+            procedure=visit.procedure.id,
+            where=where,
+            command=command,
+            blast_radius=tried.blast,
+            predicted_changes=tried.changes if outcome.outcome == Outcome.PREDICTED else [],
+            follow_up=finished.follow_up,
+        )
+
+    def _expectations(self, visit: Visit, outcome: _Outcome) -> list[dict[str, Any]]:
+        step = visit.step
         if not step.expect:
             return []
         predicted = (
-            outcome.outcome == "predicted"
-            or (step.verifies is not None and not ran.get(step.verifies))
+            outcome.outcome == Outcome.PREDICTED
+            or (step.verifies is not None and not visit.frame.ran.get(step.verifies))
             or (self.dry_run and self._reads_a_prediction(step))
         )
-        if outcome.outcome == "predicted" or self.dry_run:
+        if outcome.outcome == Outcome.PREDICTED or self.dry_run:
             why = "predicted: a dry-run does not send the change this checks"
         else:
             why = f"not checked: '{step.verifies}', the change it verifies, did not run"
-        scope = self._scope(step, values, outcome.result)
+        scope = visit.scope(outcome.result)
         out = []
         for expectation in step.expect:
-            held = None if predicted else bool(self._evaluate(step, "expect", expectation.that, scope))
+            held = None if predicted else bool(visit.evaluate("expect", expectation.that, scope))
             message = expectation.message
             try:
                 message = str(template.render(expectation.message, scope)).strip()
@@ -1046,13 +874,12 @@ class Runner:
             )
         return out
 
-    def _declared(
-        self, step: Step, outcome: _Outcome, values: dict[str, Any]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _declared(self, visit: Visit, outcome: _Outcome) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The step's `impact:` figures and `follow_up:` texts, rendered once it ran (never for a prediction)."""
-        if outcome.outcome not in ("ok", "failed") or not (step.impact or step.follow_up):
+        step = visit.step
+        if outcome.outcome not in (Outcome.OK, Outcome.FAILED) or not (step.impact or step.follow_up):
             return [], []
-        scope = self._scope(step, values, outcome.result)
+        scope = visit.scope(outcome.result)
 
         def holds(when: str | None) -> bool:
             try:
@@ -1093,44 +920,111 @@ class Runner:
             names |= template.expression_variables(expectation.that)
         return bool(names & self._predicted)
 
-    def _evaluate(self, step: Step, field_name: str, expression: str, values: dict[str, Any]) -> Any:
-        try:
-            return template.evaluate(expression, values)
-        except template.TemplateError as exc:
-            raise UsageError(f"{step.location}: steps.{step.id}.{field_name}: {exc}") from None
+    def _record(self, record: StepRecord) -> None:
+        self.state.records.append(record)
+        self.on_step(record)
 
+    # -- sampling: a read run every `every` -------------------------------------------------------
+    def _sampling(self, visit: Visit) -> Sampling:
+        step, values = visit.step, visit.values
+        sample = step.sample
+        assert sample is not None
+        sampling = Sampling(
+            every=_typed(step, "sample.every", sample.every, values, parse_duration),
+            duration=_typed(step, "sample.for", sample.duration, values, parse_duration)
+            if sample.duration is not None
+            else None,
+            count=_typed(step, "sample.count", sample.count, values, parse_count) if sample.count is not None else None,
+        )
+        sampling.check(step)
+        return sampling
+
+    def _sampled(self, action: Action, step: Step, sampling: Sampling) -> Action:
+        """The read run every `every`, as one action whose result is the series."""
+        sampler = Sampler(
+            read=lambda: _send(action).result,
+            sampling=sampling,
+            label=f"sampling {step.id}",
+            redactor=self.redactor,
+            tell=self.operator.tell,
+            clock=self.clock,
+            sleep=self.sleep,
+            show_progress=self.show_progress,
+        )
+        return Action(action.effect, action.where, action.command, sampler)
+
+    # -- call --------------------------------------------------------------------------------------
     def _call(self, procedure_id: str, params: dict[str, Any], depth: int) -> dict[str, Any]:
-        if depth >= 8:
-            raise UsageError(f"call {procedure_id}: calls nested more than 8 deep")
+        if depth >= MAX_CALL_DEPTH:
+            raise UsageError(f"call {procedure_id}: calls nested more than {MAX_CALL_DEPTH} deep")
         callee = self.load_procedure(procedure_id)
         resolved = self.resolve_params(callee, params)
         registered = self.run(callee, resolved, depth=depth + 1)
         return {"procedure": procedure_id, **registered}
 
-    def _record(self, record: StepRecord) -> None:
-        self.state.records.append(record)
-        self.on_step(record)
+
+# -- the only places the runner calls an Action's hooks ------------------------------------------------
+def _measure(action: Action, redactor: Redactor) -> Measured | None:
+    """What the change measured, by reads only; its blast radius redacted before anyone sees it."""
+    return action.measured(redactor.data)
 
 
-def _nth(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
+def _send(action: Action, measured: Measured | None = None) -> Done:
+    return action.run(measured)
+
+
+def _changes(action: Action, measured: Measured | None, result: Any) -> list[dict[str, Any]]:
+    return action.changes(measured, result) if action.changes else []
+
+
+def _predict(action: Action, measured: Measured | None) -> Any:
+    return action.predict(measured) if action.predict else None
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+def _render(kind: StepKind, step: Step, values: dict[str, Any]) -> Any:
+    return template.render_data(step.action, values, shell_fields=kind.shell_fields, raw_fields=kind.raw_fields)
+
+
+def _status(outcome: str) -> dict[str, Any]:
+    """`steps.<id>` before and after a step: the outcome beside the result, for branching on it."""
+    return {"outcome": str(outcome), "error": None, "duration_ms": None, "result": None, "attempts": 0}
+
+
+def _ending(exc: BaseException) -> str:
+    """How the steps ended, as the finally decision records it."""
+    if isinstance(exc, Interrupted):
+        return "interrupted"
+    if isinstance(exc, StepAborted):
+        return "failed" if exc.exit_code == ExitCode.FINDINGS else "aborted"
+    if isinstance(exc, StoppedError):
+        return "refused"
+    return "error"
+
+
+def _evaluate(step: Step, field_name: str, expression: str, values: dict[str, Any]) -> Any:
+    try:
+        return template.evaluate(expression, values)
+    except template.TemplateError as exc:
+        raise UsageError(f"{step.location}: steps.{step.id}.{field_name}: {exc}") from None
+
+
+def _typed(step: Step, field_name: str, value: Any, values: dict[str, Any], parse: Any) -> Any:
+    try:
+        return template.typed(value, values, parse)
+    except template.TemplateError as exc:
+        raise UsageError(f"{step.location}: steps.{step.id}.{field_name}: {exc}") from None
 
 
 def _check_shape(step: Step, outcome: _Outcome, *, sampled: bool = False) -> None:
     """Tests run with RUNBOOK_CHECK_RESULTS=1: a kind whose result drifts from its declared shape is a bug."""
     from engine.steps import results
 
-    if outcome.outcome != "ok" or not results.checking():
+    if outcome.outcome != Outcome.OK or not results.checking():
         return
     problem = results.check_result(step.kind, step.action, outcome.result, sampled=sampled)
     if problem:
         raise AssertionError(f"{step.location}: {step.kind} result does not match its declared shape: {problem}")
-
-
-def utc_now() -> str:
-    """The engine's one time format (the `now` template value), for samples and parsers."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _add_secrets(redactor: Redactor, name: str, value: Any) -> None:
@@ -1175,7 +1069,7 @@ def _node_result(node: dict[str, Any], outcome: _Outcome) -> dict[str, Any]:
     return {
         "node": node.get("address"),
         "role": node.get("role"),
-        "outcome": outcome.outcome,
+        "outcome": outcome.outcome.value,
         "result": result,
-        "error": outcome.message if outcome.outcome in ("failed", "error") else None,
+        "error": outcome.message if outcome.outcome in FAILURES else None,
     }

@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from engine import __version__
-from engine.errors import ExitCode, Interrupted, RunbookError, StoppedError, TranscriptUnwritable, UsageError
+from engine.errors import (
+    ExitCode,
+    Interrupted,
+    RunbookError,
+    StepAborted,
+    StoppedError,
+    TranscriptUnwritable,
+    UsageError,
+)
 from engine.outcome import Outcome, RunOutcome
 from engine.records import BlastRadius, RunCounts, RunSummary, StepSummary
 from engine.spec.model import Procedure
@@ -248,7 +256,7 @@ def _execute(
     from engine.context import Connections
     from engine.gate import Gate
     from engine.operator import Operator
-    from engine.runner import Runner, RunState, StepAborted
+    from engine.runner import Runner, RunState
     from engine.spec.params import resolve
     from engine.targets import missing_facets
     from engine.transcript.redact import Redactor
