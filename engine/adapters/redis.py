@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import IO, Any
 
 import redis
@@ -185,6 +186,7 @@ class RedisAdapter:
     def _pool(self, *, decode_responses: bool, **overrides: Any) -> ConnectionPool:
         ep = self.endpoint
         credentials = {"username": ep.username, "password": ep.password, **overrides}
+        tls: dict[str, Any] = {"tls": ep.tls_settings} if ep.tls else {}
         return ConnectionPool(
             connection_class=GuardedSSLConnection if ep.tls else GuardedConnection,
             host=ep.host,
@@ -199,7 +201,7 @@ class RedisAdapter:
             encoding_errors="surrogateescape",
             effect_guard=None if self.allow_mutation else self._guard,
             pinned_url=ep.url,
-            **({"tls": ep.tls_settings} if ep.tls else {}),
+            **tls,
             health_check_interval=0,
             retry=Retry(NoBackoff(), 0),  # fail fast: the procedure decides whether to retry
         )
@@ -265,7 +267,7 @@ class RedisAdapter:
         one command, so the connection is left as it was; the dry-run guard still sees both."""
         self.check_step_command(argv)
         pool = self.client.connection_pool
-        conn = pool.get_connection()
+        conn: Any = pool.get_connection()  # a GuardedConnection (names_checked)
         try:
             conn.names_checked = True
             try:
@@ -296,7 +298,7 @@ class RedisAdapter:
         """Pages of keys as SCAN returns them, so callers can pipeline per page."""
         cursor = 0
         while True:
-            cursor, keys = self._wrap(lambda c=cursor: self.client.scan(c, match=match, count=count, _type=type_))
+            cursor, keys = self._wrap(partial(self.client.scan, cursor, match=match, count=count, _type=type_))
             if keys:
                 yield keys
             if cursor == 0:
@@ -317,7 +319,7 @@ class RedisAdapter:
 
         def run() -> list[Any]:
             pool = (self.raw_client() if binary else self.client).connection_pool
-            conn = pool.get_connection()
+            conn: Any = pool.get_connection()  # a GuardedConnection (names_checked)
             try:
                 # The names are ours to see here, cheaper than scanning the bytes: when none of them can
                 # change the connection, the socket guard skips its scan (the db pin is still checked).
@@ -379,7 +381,7 @@ class RedisAdapter:
         raw = self.raw_client()
         cursor, step = 0, count
         while True:
-            cursor, page = self._wrap(lambda c=cursor, n=step: raw.scan(c, match=match, count=n))
+            cursor, page = self._wrap(partial(raw.scan, cursor, match=match, count=step))
             if page:
                 yield page
             if cursor == 0:

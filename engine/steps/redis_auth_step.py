@@ -197,7 +197,7 @@ def session_report(clients: list[dict[str, str]], own_id: int | str | None) -> d
     counts = {k: v for k, v in describe_sessions(mine).items() if k != "clients"}
     return {
         **counts,
-        "own_id": int(own_id) if str(own_id).isdigit() else own_id,
+        "own_id": int(str(own_id)) if str(own_id).isdigit() else own_id,
         "total": len(trimmed),
         "ids": [int(c["id"]) for c in mine if str(c.get("id", "")).isdigit()],
         "sessions": mine,

@@ -302,7 +302,7 @@ def existing_keys(adapter: RedisAdapter, path: str) -> tuple[int, list[str], dic
     """How many of the file's keys exist on the target now, the first few, and all of them by tenant."""
     from engine.keyspace.aggregate import tenant_of
 
-    count, sample, by_tenant = 0, [], {}
+    count, sample, by_tenant = 0, list[str](), dict[str, int]()
     for batch in _batches(path):
         replies = _pipeline(adapter, [("EXISTS", r.key) for r in batch])
         for record, reply in zip(batch, replies, strict=True):
@@ -380,7 +380,7 @@ def restore(adapter: RedisAdapter, path: str, replace: bool, tenant: str | None,
                 "nothing restored",
                 advice="Run again with replace=true to overwrite them (destructive), or delete them first.",
             )
-    restored, errors, error_sample, written_sample = 0, 0, [], []
+    restored, errors, error_sample, written_sample = 0, 0, list[str](), list[str]()
     suffix = ("REPLACE",) if replace else ()
     with ctx.progress(f"restore {Path(path).name}", total=total) as progress:
         for batch in _batches(path):
