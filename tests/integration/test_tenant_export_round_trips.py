@@ -47,6 +47,9 @@ def test_a_rare_tenant_among_a_million_keys_exports_in_few_round_trips(redis_ser
     server = redis_server()
     admin = server.client()
     _seed(admin)
+    admin.config_set("slowlog-log-slower-than", 1000)  # every call over 1 ms, for the report
+    admin.config_set("slowlog-max-len", 10000)
+    admin.slowlog_reset()
     relay = Relay(("127.0.0.1", server.port), one_way=0.0)
     threading.Thread(target=relay.serve_forever, daemon=True).start()
     try:
@@ -80,7 +83,12 @@ def test_a_rare_tenant_among_a_million_keys_exports_in_few_round_trips(redis_ser
     calls = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
     calls.pop("info", None)  # our own INFO commandstats
     scans, dumps = calls.get("scan", 0), calls.get("dump", 0)
-    print(f"\nround trips {relay.turns}; SCAN calls {scans}; DUMP {dumps}; commands {sum(calls.values())}: {calls}")
+    slow = [e for e in admin.slowlog_get(10000) if str(e["command"]).upper().startswith("SCAN")]
+    longest = max((e["duration"] for e in slow), default=0) / 1000
+    print(
+        f"\nround trips {relay.turns}; SCAN calls {scans} (longest {longest:.1f} ms); DUMP {dumps}; "
+        f"commands {sum(calls.values())}: {calls}"
+    )
     assert dumps == TENANT_KEYS
     assert scans <= 30, calls
     assert relay.turns <= MAX_ROUND_TRIPS, f"{relay.turns} round trips (commands: {calls})"
