@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 SAMPLE = 20
 BATCH_KEYS = 1000
 BATCH_BYTES = 8 << 20  # a restore pipeline is flushed at 1000 keys or 8 MiB of payload
+EXISTS_KEYS = 10_000  # EXISTS is cheap on both sides: one round trip checks this many keys
 
 SCHEMA = {
     "type": "object",
@@ -303,7 +304,7 @@ def existing_keys(adapter: RedisAdapter, path: str) -> tuple[int, list[str], dic
     from engine.keyspace.aggregate import tenant_of
 
     count, sample, by_tenant = 0, list[str](), dict[str, int]()
-    for batch in _batches(path):
+    for batch in _batches(path, EXISTS_KEYS):
         replies = _pipeline(adapter, [("EXISTS", r.key) for r in batch])
         for record, reply in zip(batch, replies, strict=True):
             if reply == 1:
@@ -400,7 +401,7 @@ def restore(adapter: RedisAdapter, path: str, replace: bool, tenant: str | None,
                         written_sample.append(record.key_text)
             progress.advance(len(batch))
     present = 0
-    for batch in _batches(path):
+    for batch in _batches(path, EXISTS_KEYS):
         present += sum(1 for reply in _pipeline(adapter, [("EXISTS", r.key) for r in batch]) if reply == 1)
     return {
         "path": path,
