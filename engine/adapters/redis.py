@@ -33,7 +33,7 @@ from engine.adapters.redis_effects import (
     parse_command_table,
     state_changes_in_packet,
 )
-from engine.adapters.redis_errors import Site, explain_text, is_refused_credential, translate
+from engine.adapters.redis_errors import Site, is_refused_credential, translate
 from engine.errors import MutationRefused, TargetError, UsageError
 from engine.spec.model import Effect
 from engine.targets import RedisEndpoint, TlsSettings, tls_context
@@ -294,6 +294,18 @@ class RedisAdapter:
     def config_get(self, pattern: str = "*") -> dict[str, Any]:
         return self._wrap(lambda: self.client.config_get(pattern))
 
+    def client_list(self) -> list[dict[str, Any]]:
+        """CLIENT LIST, one dict of fields per client."""
+        return self._wrap(self.client.client_list)
+
+    def slowlog(self, count: int) -> list[dict[str, Any]]:
+        """SLOWLOG GET `count`, newest first."""
+        return self._wrap(lambda: self.client.slowlog_get(count))
+
+    def acl_log(self, count: int) -> list[dict[str, Any]]:
+        """ACL LOG `count`: the latest refusals (denied commands, failed AUTHs)."""
+        return self._wrap(lambda: self.client.acl_log(count))
+
     def scan(self, match: str | None = None, count: int = 1000, type_: str | None = None) -> Iterator[list[str]]:
         """Pages of keys as SCAN returns them, so callers can pipeline per page."""
         cursor = 0
@@ -537,6 +549,3 @@ def pack_commands(calls: Sequence[Sequence[Any]]) -> bytes:
             data = arg.encode("utf-8", "surrogateescape") if type(arg) is str else _arg_bytes(arg)
             add(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
-
-
-__all__ = ["RedisAdapter", "explain_text", "pack_commands", "refusal"]
