@@ -13,6 +13,8 @@ from engine.errors import UsageError
 from engine.printable import printable
 
 if TYPE_CHECKING:
+    from engine.adapters.http import HttpAdapter
+    from engine.adapters.local import LocalFiles
     from engine.adapters.redis_routing import RoutedRedisAdapter
     from engine.adapters.ssh import SshAdapter
     from engine.operator import Operator
@@ -80,6 +82,18 @@ class Connections:
             )
         self._ssh.connect()
         return self._ssh
+
+    def local(self) -> LocalFiles:
+        """Files on the operator's machine, writes refused in a dry-run."""
+        from engine.adapters.local import LocalFiles
+
+        return LocalFiles(allow_mutation=self.allow_mutation)
+
+    def http(self) -> HttpAdapter:
+        """HTTP requests, anything but GET/HEAD refused in a dry-run."""
+        from engine.adapters.http import HttpAdapter
+
+        return HttpAdapter(allow_mutation=self.allow_mutation)
 
     def close(self) -> None:
         for adapter in (self._redis, self._ssh):

@@ -1,4 +1,9 @@
-"""HTTP health probes (the SomaBrain API) with a timeout on every call and the dry-run guard."""
+"""HTTP health probes (the SomaBrain API) with a timeout on every call and the dry-run guard.
+
+The one door to HTTP: `HttpAdapter` carries the run's mutation policy, and `request` refuses in a
+dry-run, before anything is sent, a request whose effect is not a read or whose method is not GET or
+HEAD (whatever a caller claims).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,41 @@ import json
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import MutationRefused, TargetError
 from engine.spec.model import Effect
 
 MAX_BODY = 16 * 1024 * 1024  # a health endpoint's reply; a hostile server's endless body stops here
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True)
+class HttpAdapter:
+    """HTTP with the run's mutation policy: a step kind never passes the policy itself."""
+
+    allow_mutation: bool
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        timeout: float,
+        effect: Effect,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        return request(
+            method,
+            url,
+            timeout=timeout,
+            effect=effect,
+            allow_mutation=self.allow_mutation,
+            json_body=json_body,
+            headers=headers,
+        )
 
 
 def request(
@@ -24,7 +58,7 @@ def request(
     json_body: Any = None,
     headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    if not allow_mutation and effect is not Effect.READ:
+    if not allow_mutation and (effect is not Effect.READ or method.upper() not in SAFE_METHODS):
         raise MutationRefused(f"dry-run: refused to send {method} {url}")
     data = json.dumps(json_body).encode() if json_body is not None else None
     req = urllib.request.Request(url, data=data, method=method.upper(), headers=dict(headers or {}))

@@ -10,9 +10,11 @@ too: the connection stays on the target URL's database, as the gate and the tran
 
 from __future__ import annotations
 
-import re
+import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from functools import partial
+from typing import IO, Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -31,7 +33,8 @@ from engine.adapters.redis_effects import (
     parse_command_table,
     state_changes_in_packet,
 )
-from engine.errors import ActionFailed, MutationRefused, TargetError, UsageError
+from engine.adapters.redis_errors import Site, is_refused_credential, translate
+from engine.errors import MutationRefused, TargetError, UsageError
 from engine.spec.model import Effect
 from engine.targets import RedisEndpoint, TlsSettings, tls_context
 
@@ -108,6 +111,31 @@ class GuardedSSLConnection(_GuardMixin, SSLConnection):
             ) from None
 
 
+SCAN_BATCH_KEYS = 1000  # keys per pipeline of a keyspace export or restore
+MAX_SCAN_COUNT = 65536  # SCAN COUNT grows up to this while a pattern is rare (about 2-5 ms of server time)
+
+
+@dataclass(frozen=True)
+class CredentialCheck:
+    """Whether the server accepted a credential on a fresh connection (the password is never kept)."""
+
+    accepted: bool
+    error: str | None
+    username: str
+
+    def as_data(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "error": self.error, "username": self.username}
+
+
+@dataclass(frozen=True)
+class MonitorSample:
+    """What a bounded MONITOR saw: the parsed lines, how long it ran, which bound stopped it."""
+
+    entries: tuple[Any, ...]
+    seconds: float
+    stopped_by: str  # "seconds" or "max_commands"
+
+
 class RedisAdapter:
     """One endpoint, one pool. `allow_mutation=False` makes every non-read command fail at the socket."""
 
@@ -158,6 +186,7 @@ class RedisAdapter:
     def _pool(self, *, decode_responses: bool, **overrides: Any) -> ConnectionPool:
         ep = self.endpoint
         credentials = {"username": ep.username, "password": ep.password, **overrides}
+        tls: dict[str, Any] = {"tls": ep.tls_settings} if ep.tls else {}
         return ConnectionPool(
             connection_class=GuardedSSLConnection if ep.tls else GuardedConnection,
             host=ep.host,
@@ -172,15 +201,10 @@ class RedisAdapter:
             encoding_errors="surrogateescape",
             effect_guard=None if self.allow_mutation else self._guard,
             pinned_url=ep.url,
-            **({"tls": ep.tls_settings} if ep.tls else {}),
+            **tls,
             health_check_interval=0,
             retry=Retry(NoBackoff(), 0),  # fail fast: the procedure decides whether to retry
         )
-
-    def side_client(self, *, username: str | None, password: str | None, protocol: int = 2) -> redis.Redis:
-        """A client of its own on the same endpoint (TLS settings and guards included), other credentials."""
-        pool = self._pool(decode_responses=True, username=username, password=password, protocol=protocol)
-        return redis.Redis(connection_pool=pool)
 
     def raw_client(self) -> redis.Redis:
         """A bytes-in, bytes-out client (DUMP payloads, binary values), behind the same guard."""
@@ -243,7 +267,7 @@ class RedisAdapter:
         one command, so the connection is left as it was; the dry-run guard still sees both."""
         self.check_step_command(argv)
         pool = self.client.connection_pool
-        conn = pool.get_connection()
+        conn: Any = pool.get_connection()  # a GuardedConnection (names_checked)
         try:
             conn.names_checked = True
             try:
@@ -270,31 +294,44 @@ class RedisAdapter:
     def config_get(self, pattern: str = "*") -> dict[str, Any]:
         return self._wrap(lambda: self.client.config_get(pattern))
 
+    def client_list(self) -> list[dict[str, Any]]:
+        """CLIENT LIST, one dict of fields per client."""
+        return self._wrap(self.client.client_list)
+
+    def slowlog(self, count: int) -> list[dict[str, Any]]:
+        """SLOWLOG GET `count`, newest first."""
+        return self._wrap(lambda: self.client.slowlog_get(count))
+
+    def acl_log(self, count: int) -> list[dict[str, Any]]:
+        """ACL LOG `count`: the latest refusals (denied commands, failed AUTHs)."""
+        return self._wrap(lambda: self.client.acl_log(count))
+
     def scan(self, match: str | None = None, count: int = 1000, type_: str | None = None) -> Iterator[list[str]]:
         """Pages of keys as SCAN returns them, so callers can pipeline per page."""
         cursor = 0
         while True:
-            cursor, keys = self._wrap(lambda c=cursor: self.client.scan(c, match=match, count=count, _type=type_))
+            cursor, keys = self._wrap(partial(self.client.scan, cursor, match=match, count=count, _type=type_))
             if keys:
                 yield keys
             if cursor == 0:
                 return
 
-    def pipeline_calls(self, calls: Sequence[Sequence[Any]]) -> list[Any]:
+    def pipeline_calls(self, calls: Sequence[Sequence[Any]], *, binary: bool = False) -> list[Any]:
         """One round trip for many commands; per-command errors come back as exception objects.
 
         Keyspace scans send a pipeline per SCAN page, a million commands for a million keys, so this
         packs the protocol itself (one bytes join) and reads the raw replies (hiredis when installed)
         instead of going through redis-py's Pipeline, which costs several microseconds a command.
         Replies are as the server sends them (no redis-py response callbacks). The bytes still go
-        through the guarded connection, so a dry-run checks every command in them.
+        through the guarded connection, so a dry-run checks every command in them. `binary`: replies
+        as bytes, never decoded (DUMP payloads, key names that are not UTF-8).
         """
         if not calls:
             return []
 
         def run() -> list[Any]:
-            pool = self.client.connection_pool
-            conn = pool.get_connection()
+            pool = (self.raw_client() if binary else self.client).connection_pool
+            conn: Any = pool.get_connection()  # a GuardedConnection (names_checked)
             try:
                 # The names are ours to see here, cheaper than scanning the bytes: when none of them can
                 # change the connection, the socket guard skips its scan (the db pin is still checked).
@@ -328,40 +365,166 @@ class RedisAdapter:
 
         return self._wrap(run)
 
-    def _wrap(self, fn: Callable[[], Any]) -> Any:
+    # -- keyspace in bytes (exports and restores) ------------------------------------------------
+    def scan_nodes(self) -> list[RedisAdapter]:
+        """Where a keyspace scan must look: this node (a deployment's adapter names every primary)."""
+        return [self]
+
+    def key_batches(self, match: str, *, count: int, batch: int = SCAN_BATCH_KEYS) -> Iterator[list[bytes]]:
+        """Every key matching `match` (names as bytes), on every node a scan must look at, in batches of
+        about `batch` keys: SCAN pages are gathered until a batch is full, so a rare pattern costs one
+        pipeline per `batch` keys, not one per SCAN page.
+
+        COUNT starts at `count` and doubles (up to MAX_SCAN_COUNT) while pages come back sparse (under a
+        quarter of a batch); it halves back when a page is dense. A tenant's 5,000 keys among a million
+        cost a few dozen SCAN calls instead of a thousand, and a dense pattern keeps replies small.
+        """
+        pending: list[bytes] = []
+        for node in self.scan_nodes():
+            for page in node._sparse_scan(match, count, batch):
+                pending.extend(page)
+                if len(pending) >= batch:
+                    yield pending
+                    pending = []
+        if pending:
+            yield pending
+
+    def _sparse_scan(self, match: str, count: int, batch: int) -> Iterator[list[bytes]]:
+        raw = self.raw_client()
+        cursor, step = 0, count
+        while True:
+            cursor, page = self._wrap(partial(raw.scan, cursor, match=match, count=step))
+            if page:
+                yield page
+            if cursor == 0:
+                return
+            if len(page) < batch // 4:
+                step = min(step * 2, max(MAX_SCAN_COUNT, count))
+            elif len(page) > batch:
+                step = max(step // 2, count)
+
+    # -- credentials and secrets ---------------------------------------------------------------
+    def check_credential(self, username: str | None, password: str | None) -> CredentialCheck:
+        """AUTH + PING on a connection of its own, never the run's pool: does the server accept this now?"""
+        # plain AUTH + PING (protocol 2): what every client (and redis-cli -a) does
+        pool = self._pool(decode_responses=True, username=username, password=password, protocol=2)
+        client = redis.Redis(connection_pool=pool)
+        shown = username or "default"
+        try:
+            client.ping()
+            return CredentialCheck(True, None, shown)
+        except redis.RedisError as exc:
+            if is_refused_credential(exc):
+                from engine.common_errors import error_text
+
+                return CredentialCheck(False, error_text(exc), shown)
+            raise self._translate(exc, connecting=True) from None
+        finally:
+            pool.disconnect()
+
+    def send_secret(self, argv: Sequence[Any]) -> Any:
+        """A command whose arguments hold a secret (ACL SETUSER ><password>): sent as is to this node,
+        never routed, so never asked about on the server (COMMAND GETKEYS would show its arguments to
+        any MONITOR session; Redis redacts ACL SETUSER's own)."""
+        self.check_step_command(argv)
+        return self._wrap(lambda: self.client.execute_command(*argv))
+
+    def password_count(self, user: str) -> int:
+        """How many passwords `user` has (ACL GETUSER; the hashes themselves never leave here)."""
+        found = self._wrap(lambda: self.client.acl_getuser(user)) or {}
+        return len(found.get("passwords") or [])
+
+    def transaction(self, calls: Sequence[Sequence[Any]]) -> list[Any]:
+        """MULTI, `calls`, EXEC in one round trip on this node: all of them or none, with nothing between."""
+        for argv in calls:
+            self.check_step_command(argv)
+
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=True)
+            for argv in calls:
+                pipe.execute_command(*argv)
+            return list(pipe.execute())
+
+        return self._wrap(run)
+
+    # -- MONITOR -------------------------------------------------------------------------------
+    def monitor(
+        self, seconds: float, limit: int, *, parse: Callable[[Any], Any], on_entry: Callable[[int], None]
+    ) -> MonitorSample:
+        """MONITOR on a connection of its own until `limit` parsed lines or `seconds` passed; the
+        connection is closed in every case (the only way to make a server stop feeding a MONITOR)."""
+        return self._wrap(lambda: self._monitor(seconds, limit, parse, on_entry), doing="MONITOR")
+
+    def _monitor(
+        self, seconds: float, limit: int, parse: Callable[[Any], Any], on_entry: Callable[[int], None]
+    ) -> MonitorSample:
+        entries: list[Any] = []
+        stopped_by = "seconds"
+        # client.monitor() takes a connection of its own from the pool; __exit__ disconnects it and gives
+        # it back. Called in `finally`, also when MONITOR itself was refused, so no connection is left
+        # monitoring.
+        monitor = self.client.monitor()
+        started = time.monotonic()
+        try:
+            monitor.__enter__()
+            connection = monitor.connection
+            started = time.monotonic()
+            deadline = started + seconds
+            while True:
+                if len(entries) >= limit:
+                    stopped_by = "max_commands"
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not connection.can_read(timeout=remaining):
+                    break
+                entry = parse(connection.read_response())
+                if entry is not None:
+                    entries.append(entry)
+                    on_entry(1)
+        finally:
+            monitor.__exit__(None, None, None)
+        return MonitorSample(tuple(entries), time.monotonic() - started, stopped_by)
+
+    # -- the replication socket ----------------------------------------------------------------
+    def full_sync(
+        self, out: IO[bytes], *, timeout: float, on_progress: Callable[[int], None] | None = None
+    ) -> dict[str, Any]:
+        """A full RDB over the replication protocol (PSYNC ? -1, as redis-cli --rdb), streamed to `out`.
+
+        The stream has a socket of its own, outside the guarded pool, so the dry-run is enforced here:
+        PSYNC is never sent in a rehearsal (the server flags it admin, not read). Raises RdbError when
+        the sync fails.
+        """
+        from engine.adapters.redis_replication import download
+
+        if not self.allow_mutation:
+            raise MutationRefused(f"dry-run: refused to send PSYNC to {self.endpoint.url}")
+        ep = self.endpoint
+        return download(
+            host=ep.host,
+            port=ep.port,
+            out=out,
+            password=ep.password,
+            username=ep.username,
+            tls=bool(ep.tls),
+            tls_context=tls_context(ep.tls_settings) if ep.tls else None,
+            server_name=ep.tls_settings.server_name,
+            timeout=timeout,
+            on_progress=on_progress,
+        )
+
+    def _wrap(self, fn: Callable[[], Any], *, doing: str | None = None, connecting: bool = False) -> Any:
+        """Run `fn`; a redis-py exception comes out as the engine's error (engine/adapters/redis_errors.py)."""
         try:
             return fn()
         except MutationRefused:
             raise
         except redis.RedisError as exc:
-            raise self._translate(exc, connecting=False) from None
+            raise self._translate(exc, connecting=connecting, doing=doing) from None
 
-    def _translate(self, exc: redis.RedisError, *, connecting: bool) -> TargetError:
-        """redis-py's exception -> ours, with the runbook's advice matched on the server's full error text."""
-        from engine.common_errors import error_text
-
-        text = error_text(exc)
-        url = self.endpoint.url
-        if isinstance(exc, redis.BusyLoadingError):  # a ConnectionError subclass, but the server is up
-            return TargetError(f"{url}: {text}", advice=explain_text(text))
-        if isinstance(exc, redis.AuthenticationError):
-            return TargetError(f"{url}: authentication failed: {text}", advice=explain_text(text))
-        if isinstance(exc, redis.TimeoutError):
-            return TargetError(f"{url}: timed out after {self.endpoint.timeout:g}s: {text}")
-        if isinstance(exc, redis.ConnectionError):
-            verb = "cannot connect" if connecting else "connection lost"
-            if connecting and not self.endpoint.tls and _CLOSED_AT_ONCE.search(text):
-                text = f"the server closed before answering a plain-text client ({text})"
-            return TargetError(
-                f"{url}: {verb}: {text}", advice=explain_text(text) or explain_text("Connection refused")
-            )
-        if connecting:
-            return TargetError(f"{url}: {text}", advice=explain_text(text))
-        return ActionFailed(text, advice=explain_text(text))
-
-
-# How a TLS port answers a plain-text client: it drops the connection before any Redis reply.
-_CLOSED_AT_ONCE = re.compile(r"Connection reset by peer|Connection closed by server|Error 104\b", re.IGNORECASE)
+    def _translate(self, exc: redis.RedisError, *, connecting: bool, doing: str | None = None) -> TargetError:
+        ep = self.endpoint
+        return translate(exc, Site(ep.url, ep.timeout, tls=bool(ep.tls), connecting=connecting, doing=doing))
 
 
 def _arg_bytes(value: Any) -> bytes:
@@ -386,11 +549,3 @@ def pack_commands(calls: Sequence[Sequence[Any]]) -> bytes:
             data = arg.encode("utf-8", "surrogateescape") if type(arg) is str else _arg_bytes(arg)
             add(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
-
-
-def explain_text(message: str) -> str | None:
-    """The runbook's Common Errors advice for a Redis error message, when there is one."""
-    from engine.common_errors import explain
-
-    found = explain(message)
-    return f"{found.cause}. {found.solution}" if found else None

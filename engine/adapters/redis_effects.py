@@ -11,8 +11,9 @@ Redis command is never taken for a read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 from engine.spec.model import Effect
 
@@ -303,7 +304,7 @@ def _entry(value: object) -> CommandInfo:
         flags, cats = value.get("flags", []), value.get("acl_categories", [])
         specs, subs = value.get("key_specifications", []), value.get("subcommands", [])
     else:  # [name, arity, flags, first, last, step, categories, tips, key_specs, subcommands]
-        seq = list(value)  # type: ignore[arg-type]
+        seq = list(cast("Iterable[Any]", value))
         name, flags = seq[0], seq[2]
         cats = seq[6] if len(seq) > 6 else []
         specs = seq[8] if len(seq) > 8 else []
@@ -454,18 +455,18 @@ def snapshot(table: Mapping[str, CommandInfo]) -> dict[str, object]:
     return {name: dump(info) for name, info in sorted(table.items())}
 
 
-def from_snapshot(data: Mapping[str, object]) -> dict[str, CommandInfo]:
-    def load(name: str, raw: Mapping[str, object]) -> CommandInfo:
-        subs = raw.get("subcommands") or {}
+def from_snapshot(data: Mapping[str, Any]) -> dict[str, CommandInfo]:
+    def load(name: str, raw: Mapping[str, Any]) -> CommandInfo:
+        subs: Mapping[str, Any] = raw.get("subcommands") or {}
         return CommandInfo(
             name=name,
             flags=frozenset(raw["flags"]),
             categories=frozenset(raw["categories"]),
             key_flags=frozenset(raw["key_flags"]),
             subcommands={k: load(f"{name}|{k}", v) for k, v in subs.items()},
-        )  # type: ignore[union-attr]
+        )
 
-    return {name: load(name, raw) for name, raw in data.items() if not name.startswith("_")}  # type: ignore[arg-type]
+    return {name: load(name, raw) for name, raw in data.items() if not name.startswith("_")}
 
 
 def bundled_table() -> dict[str, CommandInfo]:

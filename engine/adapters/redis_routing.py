@@ -234,22 +234,26 @@ class RoutedRedisAdapter(RedisAdapter):
             )
             return self._send(self.node_adapter(primary.address), argv, redirects - 1)
 
-    def pipeline_calls(self, calls: Sequence[Sequence[Any]]) -> list[Any]:
+    def pipeline_calls(self, calls: Sequence[Sequence[Any]], *, binary: bool = False) -> list[Any]:
         """On a cluster, each command goes to the owner of its key's slot (grouped, one round trip each)."""
         topology = self.topology
         if topology is None or topology.kind != "cluster" or not calls:
-            return super().pipeline_calls(calls)
+            return super().pipeline_calls(calls, binary=binary)
         replies: list[Any] = [None] * len(calls)
         for node, indexes in self.group_by_owner(calls):
-            got = RedisAdapter.pipeline_calls(node, [calls[i] for i in indexes])
+            got = RedisAdapter.pipeline_calls(node, [calls[i] for i in indexes], binary=binary)
             for i, reply in zip(indexes, got, strict=True):
                 replies[i] = reply
         moved = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.MovedError)]
         if moved:
             self.refresh(f"MOVED in a pipeline ({len(moved)} commands); topology refreshed")
             for i in moved:
+                owner = self._owner_of(_key_of(calls[i]))
+                if binary:  # replies stay bytes: the owner's own bytes pipeline, one command
+                    replies[i] = RedisAdapter.pipeline_calls(owner, [calls[i]], binary=True)[0]
+                    continue
                 try:
-                    replies[i] = self._send(self._owner_of(_key_of(calls[i])), calls[i], MAX_REDIRECTS)
+                    replies[i] = self._send(owner, calls[i], MAX_REDIRECTS)
                 except redis.RedisError as exc:
                     replies[i] = exc
         return replies

@@ -23,7 +23,6 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 START_TIMEOUT = 10.0
-_EXTRA_DIRS = ("/usr/sbin", "/usr/local/bin", "/usr/bin", "/usr/local/sbin")
 # Debian package that ships each binary, for the "how do I fix this" half of the message.
 _PACKAGES = {
     "redis-server": "redis-server",
@@ -39,14 +38,12 @@ class SandboxUnavailable(RuntimeError):
 
 
 def find_binary(name: str) -> str:
-    """Absolute path of `name`; sbin dirs are searched too because non-root PATHs often lack them."""
-    found = shutil.which(name)
+    """Absolute path of `name` (as the engine finds programs); missing: SandboxUnavailable, with the package."""
+    from engine.adapters.local import find_program
+
+    found = find_program(name)
     if found:
         return found
-    for directory in _EXTRA_DIRS:
-        candidate = Path(directory) / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
     package = _PACKAGES.get(name, name)
     raise SandboxUnavailable(f"{name} not found on PATH; apt-get install {package}")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.adapters import http
 from engine.errors import UsageError
 from engine.spec.model import Effect
 from engine.spec.params import parse_duration
@@ -44,14 +43,8 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     timeout = parse_duration(body.get("timeout") or (endpoint.timeout if endpoint else 5.0))
 
     def execute() -> dict[str, Any]:
-        return http.request(
-            method,
-            url,
-            timeout=timeout,
-            effect=effect,
-            allow_mutation=ctx.connections.allow_mutation,
-            json_body=body.get("json"),
-            headers=body.get("headers"),
+        return ctx.connections.http().request(
+            method, url, timeout=timeout, effect=effect, json_body=body.get("json"), headers=body.get("headers")
         )
 
     return Action(

@@ -1,18 +1,19 @@
 """`local:` steps: files on the operator's machine (baselines, backups, a rotated password file).
 
-Writing is a change like any other: it goes through the gate, is refused in a dry-run here at the
-lowest layer, and its content is never displayed or transcribed (it may be a secret).
+Writing is a change like any other: it goes through the gate, is refused in a dry-run at the lowest
+layer (engine/adapters/local.py, the one door to local files), and its content is never displayed
+or transcribed (it may be a secret).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import fsutil
-from engine.errors import ActionFailed, MutationRefused, UsageError
+from engine.adapters.local import LocalFiles
+from engine.errors import ActionFailed, UsageError
 from engine.parsers.redis_config import parse_redis_conf
 from engine.spec.model import Effect
 from engine.steps import Action, StepKind, register
@@ -54,18 +55,17 @@ SCHEMA = {
 }
 
 
+_READER = LocalFiles(allow_mutation=False)  # reads need no permission: the same door, never writing
+
+
 def _stat(path: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.exists():
-        return {"path": path, "exists": False, "size": None, "mtime": None, "age_s": None}
-    st = p.stat()
-    return {"path": path, "exists": True, "size": st.st_size, "mtime": st.st_mtime, "age_s": time.time() - st.st_mtime}
+    return _READER.stat(path)
 
 
 def _read(spec: dict[str, Any]) -> Any:
     path = Path(spec["path"])
     try:
-        text = fsutil.read_text(path, max_bytes=fsutil.LOCAL_READ_MAX_BYTES)
+        text = _READER.read_text(path)
     except fsutil.UnsafeFileError as exc:  # a FIFO, a device, a directory, too big, not UTF-8
         raise UsageError(f"local.read.path: {path}: {exc.strerror}") from None
     except OSError as exc:
@@ -90,13 +90,16 @@ def _read(spec: dict[str, Any]) -> Any:
 
 
 def write_file(path: Path, content: str, mode: int, *, allow_mutation: bool) -> dict[str, Any]:
+    """Write `path` through the local door with this mutation policy (a dry-run refuses it there)."""
+    return _write(LocalFiles(allow_mutation=allow_mutation), path, content, mode)
+
+
+def _write(files: LocalFiles, path: Path, content: str, mode: int) -> dict[str, Any]:
     """Temp file (O_EXCL | O_NOFOLLOW, unpredictable name) + rename over a regular file, never through a link."""
-    if not allow_mutation:
-        raise MutationRefused(f"dry-run: refused to write {path}")
     data = content.encode("utf-8")
     try:
-        fsutil.write_file(path, data, mode=mode, replace=True)  # fsyncs the directory: a rotated password
-    except fsutil.UnsafeFileError as exc:  # file survives a crash right after the rename
+        files.write_file(path, data, mode=mode)  # refused there in a dry-run
+    except fsutil.UnsafeFileError as exc:
         raise UsageError(f"local.write.path: {exc.filename} {exc.strerror}") from None
     except OSError as exc:
         raise ActionFailed(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -110,19 +113,13 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     if op == "stat":
         return Action(Effect.READ, "local", f"stat {spec}", lambda: _stat(spec))
     if op == "glob":
-
-        def matches() -> list[str]:
-            pattern = Path(spec)
-            found = sorted(pattern.parent.glob(pattern.name), key=lambda p: p.stat().st_mtime, reverse=True)
-            return [str(p) for p in found]
-
-        return Action(Effect.READ, "local", f"glob {spec}", matches)
+        return Action(Effect.READ, "local", f"glob {spec}", lambda: _READER.glob(spec))
     path, mode = Path(spec["path"]), int(str(spec.get("mode", "0600")), 8)
     return Action(
         Effect.WRITE,
         "local",
         f"write {path} (mode {oct(mode)[2:]}, content not shown)",
-        lambda: write_file(path, spec["content"], mode, allow_mutation=ctx.connections.allow_mutation),
+        lambda: _write(ctx.connections.local(), path, spec["content"], mode),
         measure=lambda: {"file": _stat(str(path))},
         changes=lambda blast, result: [{"kind": "file", "path": str(path), "action": "written"}],
     )

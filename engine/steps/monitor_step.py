@@ -8,12 +8,9 @@ lines (credential arguments masked, long values cut) are kept.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
-import redis
-
-from engine.errors import ActionFailed, TargetError, UsageError
+from engine.errors import UsageError
 from engine.parsers.redis_text import key_positions, parse_monitor_line, summarise_monitor
 from engine.spec.model import Effect
 from engine.spec.params import parse_duration
@@ -63,14 +60,9 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     adapter = ctx.connections.redis()
 
     def execute() -> dict[str, Any]:
-        try:
-            entries, elapsed, stopped_by = _sample(adapter, ctx, seconds, limit)
-            names = sorted({e.argv[0].lower() for e in entries})
-            positions = key_positions(adapter.call(["COMMAND", "INFO", *names])) if names else {}
-        except redis.ResponseError as exc:
-            raise ActionFailed(f"MONITOR: {exc}") from None
-        except redis.RedisError as exc:
-            raise TargetError(f"{adapter.endpoint.url}: MONITOR: {exc}") from None
+        entries, elapsed, stopped_by = _sample(adapter, ctx, seconds, limit)
+        names = sorted({e.argv[0].lower() for e in entries})
+        positions = key_positions(adapter.call(["COMMAND", "INFO", *names])) if names else {}
         return summarise_monitor(
             entries, seconds=elapsed, positions=positions, redact=ctx.redactor.argv, stopped_by=stopped_by
         )
@@ -79,34 +71,10 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
 
 
 def _sample(adapter: RedisAdapter, ctx: StepContext, seconds: float, limit: int) -> tuple[list[Any], float, str]:
-    """Read MONITOR lines until `limit` lines or `seconds` passed; the connection is closed in every case."""
-    entries: list[Any] = []
-    stopped_by = "seconds"
-    # client.monitor() takes a connection of its own from the pool; __exit__ disconnects it (the only way
-    # to make a server stop feeding a MONITOR) and gives it back. Called in `finally`, also when MONITOR
-    # itself was refused, so no connection is left monitoring.
-    monitor = adapter.client.monitor()
-    started = time.monotonic()
-    try:
-        monitor.__enter__()
-        connection = monitor.connection
-        started = time.monotonic()
-        deadline = started + seconds
-        with ctx.progress(f"MONITOR (up to {seconds:g}s / {limit} commands)") as progress:
-            while True:
-                if len(entries) >= limit:
-                    stopped_by = "max_commands"
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not connection.can_read(timeout=remaining):
-                    break
-                entry = parse_monitor_line(connection.read_response())
-                if entry is not None:
-                    entries.append(entry)
-                    progress.advance(1)
-    finally:
-        monitor.__exit__(None, None, None)
-    return entries, time.monotonic() - started, stopped_by
+    """Read MONITOR lines until `limit` lines or `seconds` passed (the adapter closes the connection)."""
+    with ctx.progress(f"MONITOR (up to {seconds:g}s / {limit} commands)") as progress:
+        sample = adapter.monitor(seconds, limit, parse=parse_monitor_line, on_entry=progress.advance)
+    return list(sample.entries), sample.seconds, sample.stopped_by
 
 
 def _summary(body: dict[str, Any]) -> str:

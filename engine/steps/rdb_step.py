@@ -5,8 +5,8 @@
   changes, but the server forks to produce the snapshot (copy-on-write memory on a server that may be
   short of it) and, with disk-based replication, rewrites its own dump.rdb. The server flags PSYNC as
   an admin command, not a read, so the engine treats the download as a write: it is confirmed, its
-  cost (memory in use, replication mode) is shown first, and a dry-run never sends it (checked here,
-  since the download uses its own socket rather than the guarded connection).
+  cost (memory in use, replication mode) is shown first, and a dry-run never sends it (the Redis
+  adapter, which owns the replication socket, refuses PSYNC itself).
 - `verify` checks the magic, the version, the EOF opcode and the CRC64 natively, asks
   `redis-check-rdb` when it is installed, and with `load: true` loads the file into a throwaway
   redis-server to count its keys (against `expect_keys`, or the live source's key count).
@@ -14,15 +14,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.backup import rdb
-from engine.errors import ActionFailed, MutationRefused, RunbookError, UsageError
+from engine.errors import ActionFailed, RunbookError, UsageError
 from engine.fsutil import UnsafeFileError
 from engine.spec.model import Effect
 from engine.spec.params import parse_duration
@@ -110,7 +107,7 @@ def _file_name(template: str | None) -> str:
 
 
 def _plan_download(spec: dict[str, Any], ctx: StepContext) -> Action:
-    from engine.targets import tls_context
+    from engine.adapters.local import LocalFiles
 
     adapter = ctx.connections.redis()  # connects and authenticates first: a bad password fails here
     endpoint = adapter.endpoint
@@ -133,25 +130,11 @@ def _plan_download(spec: dict[str, Any], ctx: StepContext) -> Action:
         }
 
     def execute() -> dict[str, Any]:
-        if not ctx.connections.allow_mutation:  # the download's own socket is outside the guarded pool
-            raise MutationRefused(f"dry-run: refused to send PSYNC to {endpoint.url}")
+        files = LocalFiles(allow_mutation=ctx.connections.allow_mutation)
         with ctx.progress(f"RDB from {endpoint.host}:{endpoint.port}") as progress:
             try:
-                path, result = rdb.write_atomically(
-                    directory,
-                    name,
-                    lambda fh: rdb.download(
-                        host=endpoint.host,
-                        port=endpoint.port,
-                        out=fh,
-                        password=endpoint.password,
-                        username=endpoint.username,
-                        tls=endpoint.tls,
-                        tls_context=tls_context(endpoint.tls_settings) if endpoint.tls else None,
-                        server_name=endpoint.tls_settings.server_name,
-                        timeout=timeout,
-                        on_progress=progress.advance,
-                    ),
+                path, result = files.write_new(
+                    directory, name, lambda fh: adapter.full_sync(fh, timeout=timeout, on_progress=progress.advance)
                 )
             except rdb.RdbError as exc:
                 raise ActionFailed(f"RDB download from {endpoint.url} failed: {exc}", advice=_DOWNLOAD_ADVICE) from None
@@ -193,50 +176,16 @@ def _pick(path: Path) -> Path:
 
 
 def _check_rdb_binary() -> str | None:
-    from engine.sandbox.redis_server import SandboxUnavailable, find_binary
+    from engine.adapters.local import find_program
 
-    try:
-        return find_binary("redis-check-rdb")
-    except SandboxUnavailable:
-        return None
+    return find_program("redis-check-rdb")
 
 
 def load_and_count(path: Path, timeout: float = LOAD_TIMEOUT) -> dict[str, Any]:
     """Load `path` into a throwaway redis-server (127.0.0.1, free port, no persistence) and count keys."""
-    from engine.sandbox.redis_server import RedisServer, SandboxUnavailable
+    from engine.adapters.scratch_redis import load_and_count as load
 
-    workdir = Path(tempfile.mkdtemp(prefix="runbook-rdb-load-"))
-    server = None
-    try:
-        target = workdir / "dump.rdb"
-        try:
-            os.symlink(path.resolve(), target)  # no copy of a large file; the server only reads it
-        except OSError:
-            shutil.copyfile(path, target)
-        try:
-            server = RedisServer.start(directory=workdir, start_timeout=timeout)
-        except SandboxUnavailable as exc:
-            return {"ok": False, "error": str(exc), "keys": None, "keyspace": {}}
-        except RuntimeError as exc:  # the server refused the file: its log says why
-            warnings = [ln.split(" # ", 1)[1] for ln in str(exc).splitlines() if " # " in ln]
-            reason = "; ".join(warnings[-2:]) if warnings else str(exc).splitlines()[0]
-            return {"ok": False, "error": reason[:400], "keys": None, "keyspace": {}}
-        with server.client() as client:
-            keyspace = client.info("keyspace")
-            persistence = client.info("persistence")
-        counts = {db: v.get("keys", 0) for db, v in keyspace.items() if isinstance(v, dict)}
-        return {
-            "ok": True,
-            "error": None,
-            "keys": sum(counts.values()),
-            "keyspace": counts,
-            "keys_loaded": persistence.get("rdb_last_load_keys_loaded"),
-            "keys_expired_on_load": persistence.get("rdb_last_load_keys_expired"),
-        }
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    return load(path, timeout)
 
 
 def _source_keys(ctx: StepContext) -> tuple[int | None, str | None]:

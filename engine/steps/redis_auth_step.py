@@ -30,14 +30,11 @@ import secrets
 import string
 from typing import TYPE_CHECKING, Any
 
-from engine.common_errors import error_text
-from engine.errors import ActionFailed, TargetError, UsageError
+from engine.errors import ActionFailed, UsageError
 from engine.spec.model import Effect
 from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
-    import redis
-
     from engine.adapters.redis import RedisAdapter
     from engine.context import StepContext
 
@@ -200,7 +197,7 @@ def session_report(clients: list[dict[str, str]], own_id: int | str | None) -> d
     counts = {k: v for k, v in describe_sessions(mine).items() if k != "clients"}
     return {
         **counts,
-        "own_id": int(own_id) if str(own_id).isdigit() else own_id,
+        "own_id": int(str(own_id)) if str(own_id).isdigit() else own_id,
         "total": len(trimmed),
         "ids": [int(c["id"]) for c in mine if str(c.get("id", "")).isdigit()],
         "sessions": mine,
@@ -208,34 +205,9 @@ def session_report(clients: list[dict[str, str]], own_id: int | str | None) -> d
     }
 
 
-def _failed(exc: redis.RedisError, where: str) -> TargetError:
-    """A redis-py error as the engine reports one: the server's own text, with the runbook's advice."""
-    import redis
-
-    from engine.adapters.redis import explain_text
-
-    text = error_text(exc)
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError) and not isinstance(exc, redis.AuthenticationError):
-        return TargetError(f"{where}: {text}", advice=explain_text(text))
-    return ActionFailed(text, advice=explain_text(text))
-
-
 def check_credential(adapter: RedisAdapter, username: str | None, password: str | None) -> dict[str, Any]:
     """AUTH + PING on a connection of its own: whether the server accepts this credential right now."""
-    import redis
-
-    ep = adapter.endpoint
-    # plain AUTH + PING (protocol 2): what every client (and redis-cli -a) does
-    client = adapter.side_client(username=username, password=password, protocol=2)
-    try:
-        client.ping()
-        return {"accepted": True, "error": None, "username": username or DEFAULT_USER}
-    except redis.AuthenticationError as exc:
-        return {"accepted": False, "error": error_text(exc), "username": username or DEFAULT_USER}
-    except redis.RedisError as exc:
-        raise _failed(exc, ep.url) from None
-    finally:
-        client.connection_pool.disconnect()
+    return adapter.check_credential(username, password).as_data()
 
 
 def _generate(spec: dict[str, Any], ctx: StepContext) -> Action:
@@ -255,28 +227,17 @@ def _add(spec: dict[str, Any], ctx: StepContext, adapter: RedisAdapter) -> Actio
     argv = ["ACL", "SETUSER", DEFAULT_USER, ">" + password]
 
     def execute() -> dict[str, Any]:
-        import redis
-
-        try:
-            adapter.client.execute_command(*argv)
-            return {"user": DEFAULT_USER, "passwords": len(_passwords(adapter))}
-        except redis.RedisError as exc:
-            raise _failed(exc, adapter.endpoint.url) from None
+        adapter.send_secret(argv)
+        return {"user": DEFAULT_USER, "passwords": adapter.password_count(DEFAULT_USER)}
 
     return Action(
         Effect.DESTRUCTIVE,
         adapter.endpoint.url,
         " ".join(ctx.redactor.argv(argv)),
         execute,
-        measure=lambda: {"acl_user": DEFAULT_USER, "passwords_now": len(_passwords(adapter))},
+        measure=lambda: {"acl_user": DEFAULT_USER, "passwords_now": adapter.password_count(DEFAULT_USER)},
         changes=lambda blast, result: [{"kind": "command", "command": f"ACL SETUSER {DEFAULT_USER} (password added)"}],
     )
-
-
-def _passwords(adapter: RedisAdapter) -> list[str]:
-    """The default user's password hashes (only ever counted, never shown)."""
-    user = adapter.client.acl_getuser(DEFAULT_USER) or {}
-    return list(user.get("passwords") or [])
 
 
 def _rotate(spec: dict[str, Any], ctx: StepContext, adapter: RedisAdapter) -> Action:
@@ -301,16 +262,7 @@ def _rotate(spec: dict[str, Any], ctx: StepContext, adapter: RedisAdapter) -> Ac
         return out
 
     def execute() -> dict[str, Any]:
-        import redis
-
-        try:
-            pipe = adapter.client.pipeline(transaction=True)
-            pipe.execute_command(*config_set)
-            if kill:
-                pipe.execute_command(*kill_argv)
-            replies = pipe.execute()
-        except redis.RedisError as exc:
-            raise _failed(exc, adapter.endpoint.url) from None
+        replies = adapter.transaction([config_set, *([kill_argv] if kill else [])])
         return {"requirepass": "changed", "sessions_killed": replies[1] if kill else 0}
 
     def changes(blast: dict[str, Any] | None, result: Any) -> list[dict[str, Any]]:

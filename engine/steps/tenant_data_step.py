@@ -1,8 +1,9 @@
 """`tenant_data:` steps: lossless export of keys to a local file, and restore from one.
 
-- `export` SCANs (COUNT >= 1000) and, per page, pipelines TYPE + PTTL + DUMP over the bytes client,
-  streaming each key to the file (engine/backup/keyfile.py). Every type survives (the runbook's
-  `xargs mget` returns nil for every hash, list and set). A read: allowed in a dry-run.
+- `export` SCANs (COUNT >= 1000, growing while the pattern is rare) and, per 1000 keys found,
+  pipelines TYPE + PTTL + DUMP over the bytes client, streaming each key to the file
+  (engine/backup/keyfile.py). Every type survives (the runbook's `xargs mget` returns nil for every
+  hash, list and set). A read: allowed in a dry-run.
 - `inspect` checks an export's checksum and counts how many of its keys exist on the target now.
 - `import` RESTOREs every key with the TTL it had left at export time. The checksum is verified
   before Redis is touched; existing keys are never overwritten unless `replace: true`
@@ -28,12 +29,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import redis
-
 from engine import __version__
 from engine.backup import keyfile, scope
 from engine.backup.keyfile import KeyFileError, KeyRecord, OutputExists, UnsafeInput
-from engine.errors import ActionFailed, MutationRefused, TargetError, UsageError
+from engine.errors import ActionFailed, UsageError
 from engine.fsutil import UnsafeFileError
 from engine.spec.model import Effect
 from engine.steps import Action, StepKind, register
@@ -45,6 +44,7 @@ if TYPE_CHECKING:
 SAMPLE = 20
 BATCH_KEYS = 1000
 BATCH_BYTES = 8 << 20  # a restore pipeline is flushed at 1000 keys or 8 MiB of payload
+EXISTS_KEYS = 10_000  # EXISTS is cheap on both sides: one round trip checks this many keys
 
 SCHEMA = {
     "type": "object",
@@ -135,51 +135,10 @@ def summary(body: dict[str, Any]) -> str:
     return f"restore {spec['input']}{mode}"
 
 
-# -- Redis calls on the bytes client ---------------------------------------------------------------
-def _call(adapter: RedisAdapter, fn: Callable[[], Any]) -> Any:
-    from engine.adapters.redis import explain_text
-
-    try:
-        return fn()
-    except MutationRefused:
-        raise
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise TargetError(f"{adapter.endpoint.url}: {exc}", advice=explain_text(str(exc))) from None
-    except redis.ResponseError as exc:
-        raise ActionFailed(f"{type(exc).__name__}: {exc}", advice=explain_text(str(exc))) from None
-
-
+# -- Redis calls on the bytes client (the adapter's: one pipeline per node, SCAN on every primary) ---
 def _pipeline(adapter: RedisAdapter, calls: list[tuple[Any, ...]]) -> list[Any]:
-    """One pipeline per node: on a cluster each key's commands go to its slot's owner (a restore too)."""
-    group = getattr(adapter, "group_by_owner", None)
-    groups = group(calls) if group is not None else [(adapter, list(range(len(calls))))]
-    replies: list[Any] = [None] * len(calls)
-    for node, indexes in groups:
-        raw = node.raw_client()
-
-        def run(raw: Any = raw, indexes: list[int] = indexes) -> list[Any]:
-            pipe = raw.pipeline(transaction=False)
-            for i in indexes:
-                pipe.execute_command(*calls[i])
-            return pipe.execute(raise_on_error=False)
-
-        for i, reply in zip(indexes, _call(node, run), strict=True):
-            replies[i] = reply
-    return replies
-
-
-def _scan_pages(adapter: RedisAdapter, match: str, count: int) -> Iterator[list[bytes]]:
-    """Every key matching, on every primary of a cluster (one after the other), else on this node."""
-    nodes = getattr(adapter, "scan_nodes", lambda: [adapter])()
-    for node in nodes:
-        raw = node.raw_client()
-        cursor = 0
-        while True:
-            cursor, page = _call(node, lambda c=cursor, raw=raw: raw.scan(c, match=match, count=count))
-            if page:
-                yield page
-            if cursor == 0:
-                break
+    """One bytes pipeline per node: on a cluster each key's commands go to its slot's owner (a restore too)."""
+    return adapter.pipeline_calls(calls, binary=True)
 
 
 def _text(key: bytes) -> str:
@@ -249,7 +208,7 @@ def export(adapter: RedisAdapter, match: str, output: Path, count: int, ctx: Ste
     vanished = duplicates = 0
     writer = keyfile.KeyFileWriter(output, header, write=ctx.connections.allow_mutation)  # dry-run: no file
     with writer, ctx.progress(f"export {match}") as progress:
-        for page in _scan_pages(adapter, match, count):
+        for page in adapter.key_batches(match, count=count):
             fresh = []
             for key in page:
                 if key in seen:
@@ -344,8 +303,8 @@ def existing_keys(adapter: RedisAdapter, path: str) -> tuple[int, list[str], dic
     """How many of the file's keys exist on the target now, the first few, and all of them by tenant."""
     from engine.keyspace.aggregate import tenant_of
 
-    count, sample, by_tenant = 0, [], {}
-    for batch in _batches(path):
+    count, sample, by_tenant = 0, list[str](), dict[str, int]()
+    for batch in _batches(path, EXISTS_KEYS):
         replies = _pipeline(adapter, [("EXISTS", r.key) for r in batch])
         for record, reply in zip(batch, replies, strict=True):
             if reply == 1:
@@ -422,7 +381,7 @@ def restore(adapter: RedisAdapter, path: str, replace: bool, tenant: str | None,
                 "nothing restored",
                 advice="Run again with replace=true to overwrite them (destructive), or delete them first.",
             )
-    restored, errors, error_sample, written_sample = 0, 0, [], []
+    restored, errors, error_sample, written_sample = 0, 0, list[str](), list[str]()
     suffix = ("REPLACE",) if replace else ()
     with ctx.progress(f"restore {Path(path).name}", total=total) as progress:
         for batch in _batches(path):
@@ -442,7 +401,7 @@ def restore(adapter: RedisAdapter, path: str, replace: bool, tenant: str | None,
                         written_sample.append(record.key_text)
             progress.advance(len(batch))
     present = 0
-    for batch in _batches(path):
+    for batch in _batches(path, EXISTS_KEYS):
         present += sum(1 for reply in _pipeline(adapter, [("EXISTS", r.key) for r in batch]) if reply == 1)
     return {
         "path": path,

@@ -60,18 +60,10 @@ def observe(endpoint: RedisEndpoint, record: Record = lambda *a: None) -> dict[s
         reads: list[tuple[str, str, Callable[[], Any]]] = [
             ("info", "INFO all", lambda: adapter.info("all")),
             ("config", "CONFIG GET *", lambda: adapter.config_get("*")),
-            ("clients", "CLIENT LIST", lambda: adapter._wrap(adapter.client.client_list)),
-            (
-                "slowlog",
-                f"SLOWLOG GET {SLOWLOG_ENTRIES}",
-                lambda: adapter._wrap(lambda: adapter.client.slowlog_get(SLOWLOG_ENTRIES)),
-            ),
+            ("clients", "CLIENT LIST", adapter.client_list),
+            ("slowlog", f"SLOWLOG GET {SLOWLOG_ENTRIES}", lambda: adapter.slowlog(SLOWLOG_ENTRIES)),
             ("latency", "LATENCY LATEST", lambda: adapter.call(["LATENCY", "LATEST"])),
-            (
-                "acl_log",
-                f"ACL LOG {ACL_LOG_ENTRIES}",
-                lambda: adapter._wrap(lambda: adapter.client.acl_log(ACL_LOG_ENTRIES)),
-            ),
+            ("acl_log", f"ACL LOG {ACL_LOG_ENTRIES}", lambda: adapter.acl_log(ACL_LOG_ENTRIES)),
         ]
         for name, command, read in reads:
             started = time.monotonic()

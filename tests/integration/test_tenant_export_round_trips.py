@@ -1,0 +1,98 @@
+"""What a tenant export costs on the wire: 5,000 keys among a million in at most 50 round trips (issue 15).
+
+The rare pattern is the expensive case: with SCAN COUNT 1000 and one pipeline per SCAN page it took
+about 2,000 round trips (a thousand SCANs, each followed by a pipeline for its few keys). The export
+now grows COUNT while pages come back sparse and pipelines per 1,000 keys found. Round trips are
+counted by the benchmark's relay (bench/relay.py, no delay) between the real CLI and a real server;
+commands by INFO commandstats.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from bench.relay import Relay
+from tests.integration.cli_support import runbook
+
+KEYS, TENANT_KEYS = 1_000_000, 5_000
+MAX_ROUND_TRIPS = 50
+
+
+def _commandstats(client) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    return {name.removeprefix("cmdstat_"): v["calls"] for name, v in client.info("commandstats").items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _seed(client) -> None:  # type: ignore[no-untyped-def]
+    client.execute_command("DEBUG", "POPULATE", KEYS - TENANT_KEYS, "other", 20)
+    pipe = client.pipeline(transaction=False)
+    for i in range(TENANT_KEYS):
+        key = f"tenant:acme:wm:{i}"
+        kind = i % 4
+        if kind == 0:
+            pipe.set(key, "v" * 50, px=3_600_000 if i % 8 == 0 else None)
+        elif kind == 1:
+            pipe.hset(key, mapping={"a": "1", "b": str(i)})
+        elif kind == 2:
+            pipe.rpush(key, "x", "y")
+        else:
+            pipe.sadd(key, "m1", "m2")
+    pipe.execute()
+    assert client.dbsize() == KEYS
+
+
+def test_a_rare_tenant_among_a_million_keys_exports_in_few_round_trips(redis_server, tmp_path: Path) -> None:
+    server = redis_server()
+    admin = server.client()
+    _seed(admin)
+    admin.config_set("slowlog-log-slower-than", 1000)  # every call over 1 ms, for the report
+    admin.config_set("slowlog-max-len", 10000)
+    admin.slowlog_reset()
+    relay = Relay(("127.0.0.1", server.port), one_way=0.0)
+    threading.Thread(target=relay.serve_forever, daemon=True).start()
+    try:
+        before = _commandstats(admin)
+        result = runbook(
+            "run",
+            "redis/backup-tenant",
+            "--var",
+            "tenant=acme",
+            "--var",
+            f"output={tmp_path}",
+            "--redis",
+            f"redis://127.0.0.1:{relay.port}/0",
+            "--transcript",
+            str(tmp_path / "t.jsonl"),
+            timeout=300,
+        )
+        assert result.code == 0, result.output
+        after = _commandstats(admin)
+        # the CLI has exited: its connections are closed, and the relay adds each one's turns as it ends
+        deadline = time.monotonic() + 30
+        while relay.open and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert relay.open == 0
+    finally:
+        relay.close()
+    exported = list(tmp_path.glob("*.keys.jsonl"))
+    assert len(exported) == 1
+    header = json.loads(exported[0].read_text().split("\n", 1)[0])
+    assert header["match"] == "tenant:acme:*"
+    calls = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
+    calls["info"] -= 1  # our own INFO commandstats
+    scans, dumps = calls.get("scan", 0), calls.get("dump", 0)
+    slow = [e for e in admin.slowlog_get(10000) if _text(e["command"]).upper().startswith("SCAN")]
+    longest = max((e["duration"] for e in slow), default=0) / 1000
+    print(
+        f"\nround trips {relay.turns}; SCAN calls {scans} (longest {longest:.1f} ms); DUMP {dumps}; "
+        f"commands {sum(calls.values())}: {calls}"
+    )
+    assert dumps == TENANT_KEYS
+    assert scans <= 30, calls
+    assert relay.turns <= MAX_ROUND_TRIPS, f"{relay.turns} round trips (commands: {calls})"
