@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from engine import template
 from engine.errors import Interrupted
 from engine.gate import ApprovalRequest, Decision, Gate
+from engine.records import BlastRadius
 from engine.spec.model import Effect
 from engine.transcript.writer import TranscriptWriter, sha256_text
 
@@ -34,7 +35,7 @@ class Change:
     effect: Effect
     where: str
     command: str
-    blast: dict[str, Any] | None
+    blast: BlastRadius | None
 
     @property
     def sha256(self) -> str:

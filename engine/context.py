@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import UsageError
 from engine.printable import printable
+from engine.records import BlastRadius
 
 if TYPE_CHECKING:
     from engine.adapters.http import HttpAdapter
@@ -145,7 +146,7 @@ class StepContext:
     values: dict[str, Any]
     call_procedure: Callable[[str, dict[str, Any]], Any]
     show_progress: bool = False
-    recorded_change: Callable[[str], dict[str, Any] | None] = lambda step_id: None  # restore: blast of a step
+    recorded_change: Callable[[str], BlastRadius | None] = lambda step_id: None  # restore: blast of a step
 
     @contextmanager
     def progress(self, label: str, total: int | None = None) -> Iterator[Progress]:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from engine import template
 from engine.approval import MAX_CHANGE_VISITS as MAX_CHANGE_VISITS  # the caps on --yes, where tests look
@@ -38,6 +38,7 @@ from engine.errors import (
 from engine.gate import Gate
 from engine.operator import Operator
 from engine.outcome import Outcome
+from engine.records import BlastRadius
 from engine.sampling import Sampler, Sampling
 from engine.spec.model import Effect, Procedure, Step
 from engine.spec.params import parse_count, parse_duration
@@ -69,7 +70,7 @@ class StepRecord:
     procedure: str = ""
     where: str = ""
     command: str = ""
-    blast_radius: dict[str, Any] | None = None
+    blast_radius: BlastRadius | None = None
     predicted_changes: list[dict[str, Any]] = field(default_factory=list)
     follow_up: list[dict[str, Any]] = field(default_factory=list)
 
@@ -94,7 +95,7 @@ class _Frame:
     visits: dict[str, int] = field(default_factory=dict)
     gated: dict[str, set[int]] = field(default_factory=dict)  # step id -> the visits that reached the gate
     ran: dict[str, bool] = field(default_factory=dict)
-    measured: dict[str, dict[str, Any]] = field(default_factory=dict)
+    measured: dict[str, BlastRadius] = field(default_factory=dict)
     approved: dict[str, dict[str, Any]] = field(default_factory=dict)
     planned: dict[str, tuple[str, str]] = field(default_factory=dict)  # step id -> (where, command) last planned
 
@@ -174,7 +175,7 @@ class _Tried:
 
     outcome: _Outcome
     effect: Effect = Effect.READ
-    blast: dict[str, Any] | None = None
+    blast: BlastRadius | None = None
     changes: list[dict[str, Any]] = field(default_factory=list)
     final: bool = False  # retrying makes no sense: a usage error, a prediction, a refusal
     attempts: int = 1
@@ -658,7 +659,7 @@ class Runner:
             if isinstance(exc, MutationRefused):
                 raise
             return _Tried(self._error_outcome(exc), change.effect)
-        blast = dict(measured.blast) if measured is not None else None
+        blast = cast(BlastRadius, dict(measured.blast)) if measured is not None else None
         change = dataclasses.replace(change, blast=blast)
         stopped = self._approve(visit, action, change, measured)
         if stopped is not None:

@@ -10,6 +10,7 @@ too: the connection stays on the target URL's database, as the gate and the tran
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -103,16 +104,28 @@ class GuardedSSLConnection(_GuardMixin, SSLConnection):
         """The inventory's CA, client certificate and server name (SNI and the name checked) for this target."""
         settings = self._tls or TlsSettings()
         try:
-            return tls_context(settings).wrap_socket(sock, server_hostname=settings.server_name or self.host)  # type: ignore[attr-defined]
+            return tls_context(settings).wrap_socket(sock, server_hostname=settings.server_name or self.host)
         except TimeoutError:  # TCP is up, the TLS hello got no answer: a plain port waits for a newline
             sock.close()
             raise redis.ConnectionError(
-                f"TLS handshake timed out with {self.host}:{self.port}: no TLS answer to our hello"  # type: ignore[attr-defined]
+                f"TLS handshake timed out with {self.host}:{self.port}: no TLS answer to our hello"
             ) from None
 
 
 SCAN_BATCH_KEYS = 1000  # keys per pipeline of a keyspace export or restore
-MAX_SCAN_COUNT = 65536  # SCAN COUNT grows up to this while a pattern is rare (about 2-5 ms of server time)
+MAX_SCAN_COUNT = 65536  # SCAN COUNT never grows past this, whatever the budget
+# Server time one SCAN may take: production traffic queues behind it (the keyspace scripts aim at the same
+# 1.5 ms). A rare pattern among a million keys then costs a few hundred SCANs, not a few dozen: the
+# operator's round trips are cheaper than a stalled primary. RUNBOOK_SCAN_BUDGET_MS raises it for a
+# server known to be idle (a restore drill, a replica taken out of rotation).
+SCAN_BUDGET_S = 0.0015
+
+
+def scan_budget_s() -> float:
+    try:
+        return max(0.0001, float(os.environ.get("RUNBOOK_SCAN_BUDGET_MS", "")) / 1000)
+    except ValueError:
+        return SCAN_BUDGET_S
 
 
 @dataclass(frozen=True)
@@ -375,9 +388,10 @@ class RedisAdapter:
         about `batch` keys: SCAN pages are gathered until a batch is full, so a rare pattern costs one
         pipeline per `batch` keys, not one per SCAN page.
 
-        COUNT starts at `count` and doubles (up to MAX_SCAN_COUNT) while pages come back sparse (under a
-        quarter of a batch); it halves back when a page is dense. A tenant's 5,000 keys among a million
-        cost a few dozen SCAN calls instead of a thousand, and a dense pattern keeps replies small.
+        COUNT starts at `count` and doubles while pages come back sparse (under a quarter of a batch) and
+        the last SCAN left room in the server-time budget (`scan_budget_s`, its time less the connection's
+        round trip); it halves when a page is dense or a SCAN went over the budget. A rare pattern thus
+        costs as few SCANs as the budget allows, and no SCAN stalls the server for production traffic.
         """
         pending: list[bytes] = []
         for node in self.scan_nodes():
@@ -391,17 +405,30 @@ class RedisAdapter:
 
     def _sparse_scan(self, match: str, count: int, batch: int) -> Iterator[list[bytes]]:
         raw = self.raw_client()
+        budget = scan_budget_s()
+        rtt = self._round_trip_s(raw)
         cursor, step = 0, count
         while True:
+            started = time.perf_counter()
             cursor, page = self._wrap(partial(raw.scan, cursor, match=match, count=step))
+            server_s = time.perf_counter() - started - rtt  # an over-estimate on a busy client: errs small
             if page:
                 yield page
             if cursor == 0:
                 return
-            if len(page) < batch // 4:
-                step = min(step * 2, max(MAX_SCAN_COUNT, count))
-            elif len(page) > batch:
+            if server_s > budget or len(page) > batch:
                 step = max(step // 2, count)
+            elif len(page) < batch // 4 and server_s * 2 <= budget:
+                step = min(step * 2, MAX_SCAN_COUNT)
+
+    def _round_trip_s(self, raw: Any) -> float:
+        """The quickest of three PINGs: what a call costs before the server does any work."""
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            self._wrap(raw.ping)
+            best = min(best, time.perf_counter() - started)
+        return best
 
     # -- credentials and secrets ---------------------------------------------------------------
     def check_credential(self, username: str | None, password: str | None) -> CredentialCheck:

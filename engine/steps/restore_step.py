@@ -7,6 +7,7 @@ restores was approved in this run, that approval covers the restore (the transcr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import UsageError
@@ -26,7 +27,7 @@ SCHEMA = {
 }
 
 
-def restore_argv(blast: dict[str, Any] | None) -> list[str]:
+def restore_argv(blast: Mapping[str, Any] | None) -> list[str]:
     """CONFIG SET with every value as it was measured before the change."""
     config = (blast or {}).get("config") or {}
     argv = ["CONFIG", "SET"]
