@@ -12,12 +12,14 @@ import errno
 import os
 import signal
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
 from engine.printable import printable
-from engine.runner import StepRecord
+
+if TYPE_CHECKING:  # the runner (and jinja2 with it) is not loaded for the console's sake
+    from engine.runner import StepRecord
 
 _MARK = {
     "ok": ("✓", "green"),
