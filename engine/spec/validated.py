@@ -48,14 +48,19 @@ def default_dir() -> Path:
 
 @cache
 def engine_fingerprint() -> str:
-    """The engine's version and the name, size and mtime of each of its modules.
+    """The engine's version and the name, size and mtime of each of its files ("" when unreadable).
 
     The version alone would not do in a checkout, where the code (and what it checks) changes while
     the version stays the same; stat-ing ~150 files costs about a millisecond.
     """
     from engine import __version__
 
-    package = Path(__file__).resolve().parent.parent
+    return fingerprint(Path(__file__).resolve().parent.parent, __version__)
+
+
+def fingerprint(package: Path, version: str) -> str:
+    """`version` + a digest of the relative path, size and mtime of every file under `package` (modules and
+    data such as the Redis command table; bytecode left out)."""
     found: list[str] = []
 
     def walk(directory: str) -> None:
@@ -64,7 +69,7 @@ def engine_fingerprint() -> str:
                 if entry.is_dir(follow_symlinks=False):
                     if entry.name != "__pycache__":
                         walk(entry.path)
-                elif entry.name.endswith(".py"):
+                elif not entry.name.endswith((".pyc", ".pyo")):
                     info = entry.stat()
                     found.append(f"{os.path.relpath(entry.path, package)}:{info.st_size}:{info.st_mtime_ns}")
 
@@ -73,7 +78,7 @@ def engine_fingerprint() -> str:
     except OSError:
         return ""  # no fingerprint: the cache is not used
     digest = hashlib.sha256("\n".join(sorted(found)).encode()).hexdigest()
-    return f"{__version__}+{digest}"
+    return f"{version}+{digest}"
 
 
 @cache
