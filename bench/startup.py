@@ -7,14 +7,14 @@ core is not start-up. Both get the same environment: a fresh cache directory (th
 validates the procedure and fills it, as an operator's first run does, and is not counted) and a
 private bytecode cache (so neither compiles source on the counted runs).
 
-`python -m bench.startup [--rounds N] [--engine DIR]`: DIR is another checkout to measure (a before).
+`python -m bench.startup [--rounds N] [--engine DIR ...]`: DIR is a checkout to measure (default: this
+one); several are measured in the same rounds (a before and an after, side by side).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -42,58 +42,64 @@ def cpu_of(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def health_check(rounds: int, engine_root: Path = ROOT) -> list[Row]:
-    """Median CPU of `runbook run redis/health-check` and of `python -c 'import redis'`, alternately."""
+def health_check(rounds: int, engines: list[Path] | None = None) -> list[Row]:
+    """Median CPU of `runbook run redis/health-check` (each engine checkout given) and of
+    `python -c 'import redis'`, alternately: one row per engine, all against the same reference runs."""
     from engine.sandbox import RedisServer
 
+    engines = engines or [ROOT]
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp, RedisServer.start() as server:
         work = Path(tmp)
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPROFILEIMPORTTIME")}
-        env.update(
-            PYTHONPATH=str(engine_root),
-            XDG_CACHE_HOME=str(work / "cache"),
-            PYTHONPYCACHEPREFIX=str(work / "pycache"),
-        )
-        env.pop("REDISCLI_AUTH", None)
-        ours = [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "run",
-            "redis/health-check",
-            "--redis",
-            f"redis://127.0.0.1:{server.port}/0",
-            "--transcripts-dir",
-            str(work / "transcripts"),
-        ]
+        base = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPROFILEIMPORTTIME")}
+        base.pop("REDISCLI_AUTH", None)
         reference = [sys.executable, "-c", "import redis"]
-        first = cpu_of(ours, env, work)  # validates, fills the caches, writes the bytecode
-        cpu_of(reference, env, work)
-        mine, theirs = [], []
+        runs = []
+        for n, engine_root in enumerate(engines):
+            env = {
+                **base,
+                "PYTHONPATH": str(engine_root),
+                "XDG_CACHE_HOME": str(work / f"cache-{n}"),
+                "PYTHONPYCACHEPREFIX": str(work / "pycache"),
+            }
+            argv = [sys.executable, "-m", "engine.cli", "run", "redis/health-check"]
+            argv += ["--redis", f"redis://127.0.0.1:{server.port}/0", "--transcripts-dir", str(work / "transcripts")]
+            runs.append((argv, env))
+        reference_env = {**base, "PYTHONPYCACHEPREFIX": str(work / "pycache")}
+        first = [cpu_of(argv, env, work) for argv, env in runs]  # validates, fills the caches, writes bytecode
+        cpu_of(reference, reference_env, work)
+        mine: list[list[float]] = [[] for _ in runs]
+        theirs: list[float] = []
         for _ in range(rounds):
-            mine.append(cpu_of(ours, env, work))
-            theirs.append(cpu_of(reference, env, work))
-        shutil.rmtree(work / "transcripts", ignore_errors=True)
-    median, base = statistics.median(mine), statistics.median(theirs)
+            for n, (argv, env) in enumerate(runs):
+                mine[n].append(cpu_of(argv, env, work))
+            theirs.append(cpu_of(reference, reference_env, work))
+    base_s = statistics.median(theirs)
     return [
         Row(
-            "runbook run redis/health-check, CPU (vs python -c 'import redis')",
-            median,
-            base,
+            "runbook run redis/health-check, CPU (vs python -c 'import redis')"
+            + (f" [{engine_root}]" if len(engines) > 1 else ""),
+            statistics.median(cpu),
+            base_s,
             None,
             limit_s=LIMIT_S,
-            note=f"CPU (user+sys) median of {rounds}, min {min(mine):.3f}s / {min(theirs):.3f}s; the first run "
-            f"(validating the procedure, filling the cache, compiling bytecode) took {first:.3f}s",
+            note=f"CPU (user+sys), median of {rounds}, min {min(cpu):.3f}s (reference min {min(theirs):.3f}s); "
+            f"the first run (validating the procedure, filling the caches, compiling bytecode) took {cold:.3f}s",
         )
+        for engine_root, cpu, cold in zip(engines, mine, first, strict=True)
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__)
     parser.add_argument("--rounds", type=int, default=11)
-    parser.add_argument("--engine", type=Path, default=ROOT, help="the checkout whose engine runs (default: this)")
+    parser.add_argument(
+        "--engine",
+        type=Path,
+        action="append",
+        help="a checkout whose engine runs (default: this one); repeatable, all measured in the same rounds",
+    )
     args = parser.parse_args(argv)
-    rows = health_check(args.rounds, args.engine.resolve())
+    rows = health_check(args.rounds, [e.resolve() for e in args.engine] if args.engine else None)
     print(render(rows))
     return 0 if all(r.met != "NO" for r in rows) else 1
 
