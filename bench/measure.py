@@ -75,8 +75,8 @@ def shell(command: str, timeout: float = 3600) -> Callable[[], object]:
 
 
 def render(rows: list[Row]) -> str:
-    header = ("operation", "ours", "reference", "ratio", "target", "met")
-    lines = [header] + [
+    header: tuple[str, ...] = ("operation", "ours", "reference", "ratio", "target", "met")
+    lines: list[tuple[str, ...]] = [header] + [
         (
             r.operation,
             r.cell(r.ours_s),
@@ -87,7 +87,6 @@ def render(rows: list[Row]) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     lines = [tuple(cell.replace("|", "\\|") for cell in line) for line in lines]  # Markdown-safe cells
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = ["| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)) + " |" for line in lines]
