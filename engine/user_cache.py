@@ -22,10 +22,14 @@ MAX_BYTES = 4 * 1024 * 1024
 """A cache file larger than this is not read (ours are a few hundred bytes to a few KiB)."""
 
 
-def root() -> Path:
-    """$XDG_CACHE_HOME/runbook, or ~/.cache/runbook (an XDG_CACHE_HOME that is not absolute is ignored)."""
+def root() -> Path | None:
+    """$XDG_CACHE_HOME/runbook, or ~/.cache/runbook (an XDG_CACHE_HOME that is not absolute is ignored,
+    as the XDG spec says); None, and no cache, when there is no home to put it in."""
     base = os.environ.get("XDG_CACHE_HOME") or ""
-    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "runbook"
+    if os.path.isabs(base):
+        return Path(base) / "runbook"
+    home = os.path.expanduser("~")
+    return Path(home) / ".cache" / "runbook" if os.path.isabs(home) and home != "/" else None
 
 
 def trusted(directory: Path) -> bool:

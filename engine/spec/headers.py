@@ -25,7 +25,7 @@ def read_headers(files: Iterable[Path], roots: Iterable[Path]) -> dict[Path, Hea
 
     memo_path = _memo_path(roots)
     engine = engine_fingerprint()
-    memo: Any = user_cache.read_json(memo_path) if engine else None
+    memo: Any = user_cache.read_json(memo_path) if engine and memo_path is not None else None
     known: dict[str, Any] = memo["files"] if _usable(memo, engine) else {}
     fresh: dict[str, Any] = {}
     out: dict[Path, Header] = {}
@@ -44,7 +44,7 @@ def read_headers(files: Iterable[Path], roots: Iterable[Path]) -> dict[Path, Hea
         fresh[key] = [stamp, list(header) if header is not None else None]
         if header is not None:
             out[path] = header  # type: ignore[assignment]
-    if engine and fresh != known:
+    if engine and memo_path is not None and fresh != known:
         user_cache.write_json(memo_path, {"engine": engine, "files": fresh})
     return out
 
@@ -67,11 +67,14 @@ def _parse(path: Path, size: int) -> Header | None:
     return data["id"], title if isinstance(title, str) else "", section if isinstance(section, str) else ""
 
 
-def _memo_path(roots: Iterable[Path]) -> Path:
-    """One memo per set of catalog roots (the shipped catalog alone is the common one)."""
+def _memo_path(roots: Iterable[Path]) -> Path | None:
+    """One memo per set of catalog roots (the shipped catalog alone is the common one); None: no cache."""
+    cache_root = user_cache.root()
+    if cache_root is None:
+        return None
     named = "\0".join(os.path.abspath(root) for root in roots)
     digest = hashlib.sha256(named.encode("utf-8", "surrogateescape")).hexdigest()
-    return user_cache.root() / "catalog" / f"{digest}.json"
+    return cache_root / "catalog" / f"{digest}.json"
 
 
 def _usable(memo: Any, engine: str) -> bool:

@@ -41,9 +41,10 @@ class Passed:
     lines: dict[StepPath, int | None] | None = None
 
 
-def default_dir() -> Path:
-    """$XDG_CACHE_HOME/runbook/validated, or ~/.cache/runbook/validated."""
-    return user_cache.root() / "validated"
+def default_dir() -> Path | None:
+    """$XDG_CACHE_HOME/runbook/validated, or ~/.cache/runbook/validated (None: no cache)."""
+    root = user_cache.root()
+    return root / "validated" if root is not None else None
 
 
 @cache
@@ -109,12 +110,12 @@ class ValidationCache:
     """Lookups and stores never raise: any problem is a miss, or a store that did not happen."""
 
     def __init__(self, directory: Path | None = None):
-        self.directory = directory if directory is not None else default_dir()
+        self.directory = directory if directory is not None else default_dir()  # None: nothing is cached
 
     def lookup(self, name: str, sha256: str, known: KnownProcedures | None) -> Passed | None:
         """What is remembered, if these bytes passed before under the same conditions; else None."""
         key = self._key(name, sha256, known is not None)
-        if key is None:
+        if key is None or self.directory is None:
             return None
         data = user_cache.read_json(self.directory / f"{key}.json")
         if not isinstance(data, dict) or data.get("key") != key or data.get("sha256") != sha256:
@@ -147,7 +148,7 @@ class ValidationCache:
 
         `data` and `lines` are kept only when JSON gives them back exactly (string keys, no dates, ...)."""
         key = self._key(name, sha256, known)
-        if key is None:
+        if key is None or self.directory is None:
             return
         entry: dict[str, Any] = {
             "key": key,

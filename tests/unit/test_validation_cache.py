@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import engine
+from engine import user_cache
 from engine.errors import UsageError
 from engine.spec import loader
 from engine.spec.loader import Catalog, load_procedure
@@ -254,3 +255,27 @@ def test_the_catalog_remembers_ids_by_file_stat(tmp_path: Path, procedure: Path,
     assert not catalog.has("test/cached") and catalog.has("test/renamed")
     memo[0].write_text("{corrupt")
     assert Catalog([procedure.parent]).has("test/renamed")
+
+
+def test_the_cache_lives_under_xdg_cache_home_or_the_home_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert user_cache.root() == tmp_path / "xdg" / "runbook"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")  # not absolute: ignored, as the XDG spec says
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert user_cache.root() == tmp_path / "home" / ".cache" / "runbook"
+    monkeypatch.setenv("HOME", "/")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert user_cache.root() is None  # no home: no cache, never a ./~ or /.cache
+
+
+def test_without_a_cache_directory_every_load_validates(
+    tmp_path: Path, procedure: Path, checks: Checks, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", "/")
+    cache = ValidationCache()
+    assert cache.directory is None
+    for _ in range(2):
+        load_procedure(procedure, cache=cache)
+    assert checks.count == 2
+    assert Catalog([procedure.parent]).has("test/cached")
