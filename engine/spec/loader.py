@@ -97,6 +97,7 @@ def load_procedure(path: Path, *, known_procedures: Any = None, cache: Validatio
         known=recorder is not None,
         data=located.data,
         lines=source.lines,
+        depends=_threshold_params(_thresholds_from(located.data)),
     )
     return procedure
 
@@ -112,8 +113,8 @@ def _load_validated(path: Path, name: str, known_procedures: Any, cache: Validat
         return None
     sha256 = hashlib.sha256(raw).hexdigest()
     passed = cache.lookup(name, sha256, known_procedures)
-    if passed is None:
-        return None
+    if passed is None or (passed.depends and _threshold_params(passed.depends) != passed.depends):
+        return None  # a procedure its symptoms take thresholds from changed its params: check again
     source: _Source
     if passed.data is not None and passed.lines is not None:
         source = _Replay(passed.data, name, passed.lines)
@@ -125,6 +126,22 @@ def _load_validated(path: Path, name: str, known_procedures: Any, cache: Validat
         except UsageError:
             return None
     return build(source, sha256, kind_names=passed.kinds)
+
+
+def _threshold_params(procedure_ids: Iterable[str]) -> dict[str, list[str]]:
+    """The params of each procedure named, as the symptom checks read them (`thresholds_from`)."""
+    ids = sorted(set(procedure_ids))
+    if not ids:
+        return {}
+    from engine.triage.symptoms import _param_names_of
+
+    return {other: sorted(_param_names_of(other)) for other in ids}
+
+
+def _thresholds_from(data: Any) -> set[str]:
+    """The procedures a file's symptoms take thresholds from."""
+    symptoms = data.get("symptoms") if isinstance(data, dict) else None
+    return {str(s["thresholds_from"]) for s in symptoms or [] if isinstance(s, dict) and s.get("thresholds_from")}
 
 
 class _Source(Protocol):

@@ -3,9 +3,10 @@
 Validating costs more than the rest of a short run's start-up (jsonschema, every step kind, every
 template compiled), and an operator in an incident runs many short procedures. An entry says: these
 exact bytes (sha256), under this name, passed with this engine (its version and code) and this schema,
-using these step kinds, given these answers about other procedures (`call` targets, symptoms'
-`thresholds_from`). Anything different, a corrupt or foreign entry, an unwritable or shared directory:
-validate again. Only passes are recorded, so the cache can save work, never let a bad file through.
+using these step kinds, given these answers about other procedures (`call` and `thresholds_from`
+targets) and these params of the procedures its symptoms take thresholds from. Anything different, a
+corrupt or foreign entry, an unwritable or shared directory: validate again. Only passes are recorded,
+so the cache can save work, never let a bad file through.
 
 Where: $XDG_CACHE_HOME/runbook/validated (default ~/.cache/runbook/validated), one small JSON file per
 entry, written atomically (a temporary file renamed into place), pruned to the newest few hundred.
@@ -39,6 +40,7 @@ class Passed:
     kinds: frozenset[str]
     data: Any = None
     lines: dict[StepPath, int | None] | None = None
+    depends: dict[str, list[str]] | None = None  # procedure id -> the params its checks read of it
 
 
 def default_dir() -> Path | None:
@@ -131,7 +133,12 @@ class ValidationCache:
             return None
         if known is not None and any(bool(known(str(pid))) != answer for pid, answer in answers.items()):
             return None  # a called procedure appeared or went away since: its checks must run again
-        return Passed(frozenset(kinds), *_source(data.get("source")))
+        depends = data.get("depends", {})
+        if not isinstance(depends, dict) or not all(
+            isinstance(v, list) and all(isinstance(p, str) for p in v) for v in depends.values()
+        ):
+            return None
+        return Passed(frozenset(kinds), *_source(data.get("source")), depends=depends)
 
     def store(
         self,
@@ -143,6 +150,7 @@ class ValidationCache:
         known: bool,
         data: Any = None,
         lines: dict[StepPath, int | None] | None = None,
+        depends: dict[str, list[str]] | None = None,
     ) -> None:
         """Record a pass (nothing happens when the directory cannot be written).
 
@@ -156,6 +164,7 @@ class ValidationCache:
             "name": name,
             "kinds": sorted(set(kinds)),
             "answers": answers or {},
+            "depends": depends or {},
         }
         if lines is not None and json_exact(data) and all(json_exact(list(path)) for path in lines):
             entry["source"] = {"data": data, "lines": [[list(path), line] for path, line in lines.items()]}

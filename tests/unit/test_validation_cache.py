@@ -279,3 +279,32 @@ def test_without_a_cache_directory_every_load_validates(
         load_procedure(procedure, cache=cache)
     assert checks.count == 2
     assert Catalog([procedure.parent]).has("test/cached")
+
+
+SYMPTOMS = """\
+symptoms:
+  - id: too-many-clients
+    summary: connected clients above the alert threshold
+    thresholds_from: redis/key-metrics
+    when: reachable and info.connected_clients > clients_alert
+    severity: warning
+    weight: 70
+"""
+
+
+def test_a_change_to_the_params_symptoms_take_thresholds_from_is_checked_again(
+    tmp_path: Path, procedure: Path, checks: Checks
+):
+    """`thresholds_from: redis/key-metrics` makes its params names a symptom may use: they are part of the pass."""
+    procedure.write_text(PROCEDURE + SYMPTOMS)
+    cache = ValidationCache(tmp_path / "cache")
+    load_procedure(procedure, cache=cache)
+    (entry,) = entries(cache.directory)
+    kept = json.loads(entry.read_text())
+    assert "clients_alert" in kept["depends"]["redis/key-metrics"]
+    load_procedure(procedure, cache=cache)
+    assert checks.count == 1
+    entry.write_text(json.dumps({**kept, "depends": {"redis/key-metrics": ["clients_normal"]}}))
+    load_procedure(procedure, cache=cache)  # as if key-metrics had had other params when this passed
+    assert checks.count == 2
+    assert json.loads(entry.read_text())["depends"] == kept["depends"]
