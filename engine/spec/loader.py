@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,9 +105,10 @@ def load_procedure(path: Path, *, known_procedures: Any = None, cache: Validatio
 
 def _load_validated(path: Path, name: str, known_procedures: Any, cache: ValidationCache) -> Procedure | None:
     """The procedure, built without the checks, when the cache says these bytes passed; else None."""
-    try:
-        with open(path, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size > CACHED_MAX_BYTES:
+    try:  # never blocks on a FIFO nor reads a device: those are for check_file to refuse
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size > CACHED_MAX_BYTES:
                 return None
             raw = handle.read(CACHED_MAX_BYTES + 1)
     except OSError:
