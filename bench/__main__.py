@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import engine_cases
+from bench import engine_cases, startup
 from bench.harness import exit_on_signals
 from bench.measure import render
 
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     report = ""
     if "startup" in groups:
         rows += engine_cases.startup(max(args.rounds, 5))
+        rows += startup.health_check(max(args.rounds, 7))
     if "overhead" in groups:
         rows += engine_cases.engine_overhead(args.rounds)
     if "keyspace" in groups:

@@ -17,6 +17,7 @@ class Row:
     target: float | None  # the ratio ours/reference must not exceed; None: for the record only
     note: str = ""
     unit: str = "s"  # "s": seconds; "" a count (round trips)
+    limit_s: float | None = None  # ours must also take at most this many seconds (an absolute target)
 
     def cell(self, value: float) -> str:
         return f"{value:.3f}s" if self.unit == "s" else f"{value:,.0f}"
@@ -27,9 +28,19 @@ class Row:
 
     @property
     def met(self) -> str:
-        if self.target is None:
+        if self.target is None and self.limit_s is None:
             return "-"
-        return "yes" if self.ratio <= self.target else "NO"
+        within = (self.target is None or self.ratio <= self.target) and (
+            self.limit_s is None or self.ours_s <= self.limit_s
+        )
+        return "yes" if within else "NO"
+
+    @property
+    def target_cell(self) -> str:
+        targets = ([f"<= {self.target}x"] if self.target is not None else []) + (
+            [f"<= {self.limit_s}s"] if self.limit_s is not None else []
+        )
+        return ", ".join(targets) or "record"
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -64,19 +75,18 @@ def shell(command: str, timeout: float = 3600) -> Callable[[], object]:
 
 
 def render(rows: list[Row]) -> str:
-    header = ("operation", "ours", "reference", "ratio", "target", "met")
-    lines = [header] + [
+    header: tuple[str, ...] = ("operation", "ours", "reference", "ratio", "target", "met")
+    lines: list[tuple[str, ...]] = [header] + [
         (
             r.operation,
             r.cell(r.ours_s),
             r.cell(r.reference_s),
             f"{r.ratio:.3f}x",
-            f"<= {r.target}x" if r.target is not None else "record",
+            r.target_cell,
             r.met,
         )
         for r in rows
     ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     lines = [tuple(cell.replace("|", "\\|") for cell in line) for line in lines]  # Markdown-safe cells
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = ["| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)) + " |" for line in lines]

@@ -9,12 +9,14 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
 from engine import __version__
+from engine.cli_errors import fail, say
 from engine.cli_options import transcripts_dir_option
 from engine.errors import ExitCode, Interrupted, RunbookError, UsageError
 from engine.printable import printable
@@ -53,28 +55,6 @@ class LazyGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
-
-
-def say(text: str, *, err: bool = False) -> None:
-    """Echo text that may hold outside data (file content, params, server replies), made printable.
-
-    A closed stdout or a hung-up terminal makes it silent instead of a traceback at exit.
-    """
-    stream = sys.stderr if err else sys.stdout
-    try:
-        click.echo(printable(text, multiline=True), file=stream)
-    except OSError:
-        from engine.console import silence
-
-        silence(stream)
-
-
-def fail(exc: RunbookError) -> None:
-    say(f"runbook: {exc}", err=True)
-    advice = getattr(exc, "advice", None)
-    if advice:
-        say(f"advice: {advice}", err=True)
-    sys.exit(exc.exit_code)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -165,7 +145,7 @@ def validate(paths: tuple[Path, ...]) -> None:
         if "scenarios" in file.parts:  # rehearsal scenarios: their own schema
             try:
                 load_scenarios(file)
-                errors = []
+                errors: list[Any] = []
             except RunbookError as exc:
                 errors = getattr(exc, "errors", []) or [str(exc)]
         else:
@@ -655,7 +635,7 @@ def _no_run(procedure: str, outcome: str, exit_code: int, error: str) -> dict[st
     }
 
 
-def _print_json(data: dict[str, Any]) -> None:
+def _print_json(data: Mapping[str, Any]) -> None:
     """One JSON object on stdout (ASCII-escaped, so safe on a terminal); silent if stdout is gone."""
     try:
         click.echo(json.dumps(data, default=str))
@@ -720,10 +700,6 @@ def explain(error_text: str) -> None:
         click.echo("not in the runbook's Common Errors table", err=True)
         sys.exit(ExitCode.FINDINGS)
     click.echo(f"{found.code}\ncause: {found.cause}\nsolution: {found.solution}")
-
-
-def _usage(message: str) -> None:
-    fail(UsageError(message))
 
 
 if __name__ == "__main__":

@@ -12,14 +12,16 @@ import errno
 import os
 import signal
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
 from engine.outcome import Outcome
 from engine.printable import printable
-from engine.runner import StepRecord
 from engine.spec.model import Effect
+
+if TYPE_CHECKING:  # the runner (and jinja2 with it) is not loaded for the console's sake
+    from engine.runner import StepRecord
 
 _MARK: dict[str, tuple[str, str | None]] = {
     Outcome.OK: ("✓", "green"),

@@ -116,3 +116,16 @@ def health_endpoint() -> Iterator[Callable[..., Any]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _suite_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The procedures the suite validates and the catalogs it reads are cached in a directory of the suite's
+    own (engine/user_cache.py), not the user's ~/.cache/runbook; the CLI processes tests start inherit it."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from engine.cli_errors import fail
 from engine.cli_options import transcripts_dir_option
 from engine.errors import ExitCode, RunbookError, UsageError
 
@@ -81,8 +82,7 @@ def rehearse(
             raise UsageError("give a procedure id or --all")
         chosen = choose(procedure, scenario, scenarios_dir, procedures_dirs)
     except RunbookError as exc:
-        click.echo(f"runbook: {exc}", err=True)
-        sys.exit(ExitCode.USAGE)
+        fail(exc)
     out_dir = transcripts_dir / "rehearsals" / datetime.now(UTC).strftime("%Y-%m-%d")
     try:
         if mutate:

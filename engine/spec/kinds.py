@@ -62,14 +62,22 @@ class KindInfo(Protocol):
 KindTable = Mapping[str, KindInfo]
 
 _source: list[Callable[[], KindTable]] = []
+_one: list[Callable[[str], KindInfo]] = []
 
 
-def install(source: Callable[[], KindTable]) -> None:
-    """The registry spec reads from now on (engine.steps installs its own when imported)."""
+def install(source: Callable[[], KindTable], one: Callable[[str], KindInfo] | None = None) -> None:
+    """The registry spec reads from now on (engine.steps installs its own when imported); `one` finds a
+    single kind without loading the others (start-up: a run loads only the kinds its procedure uses)."""
     _source[:] = [source]
+    _one[:] = [one] if one is not None else []
 
 
 def table() -> KindTable:
     if not _source:  # pragma: no cover - `import engine` installs the registry before anything runs
         raise RuntimeError("no step kinds installed: import engine.steps first")
     return _source[0]()
+
+
+def lookup(name: str) -> KindInfo:
+    """One kind by name (KeyError if there is none)."""
+    return _one[0](name) if _one else table()[name]

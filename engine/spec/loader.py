@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from dataclasses import dataclass
+import os
+import stat
+from collections.abc import Container, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.errors import SourceError, UsageError
 from engine.resources import procedures_dir
@@ -24,7 +26,13 @@ from engine.spec.model import (
     Step,
 )
 from engine.spec.params import parse_duration
-from engine.spec.yamlsource import MAX_YAML_BYTES, Located, decode_utf8, load_yaml, read_bytes_bounded
+from engine.spec.validated import Recorder, StepPath, ValidationCache
+
+if TYPE_CHECKING:  # the YAML parser is loaded only for a file the cache does not know (spec/validated.py)
+    from engine.spec.yamlsource import Located
+
+CACHED_MAX_BYTES = 4 * 1024 * 1024
+"""Larger than any file that can pass (yamlsource.MAX_YAML_BYTES): a bigger one is not even hashed for the cache."""
 
 
 def display_path(path: Path) -> str:
@@ -43,6 +51,7 @@ def check_file(path: Path, *, known_procedures: Any = None) -> tuple[Located | N
     """Every problem in one file: YAML, schema, then semantics (only when the schema holds)."""
     from engine.spec.schema import validate_against
     from engine.spec.validate import semantic_errors
+    from engine.spec.yamlsource import decode_utf8, load_yaml, read_bytes_bounded
 
     name = display_path(path)
     try:
@@ -67,14 +76,137 @@ def check_file(path: Path, *, known_procedures: Any = None) -> tuple[Located | N
     return located, errors, raw
 
 
-def load_procedure(path: Path, *, known_procedures: Any = None) -> Procedure:
-    located, errors, raw = check_file(path, known_procedures=known_procedures)
+def load_procedure(path: Path, *, known_procedures: Any = None, cache: ValidationCache | None = None) -> Procedure:
+    """A validated procedure; a file that passed before, byte for byte, is not checked again (spec/validated.py)."""
+    cache = cache if cache is not None else ValidationCache()
+    name = display_path(path)
+    procedure = _load_validated(path, name, known_procedures, cache)
+    if procedure is not None:
+        return procedure
+    recorder = Recorder(known_procedures) if known_procedures is not None else None
+    located, errors, raw = check_file(path, known_procedures=recorder)
     if errors or located is None:
-        raise UsageError(f"invalid procedure {display_path(path)}", errors)
-    return build(located, hashlib.sha256(raw).hexdigest())
+        raise UsageError(f"invalid procedure {name}", errors)
+    sha256 = hashlib.sha256(raw).hexdigest()
+    source = _Recording(located)
+    procedure = build(source, sha256)
+    cache.store(
+        name,
+        sha256,
+        kinds_used(procedure),
+        recorder.answers if recorder is not None else None,
+        known=recorder is not None,
+        data=located.data,
+        lines=source.lines,
+        depends=_threshold_params(_thresholds_from(located.data)),
+    )
+    return procedure
 
 
-def build(located: Located, sha256: str) -> Procedure:
+def _load_validated(path: Path, name: str, known_procedures: Any, cache: ValidationCache) -> Procedure | None:
+    """The procedure, built without the checks, when the cache says these bytes passed; else None."""
+    try:  # never blocks on a FIFO nor reads a device: those are for check_file to refuse
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size > CACHED_MAX_BYTES:
+                return None
+            raw = handle.read(CACHED_MAX_BYTES + 1)
+    except OSError:
+        return None
+    sha256 = hashlib.sha256(raw).hexdigest()
+    passed = cache.lookup(name, sha256, known_procedures)
+    if passed is None or (passed.depends and _threshold_params(passed.depends) != passed.depends):
+        return None  # a procedure its symptoms take thresholds from changed its params: check again
+    source: _Source
+    if passed.data is not None and passed.lines is not None:
+        source = _Replay(passed.data, name, passed.lines)
+    else:
+        from engine.spec.yamlsource import decode_utf8, load_yaml
+
+        try:
+            source = load_yaml(decode_utf8(raw, name), name)
+        except UsageError:
+            return None
+    return build(source, sha256, kind_names=passed.kinds)
+
+
+def _threshold_params(procedure_ids: Iterable[str]) -> dict[str, list[str]]:
+    """The params of each procedure named, as the symptom checks read them (`thresholds_from`)."""
+    ids = sorted(set(procedure_ids))
+    if not ids:
+        return {}
+    from engine.triage.symptoms import _param_names_of
+
+    return {other: sorted(_param_names_of(other)) for other in ids}
+
+
+def _thresholds_from(data: Any) -> set[str]:
+    """The procedures a file's symptoms take thresholds from."""
+    symptoms = data.get("symptoms") if isinstance(data, dict) else None
+    return {str(s["thresholds_from"]) for s in symptoms or [] if isinstance(s, dict) and s.get("thresholds_from")}
+
+
+class _Source(Protocol):
+    """What `build` reads of a parsed file: a `Located`, or its data and step lines as the cache kept them."""
+
+    @property
+    def data(self) -> Any: ...
+
+    @property
+    def file(self) -> str: ...
+
+    def position(self, path: StepPath) -> tuple[int | None, int | None]: ...
+
+
+@dataclass
+class _Recording:
+    """A `Located` that notes the line of every position `build` asks for, for the cache to keep."""
+
+    located: Located
+    lines: dict[StepPath, int | None] = field(default_factory=dict)
+
+    @property
+    def data(self) -> Any:
+        return self.located.data
+
+    @property
+    def file(self) -> str:
+        return self.located.file
+
+    def position(self, path: StepPath) -> tuple[int | None, int | None]:
+        line, column = self.located.position(path)
+        self.lines[tuple(path)] = line
+        return line, column
+
+
+@dataclass(frozen=True)
+class _Replay:
+    """The data and step lines the cache kept: `build` asks for the same positions, in the same order."""
+
+    data: Any
+    file: str
+    lines: dict[StepPath, int | None]
+
+    def position(self, path: StepPath) -> tuple[int | None, int | None]:
+        return self.lines.get(tuple(path)), None
+
+
+def kinds_used(procedure: Procedure) -> set[str]:
+    """Every step kind the procedure's steps (blocks and `finally` included) name."""
+
+    def walk(steps: tuple[Step, ...]) -> set[str]:
+        found: set[str] = set()
+        for step in steps:
+            found.add(step.kind)
+            if step.kind == "block":
+                found |= walk(step.action)
+        return found
+
+    return walk(procedure.steps) | walk(procedure.finally_steps)
+
+
+def build(located: _Source, sha256: str, *, kind_names: Container[str] | None = None) -> Procedure:
+    """The model of a valid file. `kind_names`: the kinds it uses, when known (no need to load every kind)."""
     data = located.data
     params = tuple(
         Param(
@@ -91,8 +223,12 @@ def build(located: Located, sha256: str) -> Procedure:
         )
         for name, spec in (data.get("params") or {}).items()
     )
-    steps = _build_steps(located, data["steps"], ("steps",))
-    cleanup = _build_steps(located, data.get("finally") or [], ("finally",), cleanup=True)
+    if kind_names is None:
+        from engine.spec.kinds import table
+
+        kind_names = table()
+    steps = _build_steps(located, data["steps"], ("steps",), kind_names)
+    cleanup = _build_steps(located, data.get("finally") or [], ("finally",), kind_names, cleanup=True)
     return Procedure(
         id=data["id"],
         title=data["title"],
@@ -117,21 +253,25 @@ def _literal(value: Any, parse: Any) -> Any:
 
 
 def _build_steps(
-    located: Located, raws: list[dict[str, Any]], path: tuple[Any, ...], *, cleanup: bool = False
+    located: _Source,
+    raws: list[dict[str, Any]],
+    path: tuple[Any, ...],
+    kind_names: Container[str],
+    *,
+    cleanup: bool = False,
 ) -> tuple[Step, ...]:
-    from engine.spec.kinds import table
+    from engine.spec.kinds import lookup
     from engine.spec.params import parse_count
 
-    registry = table()
     steps = []
     for i, raw in enumerate(raws):
-        kind = next(k for k in raw if k in registry)
+        kind = next(k for k in raw if k in kind_names)
         retry = raw.get("retry")
         sample = raw.get("sample")
         failure = raw.get("on_failure", "abort")
         action = raw[kind]
-        if registry[kind].nested:  # a block: its steps, built as steps
-            action = _build_steps(located, action, (*path, i, kind), cleanup=cleanup)
+        if lookup(kind).nested:  # a block: its steps, built as steps
+            action = _build_steps(located, action, (*path, i, kind), kind_names, cleanup=cleanup)
         steps.append(
             Step(
                 id=raw["id"],
@@ -183,6 +323,8 @@ def _build_steps(
 
 
 def _symptoms(raw: Any) -> tuple[Any, ...]:
+    if not raw:  # most procedures have none: triage is not loaded for them
+        return ()
     from engine.triage.symptoms import build as build_symptoms
 
     return build_symptoms(raw)
@@ -221,30 +363,13 @@ class Catalog:
         return out
 
     def entries(self) -> dict[str, Entry]:
-        """Id -> file, from a cheap parse of each file (the full check happens on load)."""
+        """Id -> file, from a cheap parse of each file, remembered by its stat (the full check happens on load)."""
         if self._entries is None:
-            import yaml
+            from engine.spec.headers import read_headers
 
-            loader = _fast_loader()
             found: dict[str, Entry] = {}
-            for path in self.files():
-                try:  # a file over the limits is left out here and reported by `validate` or the load
-                    if path.stat().st_size > MAX_YAML_BYTES:
-                        continue
-                    data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
-                except (OSError, yaml.YAMLError, ValueError, RecursionError):
-                    continue
-                if isinstance(data, dict) and isinstance(data.get("id"), str):
-                    title, section = data.get("title"), data.get("section")  # never str() an alias bomb
-                    found.setdefault(
-                        data["id"],
-                        Entry(
-                            data["id"],
-                            path,
-                            title if isinstance(title, str) else "",
-                            section if isinstance(section, str) else "",
-                        ),
-                    )
+            for path, (procedure_id, title, section) in read_headers(self.files(), self.roots).items():
+                found.setdefault(procedure_id, Entry(procedure_id, path, title, section))
             self._entries = found
         return self._entries
 

@@ -262,7 +262,17 @@ def load_extra_kinds() -> None:
 
 
 def get(name: str) -> StepKind:
+    """One kind, importing only its own module (`<name>_step`) if it is not registered yet: a run loads
+    the kinds its procedure uses, not all of them."""
+    if name not in _REGISTRY and not _loaded and name.isidentifier():
+        try:
+            importlib.import_module(f"{__name__}.{name}_step")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}_step":
+                raise
+    if name in _REGISTRY:
+        return _REGISTRY[name]
     return kinds()[name]
 
 
-spec_kinds.install(kinds)
+spec_kinds.install(kinds, get)

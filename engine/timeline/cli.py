@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from engine.cli_errors import fail
 from engine.cli_options import transcripts_dir_option
 from engine.errors import RunbookError, TranscriptUnwritable, UsageError
 from engine.printable import printable
@@ -22,12 +23,6 @@ EXTENSIONS = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm
 """An --output name with one of these extensions says its format: Markdown is never written to x.html."""
 MILESTONE_CHOICES = ("impact-start", "detected", "acknowledged", "declared", "mitigated", "resolved")
 DETAILS = ("key", "full")
-
-
-def _fail(exc: RunbookError) -> None:
-    from engine.cli import fail
-
-    fail(exc)
 
 
 def tz_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -178,7 +173,7 @@ def timeline(
         zone = _zone(tz_name)
         built = load_timeline(transcripts, incident, transcripts_dir)
     except RunbookError as exc:
-        _fail(exc)
+        fail(exc)
     if out_format == "json":
         from engine.timeline.json_out import render_json
 
@@ -239,12 +234,12 @@ def note(
             severity=severity,
         )
     except RunbookError as exc:
-        _fail(exc)
+        fail(exc)
     except OSError as exc:
         message = f"cannot write the notes of {incident} under {transcripts_dir}: {exc.strerror or exc}"
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS):
-            _fail(TranscriptUnwritable(message))  # the disk, not the input: exit 4 as for a run
-        _fail(UsageError(message))
+            fail(TranscriptUnwritable(message))  # the disk, not the input: exit 4 as for a run
+        fail(UsageError(message))
     label = f" ({milestone})" if milestone else ""
     when = event.get("at") or event.get("time")
     click.echo(printable(f"noted{label} at {when} in {path} ({event['run_id']}#{event['seq']})"))
@@ -267,6 +262,6 @@ def postmortem(
         zone = _zone(tz_name)
         built = load_timeline(transcripts, incident, transcripts_dir)
     except RunbookError as exc:
-        _fail(exc)
+        fail(exc)
     _warn(built)
     _emit(render_postmortem(built, zone=zone, base=(output.parent if output else Path.cwd()).resolve()), output)

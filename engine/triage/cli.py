@@ -8,14 +8,9 @@ from pathlib import Path
 
 import click
 
+from engine.cli_errors import fail
 from engine.cli_options import transcripts_dir_option
 from engine.errors import ExitCode, RunbookError, UsageError
-
-
-def _fail(exc: RunbookError) -> None:
-    from engine.cli import fail
-
-    fail(exc)
 
 
 def target_and_args(redis_url: str | None, inventory: Path | None, target: str | None, sandbox: bool):
@@ -99,7 +94,7 @@ def diagnose(
             argv=["runbook", *sys.argv[1:]],
         )
     except RunbookError as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         click.echo("runbook: interrupted", err=True)
         sys.exit(130)
@@ -137,14 +132,14 @@ def alerts(fmt: str, output: Path | None, url_base: str | None, diagnose_args: s
         procedures, thresholds = symptom_procedures(Catalog(extra))
         text = prometheus_rules(procedures, thresholds, url_base=url_base, diagnose_args=diagnose_args)
     except RunbookError as exc:
-        _fail(exc)
+        fail(exc)
     if output is None:
         click.echo(text, nl=False)
         return
     try:
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
-        _fail(UsageError(f"--output {output}: {exc.strerror}"))
+        fail(UsageError(f"--output {output}: {exc.strerror}"))
     click.echo(f"wrote {text.count('- alert:')} rule(s) to {output}", err=True)
 
 
@@ -194,6 +189,6 @@ def serve(
         )
         run_server(config)
     except RunbookError as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         sys.exit(ExitCode.OK)

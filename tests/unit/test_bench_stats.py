@@ -107,3 +107,13 @@ def test_rows_render_counts_as_counts_and_times_as_seconds() -> None:
     assert "| 1,279 " in table and "| 1,500 " in table and "1279.000s" not in table
     assert "1.500s" in table and "0.500x" in table and "| NO " in table
     assert "audit \\| x" in table  # a Markdown-safe cell
+
+
+def test_an_absolute_limit_is_met_only_when_ours_is_within_it() -> None:
+    from bench.measure import Row, render
+
+    within, over = Row("start-up", 0.30, 0.15, None, limit_s=0.35), Row("start-up", 0.40, 0.15, None, limit_s=0.35)
+    assert (within.met, over.met) == ("yes", "NO") and within.target_cell == "<= 0.35s"
+    assert Row("both", 0.30, 0.15, 1.5, limit_s=0.35).met == "NO"  # 2x over the ratio target, under the limit
+    assert Row("record", 0.30, 0.15, None).met == "-"
+    assert "| <= 0.35s " in render([within])
