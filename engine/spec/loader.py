@@ -193,12 +193,13 @@ class _Replay:
 
 def kinds_used(procedure: Procedure) -> set[str]:
     """Every step kind the procedure's steps (blocks and `finally` included) name."""
+    from engine.spec.kinds import lookup
 
     def walk(steps: tuple[Step, ...]) -> set[str]:
         found: set[str] = set()
         for step in steps:
             found.add(step.kind)
-            if step.kind == "block":
+            if lookup(step.kind).nested:  # a block: its own steps' kinds too
                 found |= walk(step.action)
         return found
 

@@ -208,10 +208,10 @@ def _source(raw: Any) -> tuple[Any, dict[StepPath, int | None] | None]:
 
 
 def _kind_available(name: str) -> bool:
-    from engine.steps import get
+    from engine.spec.kinds import lookup
 
     try:
-        get(name)
+        lookup(name)
     except KeyError:
         return False
     return True
