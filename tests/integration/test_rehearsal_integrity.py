@@ -382,3 +382,58 @@ def test_sigterm_stops_the_whole_rehearse_command_with_exit_130(tmp_path):
     assert proc.returncode == 130, err
     assert "rehearse interrupted" in err
     assert out == ""  # no table: the command stopped there, it did not go on to the end
+
+
+def _servers_under(root) -> set[int]:
+    """The processes working in, or started with a file from, `root` (the worlds' redis-server and sshd)."""
+    import os
+    from pathlib import Path
+
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if cwd.startswith(str(root)) or str(root) in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+def test_sigterm_with_jobs_stops_every_worker_and_tears_its_world_down(tmp_path):
+    """With --jobs, SIGTERM reaches the command; each worker stops its rehearsal and no server outlives it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.integration.cli_support import REPO
+
+    worlds = tmp_path / "worlds"  # every world's directory is made here (TMPDIR): its servers are found by it
+    worlds.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "rehearse", "--all", "--jobs", "2", "--transcripts-dir", str(tmp_path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(worlds)},
+    )
+    try:
+        deadline = time.monotonic() + 120  # a safety net: the workers start their worlds at once
+        while len(list(worlds.glob("runbook-rehearsal-*"))) < 2 or not _servers_under(worlds):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no world was started"
+            time.sleep(0.05)
+        proc.terminate()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "rehearse interrupted" in err and "Traceback" not in err
+    assert out == ""
+    assert not _servers_under(worlds), "a world's server outlived the command"
