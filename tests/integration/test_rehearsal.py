@@ -62,6 +62,9 @@ FAILURE_SCENARIOS = {
     "redis/config-set": "refuses-a-credential",
 }
 
+# Rehearsals at once: each is mostly waiting on its world (servers starting, polls), so 4 fit on 2 cores.
+JOBS = 4
+
 FIELDS = {"procedure", "scenario", "resolved", "predictions_matched", "duration_s", "transcript"}
 
 
@@ -69,7 +72,9 @@ FIELDS = {"procedure", "scenario", "resolved", "predictions_matched", "duration_
 def gate(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("rehearsals")
     started = time.monotonic()
-    result = runbook("rehearse", "--all", "--json", "--transcripts-dir", str(out), cwd=out, timeout=300)
+    result = runbook(
+        "rehearse", "--all", "--json", "--jobs", str(JOBS), "--transcripts-dir", str(out), cwd=out, timeout=600
+    )
     elapsed = time.monotonic() - started
     print(f"\nrehearse --all took {elapsed:.1f}s", file=sys.stderr)
     return {"result": result, "report": json.loads(result.stdout), "elapsed": elapsed, "dir": out}
@@ -144,7 +149,14 @@ def test_destructive_and_write_procedures_predicted_their_changes(gate):
 
 
 def test_every_rehearsal_left_a_verified_transcript_that_renders_as_a_timeline(gate):
-    for r in gate["report"]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def render(r: dict[str, Any]) -> Any:  # each through the real CLI, JOBS processes at a time
+        return runbook("timeline", str(gate["dir"] / r["transcript"]), cwd=gate["dir"])
+
+    with ThreadPoolExecutor(JOBS) as pool:
+        timelines = list(pool.map(render, gate["report"]))
+    for r, timeline in zip(gate["report"], timelines, strict=True):
         for key in ("transcript", "dry_run_transcript"):
             path = Path(r[key])
             path = path if path.is_absolute() else gate["dir"] / path
@@ -158,7 +170,6 @@ def test_every_rehearsal_left_a_verified_transcript_that_renders_as_a_timeline(g
             assert of_type(evts, "run.ended")[0]["exit_code"] == (
                 r["exit_code"] if key == "transcript" else r["dry_run_exit_code"]
             )
-        timeline = runbook("timeline", str(gate["dir"] / r["transcript"]), cwd=gate["dir"])
         assert timeline.code == 0, timeline.output
         assert f"Timeline of incident rehearsal-{r['procedure'].replace('/', '-')}" in timeline.stdout
         assert r["procedure"] in timeline.stdout
@@ -298,7 +309,7 @@ def test_guided_rehearsal_the_operator_types_the_target_name_and_it_resolves(tmp
         ],
         cwd=str(REPO),
         encoding="utf-8",
-        timeout=60,
+        timeout=180,  # per expect: bounds a hang (a world is built and torn down in between)
         dimensions=(50, 200),
     )
     child.expect(r"\[DESTRUCTIVE\] Delete the tenant's active working memory")
@@ -332,7 +343,7 @@ def test_guided_rehearsal_declined_is_not_resolved(tmp_path):
         ],
         cwd=str(REPO),
         encoding="utf-8",
-        timeout=60,
+        timeout=180,  # per expect: bounds a hang (a world is built and torn down in between)
         dimensions=(50, 200),
     )
     child.expect(r"Type the target name '([^']+)' to proceed")
