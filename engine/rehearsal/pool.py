@@ -34,10 +34,19 @@ def _worker_setup() -> None:
     signal.signal(signal.SIGINT, _interrupt)
 
 
-def run(calls: list[Call], jobs: int, on_done: Callable[[int, Any], None] = lambda i, r: None) -> list[Any]:
-    """Every call's result, in the order of `calls`; `on_done(index, result)` as each one finishes."""
+def run(
+    calls: list[Call],
+    jobs: int,
+    on_done: Callable[[int, Any], None] = lambda i, r: None,
+    *,
+    start_method: str = "fork",
+) -> list[Any]:
+    """Every call's result, in the order of `calls`; `on_done(index, result)` as each one finishes.
+
+    "fork" (the command's default: its one thread, its imports ready) or "spawn" (a caller with threads
+    of its own, such as a test session)."""
     results: list[Any] = [None] * len(calls)
-    context = multiprocessing.get_context("fork")  # the workers start at once, with the command's imports
+    context = multiprocessing.get_context(start_method)
     executor = ProcessPoolExecutor(
         max_workers=min(jobs, len(calls)) or 1, mp_context=context, initializer=_worker_setup
     )
