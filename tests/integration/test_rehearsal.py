@@ -9,6 +9,7 @@ deliberately broken scenario must be reported unresolved (exit 1), and `--guided
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import textwrap
 import time
@@ -71,13 +72,19 @@ FIELDS = {"procedure", "scenario", "resolved", "predictions_matched", "duration_
 @pytest.fixture(scope="module")
 def gate(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("rehearsals")
-    started = time.monotonic()
+    started, used = time.monotonic(), _children_cpu()
     result = runbook(
         "rehearse", "--all", "--json", "--jobs", str(JOBS), "--transcripts-dir", str(out), cwd=out, timeout=600
     )
-    elapsed = time.monotonic() - started
-    print(f"\nrehearse --all took {elapsed:.1f}s", file=sys.stderr)
-    return {"result": result, "report": json.loads(result.stdout), "elapsed": elapsed, "dir": out}
+    elapsed, cpu = time.monotonic() - started, _children_cpu() - used
+    print(f"\nrehearse --all took {elapsed:.1f}s ({cpu:.1f}s of CPU)", file=sys.stderr)
+    return {"result": result, "report": json.loads(result.stdout), "elapsed": elapsed, "cpu": cpu, "dir": out}
+
+
+def _children_cpu() -> float:
+    """CPU seconds used so far by this process's finished children (the command, its workers, their servers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def by_name(report: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -96,7 +103,9 @@ def test_every_scenario_resolves_its_incident(gate):
     assert result.code == 0, result.stderr
     assert len(report) == len(scenarios.load_all())  # one object per rehearsal, all of them
     assert {r["procedure"] for r in report} >= REQUIRED
-    assert gate["elapsed"] < 300  # the issue's CI budget (about 45 s here on 2 cores)
+    # the issue's CI budget, in CPU seconds: wall time on a busy machine measures the machine, not the gate
+    # (about 90 s of CPU and 70 s of wall time on a quiet 2-core machine with --jobs 4)
+    assert gate["cpu"] < 300
 
 
 def test_the_json_has_the_fields_the_issue_names(gate):
