@@ -403,8 +403,34 @@ def _servers_under(root) -> set[int]:
     return found
 
 
+TWO_FOREVER = """\
+procedure: test/poll-forever
+scenarios:
+  - name: never-a
+    description: The procedure waits for ever, holding its world until the test stops the command.
+    world: {ssh: false, http: false}
+    time_limit: 600s
+    fault:
+      - delete: "tenant:acme:*"
+    success:
+      - that: count("tenant:acme:*") > 0
+        message: acme's keys are back
+  - name: never-b
+    description: The same, in a second world of its own.
+    world: {ssh: false, http: false}
+    time_limit: 600s
+    fault:
+      - delete: "tenant:acme:*"
+    success:
+      - that: count("tenant:acme:*") > 0
+        message: acme's keys are back
+"""
+
+
 def test_sigterm_with_jobs_stops_every_worker_and_tears_its_world_down(tmp_path):
-    """With --jobs, SIGTERM reaches the command; each worker stops its rehearsal and no server outlives it."""
+    """With --jobs, SIGTERM reaches the command; each worker stops its rehearsal and no server outlives it.
+
+    Both rehearsals poll for ever, so both worlds are up, held by the test, when it sends the signal."""
     import os
     import subprocess
     import sys
@@ -412,10 +438,22 @@ def test_sigterm_with_jobs_stops_every_worker_and_tears_its_world_down(tmp_path)
 
     from tests.integration.cli_support import REPO
 
+    procedure = write(tmp_path, "p/test/poll-forever.yaml", FOREVER)
+    write(tmp_path, "p/test/scenarios/poll-forever.yaml", TWO_FOREVER)
     worlds = tmp_path / "worlds"  # every world's directory is made here (TMPDIR): its servers are found by it
     worlds.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "rehearse", "--all", "--jobs", "2", "--transcripts-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "rehearse",
+            str(procedure),
+            "--jobs",
+            "2",
+            "--transcripts-dir",
+            str(tmp_path / "t"),
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -424,9 +462,9 @@ def test_sigterm_with_jobs_stops_every_worker_and_tears_its_world_down(tmp_path)
     )
     try:
         deadline = time.monotonic() + 120  # a safety net: the workers start their worlds at once
-        while len(list(worlds.glob("runbook-rehearsal-*"))) < 2 or not _servers_under(worlds):
+        while len(_servers_under(worlds)) < 2:  # one redis-server per world: both are up
             assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no world was started"
+            assert time.monotonic() < deadline, "the two worlds never both started"
             time.sleep(0.05)
         proc.terminate()
         out, err = proc.communicate(timeout=120)
