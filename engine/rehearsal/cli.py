@@ -7,6 +7,7 @@ import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -44,6 +45,13 @@ from engine.errors import ExitCode, RunbookError, UsageError
     show_default=True,
     help="With --mutate: exit 1 below this percentage of mutants killed.",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Rehearse up to N worlds at once, each in a process of its own (the report keeps its order).",
+)
 def rehearse(
     procedure: str | None,
     scenario: str | None,
@@ -56,6 +64,7 @@ def rehearse(
     mutate: bool,
     sample: int | None,
     min_score: float,
+    jobs: int,
 ) -> None:
     """Rehearse procedures against a sandbox with their incident injected; exit 0 only if every one passes.
 
@@ -80,14 +89,16 @@ def rehearse(
                 raise UsageError("give a procedure id, or --all, not both")
         elif run_all == bool(procedure):
             raise UsageError("give a procedure id or --all")
+        if guided and jobs > 1:
+            raise UsageError("--guided answers prompts on this terminal: one rehearsal at a time (no --jobs)")
         chosen = choose(procedure, scenario, scenarios_dir, procedures_dirs)
     except RunbookError as exc:
         fail(exc)
     out_dir = transcripts_dir / "rehearsals" / datetime.now(UTC).strftime("%Y-%m-%d")
     try:
         if mutate:
-            sys.exit(_mutate(chosen, out_dir, sample, min_score, as_json))
-        results = _rehearse_all(chosen, out_dir, guided, as_json)
+            sys.exit(_mutate(chosen, out_dir, sample, min_score, as_json, jobs))
+        results = _rehearse_all(chosen, out_dir, guided, as_json, jobs)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM stops the whole command, not only the run in progress
         click.echo("runbook: rehearse interrupted; the worlds are torn down", err=True)
         sys.exit(ExitCode.INTERRUPTED)
@@ -98,9 +109,21 @@ def rehearse(
     sys.exit(ExitCode.OK if results and all(r.passed for r in results) else ExitCode.FINDINGS)
 
 
-def _rehearse_all(chosen: list, out_dir: Path, guided: bool, as_json: bool) -> list:
+def _rehearse_all(chosen: list, out_dir: Path, guided: bool, as_json: bool, jobs: int = 1) -> list:
+    from engine.rehearsal import pool
     from engine.rehearsal.rehearse import rehearse as run_one
 
+    if jobs > 1:  # each scenario's transcripts are named after it: parallel runs never share a file
+        calls = [
+            pool.Call(run_one, (item,), {"transcripts_dir": out_dir, "procedure_ref": ref, "extra_procedures": extra})
+            for item, ref, extra in chosen
+        ]
+
+        def done(index: int, result: Any) -> None:
+            if not as_json:
+                click.echo(f"rehearsed {result.procedure} / {result.scenario}: {result.verdict}", err=True)
+
+        return pool.run(calls, jobs, done)
     results = []
     for item, ref, extra in chosen:
         if not as_json:
@@ -109,20 +132,39 @@ def _rehearse_all(chosen: list, out_dir: Path, guided: bool, as_json: bool) -> l
     return results
 
 
-def _mutate(chosen: list, out_dir: Path, sample: int | None, min_score: float, as_json: bool) -> int:
+def _run_mutant(
+    mutant: Any, path: Path, extra: tuple[Path, ...], ref: str | None, scenarios: list, transcripts_dir: Path
+) -> Any:
+    """One mutant in a pool process: the original is loaded there (a loaded procedure need not pickle)."""
+    from engine.rehearsal import mutate
+    from engine.spec.loader import Catalog, load_procedure
+
+    original = load_procedure(path, known_procedures=Catalog(extra).has)
+    return mutate.run_mutant(
+        mutant, original, scenarios, transcripts_dir=transcripts_dir, extra=extra, original_ref=ref
+    )
+
+
+def _mutate(chosen: list, out_dir: Path, sample: int | None, min_score: float, as_json: bool, jobs: int = 1) -> int:
     import yaml
 
-    from engine.rehearsal import mutate
+    from engine.rehearsal import mutate, pool
     from engine.spec.loader import Catalog, load_procedure
 
     by_procedure: dict[str, tuple[str | None, tuple[Path, ...], list]] = {}
     for item, ref, extra in chosen:
         by_procedure.setdefault(item.procedure, (ref, extra, []))[2].append(item)
-    outcomes = []
+    outcomes: list = []
+    calls: list[pool.Call] = []
     for procedure_id, (ref, extra, scenarios) in by_procedure.items():
         path = Path(ref) if ref else mutate.source_of(procedure_id, extra)
-        original = load_procedure(path, known_procedures=Catalog(extra).has)
         found = mutate.sample(mutate.mutants(yaml.safe_load(path.read_text(encoding="utf-8"))), sample)
+        if jobs > 1:  # a directory per mutant: mutants of one procedure rehearse the same scenarios at once
+            for mutant in found:
+                where = out_dir / "mutants" / f"{len(calls) + 1:04d}"
+                calls.append(pool.Call(_run_mutant, (mutant, path, extra, ref, scenarios, where), {}))
+            continue
+        original = load_procedure(path, known_procedures=Catalog(extra).has)
         for mutant in found:
             outcome = mutate.run_mutant(
                 mutant, original, scenarios, transcripts_dir=out_dir / "mutants", extra=extra, original_ref=ref
@@ -130,6 +172,15 @@ def _mutate(chosen: list, out_dir: Path, sample: int | None, min_score: float, a
             outcomes.append(outcome)
             if not as_json:
                 click.echo(f"{outcome.status:10} {procedure_id} {mutant.name}: {outcome.reason}", err=True)
+    if calls:
+
+        def done(index: int, outcome: Any) -> None:
+            if not as_json:
+                click.echo(
+                    f"{outcome.status:10} {outcome.mutant.procedure} {outcome.mutant.name}: {outcome.reason}", err=True
+                )
+
+        outcomes = pool.run(calls, jobs, done)
     killed, counted, percent = mutate.score(outcomes)
     if as_json:
         click.echo(

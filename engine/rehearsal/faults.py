@@ -375,6 +375,7 @@ def _run_procedure(world: World, args: dict[str, Any]) -> None:
             operator="rehearsal-setup",
             assume_yes=True,
             transcript=transcripts / f"{name}.jsonl",
+            transcripts_dir=transcripts,  # a lease taken as a file stays in this world
         )
     )
     allowed = tuple(args.get("exit") or (0,))

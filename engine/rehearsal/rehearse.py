@@ -7,7 +7,9 @@ real run then did. Both runs write ordinary transcripts, which `runbook timeline
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -235,6 +237,9 @@ def rehearse(
     spec = WorldSpec(**{k: v for k, v in scenario.world.items() if k in WorldSpec.__dataclass_fields__})
     result = Rehearsal(scenario.procedure, scenario.name, False, False, 0.0, None, None, expect=scenario.expect)
     world = None
+    # The lease a run takes is a file here when the world's Redis is down: one directory per rehearsal, as
+    # every world's target has the same name and rehearsals may run side by side (`rehearse --jobs`).
+    leases = Path(tempfile.mkdtemp(prefix="runbook-rehearsal-leases-"))
     try:
         world = World.start(spec)
         _seed(world, scenario.seed)
@@ -254,6 +259,7 @@ def rehearse(
             operator="rehearsal",
             incident=incident or f"rehearsal-{stem}",
             extra_procedures=tuple(extra_procedures),
+            transcripts_dir=leases,  # only the lease's fallback file: each transcript path is given
         )
         real_path = _fresh(transcripts_dir / f"{stem}.jsonl")
         try:
@@ -350,6 +356,7 @@ def rehearse(
     finally:
         if world is not None:
             world.stop()
+        shutil.rmtree(leases, ignore_errors=True)
         result.duration_s = time.monotonic() - started
     return result
 

@@ -48,11 +48,19 @@ class Leak:
         self.subscriber = redis.Redis(**where, client_name="subscriber")  # names the pub/sub connection too
         self.pubsub = self.subscriber.pubsub()
         self.pubsub.subscribe("tenant:acme:events")
+        deadline = time.monotonic() + 60  # a safety net: the worker blocks as soon as its thread runs
+        while "queue-worker" not in self._blocked_names():
+            assert time.monotonic() < deadline, "the worker never blocked in BLPOP"
+            time.sleep(0.02)
         time.sleep(2.2)  # everyone idle >= 2 s (Redis counts whole seconds)
+
+    def _blocked_names(self) -> list[str]:
+        with self.world.client() as client:
+            return [c["name"] for c in client.client_list() if c["cmd"] == "blpop"]
 
     def _block(self) -> None:
         try:
-            self.worker.blpop(["tenant:acme:queue"], timeout=60)
+            self.worker.blpop(["tenant:acme:queue"], timeout=0)  # held until close() pushes
         except redis.RedisError:
             pass
 

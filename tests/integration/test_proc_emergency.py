@@ -234,8 +234,9 @@ class Intruder:
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
         watcher = server.client(password=OLD_PASSWORD)
-        deadline = time.monotonic() + 5
-        while "flags=O" not in watcher.execute_command("CLIENT", "LIST") and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60  # a safety net: MONITOR is on once __enter__ has its OK
+        while "flags=O" not in watcher.execute_command("CLIENT", "LIST"):
+            assert time.monotonic() < deadline, "the intruder's MONITOR never showed"
             time.sleep(0.02)
         watcher.close()
 
@@ -471,8 +472,7 @@ def test_raw_acl_setuser_step_never_shows_its_password_to_monitor(redis_server, 
             pass
 
     thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    time.sleep(0.1)
+    thread.start()  # MONITOR is on already: monitor.__enter__ waited for its OK
     result = runbook(
         "run",
         "test/acl-user",
@@ -486,7 +486,11 @@ def test_raw_acl_setuser_step_never_shows_its_password_to_monitor(redis_server, 
         "--transcripts-dir",
         str(tmp_path / "transcripts"),
     )
-    time.sleep(0.2)
+    server.client().echo("monitor-sentinel")  # fed after every command of the run: seen last
+    deadline = time.monotonic() + 60  # a safety net: the watcher reads what the server already sent
+    while not any("monitor-sentinel" in c for c in monitored):
+        assert time.monotonic() < deadline, "the MONITOR never delivered the sentinel"
+        time.sleep(0.02)
     monitor.connection.disconnect()
     thread.join(timeout=5)
     assert result.code == 0, result.output

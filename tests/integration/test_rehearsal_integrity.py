@@ -250,7 +250,7 @@ scenarios:
   - name: never
     description: The procedure waits for ever; time_limit interrupts it.
     world: {ssh: false, http: false}
-    time_limit: 3s
+    time_limit: 10s  # counted from the world's start: room for a slow one, then the poll runs into it
     fault:
       - delete: "tenant:acme:*"
     success:
@@ -266,7 +266,7 @@ def test_time_limit_interrupts_a_procedure_that_polls_forever_and_exits_1(tmp_pa
     assert result.code == 1, result.output
     (report,) = json.loads(result.stdout)
     assert report["timed_out"] is True and report["verdict"] == "timed out" and report["passed"] is False
-    assert report["failed_checks"] == ["timed out: interrupted at the time limit of 3s while the procedure ran"]
+    assert report["failed_checks"] == ["timed out: interrupted at the time limit of 10s while the procedure ran"]
     # the run that was interrupted says so in its own transcript, properly ended
     (dry,) = [p for p in (tmp_path / "t").rglob("*.dry-run.jsonl")]
     (ended,) = of_type(events(dry), "run.ended")
@@ -382,3 +382,96 @@ def test_sigterm_stops_the_whole_rehearse_command_with_exit_130(tmp_path):
     assert proc.returncode == 130, err
     assert "rehearse interrupted" in err
     assert out == ""  # no table: the command stopped there, it did not go on to the end
+
+
+def _servers_under(root) -> set[int]:
+    """The processes working in, or started with a file from, `root` (the worlds' redis-server and sshd)."""
+    import os
+    from pathlib import Path
+
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if cwd.startswith(str(root)) or str(root) in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+TWO_FOREVER = """\
+procedure: test/poll-forever
+scenarios:
+  - name: never-a
+    description: The procedure waits for ever, holding its world until the test stops the command.
+    world: {ssh: false, http: false}
+    time_limit: 600s
+    fault:
+      - delete: "tenant:acme:*"
+    success:
+      - that: count("tenant:acme:*") > 0
+        message: acme's keys are back
+  - name: never-b
+    description: The same, in a second world of its own.
+    world: {ssh: false, http: false}
+    time_limit: 600s
+    fault:
+      - delete: "tenant:acme:*"
+    success:
+      - that: count("tenant:acme:*") > 0
+        message: acme's keys are back
+"""
+
+
+def test_sigterm_with_jobs_stops_every_worker_and_tears_its_world_down(tmp_path):
+    """With --jobs, SIGTERM reaches the command; each worker stops its rehearsal and no server outlives it.
+
+    Both rehearsals poll for ever, so both worlds are up, held by the test, when it sends the signal."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.integration.cli_support import REPO
+
+    procedure = write(tmp_path, "p/test/poll-forever.yaml", FOREVER)
+    write(tmp_path, "p/test/scenarios/poll-forever.yaml", TWO_FOREVER)
+    worlds = tmp_path / "worlds"  # every world's directory is made here (TMPDIR): its servers are found by it
+    worlds.mkdir()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "rehearse",
+            str(procedure),
+            "--jobs",
+            "2",
+            "--transcripts-dir",
+            str(tmp_path / "t"),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(worlds)},
+    )
+    try:
+        deadline = time.monotonic() + 120  # a safety net: the workers start their worlds at once
+        while len(_servers_under(worlds)) < 2:  # one redis-server per world: both are up
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the two worlds never both started"
+            time.sleep(0.05)
+        proc.terminate()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "rehearse interrupted" in err and "Traceback" not in err
+    assert out == ""
+    assert not _servers_under(worlds), "a world's server outlived the command"

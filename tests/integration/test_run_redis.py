@@ -310,10 +310,10 @@ def test_sigint_mid_run_leaves_verifiable_transcript(seeded, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if transcript.exists() and '"id":"wait"' in transcript.read_text():
-            break
+    deadline = time.monotonic() + 120  # a safety net for a broken engine, not a timing assertion
+    while not (transcript.exists() and '"id":"wait"' in transcript.read_text()):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run never reached the wait step"
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=20)

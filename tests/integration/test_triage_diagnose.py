@@ -7,13 +7,16 @@ is rehearsed on must make `diagnose` rank that procedure first.
 from __future__ import annotations
 
 import json
+import traceback
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from engine.rehearsal import faults, rehearse
+from engine.rehearsal import faults, pool, rehearse
 from engine.rehearsal.scenario import Scenario, load_all
 from engine.rehearsal.world import World, WorldSpec
+from engine.sandbox.redis_server import SandboxUnavailable, find_binary
 from engine.spec.loader import Catalog
 from engine.spec.params import parse_size
 from engine.targets import load_inventory, target_from_inventory
@@ -54,41 +57,85 @@ def test_every_emergency_and_troubleshooting_procedure_declares_symptoms_and_has
     assert shipped <= {s.procedure for s in _scenarios()}
 
 
-@pytest.mark.parametrize("scenario", _scenarios(), ids=lambda s: f"{s.procedure.split('/')[-1]}/{s.name}")
-def test_diagnose_ranks_the_scenarios_procedure_first(scenario: Scenario, tmp_path: Path) -> None:
-    require_binary("redis-server")
-    spec = WorldSpec(**{k: v for k, v in scenario.world.items() if k in WorldSpec.__dataclass_fields__})
-    if spec.ssh:
-        require_binary("sshd")
-    world = World.start(spec)
+# Worlds diagnosed at once: each mostly waits on its servers, so 4 fit on 2 cores (each in its own process).
+JOBS = 4
+
+
+def _diagnose_in_its_world(scenario: Scenario, transcripts_dir: Path) -> dict[str, Any]:
+    """In a pool process: the scenario's world with its fault injected, diagnosed, torn down; what diagnose said."""
     try:
-        rehearse._seed(world, scenario.seed)
-        for action in scenario.fault:
-            faults.apply(world, action)
-        target = target_from_inventory(load_inventory(world.inventory_path), "rehearsal")
-        result = diagnose(
-            target,
-            target_args=["--inventory", str(world.inventory_path), "--target", "rehearsal"],
-            transcripts_dir=tmp_path,
-            incident="INC-1",
-        )
-    finally:
-        world.stop()
+        world = World.start(_spec(scenario))
+        try:
+            rehearse._seed(world, scenario.seed)
+            for action in scenario.fault:
+                faults.apply(world, action)
+            target = target_from_inventory(load_inventory(world.inventory_path), "rehearsal")
+            result = diagnose(
+                target,
+                target_args=["--inventory", str(world.inventory_path), "--target", "rehearsal"],
+                transcripts_dir=transcripts_dir,
+                incident="INC-1",
+            )
+        finally:
+            world.stop()
+        return {
+            "ranked": [m.procedure for m in result.matches],
+            "json": result.as_json(),
+            "exit_code": result.exit_code,
+            "transcript": result.transcript,
+        }
+    except Exception:  # reported by the scenario's own test, not by the whole module
+        return {"error": traceback.format_exc()}
+
+
+def _spec(scenario: Scenario) -> WorldSpec:
+    return WorldSpec(**{k: v for k, v in scenario.world.items() if k in WorldSpec.__dataclass_fields__})
+
+
+def _has(binary: str) -> bool:
+    try:
+        find_binary(binary)
+    except SandboxUnavailable:
+        return False
+    return True
+
+
+SCENARIOS = _scenarios()
+
+
+@pytest.fixture(scope="module")
+def diagnosed(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every scenario's world built and diagnosed once, JOBS at a time; each test checks one of them."""
+    require_binary("redis-server")
+    root = tmp_path_factory.mktemp("diagnose")
+    runnable = [s for s in SCENARIOS if not _spec(s).ssh or _has("sshd")]  # the others skip (or fail under CI)
+    calls = [pool.Call(_diagnose_in_its_world, (s, root / str(n))) for n, s in enumerate(runnable)]
+    return {
+        (s.procedure, s.name): r for s, r in zip(runnable, pool.run(calls, JOBS, start_method="spawn"), strict=True)
+    }
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: f"{s.procedure.split('/')[-1]}/{s.name}")
+def test_diagnose_ranks_the_scenarios_procedure_first(scenario: Scenario, diagnosed: dict) -> None:
+    if _spec(scenario).ssh:
+        require_binary("sshd")
+    result = diagnosed[(scenario.procedure, scenario.name)]
+    assert "error" not in result, result["error"]
     expected = EXPECTED_INSTEAD.get((scenario.procedure, scenario.name), scenario.procedure)
-    ranked = [m.procedure for m in result.matches]
+    ranked = result["ranked"]
     if expected is None:
-        assert ranked == [], result.as_json()
-        assert result.exit_code == 0
+        assert ranked == [], result["json"]
+        assert result["exit_code"] == 0
         return
-    assert ranked and ranked[0] == expected, json.dumps(result.as_json(), indent=1, default=str)
-    assert result.exit_code == 1
-    first = result.as_json()["ranked"][0]
+    assert ranked and ranked[0] == expected, json.dumps(result["json"], indent=1, default=str)
+    assert result["exit_code"] == 1
+    first = result["json"]["ranked"][0]
     assert first["evidence"] and first["command"].startswith(f"runbook run {expected} --inventory ")
     assert first["command"].endswith("--incident INC-1")
     if expected == "redis/emergency-oom":  # the derived param: twice what was in use, at least twice the limit
         assert parse_size(first["params"]["maxmemory"]) >= 2 * parse_size("8mb")
         assert f"--var maxmemory={first['params']['maxmemory']}" in first["command"]
-    evts = events(result.transcript)
+    evts = events(result["transcript"])
     assert evts[0]["type"] == "run.started" and evts[0]["procedure"]["id"] == "runbook/diagnose"
     assert evts[0]["incident"] == "INC-1"
     assert evts[-1]["type"] == "run.ended" and evts[-1]["summary"]["ranked"][0]["procedure"] == expected

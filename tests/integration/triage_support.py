@@ -81,7 +81,7 @@ def post(
         conn.close()
 
 
-def wait_for(path: Path, proc: subprocess.Popen[str], deadline_s: float = 60) -> Path:
+def wait_for(path: Path, proc: subprocess.Popen[str], deadline_s: float = 300) -> Path:
     """Poll until `path` exists; the deadline is only a safety net (a dead server fails at once)."""
     import time
 
