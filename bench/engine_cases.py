@@ -42,7 +42,7 @@ def _procedure(directory: Path, steps: int) -> Path:
 
 def engine_overhead(rounds: int, steps: int = 200) -> list[Row]:
     """A 200-step read procedure through the engine vs the same 200 commands sent by redis-py."""
-    from engine.session import RunRequest, execute
+    from engine.run.session import RunRequest, execute
 
     with tempfile.TemporaryDirectory() as tmp, RedisServer.start() as server:
         directory = Path(tmp)

@@ -8,10 +8,10 @@ from typing import Any
 
 import redis
 
-from engine import template
 from engine.outcome import Outcome
 from engine.rehearsal.faults import take_snapshot
 from engine.rehearsal.world import World
+from engine.spec import template
 
 # Names that look at the procedure's run, not at the world: a check using one cannot be asked before the run.
 RUN_NAMES = frozenset({"result", "ran", "findings", "output", "run", "revealed"})

@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from engine.cli_errors import fail
-from engine.cli_options import transcripts_dir_option
+from engine.cli.errors import fail
+from engine.cli.options import transcripts_dir_option
 from engine.errors import ExitCode, RunbookError, UsageError
 
 

@@ -23,7 +23,7 @@ class Deadline:
 
 @contextmanager
 def deadline(seconds: float) -> Iterator[Deadline]:
-    from engine.session import Interrupted
+    from engine.run.session import Interrupted
 
     state = Deadline(seconds)
     if threading.current_thread() is not threading.main_thread():

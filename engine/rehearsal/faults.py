@@ -355,8 +355,8 @@ def _run_procedure(world: World, args: dict[str, Any]) -> None:
     the run must exit 0 (or one of `exit: [..]`). `world.<as>` is its registered results by step id and
     `world.<as>_transcript` its transcript (kept under the world's directory, removed at teardown).
     """
-    from engine import template
-    from engine.session import RunRequest, execute
+    from engine.run.session import RunRequest, execute
+    from engine.spec import template
 
     values = {"world": world.template_values()}
     params = {

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine import template
 from engine.outcome import RunOutcome
 from engine.rehearsal import checks, faults, sabotage, snapshot
 from engine.rehearsal.compare import StepComparison, compare
 from engine.rehearsal.deadline import deadline
 from engine.rehearsal.scenario import Scenario
 from engine.rehearsal.world import World, WorldSpec
+from engine.spec import template
 
 
 @dataclass
@@ -231,7 +231,7 @@ def rehearse(
     `reference_ref` is the procedure whose verification steps the sabotaged run holds it to: a mutant's
     original, so that a mutant that dropped its verification cannot escape by having none ("" for the
     catalog's procedure of that id; None, the default: the procedure run)."""
-    from engine.session import Interrupted, RunRequest, execute
+    from engine.run.session import Interrupted, RunRequest, execute
 
     started = time.monotonic()
     spec = WorldSpec(**{k: v for k, v in scenario.world.items() if k in WorldSpec.__dataclass_fields__})
@@ -372,7 +372,7 @@ def _sabotaged(
 ) -> str | None:
     """The same incident in a fresh world, every predictable change acknowledged and not applied: the
     procedure's verifications must fail. None when no verification step ran (nothing to prove)."""
-    from engine.session import RunRequest, execute
+    from engine.run.session import RunRequest, execute
     from engine.spec.loader import Catalog
 
     verifying = sabotage.verification_steps(procedures, Catalog(base["extra_procedures"]), procedure_ref)

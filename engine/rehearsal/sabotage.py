@@ -26,7 +26,7 @@ from engine.spec.model import Effect
 @contextmanager
 def changes_do_not_take() -> Iterator[list[str]]:
     """Within: every changing step with a prediction returns it without sending anything. Yields the ids."""
-    import engine.runner as runner
+    import engine.run.runner as runner
     from engine.steps import get
 
     sabotaged: list[str] = []

@@ -66,7 +66,7 @@ class World:
     def _start(self) -> None:
         password = None
         if self.spec.password:
-            from engine.template import random_password
+            from engine.spec.template import random_password
 
             password = self.original_password = random_password(24)
             self.password_file.write_text(password)

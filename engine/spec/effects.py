@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from engine import template
+from engine.spec import template
 from engine.spec.kinds import KindInfo, KindTable, table
 from engine.spec.model import Effect
 

@@ -248,7 +248,7 @@ def build(located: _Source, sha256: str, *, kind_names: Container[str] | None = 
 
 def _literal(value: Any, parse: Any) -> Any:
     """A literal number or duration is parsed now (validate checked it); a template waits for the step."""
-    from engine import template
+    from engine.spec import template
 
     return value if template.is_template(value) else parse(value)
 

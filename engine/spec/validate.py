@@ -9,8 +9,8 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from engine import template
 from engine.errors import SourceError
+from engine.spec import template
 from engine.spec.kinds import CheckContext, KindInfo, KindTable, table
 from engine.spec.model import Effect
 from engine.spec.yamlsource import Located, format_path

@@ -22,8 +22,8 @@ from engine.spec import kinds as spec_kinds
 from engine.spec.model import Effect
 
 if TYPE_CHECKING:
-    from engine.context import StepContext
     from engine.errors import SourceError
+    from engine.run.context import StepContext
     from engine.spec.kinds import CheckContext
     from engine.spec.yamlsource import Located
 

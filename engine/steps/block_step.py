@@ -12,7 +12,7 @@ from engine.errors import UsageError
 from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
-    from engine.context import StepContext
+    from engine.run.context import StepContext
 
 SCHEMA = {
     "type": "array",

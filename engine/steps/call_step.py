@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine import template
+from engine.spec import template
 from engine.spec.model import Effect
 from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
-    from engine.context import StepContext
     from engine.errors import SourceError
+    from engine.run.context import StepContext
     from engine.spec.kinds import CheckContext
     from engine.spec.yamlsource import Located
 

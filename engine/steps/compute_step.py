@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine import template
 from engine.errors import UsageError
+from engine.spec import template
 from engine.spec.model import Effect
 from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
-    from engine.context import StepContext
+    from engine.run.context import StepContext
 
 SCHEMA = {
     "type": "object",

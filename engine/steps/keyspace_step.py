@@ -38,7 +38,7 @@ from engine.steps import Action, Done, Measured, StepKind, register
 
 if TYPE_CHECKING:
     from engine.adapters.redis import RedisAdapter
-    from engine.context import StepContext
+    from engine.run.context import StepContext
 
 _NUMBER = {"type": ["integer", "string"]}
 _FLAG = {"type": ["boolean", "string"]}

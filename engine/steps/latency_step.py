@@ -17,7 +17,7 @@ from engine.spec.params import parse_count, parse_duration
 from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
-    from engine.context import StepContext
+    from engine.run.context import StepContext
 
 MAX_PINGS = 100_000
 

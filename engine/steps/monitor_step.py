@@ -18,7 +18,7 @@ from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
     from engine.adapters.redis import RedisAdapter
-    from engine.context import StepContext
+    from engine.run.context import StepContext
 
 MAX_SECONDS = 300.0
 MAX_COMMANDS = 1_000_000

@@ -8,7 +8,7 @@ from engine.spec.model import Effect
 from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
-    from engine.context import StepContext
+    from engine.run.context import StepContext
 
 SCHEMA = {"type": "string", "description": "Text shown to the operator and kept in the transcript."}
 

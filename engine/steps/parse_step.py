@@ -22,7 +22,7 @@ from engine.spec.params import parse_duration
 from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
-    from engine.context import StepContext
+    from engine.run.context import StepContext
 
 _FORMATS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "free": ("`free -b` -> {mem: {total, used, free, available, ...}, swap, available_pct}", host.parse_free),

@@ -26,7 +26,7 @@ from engine.spec.params import parse_duration
 from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
-    from engine.context import StepContext
+    from engine.run.context import StepContext
 
 DEFAULT_NAME = "redis-dump-%Y%m%d-%H%M%S.rdb"
 LOAD_TIMEOUT = 600.0

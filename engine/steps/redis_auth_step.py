@@ -36,7 +36,7 @@ from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
     from engine.adapters.redis import RedisAdapter
-    from engine.context import StepContext
+    from engine.run.context import StepContext
 
 DEFAULT_USER = "default"  # requirepass is the default user's password
 ALPHABET = string.ascii_letters + string.digits + "-_"  # URL-, shell- and redis.conf-safe

@@ -24,7 +24,7 @@ from engine.steps import Action, Done, Measured, StepKind, register
 
 if TYPE_CHECKING:
     from engine.adapters.redis import RedisAdapter
-    from engine.context import StepContext
+    from engine.run.context import StepContext
 
 NUMBER = {"type": ["integer", "string"]}
 SCHEMA = {

@@ -26,7 +26,7 @@ from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
     from engine.adapters.redis import RedisAdapter
-    from engine.context import StepContext
+    from engine.run.context import StepContext
 
 COUNT = {"type": ["integer", "string"]}
 SCHEMA = {

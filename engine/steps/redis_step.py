@@ -11,8 +11,8 @@ from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
     from engine.adapters.redis import RedisAdapter
-    from engine.context import StepContext
     from engine.errors import SourceError
+    from engine.run.context import StepContext
     from engine.spec.kinds import CheckContext
     from engine.spec.yamlsource import Located
 
@@ -454,8 +454,8 @@ def connection_state_errors(located: Located, path: tuple[Any, ...], body: Any) 
     command = body.get("command") if isinstance(body, dict) else None
     if not command:
         return []
-    from engine import template
     from engine.adapters.redis_effects import connection_state_command
+    from engine.spec import template
 
     literal = []
     for arg in command[:2]:

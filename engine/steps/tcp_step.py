@@ -19,7 +19,7 @@ from engine.spec.params import parse_duration
 from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
-    from engine.context import StepContext
+    from engine.run.context import StepContext
 
 DEFAULT_TIMEOUT = 3.0
 

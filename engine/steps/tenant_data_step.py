@@ -39,7 +39,7 @@ from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
     from engine.adapters.redis import RedisAdapter
-    from engine.context import StepContext
+    from engine.run.context import StepContext
 
 SAMPLE = 20
 BATCH_KEYS = 1000

@@ -10,7 +10,7 @@ from engine.spec.params import parse_wait
 from engine.steps import Action, StepKind, register
 
 if TYPE_CHECKING:
-    from engine.context import StepContext
+    from engine.run.context import StepContext
 
 SCHEMA = {"type": ["string", "number"], "format": "duration", "description": "How long to wait: 5s, 250ms, 1m."}
 

@@ -1,6 +1,6 @@
 """`runbook timeline`, `runbook note`, `runbook postmortem`: thin click commands over the pure core.
 
-Loaded lazily by `engine.cli` (see LAZY_COMMANDS); the rendering modules are imported inside the
+Loaded lazily by `engine.cli.main` (see LAZY_COMMANDS); the rendering modules are imported inside the
 commands. Usage errors (no transcripts for the incident, a bad --tz or --at) exit 2 with a message.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from engine.cli_errors import fail
-from engine.cli_options import transcripts_dir_option
+from engine.cli.errors import fail
+from engine.cli.options import transcripts_dir_option
 from engine.errors import RunbookError, TranscriptUnwritable, UsageError
 from engine.printable import printable
 
@@ -219,7 +219,7 @@ def note(
     """
     from datetime import UTC, datetime
 
-    from engine.operator import current_user
+    from engine.run.operator import current_user
     from engine.timeline.notes import add_note, parse_at
 
     try:

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from engine import template
 from engine.errors import UsageError
+from engine.spec import template
 from engine.triage.symptoms import param_defaults
 
 GROUP = "runbook-redis"

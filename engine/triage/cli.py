@@ -8,14 +8,14 @@ from pathlib import Path
 
 import click
 
-from engine.cli_errors import fail
-from engine.cli_options import transcripts_dir_option
+from engine.cli.errors import fail
+from engine.cli.options import transcripts_dir_option
 from engine.errors import ExitCode, RunbookError, UsageError
 
 
 def target_and_args(redis_url: str | None, inventory: Path | None, target: str | None, sandbox: bool):
     """The target to read, and the options that name it again in the printed next command."""
-    from engine.session import RunRequest, resolve_target
+    from engine.run.session import RunRequest, resolve_target
 
     if sandbox:
         return None, ["--sandbox"]
@@ -66,7 +66,7 @@ def diagnose(
     Read-only: one INFO all, CONFIG GET *, CLIENT LIST, SLOWLOG GET, LATENCY LATEST, through an
     adapter that refuses any write. Exit 0: nothing found · 1: symptoms matched · 2: usage.
     """
-    from engine.session import INCIDENT_ID
+    from engine.run.session import INCIDENT_ID
     from engine.spec.loader import Catalog
     from engine.triage.diagnose import diagnose as run_diagnose
     from engine.triage.diagnose import render_text
@@ -79,7 +79,7 @@ def diagnose(
             raise UsageError("say what to diagnose: --redis URL, --inventory FILE --target NAME, or --sandbox")
         resolved, args = target_and_args(redis_url, inventory, target, sandbox)
         if sandbox:
-            from engine.sandbox_target import start_sandbox
+            from engine.run.sandbox_target import start_sandbox
 
             box = start_sandbox()
             resolved = box.target

@@ -178,7 +178,7 @@ def diagnose(
     """Read once, evaluate every symptom, record it all in a transcript (mode dry-run: nothing is sent
     but reads). UsageError before the transcript exists when the target has no Redis."""
     from engine.errors import UsageError
-    from engine.operator import Operator
+    from engine.run.operator import Operator
     from engine.spec.loader import Catalog
     from engine.transcript.redact import Redactor
     from engine.transcript.writer import TranscriptWriter, default_transcript_path, new_run_id

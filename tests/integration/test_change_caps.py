@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from engine.runner import MAX_CHANGE_VISITS, MAX_CHANGES_BY_FLAG
+from engine.run.runner import MAX_CHANGE_VISITS, MAX_CHANGES_BY_FLAG
 from tests.integration.cli_support import REPO, events, of_type, runbook
 
 HEADER = "title: T\nsection: test\ndescription: test procedure\nrequires: [redis]\n"

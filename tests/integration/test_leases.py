@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from engine.lease import KEY
+from engine.run.lease import KEY
 from engine.transcript.verify import verify_transcript
 from tests.integration.cli_support import REPO, events, of_type, runbook, transcript_path
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from engine.context import Connections, StepContext
+from engine.run.context import Connections, StepContext
 from engine.sandbox.redis_server import find_binary, free_port
 from engine.sandbox.seed import seed_somabrain
 from engine.sandbox.sshd import install_redis_service, inventory_for, write_inventory

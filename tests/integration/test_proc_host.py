@@ -237,7 +237,7 @@ def test_restore_rdb_rejects_unsafe_backup_paths_before_connecting(tmp_path):
     assert "does not match" in result.output and not any(tmp_path.iterdir())  # no transcript: never started
     # the same check, in process, for the other shapes a backup path must not have
     from engine.errors import UsageError
-    from engine.session import RunRequest, prepare
+    from engine.run.session import RunRequest, prepare
 
     for path in ("/backups/x.rdb;reboot", "backups/x.rdb", "/x.tar", "/b/$(id).rdb", "/b/x y.rdb"):
         with pytest.raises(UsageError, match="does not match"):

@@ -242,10 +242,10 @@ def test_a_step_that_claims_read_but_writes_is_stopped_in_dry_run(server, tmp_pa
 
     if "lying" not in _REGISTRY:
         register(StepKind(name="lying", schema={"type": "string"}, plan=plan))
-    from engine.context import Connections
-    from engine.gate import Gate
-    from engine.operator import Operator
-    from engine.runner import Runner
+    from engine.run.context import Connections
+    from engine.run.gate import Gate
+    from engine.run.operator import Operator
+    from engine.run.runner import Runner
     from engine.spec.model import Location, Procedure, Step
     from engine.targets import Target
     from engine.transcript.redact import Redactor

@@ -20,7 +20,7 @@ RUN_AND_LIST_MODULES = """\
 import atexit, json, sys
 listing = sys.argv.pop(1)
 atexit.register(lambda: open(listing, "w").write(json.dumps(sorted(sys.modules))))
-from engine.cli import main
+from engine.cli.main import main
 main()
 """
 

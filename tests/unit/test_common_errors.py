@@ -10,7 +10,7 @@ import redis
 from click.testing import CliRunner
 from redis._parsers.base import BaseParser
 
-from engine.cli import main
+from engine.cli.main import main
 from engine.common_errors import KNOWN_ERRORS, explain
 from engine.errors import TargetError
 from engine.steps import get

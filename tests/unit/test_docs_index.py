@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.docs_index import DEFAULT_OUTPUT, REGENERATE, generate, main, render
+from engine.cli.docs_index import DEFAULT_OUTPUT, REGENERATE, generate, main, render
 from engine.spec.loader import Catalog
 
 

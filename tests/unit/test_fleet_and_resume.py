@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import UsageError
-from engine.fleet import FleetPlan, worst
-from engine.resume import compatible, plan_from_events, what_changed
+from engine.run.fleet import FleetPlan, worst
+from engine.run.resume import compatible, plan_from_events, what_changed
 from engine.targets import is_pattern, select_targets
 
 INVENTORY = {

@@ -1,4 +1,4 @@
-"""engine.gate: who may approve a non-read step, and the panel the operator reads first (no terminal driven)."""
+"""engine.run.gate: who may approve a non-read step, and the panel the operator reads first (no terminal driven)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import click
 import pytest
 
 from engine.errors import StoppedError
-from engine.gate import ApprovalRequest, Gate, render_blast_radius, render_request
-from engine.operator import Operator
+from engine.run.gate import ApprovalRequest, Gate, render_blast_radius, render_request
+from engine.run.operator import Operator
 from engine.spec.model import Effect
 
 

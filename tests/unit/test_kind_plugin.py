@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
+from engine.cli.main import main
 from engine.errors import SourceError
 from engine.spec.kinds import CheckContext
 from engine.spec.model import Effect
@@ -239,9 +239,9 @@ def test_the_docs_show_this_very_kind() -> None:
 ROOT = Path(__file__).resolve().parents[2]
 ASK_THE_REGISTRY = [
     *sorted((ROOT / "engine" / "spec").glob("*.py")),
-    ROOT / "engine" / "session.py",
-    ROOT / "engine" / "show.py",
-    ROOT / "engine" / "docs_index.py",
+    ROOT / "engine" / "run" / "session.py",
+    ROOT / "engine" / "cli" / "show.py",
+    ROOT / "engine" / "cli" / "docs_index.py",
 ]
 
 

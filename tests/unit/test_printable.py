@@ -9,8 +9,8 @@ import os
 import click
 import pytest
 
-from engine.gate import ApprovalRequest, render_request
 from engine.printable import printable
+from engine.run.gate import ApprovalRequest, render_request
 from engine.spec.model import Effect
 from tests.hostile_text import BIDI, EVERY_CONTROL, SEQUENCES, hostile_strings, raw_controls
 
@@ -54,7 +54,7 @@ class _Tty(io.StringIO):
 
 
 def _record(text: str):
-    from engine.runner import StepRecord
+    from engine.run.runner import StepRecord
 
     return StepRecord(
         id="s",
@@ -72,7 +72,7 @@ def _record(text: str):
 
 @pytest.mark.parametrize("text", hostile_strings())
 def test_console_shows_server_data_escaped_and_keeps_its_own_colours(text: str) -> None:
-    from engine.console import Console
+    from engine.cli.console import Console
 
     out = _Tty()
     Console(out).step(_record(text))
@@ -106,8 +106,8 @@ def test_gate_panel_shows_everything_escaped(text: str) -> None:
 
 
 def test_operator_question_is_escaped(monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine import operator as operator_module
-    from engine.operator import Operator
+    from engine.run import operator as operator_module
+    from engine.run.operator import Operator
 
     monkeypatch.setattr(operator_module, "read_line", lambda fd, echo=True: "n")
     out = io.StringIO()
@@ -119,7 +119,7 @@ def test_operator_question_is_escaped(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_cli_errors_are_escaped(capsys: pytest.CaptureFixture[str]) -> None:
-    from engine.cli import fail
+    from engine.cli.main import fail
     from engine.errors import UsageError
 
     hostile = hostile_strings()[-1]
@@ -138,7 +138,7 @@ def test_json_output_escapes_controls_by_itself() -> None:
 
 
 def test_operator_tell_escapes_unless_the_caller_built_safe_text() -> None:
-    from engine.operator import Operator
+    from engine.run.operator import Operator
 
     out = _Tty()  # click keeps colours only on a terminal
     operator = Operator("bob", interactive=True, out=out)
@@ -149,7 +149,7 @@ def test_operator_tell_escapes_unless_the_caller_built_safe_text() -> None:
 
 
 def test_console_keeps_the_lines_a_show_template_lays_out() -> None:
-    from engine.console import Console
+    from engine.cli.console import Console
 
     out = io.StringIO()
     record = _record("x")

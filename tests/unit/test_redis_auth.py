@@ -7,8 +7,8 @@ import string
 
 import pytest
 
-from engine import template
 from engine.errors import UsageError
+from engine.spec import template
 from engine.spec.model import Effect
 from engine.steps import get
 from engine.steps.redis_auth_step import (

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from engine.adapters.redis import pack_commands
 from engine.adapters.redis_effects import CONNECTION_STATE, connection_state_command, state_changes_in_packet
-from engine.cli import _safe_argv, main
+from engine.cli.main import _safe_argv, main
 from engine.common_errors import explain
 from engine.errors import UsageError
 from engine.spec.loader import check_file

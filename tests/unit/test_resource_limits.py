@@ -15,8 +15,8 @@ import pytest
 from engine.errors import SourceError, UsageError
 from engine.spec import yamlsource
 from engine.spec.loader import check_file
+from engine.spec.template import MAX_ITERATIONS, MAX_OUTPUT, TemplateError, evaluate, render
 from engine.spec.yamlsource import MAX_ALIASES, MAX_DEPTH, MAX_VALUES, MAX_YAML_BYTES, load_yaml, read_yaml_file
-from engine.template import MAX_ITERATIONS, MAX_OUTPUT, TemplateError, evaluate, render
 from engine.transcript import reader
 from engine.transcript.reader import MAX_JSON_DEPTH, read_transcript
 
@@ -266,7 +266,7 @@ def test_expression_bombs_end_in_an_error(expression: str) -> None:
 
 
 def test_a_render_out_of_time_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.template as template
+    import engine.spec.template as template
 
     monkeypatch.setattr(template, "MAX_RENDER_SECONDS", -1.0)  # already over: the first check refuses
     with pytest.raises(TemplateError, match="longer than"):

@@ -20,9 +20,6 @@ from typing import Any
 
 import pytest
 
-from engine import approval
-from engine import runner as runner_module
-from engine.context import Connections
 from engine.errors import (
     ActionFailed,
     ExitCode,
@@ -31,9 +28,12 @@ from engine.errors import (
     StoppedError,
     UsageError,
 )
-from engine.gate import Gate
-from engine.operator import Operator
-from engine.runner import MAX_CHANGE_VISITS, Runner
+from engine.run import approval
+from engine.run import runner as runner_module
+from engine.run.context import Connections
+from engine.run.gate import Gate
+from engine.run.operator import Operator
+from engine.run.runner import MAX_CHANGE_VISITS, Runner
 from engine.spec.model import Effect, Procedure
 from engine.spec.params import resolve
 from engine.targets import Target

@@ -864,8 +864,8 @@ def test_the_catalog_has_ssh_read_steps() -> None:
 @pytest.mark.parametrize(("step", "run"), SHIPPED, ids=[s for s, _ in SHIPPED])
 @pytest.mark.parametrize("value", ["/var/lib/redis/dump.rdb", "/tmp/dir with space/x;rm -rf /", "-f", "+5f", "$(rm x)"])
 def test_shipped_read_steps_stay_read_whatever_their_values(step: str, run: str, value: str) -> None:
-    from engine import template
-    from engine.template import ShellText
+    from engine.spec import template
+    from engine.spec.template import ShellText
 
     assert classify_template(run).read_only, classify_template(run).reason
     anything = _Anything(value)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from engine.cli import main
+from engine.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = {"redis/wm-clear", "redis/health-check"}
@@ -124,7 +124,7 @@ def test_show_never_prints_a_secret_value(tmp_path: Path) -> None:
 
 def test_help_imports_no_heavy_module() -> None:
     code = (
-        "import engine.cli, sys; engine.cli.main(['--help'], standalone_mode=False); "
+        "import engine.cli.main, sys; engine.cli.main.main(['--help'], standalone_mode=False); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('redis','paramiko','jsonschema')))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -1,4 +1,4 @@
-"""Start-up: `import engine.cli` (every command's first step) loads no heavy library and no run machinery."""
+"""Start-up: `import engine.cli.main` (every command's first step) loads no heavy library and no run machinery."""
 
 from __future__ import annotations
 
@@ -19,17 +19,18 @@ def _modules_after(code: str) -> list[str]:
 
 
 def test_importing_the_cli_loads_no_heavy_library() -> None:
-    loaded = _modules_after("import engine.cli")
-    assert "click" in loaded and "engine.cli" in loaded  # the check sees what was imported
+    loaded = _modules_after("import engine.cli.main")
+    assert "click" in loaded and "engine.cli.main" in loaded  # the check sees what was imported
     assert [m for m in loaded if m.split(".")[0] in HEAVY] == []
     # `import engine` hands the kind registry to spec (engine.steps, engine.spec.kinds/model: no kind, no library)
-    machinery = ("engine.runner", "engine.session", "engine.spec.validate", "engine.spec.schema", "engine.spec.loader")
+    machinery = ("engine.run.runner", "engine.run.session", "engine.spec.validate", "engine.spec.schema")
+    machinery += ("engine.spec.loader",)
     kind_modules = [m for m in loaded if m.startswith("engine.steps.") and m.endswith("_step")]
     assert [m for m in loaded if m.startswith(machinery)] == [] and kind_modules == []
 
 
 def test_the_sub_clis_fail_through_a_helper_below_them() -> None:
-    """timeline, triage and rehearse import the failure helper, not engine.cli (no import upward)."""
+    """timeline, triage and rehearse import the failure helper, not the main CLI (no import upward)."""
     for module in ("engine.timeline.cli", "engine.triage.cli", "engine.rehearsal.cli"):
         loaded = _modules_after(f"import {module}")
-        assert "engine.cli_errors" in loaded and "engine.cli" not in loaded, module
+        assert "engine.cli.errors" in loaded and "engine.cli.main" not in loaded, module

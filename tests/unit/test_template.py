@@ -1,4 +1,4 @@
-"""engine.template: sandboxed, strict Jinja; typed lone expressions; shell-quoted shell fields."""
+"""engine.spec.template: sandboxed, strict Jinja; typed lone expressions; shell-quoted shell fields."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from engine.template import (
+from engine.spec.template import (
     ShellText,
     TemplateError,
     check_syntax,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
+from engine.cli.main import main
 from engine.errors import SourceError, UsageError
 from engine.spec.loader import Catalog, check_file, display_path, load_procedure
 from engine.spec.params import resolve

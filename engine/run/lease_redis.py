@@ -22,7 +22,7 @@ LEASE_TIMEOUT = 2.0
 
 
 class LeaseRedis:
-    """A callable `argv -> reply` for engine.lease.RedisStore; connects on first use."""
+    """A callable `argv -> reply` for engine.run.lease.RedisStore; connects on first use."""
 
     def __init__(self, endpoint: RedisEndpoint, password: Callable[[], str | None] | None = None):
         self.endpoint = replace(endpoint, timeout=min(endpoint.timeout, LEASE_TIMEOUT))

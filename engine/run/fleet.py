@@ -32,7 +32,7 @@ ALL_REMAINING = "all-remaining"  # the approval method of "all remaining" and of
 # -- the pure part -------------------------------------------------------------------------------
 def changes_anything(procedure: Procedure, load: Callable[[str], Procedure]) -> bool:
     """Whether any step may change the target (a call's callee included; decided at run time counts)."""
-    from engine.show import effect_of_calls
+    from engine.cli.show import effect_of_calls
     from engine.spec.effects import static_effect
     from engine.steps import get
 
@@ -236,7 +236,7 @@ class _Stop:
 def run_fleet(
     request: FleetRequest, *, say: Callable[[str], None] = print, interactive_children: bool = True
 ) -> FleetResult:
-    from engine.operator import Operator
+    from engine.run.operator import Operator
     from engine.spec.loader import Catalog
     from engine.targets import load_inventory, select_targets
     from engine.transcript.redact import Redactor
@@ -269,7 +269,7 @@ def run_fleet(
     operator = Operator.from_environment(name=request.operator, assume_yes=request.assume_yes)
     run_id = new_run_id()
     path = default_transcript_path(run_id, request.transcripts_dir)
-    from engine.session import _open_transcript, procedure_header
+    from engine.run.session import _open_transcript, procedure_header
 
     parent = _open_transcript(Path(path), run_id, redactor)
     parent.emit(
@@ -462,7 +462,7 @@ def _in_process(
     """One target of a parallel read-only fan-out, run in this process: its exit code, and why it never
     started if it did not."""
     from engine.errors import Interrupted, RunbookError
-    from engine.session import RunRequest, execute
+    from engine.run.session import RunRequest, execute
     from engine.spec.params import parse_var_options
 
     try:

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.errors import TargetError
-from engine.gate import ApprovalRequest, Decision, Gate
-from engine.lease import FileStore, Holder, Lease, LeaseHeld, RedisStore
+from engine.run.gate import ApprovalRequest, Decision, Gate
+from engine.run.lease import FileStore, Holder, Lease, LeaseHeld, RedisStore
 
 Record = Callable[..., Any]
 

@@ -17,7 +17,7 @@ import click
 
 from engine.errors import StoppedError
 from engine.printable import printable
-from engine.terminal_input import read_line
+from engine.run.terminal_input import read_line
 
 
 def current_user() -> str:
@@ -54,7 +54,7 @@ class Operator:
 
     def _prompt(self, question: str, *, secret: bool = False, default: str | None = None) -> str:
         """One answer from the terminal. End of input or a terminal gone (EIO) is 'no answer', never a
-        hang; a signal (a hang-up, Ctrl-C) interrupts the wait whenever it comes (engine.terminal_input)."""
+        hang; a signal (a hang-up, Ctrl-C) interrupts the wait whenever it comes (engine.run.terminal_input)."""
         shown = printable(question)
         suffix = f" [{printable(default)}]" if default and not secret else ""
         while True:

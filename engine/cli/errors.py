@@ -23,7 +23,7 @@ def say(text: str, *, err: bool = False) -> None:
     try:
         click.echo(printable(text, multiline=True), file=stream)
     except OSError:
-        from engine.console import silence
+        from engine.cli.console import silence
 
         silence(stream)
 

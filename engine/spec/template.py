@@ -29,7 +29,7 @@ from jinja2 import StrictUndefined, meta, nodes
 from jinja2.compiler import CodeGenerator
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from engine import safe_regex
+from engine.spec import safe_regex
 from engine.spec.params import parse_duration, parse_size
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.context import Progress
 from engine.errors import ActionFailed, Interrupted, MutationRefused, RunbookError, UsageError
+from engine.run.context import Progress
 from engine.spec.model import Step
 from engine.transcript.redact import Redactor
 

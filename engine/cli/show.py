@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from engine import template
 from engine.errors import RunbookError
+from engine.spec import template
 from engine.spec.effects import StaticEffect, static_effect
 from engine.spec.model import Effect, Procedure
 from engine.spec.params import convert

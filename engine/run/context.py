@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from engine.adapters.local import LocalFiles
     from engine.adapters.redis_routing import RoutedRedisAdapter
     from engine.adapters.ssh import SshAdapter
-    from engine.operator import Operator
+    from engine.run.operator import Operator
     from engine.spec.model import Procedure, Step
     from engine.targets import Target
     from engine.transcript.redact import Redactor

@@ -21,7 +21,7 @@ from engine.printable import printable
 from engine.spec.model import Effect
 
 if TYPE_CHECKING:  # the runner (and jinja2 with it) is not loaded for the console's sake
-    from engine.runner import StepRecord
+    from engine.run.runner import StepRecord
 
 _MARK: dict[str, tuple[str, str | None]] = {
     Outcome.OK: ("✓", "green"),
@@ -55,7 +55,7 @@ class Console:
 
     def _lose(self, exc: OSError) -> None:
         """A closed pipe (EPIPE) or a hung-up terminal (EIO): stop writing and end the run as that signal."""
-        from engine.session import interrupt
+        from engine.run.session import interrupt
 
         self.lost = True
         silence(self.out)
@@ -95,7 +95,7 @@ class Console:
 
     def predicted(self, record: StepRecord, indent: str) -> None:
         """A dry-run's change as the gate would have shown it: where, the command, the blast radius, the change."""
-        from engine.gate import render_blast_radius
+        from engine.run.gate import render_blast_radius
         from engine.timeline.changes import changes_text
 
         where = f" on {printable(record.where)}" if record.where else ""

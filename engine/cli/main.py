@@ -16,8 +16,8 @@ from typing import Any
 import click
 
 from engine import __version__
-from engine.cli_errors import fail, say
-from engine.cli_options import transcripts_dir_option
+from engine.cli.errors import fail, say
+from engine.cli.options import transcripts_dir_option
 from engine.errors import ExitCode, Interrupted, RunbookError, UsageError
 from engine.printable import printable
 
@@ -110,7 +110,7 @@ def list_command(as_json: bool, extra: tuple[Path, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def show(procedure: str, variables: tuple[str, ...], as_json: bool) -> None:
     """Show a procedure's params and steps, with effect markers, rendered with --var values."""
-    from engine.show import describe, render_text
+    from engine.cli.show import describe, render_text
     from engine.spec.loader import Catalog
     from engine.spec.params import parse_var_options
 
@@ -284,8 +284,8 @@ def run(
     extra: tuple[Path, ...],
 ) -> None:
     """Run a procedure against a target, asking before every change."""
-    from engine.console import Console
-    from engine.session import RunRequest
+    from engine.cli.console import Console
+    from engine.run.session import RunRequest
     from engine.spec.params import parse_var_options
     from engine.targets import is_pattern
 
@@ -299,7 +299,7 @@ def run(
                     "and no --redis, --sandbox or --transcript"
                 )
             )
-        from engine.fleet import FleetRequest
+        from engine.run.fleet import FleetRequest
 
         _run_fleet(
             FleetRequest(
@@ -361,7 +361,7 @@ def run(
 
 def _execute_and_exit(request: Any, console: Any, procedure: str, dry_run: bool, as_json: bool) -> None:
     """Run one request, print its outcome, exit with its code (shared by `run` and `continue`)."""
-    from engine.session import execute
+    from engine.run.session import execute
 
     try:
 
@@ -400,7 +400,7 @@ def _execute_and_exit(request: Any, console: Any, procedure: str, dry_run: bool,
 
 def _run_fleet(request: Any, as_json: bool, *, interactive_children: bool = True) -> None:
     """Every target of a fleet, then one table (or one JSON object); exit with the worst code."""
-    from engine.fleet import render_table, run_fleet
+    from engine.run.fleet import render_table, run_fleet
 
     try:
         result = run_fleet(request, say=lambda text: say(text, err=as_json), interactive_children=interactive_children)
@@ -446,8 +446,8 @@ def continue_command(
     rollout_approval: str | None,
 ) -> None:
     """Resume a run or a rollout that stopped, from its transcript: done steps are not run again."""
-    from engine.console import Console
-    from engine.resume import find_transcript, load_plan
+    from engine.cli.console import Console
+    from engine.run.resume import find_transcript, load_plan
 
     try:
         plan = load_plan(find_transcript(run_ref, transcripts_dir))
@@ -510,10 +510,10 @@ def _resume_request(
     transcripts_dir: Path,
 ) -> Any:
     """The continued run's request, refused (exit 3) when the world it decided on changed."""
-    from engine.context import Connections
     from engine.errors import StoppedError
-    from engine.resume import what_changed
-    from engine.session import RunRequest, identify, prepare, resolve_target
+    from engine.run.context import Connections
+    from engine.run.resume import what_changed
+    from engine.run.session import RunRequest, identify, prepare, resolve_target
     from engine.spec.params import parse_var_options
 
     old = _original_options(plan)
@@ -573,8 +573,8 @@ def _continue_fleet(
 ) -> None:
     """A rollout again: targets done are not run again, a stopped target is continued, the rest run."""
     from engine.errors import StoppedError
-    from engine.fleet import FleetRequest, child_outcome
-    from engine.resume import what_changed
+    from engine.run.fleet import FleetRequest, child_outcome
+    from engine.run.resume import what_changed
     from engine.spec.loader import Catalog
     from engine.transcript.reader import read_transcript
 
@@ -640,7 +640,7 @@ def _print_json(data: Mapping[str, Any]) -> None:
     try:
         click.echo(json.dumps(data, default=str))
     except OSError:
-        from engine.console import silence
+        from engine.cli.console import silence
 
         silence(sys.stdout)
 

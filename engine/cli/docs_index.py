@@ -2,11 +2,11 @@
 
 One table row per procedure: its id, what it is for (title and runbook section), its params
 (name:type=default) and its effects (how many steps read, write, destroy, or leave it to the server to
-say). Built from `Catalog` and `engine.show.describe`, the same data `runbook show` prints, so the index
+say). Built from `Catalog` and `engine.cli.show.describe`, the same data `runbook show` prints, so the index
 cannot drift from the procedures; a test fails when the file on disk is out of date.
 
-    python -m engine.docs_index            # rewrite docs/procedures.md
-    python -m engine.docs_index --check    # exit 1 when it is out of date
+    python -m engine.cli.docs_index            # rewrite docs/procedures.md
+    python -m engine.cli.docs_index --check    # exit 1 when it is out of date
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "procedures.md"
-REGENERATE = "python -m engine.docs_index"
+DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "procedures.md"
+REGENERATE = "python -m engine.cli.docs_index"
 _EFFECT_ORDER = ("destructive", "write", "read", "decided at run time")
 
 
@@ -52,7 +52,7 @@ def _effects(data: dict[str, Any]) -> str:
 
 def rows() -> list[dict[str, Any]]:
     """describe() of every shipped procedure, by id. A procedure that does not validate raises UsageError."""
-    from engine.show import describe
+    from engine.cli.show import describe
     from engine.spec.loader import Catalog
 
     catalog = Catalog()
@@ -87,7 +87,7 @@ def generate() -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m engine.docs_index", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m engine.cli.docs_index", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when the file is out of date, change nothing")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="default: docs/procedures.md")
     args = parser.parse_args(argv)

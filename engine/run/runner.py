@@ -7,7 +7,7 @@ applies the step's rules. Every event goes to the transcript before the operator
 Each visit of a step (one foreach item, one node) is a `Visit`: the step, where it sits and the values it
 sees. The pipeline takes it stage by stage: when, attempts under the retry policy, one attempt (render,
 plan, measure, gate, execute), then the finish (expectations, the record, `steps.<id>`). The conversation
-at the gate is engine.approval's, a sampled series engine.sampling's. Time comes from `clock`/`sleep`
+at the gate is engine.run.approval's, a sampled series engine.run.sampling's. Time comes from `clock`/`sleep`
 (the real ones by default), so the rules can be tested without waiting (tests/unit/test_runner_rules.py).
 """
 
@@ -20,11 +20,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, cast
 
-from engine import template
-from engine.approval import MAX_CHANGE_VISITS as MAX_CHANGE_VISITS  # the caps on --yes, where tests look
-from engine.approval import MAX_CHANGES_BY_FLAG as MAX_CHANGES_BY_FLAG
-from engine.approval import Approvals, Change
-from engine.context import Connections, StepContext
 from engine.errors import (
     ActionFailed,
     ExitCode,
@@ -35,11 +30,16 @@ from engine.errors import (
     StoppedError,
     UsageError,
 )
-from engine.gate import Gate
-from engine.operator import Operator
 from engine.outcome import Outcome
 from engine.records import BlastRadius
-from engine.sampling import Sampler, Sampling
+from engine.run.approval import MAX_CHANGE_VISITS as MAX_CHANGE_VISITS  # the caps on --yes, where tests look
+from engine.run.approval import MAX_CHANGES_BY_FLAG as MAX_CHANGES_BY_FLAG
+from engine.run.approval import Approvals, Change
+from engine.run.context import Connections, StepContext
+from engine.run.gate import Gate
+from engine.run.operator import Operator
+from engine.run.sampling import Sampler, Sampling
+from engine.spec import template
 from engine.spec.model import Effect, Procedure, Step
 from engine.spec.params import parse_count, parse_duration
 from engine.steps import Action, Done, Measured, StepKind, get
@@ -229,7 +229,7 @@ class Runner:
         self.state = RunState()
         self.cleaning = 0  # > 0 while finally steps run: the session holds a signal back until they are done
         self._predicted: set[str] = set()  # registers that hold a dry-run's prediction, not a result
-        # engine.resume.ResumePlan of the run this one continues: its done steps are reused, its in-doubt
+        # engine.run.resume.ResumePlan of the run this one continues: its done steps are reused, its in-doubt
         # change is asked about again on the terminal
         self.resume = resume
         self.approvals = Approvals(

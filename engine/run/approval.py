@@ -1,6 +1,6 @@
 """The conversation at the gate for one change of a run: `approval.requested`, then given or refused.
 
-The gate (engine.gate) decides; this records the question and the answer in the transcript, counts
+The gate (engine.run.gate) decides; this records the question and the answer in the transcript, counts
 them, and adds what only the run knows: the confirm text rendered now, why `--yes` does not cover a
 change repeated too often, the resumed run's change that may or may not have been sent, and the
 approval a `restore:` inherits from the change it puts back.
@@ -11,15 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine import template
 from engine.errors import Interrupted
-from engine.gate import ApprovalRequest, Decision, Gate
 from engine.records import BlastRadius
+from engine.run.gate import ApprovalRequest, Decision, Gate
+from engine.spec import template
 from engine.spec.model import Effect
 from engine.transcript.writer import TranscriptWriter, sha256_text
 
 if TYPE_CHECKING:
-    from engine.runner import RunState, Visit
+    from engine.run.runner import RunState, Visit
     from engine.transcript.redact import Redactor
 
 # `--yes` approves one execution of one rendered command, not a loop: past these caps every further
@@ -62,7 +62,7 @@ class Approvals:
         self.operator_name = operator_name
         self.target_name = target_name
         self.state = state
-        self.resume = resume  # engine.resume.ResumePlan: its in-doubt change is asked about once, again
+        self.resume = resume  # engine.run.resume.ResumePlan: its in-doubt change is asked about once, again
         self._doubt_asked = False
 
     def ask(self, visit: Visit, change: Change) -> str | None:

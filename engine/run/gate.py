@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import click
 
 from engine.errors import StoppedError
-from engine.operator import Operator
 from engine.printable import printable
 from engine.records import BlastRadius
+from engine.run.operator import Operator
 from engine.spec.model import Effect
 
 
@@ -126,7 +126,7 @@ def render_request(request: ApprovalRequest) -> str:
 
 
 def _human(size: int) -> str:
-    from engine.template import human_bytes
+    from engine.spec.template import human_bytes
 
     return human_bytes(size)
 

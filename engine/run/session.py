@@ -62,7 +62,7 @@ class RunRequest:
     parent_run: str | None = None  # the fleet run this one is a target of
     rollout: bool = False  # a target of a rolling run: the gate also takes "all remaining"
     rollout_approval: str | None = None  # "OPERATOR@RUN": an "all remaining" answer covering this target
-    resume: Any = None  # engine.resume.ResumePlan: the stopped run this one continues
+    resume: Any = None  # engine.run.resume.ResumePlan: the stopped run this one continues
     resume_changes: tuple[str, ...] = ()  # what changed since (accepted with --allow-changed)
     no_terminal: bool = False  # one of a fleet's parallel runs: nobody is asked anything on the terminal
     catalog: Any = None  # a fleet's parallel runs share the parent's procedure catalog and inventory,
@@ -92,7 +92,7 @@ class RunResult:
 
 
 def _step_json(s: Any) -> StepSummary:
-    """One step record (engine.runner.StepRecord) as `--json` shows it."""
+    """One step record (engine.run.runner.StepRecord) as `--json` shows it."""
     out: StepSummary = {
         "id": s.id,
         "name": s.name,
@@ -253,10 +253,10 @@ def _execute(
     on_start: Callable[[str], None],
     started_sandbox: Callable[[Any], None],
 ) -> RunResult:
-    from engine.context import Connections
-    from engine.gate import Gate
-    from engine.operator import Operator
-    from engine.runner import Runner, RunState
+    from engine.run.context import Connections
+    from engine.run.gate import Gate
+    from engine.run.operator import Operator
+    from engine.run.runner import Runner, RunState
     from engine.spec.params import resolve
     from engine.targets import missing_facets
     from engine.transcript.redact import Redactor
@@ -273,7 +273,7 @@ def _execute(
     sandbox = None
     try:
         if request.sandbox:
-            from engine.sandbox_target import start_sandbox
+            from engine.run.sandbox_target import start_sandbox
 
             sandbox = start_sandbox(request.sandbox_topology)
             started_sandbox(sandbox)
@@ -356,9 +356,9 @@ def _execute(
                 transcript.emit("target.identified", redis_run_id=identify(connections))
             gate = Gate(operator, rollout=request.rollout, covered_by=request.rollout_approval)
             if not request.dry_run:  # a change takes the target's lease first; reads and rehearsals never do
-                from engine.lease import FileStore, new_holder
-                from engine.lease_gate import LeasingGate
-                from engine.lease_redis import LeaseRedis
+                from engine.run.lease import FileStore, new_holder
+                from engine.run.lease_gate import LeasingGate
+                from engine.run.lease_redis import LeaseRedis
 
                 live = connections
 
@@ -551,7 +551,7 @@ def _end(transcript: Any, **fields: Any) -> None:
 
 def template_values(target: Target, run_id: str, request: RunRequest, operator: str) -> dict[str, Any]:
     """The built-in names every template sees: target, run, service, paths."""
-    from engine.template import ShellText
+    from engine.spec.template import ShellText
 
     service = {}
     paths: dict[str, str] = {}
