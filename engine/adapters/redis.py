@@ -249,10 +249,6 @@ class RedisAdapter:
         self.connect()
         return classify(argv, self._table)
 
-    def command_table(self) -> dict[str, CommandInfo]:
-        self.connect()
-        return dict(self._table or {})
-
     def check_step_command(self, argv: Sequence[Any]) -> None:
         """Refuse a command that would change the connection (the step's own, maybe from a template)."""
         found = connection_state_command([_arg_bytes(a) for a in argv]) if argv else None

@@ -19,7 +19,6 @@ Two properties of a CRC with init 0 and no final xor make blocks composable:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from functools import cache
 
 POLY = 0xAD93D23594C935A9  # as Redis writes it (normal form)
@@ -193,10 +192,3 @@ class Crc64:
             self.value = crc64(self._pending, self.value)
             self._pending.clear()
         return self.value
-
-
-def crc64_chunks(chunks: Iterable[bytes]) -> int:
-    crc = Crc64()
-    for chunk in chunks:
-        crc.update(chunk)
-    return crc.digest()

@@ -242,13 +242,6 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield number, line
 
 
-def read_header(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    for number, line in _lines(path):
-        return _header(line, number)
-    raise KeyFileError(f"{path}: empty file")
-
-
 def _header(line: bytes, number: int) -> dict[str, Any]:
     try:
         header = json.loads(line)

@@ -339,11 +339,6 @@ class RedisServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"redis://{host}:{self.port}/0"
 
-    @property
-    def config_lines(self) -> list[str]:
-        """The lines this server's redis.conf was first written with."""
-        return list(self._lines)
-
     def client(self, **kw: Any) -> redis.Redis:
         """A redis-py client for this server; fails fast (no retries) unless `retry=` is given."""
         kw.setdefault("decode_responses", True)

@@ -44,10 +44,6 @@ class Signature:
     def fingerprint(self) -> str:
         return fingerprint(self.public_key)
 
-    def public_key_line(self) -> str:
-        """The key as an `authorized_keys` / `allowed_signers` line would write it."""
-        return f"{self.key_type} {base64.b64encode(self.public_key).decode()}"
-
 
 def fingerprint(public_key: bytes) -> str:
     """OpenSSH's SHA256 fingerprint (`ssh-keygen -lf`)."""
