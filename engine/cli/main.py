@@ -470,13 +470,13 @@ def continue_command(
         request = replace(request, parent_run=parent_run, rollout=rollout, rollout_approval=rollout_approval)
     except RunbookError as exc:
         fail(exc)
-    done = [step for step in plan.done]
+    done = [str(key) for key in plan.done]
     console.line(f"continuing run {plan.run_id} ({plan.procedure.get('id')})", bold=True)
     console.line(f"  done, not run again: {', '.join(done) or 'nothing'}")
     if plan.in_doubt is not None:
         doubt = plan.in_doubt
         console.line(
-            f"  IN DOUBT: step '{doubt.step_id}' ({doubt.effect}: {doubt.command}) started at {doubt.started_at} "
+            f"  IN DOUBT: step '{doubt.key}' ({doubt.effect}: {doubt.command}) started at {doubt.started_at} "
             "and never finished: it is measured again and put to you before anything is sent",
             fg="red",
             bold=True,

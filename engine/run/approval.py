@@ -183,7 +183,7 @@ class Approvals:
     def _in_doubt(self, visit: Visit) -> dict[str, Any] | None:
         """The resumed run's change that started and never finished, the first time it comes up again."""
         doubt = self.resume.in_doubt if self.resume is not None else None
-        if doubt is None or visit.depth != 0 or visit.step.id != doubt.step_id or self._doubt_asked:
+        if doubt is None or visit.key != doubt.key or self._doubt_asked:
             return None
         self._doubt_asked = True
         return {

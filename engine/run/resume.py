@@ -1,10 +1,13 @@
 """What a stopped run left done, in doubt and to do: read from its transcript, decided without a server.
 
-A step is done when its last `step.finished` (top level, not an item of a loop) says ok: it is not run
-again and its registered value comes back from the transcript. A change whose `step.started` has no
-`step.finished` is in doubt (the command may or may not have reached the server): it is measured and
+A step is named by a `StepKey`: the calls it runs inside (each a procedure, its call step and that step's
+foreach iteration), its id and its own foreach iteration, so a step of a called procedure or one item of a
+loop is told apart from every other. A step (or item) is done when its last `step.finished` says ok: it is
+not run again and its registered value comes back from the transcript. A change whose `step.started` has
+no `step.finished` is in doubt (the command may or may not have reached the server): it is measured and
 put to the gate again, never sent blindly. Secret results are not in the transcript: those steps run
-again, as do reads marked `precondition: true`.
+again, as do reads marked `precondition: true`. A transcript written before steps inside a call carried
+`call_path` names only its top-level steps unambiguously: its steps inside calls are neither reused nor in doubt.
 """
 
 from __future__ import annotations
@@ -17,6 +20,46 @@ from engine.errors import UsageError
 from engine.outcome import Outcome
 from engine.spec.model import Effect
 
+Segment = tuple[str, str, int | None]
+"""One call on the way to a step: (the calling procedure's id, its call step's id, that step's foreach iteration)."""
+
+
+@dataclass(frozen=True)
+class StepKey:
+    """Which visit of which step: unambiguous across calls and foreach items (a goto's revisits share it)."""
+
+    path: tuple[Segment, ...]
+    step_id: str
+    iteration: int | None = None
+
+    def __str__(self) -> str:
+        return " > ".join([*(_item(step, i) for _, step, i in self.path), _item(self.step_id, self.iteration)])
+
+
+def _item(step_id: str, iteration: int | None) -> str:
+    return step_id if iteration is None else f"{step_id}[{iteration}]"
+
+
+def key_of(step: dict[str, Any]) -> StepKey | None:
+    """The key of a transcript's step object; None when it cannot be told apart (a legacy step inside a call)."""
+    if "id" not in step:
+        return None
+    raw = step.get("call_path")
+    if raw is None:
+        if step.get("call_depth", 0):
+            return None
+        path: tuple[Segment, ...] = ()
+    else:
+        try:
+            path = tuple((str(s["procedure"]), str(s["step"]), _iteration(s.get("iteration"))) for s in raw)
+        except (TypeError, KeyError, AttributeError):
+            return None
+    return StepKey(path, str(step["id"]), _iteration(step.get("iteration")))
+
+
+def _iteration(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
 
 @dataclass(frozen=True)
 class DoneStep:
@@ -25,6 +68,7 @@ class DoneStep:
     effect: str
     blast_radius: dict[str, Any] | None = None
     shrunk: bool = False  # the transcript kept a cut-down result: the step runs again if it is a read
+    command: str | None = None  # as its last step.started rendered it: a foreach item reused must render the same
 
 
 @dataclass(frozen=True)
@@ -34,6 +78,11 @@ class InDoubt:
     command: str
     started_at: str
     approved: bool  # the change had been approved when the run stopped
+    key: StepKey | None = None  # which visit: inside which calls, at which foreach item
+
+    def __post_init__(self) -> None:
+        if self.key is None:
+            object.__setattr__(self, "key", StepKey((), self.step_id))
 
 
 @dataclass(frozen=True)
@@ -48,14 +97,14 @@ class ResumePlan:
     params: dict[str, Any]
     parent_run: str | None
     ended: dict[str, Any] | None
-    done: dict[str, DoneStep] = field(default_factory=dict)
+    done: dict[StepKey, DoneStep] = field(default_factory=dict)
     in_doubt: InDoubt | None = None
     fleet: dict[str, Any] | None = None  # a parent run's plan
     children: dict[str, dict[str, Any]] = field(default_factory=dict)  # target -> its last child.finished
 
-    def reuse(self, step: Any) -> DoneStep | None:
-        """The recorded run of `step` if it is not to run again, else None."""
-        done = self.done.get(step.id)
+    def reuse(self, key: StepKey, step: Any) -> DoneStep | None:
+        """The recorded run of `step` (this visit of it: `key`) if it is not to run again, else None."""
+        done = self.done.get(key)
         if done is None or step.secret or step.precondition:
             return None
         if done.shrunk and done.effect == str(Effect.READ):
@@ -83,57 +132,64 @@ def plan_from_events(events: list[dict[str, Any]], path: str) -> ResumePlan:
     if not events or events[0].get("type") != "run.started":
         raise UsageError(f"{path}: not a run transcript (its first line is not run.started)")
     head = events[0]
-    done: dict[str, DoneStep] = {}
-    open_steps: dict[str, dict[str, Any]] = {}
-    approved: set[str] = set()
+    done: dict[StepKey, DoneStep] = {}
+    open_steps: dict[StepKey, dict[str, Any]] = {}
+    commands: dict[StepKey, str] = {}
+    approved: set[StepKey] = set()
     identity = None
     children: dict[str, dict[str, Any]] = {}
     ended = None
     for event in events:
         kind = event.get("type")
-        step = event.get("step") or {}
-        top = step.get("call_depth", 0) == 0 and step.get("iteration") is None
+        key = key_of(event.get("step") or {})
         if kind == "target.identified":
             identity = event.get("redis_run_id")
         elif kind == "run.ended":
             ended = event
         elif kind in ("fleet.child.finished",):
             children[str(event.get("target"))] = event
-        elif not top or "id" not in step:
+        elif key is None:
             continue
         elif kind == "step.started":
-            open_steps[step["id"]] = event
-            approved.discard(step["id"])
+            open_steps[key] = event
+            commands[key] = str(event.get("command") or "")
+            approved.discard(key)
         elif kind == "approval.given":
-            approved.add(step["id"])
+            approved.add(key)
         elif kind == "approval.refused":
-            open_steps.pop(step["id"], None)  # refused (a signal at the prompt included): certainly not sent
+            open_steps.pop(key, None)  # refused (a signal at the prompt included): certainly not sent
         elif kind == "step.finished":
-            open_steps.pop(step["id"], None)
+            open_steps.pop(key, None)
             if event.get("outcome") == Outcome.OK:
-                done[step["id"]] = DoneStep(
-                    step["id"],
+                done[key] = DoneStep(
+                    key.step_id,
                     event.get("result"),
                     str(event.get("effect", "read")),
                     event.get("blast_radius"),
                     _shrunk(event.get("result")),
+                    commands.get(key),
                 )
             else:
-                done.pop(step["id"], None)
+                done.pop(key, None)
         elif kind == "step.resumed":
-            done[step["id"]] = DoneStep(
-                step["id"], event.get("result"), str(event.get("effect", "read")), event.get("blast_radius")
+            done[key] = DoneStep(
+                key.step_id,
+                event.get("result"),
+                str(event.get("effect", "read")),
+                event.get("blast_radius"),
+                command=event.get("command"),
             )
     in_doubt = None
-    changes = [e for e in open_steps.values() if e.get("effect") in _CHANGES and e.get("command")]
+    changes = [(k, e) for k, e in open_steps.items() if e.get("effect") in _CHANGES and e.get("command")]
     if changes:
-        last = changes[-1]
+        key, last = max(changes, key=lambda change: int(change[1].get("seq") or 0))  # the latest started
         in_doubt = InDoubt(
-            last["step"]["id"],
+            key.step_id,
             str(last["effect"]),
             str(last.get("command", "")),
             str(last.get("time", "")),
-            last["step"]["id"] in approved,
+            key in approved,
+            key,
         )
     return ResumePlan(
         run_id=str(head.get("run_id")),

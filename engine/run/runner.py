@@ -38,6 +38,7 @@ from engine.run.approval import Approvals, Change
 from engine.run.context import Connections, StepContext
 from engine.run.gate import Gate
 from engine.run.operator import Operator
+from engine.run.resume import DoneStep, Segment, StepKey
 from engine.run.sampling import Sampler, Sampling
 from engine.spec import template
 from engine.spec.model import Effect, Procedure, Step
@@ -92,6 +93,7 @@ class _Frame:
 
     procedure: Procedure
     depth: int
+    path: tuple[Segment, ...] = ()  # the calls this run of the procedure sits inside (engine.run.resume.StepKey)
     visits: dict[str, int] = field(default_factory=dict)
     gated: dict[str, set[int]] = field(default_factory=dict)  # step id -> the visits that reached the gate
     ran: dict[str, bool] = field(default_factory=dict)
@@ -102,12 +104,18 @@ class _Frame:
 
 @dataclass(frozen=True)
 class Visit:
-    """One visit of one step: the step, its procedure run (frame), the values it sees, its foreach iteration."""
+    """One visit of one step: the step, its procedure run (frame), the values it sees, its foreach iteration
+    and its path (the calls, and a block run as a foreach item, it sits inside: what tells it apart on resume)."""
 
     frame: _Frame
     step: Step
     values: dict[str, Any]  # for a foreach item or a node: the procedure's values with `item`/`node` and `loop`
     iteration: int | None = None
+    path: tuple[Segment, ...] = ()
+
+    @property
+    def key(self) -> StepKey:
+        return StepKey(self.path, self.step.id, self.iteration)
 
     @property
     def procedure(self) -> Procedure:
@@ -130,6 +138,7 @@ class Visit:
             "iteration": self.iteration,
             "call_depth": self.depth,
             "procedure": self.procedure.id,
+            **({"call_path": [_segment(s) for s in self.path]} if self.path else {}),
         }
 
     def at(self, iteration: int, values: dict[str, Any]) -> Visit:
@@ -245,7 +254,9 @@ class Runner:
         self.sleep = sleep
 
     # -- procedure level -----------------------------------------------------------------------
-    def run(self, procedure: Procedure, params: dict[str, Any], *, depth: int = 0) -> dict[str, Any]:
+    def run(
+        self, procedure: Procedure, params: dict[str, Any], *, depth: int = 0, path: tuple[Segment, ...] = ()
+    ) -> dict[str, Any]:
         """Run every step, then the finally steps however the steps ended; returns the registered values.
 
         Raises StepAborted/RunbookError (or the interruption) to stop, after the cleanup ran.
@@ -256,9 +267,9 @@ class Runner:
             "params": dict(params),
             "steps": {s.id: _status("not_run") for s in procedure.all_steps()},
         }
-        frame = _Frame(procedure, depth)
+        frame = _Frame(procedure, depth, path)
         try:
-            self._run_steps(frame, procedure.steps, values)
+            self._run_steps(frame, procedure.steps, values, path)
         except BaseException as exc:
             if procedure.finally_steps:
                 self._run_finally(frame, values, _ending(exc))
@@ -269,7 +280,9 @@ class Runner:
                 raise failure
         return {k: v for k, v in values.items() if k not in self.target_values and k not in ("params", "steps")}
 
-    def _run_steps(self, frame: _Frame, steps: tuple[Step, ...], values: dict[str, Any]) -> None:
+    def _run_steps(
+        self, frame: _Frame, steps: tuple[Step, ...], values: dict[str, Any], path: tuple[Segment, ...]
+    ) -> None:
         """A list of steps in order; a goto jumps within it."""
         index = 0
         while index < len(steps):
@@ -280,7 +293,7 @@ class Runner:
                     f"{step.location}: more than {MAX_STEP_EXECUTIONS} step executions: a goto loop in the procedure?"
                 )
             frame.visits[step.id] = frame.visits.get(step.id, 0) + 1
-            jump = self._run_step(Visit(frame, step, values))
+            jump = self._run_step(Visit(frame, step, values, path=path))
             index = next(i for i, s in enumerate(steps) if s.id == jump) if jump is not None else index + 1
 
     def _run_finally(self, frame: _Frame, values: dict[str, Any], ending: str) -> BaseException | None:
@@ -300,7 +313,7 @@ class Runner:
         try:
             for step in frame.procedure.finally_steps:
                 try:
-                    self._run_step(Visit(frame, step, values))
+                    self._run_step(Visit(frame, step, values, path=frame.path))
                 except (StepAborted, RunbookError) as exc:
                     first = first or exc
         finally:
@@ -354,6 +367,12 @@ class Runner:
             # `when` is decided per item: it may look at `item`
             scope = {**values, name: item, "loop": {"index": i, "first": i == 0, "last": i == len(items) - 1}}
             each = visit.at(i, scope)
+            done = self._resumed(each) if name == "item" else None
+            if done is not None:  # done in the run this one continues: its result stands, it is not run again
+                results.append(done.result)
+                statuses.append({**_status(Outcome.OK), "result": done.result})
+                any_ran = True
+                continue
             if self._skipped_by_when(each):
                 results.append(None)
                 statuses.append(visit.status)
@@ -381,19 +400,11 @@ class Runner:
     def _reused(self, visit: Visit) -> bool:
         """A step the resumed run finished: its recorded result stands in for running it again."""
         step = visit.step
-        if self.resume is None or visit.depth != 0 or step.foreach is not None or step.cleanup:
-            return False
-        done = self.resume.reuse(step)
+        if step.foreach is not None:
+            return False  # its items are reused one by one (_run_items)
+        done = self._resumed(visit)
         if done is None:
             return False
-        self.transcript.emit(
-            "step.resumed",
-            step=visit.ref,
-            from_run=self.resume.run_id,
-            effect=done.effect,
-            result=done.result,
-            blast_radius=done.blast_radius,
-        )
         if step.register:
             visit.values[step.register] = done.result
         if step.kind == "block" and isinstance(done.result, dict):
@@ -401,7 +412,28 @@ class Runner:
         visit.values["steps"][step.id] = {**_status(Outcome.OK), "result": done.result}
         visit.frame.ran[step.id] = True
         if done.blast_radius:
-            visit.frame.measured.setdefault(step.id, done.blast_radius)
+            visit.frame.measured.setdefault(step.id, cast(BlastRadius, done.blast_radius))
+        return True
+
+    def _resumed(self, visit: Visit) -> DoneStep | None:
+        """This visit's run in the stopped run, if it finished there and is not to run again; recorded as resumed."""
+        step = visit.step
+        if self.resume is None or step.cleanup:
+            return None
+        done: DoneStep | None = self.resume.reuse(visit.key, step)
+        if done is None:
+            return None
+        if visit.iteration is not None and done.command is not None and self._command_now(visit) != done.command:
+            return None  # the list changed: this position holds another item now, which runs
+        self.transcript.emit(
+            "step.resumed",
+            step=visit.ref,
+            from_run=self.resume.run_id,
+            effect=done.effect,
+            result=done.result,
+            blast_radius=done.blast_radius,
+            command=done.command,
+        )
         message = f"done in run {self.resume.run_id}: not run again"
         self._record(
             StepRecord(
@@ -414,7 +446,19 @@ class Runner:
                 procedure=visit.procedure.id,
             )
         )
-        return True
+        return done
+
+    def _command_now(self, visit: Visit) -> str | None:
+        """The command this visit renders today, as a transcript records it (None: it cannot be planned now)."""
+        step = visit.step
+        if step.kind == "block":
+            return f"block {step.id}"
+        try:
+            kind = get(step.kind)
+            body = step.action if kind.expressions else _render(kind, step, visit.values)
+            return self.redactor.text(kind.plan(body, self._context(visit, recorded=False)).command)
+        except Exception:  # the step's own run meets the same problem and reports it
+            return None
 
     def _skipped_by_when(self, visit: Visit) -> bool:
         step = visit.step
@@ -482,7 +526,7 @@ class Runner:
             step=visit.step,
             dry_run=self.dry_run,
             values=visit.values,
-            call_procedure=lambda pid, p: self._call(pid, p, frame.depth),
+            call_procedure=lambda pid, p: self._call(pid, p, visit),
             show_progress=self.show_progress,
             recorded_change=frame.measured.get if recorded else (lambda _step_id: None),
         )
@@ -520,8 +564,12 @@ class Runner:
             "step.started", step=visit.ref, effect="read", where="block", command=f"block {step.id}", attempt=attempt
         )
         registers = [s.register for s in step.action if s.register]
+        # a block run as a foreach item: its steps are told apart from the same steps of the other items
+        path = (
+            (*visit.path, (visit.procedure.id, step.id, visit.iteration)) if visit.iteration is not None else visit.path
+        )
         try:
-            self._run_steps(visit.frame, step.action, visit.values)
+            self._run_steps(visit.frame, step.action, visit.values, path)
             return _Tried(_Outcome(Outcome.OK, {name: visit.values.get(name) for name in registers}))
         except StepAborted as exc:
             ended = Outcome.FAILED if exc.exit_code == ExitCode.FINDINGS else Outcome.ERROR
@@ -955,12 +1003,14 @@ class Runner:
         return Action(action.effect, action.where, action.command, sampler)
 
     # -- call --------------------------------------------------------------------------------------
-    def _call(self, procedure_id: str, params: dict[str, Any], depth: int) -> dict[str, Any]:
+    def _call(self, procedure_id: str, params: dict[str, Any], caller: Visit) -> dict[str, Any]:
+        depth = caller.depth
         if depth >= MAX_CALL_DEPTH:
             raise UsageError(f"call {procedure_id}: calls nested more than {MAX_CALL_DEPTH} deep")
         callee = self.load_procedure(procedure_id)
         resolved = self.resolve_params(callee, params)
-        registered = self.run(callee, resolved, depth=depth + 1)
+        path = (*caller.path, (caller.procedure.id, caller.step.id, caller.iteration))
+        registered = self.run(callee, resolved, depth=depth + 1, path=path)
         return {"procedure": procedure_id, **registered}
 
 
@@ -985,6 +1035,11 @@ def _predict(action: Action, measured: Measured | None) -> Any:
 # -- helpers -------------------------------------------------------------------------------------------
 def _render(kind: StepKind, step: Step, values: dict[str, Any]) -> Any:
     return template.render_data(step.action, values, shell_fields=kind.shell_fields, raw_fields=kind.raw_fields)
+
+
+def _segment(segment: Segment) -> dict[str, Any]:
+    procedure, step_id, iteration = segment
+    return {"procedure": procedure, "step": step_id, "iteration": iteration}
 
 
 def _status(outcome: str) -> dict[str, Any]:

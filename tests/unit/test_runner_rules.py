@@ -235,6 +235,7 @@ def run(
     dry_run: bool = False,
     params: dict[str, Any] | None = None,
     catalog: dict[str, str] | None = None,
+    resume: Any = None,
 ) -> Ran:
     """Run the procedure to its end; what stopped it (StepAborted, StoppedError, Interrupted ...) is kept."""
     procedure = load(text)
@@ -260,6 +261,7 @@ def run(
         load_procedure=load_procedure,
         resolve_params=lambda callee, given: resolve(callee.params, given, procedure=callee.id),
         target_values={},
+        resume=resume,
         clock=clock,
         sleep=clock.sleep,
     )
@@ -991,3 +993,116 @@ def test_advice_is_carried_by_every_runbook_error() -> None:
     assert UsageError("bad input", advice="read the docs").advice == "read the docs"
     assert StoppedError("no").advice is None
     assert ActionFailed("refused", advice="try later").advice == "try later"
+
+
+# -- continue: steps inside a call and foreach items are reused by their path, their in-doubt change asked again --
+COUNTER = """\
+steps:
+  - id: nested
+    name: Call the counter
+    call: {procedure: test/count}
+    register: counter
+  - id: after
+    name: Use what it counted
+    fake: {say: "after {{ counter.counted | join(',') }} {{ counter.seen }}"}
+"""
+COUNT = """\
+steps:
+  - id: look
+    name: Look first
+    fake: {say: look}
+    register: seen
+  - id: each
+    name: Count one key
+    fake: {say: "count {{ item }}", changes: write, interrupt: "INTERRUPT"}
+    confirm: Count it?
+    foreach: ITEMS
+    register: counted
+"""
+
+
+def _count(items: str = '["a", "b", "c"]', interrupt_at: str = "") -> dict[str, str]:
+    """The callee, its foreach over `items`; a signal takes the change in flight at `interrupt_at` (after approval)."""
+    at = "{{ 'SIGINT' if item == 'AT' else '' }}".replace("AT", interrupt_at) if interrupt_at else ""
+    return {"test/count": COUNT.replace("ITEMS", f"'{items}'").replace("INTERRUPT", at)}
+
+
+def _continue(ran: Ran) -> Any:
+    from engine.run.resume import plan_from_events
+
+    head = {"type": "run.started", "run_id": "run-1", "procedure": {"id": "test/p"}}  # the runner writes no header
+    return plan_from_events([head, *ran.events], str(ran.path))
+
+
+def test_continue_reuses_steps_inside_a_call_and_the_loop_items_done(tmp_path: Path) -> None:
+    first = run(tmp_path, COUNTER, operator=answering(True, False), catalog=_count())
+    assert isinstance(first.error, StoppedError)  # item b refused: a done, c never reached
+    assert SENT.commands == ["look", "count a"]
+    SENT.commands.clear()
+    again = run(tmp_path, COUNTER, operator=answering(True, True), catalog=_count(), resume=_continue(first))
+    assert again.error is None, again.error
+    assert SENT.commands == ["count b", "count c", "after count a,count b,count c look"]  # look and a not again
+    resumed = [(e["step"]["id"], e["step"]["iteration"], e["step"]["call_path"]) for e in again.of("step.resumed")]
+    path = [{"procedure": "test/p", "step": "nested", "iteration": None}]
+    assert resumed == [("look", None, path), ("each", 0, path)]
+    started = [(e["step"]["id"], e["step"]["iteration"]) for e in again.of("step.started")]
+    assert ("each", 0) not in started and ("look", None) not in started
+    assert again.of("step.resumed")[1]["command"] == "fake count a"
+    # a third run continues the second: what the second reused is reused again, with its command
+    SENT.commands.clear()
+    third = run(tmp_path, COUNTER, catalog=_count(), resume=_continue(again))
+    assert third.error is None and SENT.commands == []  # every step done, `after` at the top level included
+
+
+def test_continue_asks_again_about_a_change_in_flight_inside_a_call_never_on_yes(tmp_path: Path) -> None:
+    first = run(tmp_path, COUNTER, operator=answering(True, True), catalog=_count(interrupt_at="b"))
+    assert isinstance(first.error, Interrupted)
+    assert SENT.commands == ["look", "count a"] and SENT.runs["each"] == 2  # b was approved and in flight
+    plan = _continue(first)
+    assert plan.in_doubt is not None and str(plan.in_doubt.key) == "nested > each[1]" and plan.in_doubt.approved
+    SENT.commands.clear()
+    refused = run(tmp_path, COUNTER, operator=no_terminal(yes=True), catalog=_count(), resume=plan)
+    assert isinstance(refused.error, StoppedError) and SENT.commands == []  # --yes does not cover it
+    (asked,) = refused.of("approval.requested")
+    assert asked["step"]["iteration"] == 1 and asked["in_doubt"]["was_approved"] is True
+    assert asked["blast_radius"] == {"keys": 1, "what": "count b"}  # measured again, now
+    operator = answering(True, True)
+    again = run(tmp_path, COUNTER, operator=operator, catalog=_count(), resume=plan)
+    assert again.error is None, again.error
+    assert SENT.commands == ["count b", "count c", "after count a,count b,count c look"]
+    assert "IN DOUBT" in operator.told[0] and "IN DOUBT" not in operator.told[1]  # item c is asked as usual
+    requests = again.of("approval.requested")
+    assert [bool(r.get("in_doubt")) for r in requests] == [True, False]
+
+
+def test_a_loop_item_whose_list_changed_runs_again(tmp_path: Path) -> None:
+    first = run(tmp_path, COUNTER, operator=answering(True, False), catalog=_count('["a", "b"]'))
+    assert SENT.commands == ["look", "count a"]
+    SENT.commands.clear()
+    plan = _continue(first)
+    again = run(tmp_path, COUNTER, operator=answering(True, True), catalog=_count('["z", "b"]'), resume=plan)
+    assert again.error is None, again.error
+    assert SENT.commands == ["count z", "count b", "after count z,count b look"]  # item 0 is another key now
+    assert [e["step"]["id"] for e in again.of("step.resumed")] == ["look"]
+
+
+def test_a_block_run_as_a_loop_item_tells_its_steps_apart_by_item(tmp_path: Path) -> None:
+    text = """\
+steps:
+  - id: each
+    name: Per key
+    foreach: '["a", "b"]'
+    block:
+      - id: inner
+        name: Count it
+        fake: {say: "count {{ item }}", changes: write}
+        confirm: Count it?
+"""
+    first = run(tmp_path, text, operator=answering(True, False))
+    assert isinstance(first.error, StoppedError) and SENT.commands == ["count a"]
+    inner = [e["step"] for e in first.of("step.finished") if e["step"]["id"] == "inner"]
+    assert inner[0]["call_path"] == [{"procedure": "test/p", "step": "each", "iteration": 0}]
+    SENT.commands.clear()
+    again = run(tmp_path, text, operator=answering(True), resume=_continue(first))
+    assert again.error is None, again.error
+    assert SENT.commands == ["count b"]  # item 0's block reused whole; item 1's inner step is not item 0's
