@@ -1106,3 +1106,27 @@ steps:
     again = run(tmp_path, text, operator=answering(True), resume=_continue(first))
     assert again.error is None, again.error
     assert SENT.commands == ["count b"]  # item 0's block reused whole; item 1's inner step is not item 0's
+
+
+def test_continue_runs_a_secret_read_inside_a_call_again(tmp_path: Path) -> None:
+    """Its value is not in the transcript: it is read again, not taken from a redacted record."""
+    callee = """\
+steps:
+  - id: token
+    name: Read the token
+    fake: {say: token, result: s3cr3t-value}
+    secret: true
+    register: token
+  - id: use
+    name: Use it
+    fake: {say: "use {{ token }}", changes: write}
+    confirm: Use it?
+"""
+    text = "steps:\n  - {id: nested, name: Call, call: {procedure: test/secret}}\n"
+    first = run(tmp_path, text, operator=answering(False), catalog={"test/secret": callee})
+    assert isinstance(first.error, StoppedError) and SENT.commands == ["token"]
+    assert "s3cr3t-value" not in first.path.read_text()
+    SENT.commands.clear()
+    again = run(tmp_path, text, operator=answering(True), catalog={"test/secret": callee}, resume=_continue(first))
+    assert again.error is None, again.error
+    assert SENT.commands == ["token", "use s3cr3t-value"] and again.of("step.resumed") == []
