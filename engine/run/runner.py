@@ -372,6 +372,8 @@ class Runner:
                 results.append(done.result)
                 statuses.append({**_status(Outcome.OK), "result": done.result})
                 any_ran = True
+                if done.blast_radius:  # what a `restore:` of this step puts back, as for a step run now
+                    visit.frame.measured.setdefault(step.id, cast(BlastRadius, done.blast_radius))
                 continue
             if self._skipped_by_when(each):
                 results.append(None)
