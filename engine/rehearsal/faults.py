@@ -178,6 +178,85 @@ def _slow(world: World, args: dict[str, Any]) -> None:
         raise RuntimeError(f"slow_client: {' '.join(argv)} never succeeded")
 
 
+@fault("blocked_client")
+def _blocked(world: World, args: dict[str, Any]) -> None:
+    """A worker blocked on a queue for the whole rehearsal: `{name, command: [BLPOP, queue:jobs, 0]}`.
+
+    The command is sent and its reply never read, so the connection stays blocked until teardown; held
+    until CLIENT LIST shows it with flag b. `world.blocked_clients` is how many are blocked then."""
+    name = str(args.get("name", "queue-worker"))
+    argv = [str(a) for a in args.get("command", ["BLPOP", "queue:jobs", 0])]
+    client = world.keep(world.client(single_connection_client=True))
+    client.client_setname(name)
+    assert client.connection is not None
+    client.connection.send_command(*argv)
+    deadline = time.monotonic() + 10
+    with world.client() as probe:
+        while time.monotonic() < deadline:
+            blocked = [c for c in probe.client_list() if "b" in c.get("flags", "")]
+            if any(c.get("name") == name for c in blocked):
+                world.vars["blocked_clients"] = len(blocked)
+                return
+            time.sleep(0.05)
+    raise RuntimeError(f"blocked_client: {' '.join(argv)} did not block (is the key empty?)")
+
+
+@fault("client_burst")
+def _burst(world: World, args: int | dict[str, Any]) -> None:
+    """A burst of `count` clients connecting at once past maxclients: the ones above it are refused, then all
+    close (a deploy restarting every worker). `world.rejected_connections` is INFO's count afterwards."""
+    spec = args if isinstance(args, dict) else {"count": args}
+    count = int(spec["count"])
+    _enough_file_descriptors(count + 256)
+    opened: list[redis.Redis] = []
+    refused = 0
+    try:
+        for _ in range(count):
+            try:  # a single-connection client connects (and is refused) as it is made
+                opened.append(world.client(single_connection_client=True))
+            except redis.ConnectionError:  # "max number of clients reached"
+                refused += 1
+    finally:
+        for client in opened:
+            client.close()
+    with world.client() as probe:
+        rejected = int(probe.info("stats")["rejected_connections"])
+    if refused == 0 or rejected == 0:
+        raise RuntimeError(f"client_burst: no client of {count} was refused (is maxclients below {count}?)")
+    world.vars["rejected_connections"] = rejected
+
+
+@fault("host_command")
+def _host_command(world: World, args: dict[str, Any]) -> None:
+    """What a command prints on the SSH host: `{name: df, stdout: "...", exit: 0}` (a full disk, a firewall rule).
+
+    A script of that name is put first on the PATH of every later SSH session (the world's key gets a forced
+    command that prepends the shims directory and runs the original command), so the procedure reads the
+    symptom through its usual command. `stdout` may use `{{ world.* }}` and `{{ port }}` (Redis' port)."""
+    import shlex
+
+    from engine.spec import template
+
+    assert world.ssh is not None, "host_command needs a world with ssh"
+    assert world.redis is not None
+    name = str(args["name"])
+    if "/" in name or not name:
+        raise ValueError(f"host_command: {name!r} is not a command name")
+    shims = world.ssh.directory / "shims"
+    shims.mkdir(exist_ok=True)
+    text = str(
+        template.render(str(args.get("stdout", "")), {"world": world.template_values(), "port": world.redis.port})
+    )
+    script = shims / name
+    script.write_text(f"#!/bin/sh\nprintf '%s' {shlex.quote(text)}\nexit {int(args.get('exit', 0))}\n")
+    script.chmod(0o755)
+    keys = world.ssh.authorized_keys
+    forced = f'command="PATH={shims}:$PATH; export PATH; eval \\"$SSH_ORIGINAL_COMMAND\\"" '
+    lines = [line for line in keys.read_text().splitlines() if line.strip()]
+    keys.write_text("".join((line if line.startswith("command=") else forced + line) + "\n" for line in lines))
+    world.vars.setdefault("host_commands", []).append(name)
+
+
 def _enough_file_descriptors(needed: int) -> None:
     """Raise this process's open-files limit towards `needed` (one descriptor per leaked connection)."""
     import resource

@@ -48,6 +48,7 @@ REQUIRED = {
 DOCUMENTED_MISMATCHES = {
     ("redis/emergency-oom", "writes-refused-noeviction"): {"probe-delete"},
     ("redis/emergency-oom", "raise-is-not-enough"): {"probe-delete"},
+    ("redis/emergency-oom", "flush-declined"): {"probe-delete"},
 }
 
 # Issue 12: each troubleshooting and emergency procedure with a fix has a scenario where the fix cannot take.
