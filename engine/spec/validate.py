@@ -336,6 +336,14 @@ def _check_effect(located: Located, path: tuple[Any, ...], step: dict[str, Any],
             errors.extend(_unproven_read(located, (*path, kind_name), body, kind.shell_fields))
     if declared is not None and derived is not None and declared < derived:
         errors.append(located.error((*path, "effect"), f"declared '{declared}' but this {kind_name} step is {derived}"))
+    floor = kind.minimum_effect(body) if derived is None and not kind.effect_declared else None
+    if declared is not None and floor is not None and declared < floor:
+        errors.append(
+            located.error(
+                (*path, "effect"),
+                f"declared '{declared}' but this {kind_name} step is at least a {floor}, whatever its values render to",
+            )
+        )
     effective = max(e for e in (declared, derived, Effect.READ) if e is not None)
     if derived is None and declared is None:
         effective = Effect.DESTRUCTIVE  # unknown until run time: the format asks for a confirm text

@@ -165,6 +165,12 @@ class StepKind:
         """The effect from the body alone; None: only the server (or a rendered value) can tell."""
         return self._static_effect(body) if self._static_effect is not None else Effect.READ
 
+    def minimum_effect(self, body: Any) -> Effect | None:
+        """When rendered values decide the effect (`static_effect` None): the least it can be, whatever
+        they render to (`EXPIRE {{ k }} {{ ttl }}` is at least a write), so a `read` label is refused at
+        validate time. None: nothing can be said before rendering."""
+        return None
+
     def summary(self, body: Any) -> str:
         """One line for `show` and the docs."""
         return self._summary(body) if self._summary is not None else ""

@@ -102,6 +102,26 @@ def static_effect(body: dict[str, Any]) -> Effect | None:
     return Effect.READ
 
 
+def minimum_effect(body: dict[str, Any]) -> Effect | None:
+    """The least a raw command with templated arguments can do, its name (and subcommand) being literal:
+    the weakest of its effects with each templated argument rendered to a harmless probe ("1", "x")."""
+    if not (isinstance(body, dict) and isinstance(body.get("command"), list) and body["command"]):
+        return None
+    from engine.adapters.redis_effects import classify, command_name
+
+    argv = [str(a) for a in body["command"]]
+    table = bundled_table()
+    name_parts = 2 if "|" in command_name(argv, table) else 1  # CONFIG SET: the subcommand is part of the name
+    if any(_templated(a) for a in argv[:name_parts]):
+        return None  # the command itself is decided by a value
+    probes = ([probe if _templated(a) else a for a in argv] for probe in ("1", "x"))
+    return min(classify(rendered, table) for rendered in probes)
+
+
+def _templated(arg: str) -> bool:
+    return "{{" in arg or "{%" in arg
+
+
 def summary(body: dict[str, Any]) -> str:
     if "on" in body:
         where = f"{body['on']} {body['node']}" if body.get("node") else body["on"]
@@ -498,6 +518,9 @@ class RedisKind(StepKind):
 
     def static_effect(self, body: Any) -> Effect | None:
         return static_effect(body)
+
+    def minimum_effect(self, body: Any) -> Effect | None:
+        return minimum_effect(body)
 
     def validate(self, body: Any, located: Located, path: tuple[Any, ...], context: CheckContext) -> list[SourceError]:
         return connection_state_errors(located, path, body)

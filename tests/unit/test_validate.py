@@ -417,3 +417,25 @@ def test_shipped_tenant_params_are_restricted(procedure_id: str, name: str) -> N
     for bad in ("a*", "x;id", "a b"):
         with pytest.raises(UsageError, match=f"--var {name}: "):
             resolve(procedure.params, {**others, name: bad}, procedure=procedure_id)
+
+
+@pytest.mark.parametrize(
+    ("command", "refused"),
+    [
+        ('[EXPIRE, "tenant:{{ tenant }}:wm:active", "{{ ttl }}"]', True),  # a write for any TTL (0 deletes)
+        ('[SET, "tenant:{{ tenant }}:wm:active", "{{ ttl }}"]', True),
+        ('[CONFIG, SET, maxmemory, "{{ ttl }}"]', True),
+        ('[ACL, LOG, "{{ ttl }}"]', False),  # a read for a count, a write for RESET: run time decides
+        ('[CONFIG, "{{ ttl }}", maxmemory]', False),  # the subcommand itself is a value
+        ('["{{ ttl }}", "tenant:{{ tenant }}:wm:active"]', False),  # so is the command
+    ],
+)
+def test_a_read_label_on_a_command_that_writes_whatever_its_values_is_refused(
+    tmp_path: Path, command: str, refused: bool
+) -> None:
+    """`effect: read` on a Redis command whose values decide only how much it changes is a mislabel."""
+    text = edit(WM_CLEAR, "  tenant:\n", "  ttl:\n    type: string\n    default: '1'\n  tenant:\n")
+    text = edit(text, DELETE_COMMAND, f"      command: {command}\n")
+    text = edit(text, DELETE_CONFIRM, "    effect: read\n" + DELETE_CONFIRM)
+    messages = [e.message for e in check(write(tmp_path, text))]
+    assert any("declared 'read'" in m for m in messages) is refused, messages
