@@ -112,6 +112,9 @@ class GuardedSSLConnection(_GuardMixin, SSLConnection):
             ) from None
 
 
+# The name of the engine's own side connections (the lease's): not a session an operator's kill is about.
+LEASE_CLIENT_NAME = "runbook-lease"
+
 SCAN_BATCH_KEYS = 1000  # keys per pipeline of a keyspace export or restore
 MAX_SCAN_COUNT = 65536  # SCAN COUNT never grows past this, whatever the budget
 # Server time one SCAN may take: production traffic queues behind it (the keyspace scripts aim at the same
@@ -152,9 +155,10 @@ class MonitorSample:
 class RedisAdapter:
     """One endpoint, one pool. `allow_mutation=False` makes every non-read command fail at the socket."""
 
-    def __init__(self, endpoint: RedisEndpoint, *, allow_mutation: bool):
+    def __init__(self, endpoint: RedisEndpoint, *, allow_mutation: bool, client_name: str | None = None):
         self.endpoint = endpoint
         self.allow_mutation = allow_mutation
+        self.client_name = client_name  # CLIENT SETNAME on connect: the engine's side connections say so
         self._table: dict[str, CommandInfo] | None = None
         self._always_read: frozenset[bytes] = frozenset()
         self._client: redis.Redis | None = None
@@ -214,6 +218,7 @@ class RedisAdapter:
             encoding_errors="surrogateescape",
             effect_guard=None if self.allow_mutation else self._guard,
             pinned_url=ep.url,
+            client_name=self.client_name,
             **tls,
             health_check_interval=0,
             retry=Retry(NoBackoff(), 0),  # fail fast: the procedure decides whether to retry

@@ -30,16 +30,17 @@ class LeaseRedis:
         self.db: int | None = None
 
     def __call__(self, argv: list[Any]) -> Any:
-        from engine.adapters.redis import RedisAdapter
+        from engine.adapters.redis import LEASE_CLIENT_NAME, RedisAdapter
 
         endpoint = replace(self.endpoint, password=self.password())
         if self.db is None:
-            probe = RedisAdapter(endpoint, allow_mutation=True).connect()
+            probe = RedisAdapter(endpoint, allow_mutation=True, client_name=LEASE_CLIENT_NAME).connect()
             try:
                 self.db = self._quiet_db(probe)
             finally:
                 probe.close()
-        adapter = RedisAdapter(replace(endpoint, db=self.db), allow_mutation=True).connect()
+        adapter = RedisAdapter(replace(endpoint, db=self.db), allow_mutation=True, client_name=LEASE_CLIENT_NAME)
+        adapter.connect()
         try:
             return adapter.call(argv)
         finally:

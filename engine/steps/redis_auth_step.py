@@ -168,8 +168,15 @@ def parse_client_list(text: str) -> list[dict[str, str]]:
 
 
 def sessions_of(clients: list[dict[str, str]], user: str, own_id: int | str | None) -> list[dict[str, str]]:
-    """The sessions authenticated as `user`, except `own_id` (the connection that would send the kill)."""
-    return [c for c in clients if c.get("user") == user and str(c.get("id")) != str(own_id)]
+    """The sessions authenticated as `user`, except `own_id` (the connection that would send the kill) and
+    this run's lease connection, which a renewal may have open just then (it reconnects by itself)."""
+    from engine.adapters.redis import LEASE_CLIENT_NAME
+
+    return [
+        c
+        for c in clients
+        if c.get("user") == user and str(c.get("id")) != str(own_id) and c.get("name") != LEASE_CLIENT_NAME
+    ]
 
 
 def describe_sessions(sessions: list[dict[str, str]]) -> dict[str, Any]:

@@ -196,3 +196,15 @@ def test_a_lease_evicted_under_memory_pressure_is_taken_back_not_lost(server, tm
     assert first.exitstatus == 0
     path = next((tmp_path / "t").glob("**/*.jsonl"))
     assert not of_type(events(path), "lease.lost")
+
+
+def test_the_lease_connection_names_itself(server):
+    """The lease's own connection says what it is (CLIENT SETNAME), so a kill of the default user's
+    sessions never counts it as one of them."""
+    from engine.adapters.redis import LEASE_CLIENT_NAME
+    from engine.run.lease_redis import LeaseRedis
+    from engine.targets import RedisEndpoint
+
+    call = LeaseRedis(RedisEndpoint(host="127.0.0.1", port=server.port))
+    info = call(["CLIENT", "INFO"])
+    assert f"name={LEASE_CLIENT_NAME} " in info

@@ -112,3 +112,13 @@ def test_effects_and_schema() -> None:
         assert kind.static_effect(body) is Effect.READ
     check = kind.schema["properties"]["check"]
     assert {"required": ["password"]} in check["oneOf"] and {"required": ["initial"]} in check["oneOf"]
+
+
+def test_the_runs_own_lease_connection_is_not_a_session_to_kill() -> None:
+    """A lease renewal in flight while the blast radius is measured is the run's own, not an intruder's."""
+    from engine.adapters.redis import LEASE_CLIENT_NAME
+
+    lease = f"id=9 addr=127.0.0.1:5009 laddr=127.0.0.1:6379 fd=12 name={LEASE_CLIENT_NAME} age=0 idle=0 flags=N db=15 user=default cmd=evalsha"
+    clients = parse_client_list(CLIENT_LIST + "\n" + lease)
+    assert "9" not in [c["id"] for c in sessions_of(clients, "default", 7)]
+    assert [c["id"] for c in sessions_of(clients, "default", 7)] == ["3", "4", "5"]
