@@ -118,7 +118,10 @@ def test_the_runs_own_lease_connection_is_not_a_session_to_kill() -> None:
     """A lease renewal in flight while the blast radius is measured is the run's own, not an intruder's."""
     from engine.adapters.redis import LEASE_CLIENT_NAME
 
-    lease = f"id=9 addr=127.0.0.1:5009 laddr=127.0.0.1:6379 fd=12 name={LEASE_CLIENT_NAME} age=0 idle=0 flags=N db=15 user=default cmd=evalsha"
+    lease = (
+        f"id=9 addr=127.0.0.1:5009 laddr=127.0.0.1:6379 fd=12 name={LEASE_CLIENT_NAME} "
+        "age=0 idle=0 flags=N db=15 user=default cmd=evalsha"
+    )
     clients = parse_client_list(CLIENT_LIST + "\n" + lease)
     assert "9" not in [c["id"] for c in sessions_of(clients, "default", 7)]
     assert [c["id"] for c in sessions_of(clients, "default", 7)] == ["3", "4", "5"]
