@@ -3,7 +3,9 @@ all of them, the probe written and removed on the primary only; end to end on re
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +30,9 @@ def checklist(replicated, sshd_host, health_endpoint, tmp_path: Path):
     """Runs verify-checklist against the primary (its host over SSH, a fresh verified backup)."""
     host = sshd_host()
     service = install_redis_service(host, replicated.primary)
-    inventory = write_inventory(
-        tmp_path / "inventory.yaml",
-        inventory_for(replicated.primary, host, service, http_base_url=health_endpoint().base_url),
-    )
+    data = inventory_for(replicated.primary, host, service, http_base_url=health_endpoint().base_url)
+    data["environments"]["sandbox"]["targets"]["sandbox"]["redis"]["timeout"] = "1s"  # a stopped node: 1 s
+    inventory = write_inventory(tmp_path / "inventory.yaml", data)
     with replicated.primary.client() as client:
         client.save()
     backups = tmp_path / "backups"
@@ -87,7 +88,7 @@ def test_every_node_has_a_row_and_the_checklist_passes(replicated, checklist):
 def test_one_replica_above_its_memory_threshold_fails_the_verdict_and_is_named(replicated, checklist):
     high, fine = replicated.replicas
     with high.client() as client:  # held for the run: a replica does not evict, it just reports the usage
-        client.config_set("maxmemory", "1mb")
+        client.config_set("maxmemory", "512kb")  # an idle redis-server alone uses about 1 MB
     try:
         result = checklist("--yes")
     finally:
@@ -107,6 +108,26 @@ def test_one_replica_above_its_memory_threshold_fails_the_verdict_and_is_named(r
     assert f"[ ] Memory usage is normal - FAILED; {_address(high)} (replica)" in result.output
     assert f"{_address(fine)} (replica)" not in result.output
     assert f"Memory is above 90% of maxmemory on {_address(high)} (replica): see" in result.output
+
+
+def test_a_replica_that_does_not_answer_fails_the_verdict_and_is_named(replicated, checklist):
+    stopped = replicated.replicas[1]
+    os.kill(stopped.pid, signal.SIGSTOP)  # held until the run is over
+    try:
+        result = checklist("--yes")
+    finally:
+        os.kill(stopped.pid, signal.SIGCONT)
+
+    assert result.code == 1, result.output
+    steps = _steps(result)
+    rows = {r["node"]: r for r in steps["memory"]["result"]}
+    assert rows[_address(stopped)]["outcome"] == "error"
+    assert [rows[_address(s)]["outcome"] for s in (replicated.primary, replicated.replicas[0])] == ["ok", "ok"]
+    items = steps["summary"]["result"]
+    assert items["service_running"] == "fail" and items["memory_normal"] == "pass"
+    assert items["working_memory"] == "pass"  # the probe is on the primary, which answers
+    assert f"[ ] Redis service is running - FAILED; {_address(stopped)} (replica)" in result.output
+    assert f"{_address(stopped)} (replica) did not answer" in result.output
 
 
 def test_dry_run_on_the_replicated_deployment_changes_nothing(replicated, checklist):
