@@ -436,7 +436,7 @@ def _slot_tag(slots: Any) -> str:
     for i in range(200_000):  # every slot is reached within ~100k short tags; bounded all the same
         slot = key_slot(f"rb{i}".encode())
         if any(a <= slot <= b for a, b in ranges):
-            return "{rb%d}" % i
+            return f"{{rb{i}}}"
     return ""
 
 
