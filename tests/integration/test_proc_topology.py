@@ -156,7 +156,7 @@ def test_cluster_health_on_a_whole_cluster_and_with_a_slot_left_open(cluster, tm
 # -- failover -----------------------------------------------------------------------------------------
 def test_failover_through_sentinel_promotes_a_replica_and_the_old_primary_rejoins(replicated, tmp_path: Path):
     old = replicated.primary
-    result, steps = _run(tmp_path, "redis/failover", *_sentinel_args(replicated), "--yes")
+    result, steps = _run(tmp_path, "redis/failover", *_sentinel_args(replicated), "--var", "max_offset_lag=0", "--yes")
     assert result.code == 0, result.output
     roles = _roles(replicated.servers)
     assert roles[old.port] == "slave"
@@ -167,6 +167,22 @@ def test_failover_through_sentinel_promotes_a_replica_and_the_old_primary_rejoin
     run_id = result.json()["run_id"]
     with next(s for s in replicated.servers if s.port == int(new[1])).client() as client:
         assert client.get(f"runbook:failover-probe:{run_id}") == "ok"
+    _assert_converged(steps, "converged_sentinel", f"{old.host}:{old.port}", f"{new[0]}:{new[1]}")
+
+
+def _assert_converged(steps: dict, step_id: str, old_primary: str, new_primary: str) -> None:
+    """Both offsets were read after the failover and the old primary's caught up exactly (run with
+    max_offset_lag=0: the until polled until one reading of both nodes was equal)."""
+    assert steps[step_id.replace("converged", "offsets")]["outcome"] == "ok"
+    converged = steps[step_id]
+    assert converged["outcome"] == "ok", converged
+    values = converged["result"]
+    assert values["new_primary"] == new_primary
+    assert isinstance(values["new_offset"], int) and isinstance(values["old_offset"], int), values
+    assert values["new_offset"] > 0 and values["old_offset"] == values["new_offset"], values
+    rows = {row["node"]: row for row in steps[step_id.replace("converged", "offsets")]["result"]}
+    assert rows[old_primary]["result"]["role"] == "slave"
+    assert rows[new_primary]["result"]["role"] == "master"
 
 
 def test_failover_refused_when_the_only_replica_lags(tmp_path: Path):
@@ -201,13 +217,42 @@ def test_failover_on_a_cluster_promotes_the_named_replica(cluster, tmp_path: Pat
         view = client.execute_command("CLUSTER", "NODES")
     replica_line = next(line for line in view.splitlines() if " slave " in line or ",slave " in line)
     address = replica_line.split()[1].split("@")[0]
-    result, _steps = _run(
-        tmp_path, "redis/failover", "--redis", cluster.nodes[0].url, "--var", f"replica={address}", "--yes"
+    result, steps = _run(
+        tmp_path,
+        "redis/failover",
+        "--redis",
+        cluster.nodes[0].url,
+        *("--var", f"replica={address}", "--var", "max_offset_lag=0", "--yes"),
     )
     assert result.code == 0, result.output
     port = int(address.rsplit(":", 1)[1])
     promoted = next(n for n in cluster.nodes if n.port == port)
     assert _roles([promoted])[port] == "master"
+    # the probe went to the promoted node itself (its hash tag is in that shard), read back, then deleted
+    written = steps["writable_cluster"]
+    assert written["outcome"] == "ok" and written["result"][0]["node"] == address, written
+    key = f"runbook:failover-probe:{steps['shape']['result']['probe_tag']}:{result.json()['run_id']}"
+    with promoted.client() as client:
+        assert client.execute_command("CLUSTER", "KEYSLOT", key) in _owned_slots(client)
+        assert client.exists(key) == 0  # deleted after reading back
+    assert steps["probe_read_cluster"]["result"][0]["result"] == "ok"
+    assert steps["probe_delete_cluster"]["outcome"] == "ok"
+    assert steps["probe_delete_cluster"]["result"][0]["result"] == 1
+    old_primary = replica_line.split()[3]
+    old_address = next(line.split()[1].split("@")[0] for line in view.splitlines() if line.startswith(old_primary))
+    _assert_converged(steps, "converged_cluster", old_address, address)
+
+
+def _owned_slots(client) -> set[int]:
+    """Every slot the node a client talks to serves, from CLUSTER SHARDS/NODES as it says now."""
+    myself = next(line for line in client.execute_command("CLUSTER", "NODES").splitlines() if "myself" in line)
+    owned: set[int] = set()
+    for part in myself.split()[8:]:
+        if part.startswith("["):
+            continue
+        start, _, end = part.partition("-")
+        owned.update(range(int(start), int(end or start) + 1))
+    return owned
 
 
 @pytest.mark.parametrize("kind", ["sentinel", "cluster"])
@@ -222,8 +267,25 @@ def test_failover_dry_run_changes_nothing_on_any_node(kind, tmp_path: Path, requ
             view = client.execute_command("CLUSTER", "NODES")
         replica = next(line for line in view.splitlines() if "slave" in line.split()[2]).split()[1].split("@")[0]
         args = ["--redis", deployment.nodes[0].url, "--var", f"replica={replica}"]
-    result, _steps = _run(tmp_path, "redis/failover", *args, "--dry-run")
+    keys_before = _keys(servers)
+    result, steps = _run(tmp_path, "redis/failover", *args, "--dry-run")
     assert result.code == 0, result.output
     assert _roles(servers) == before
+    assert _keys(servers) == keys_before  # no probe key written anywhere
     changing = [s for s in result.json()["steps"] if s["effect"] in ("write", "destructive")]
     assert changing and all(s["outcome"] == "predicted" for s in changing)
+    probes = ["writable_sentinel"] if kind == "sentinel" else ["writable_cluster", "probe_delete_cluster"]
+    assert all(steps[p]["outcome"] == "predicted" for p in probes)
+    # the offsets are read once, not polled, and not graded: nothing failed over to converge
+    assert steps[f"offsets_{kind}"]["outcome"] == "ok"
+    assert steps[f"converged_{kind}"]["outcome"] == "ok"
+    if kind == "cluster":
+        assert steps["probe_read_cluster"]["outcome"] == "skipped"
+
+
+def _keys(servers) -> dict[int, list[str]]:
+    out = {}
+    for server in servers:
+        with server.client() as client:
+            out[server.port] = sorted(client.keys("*"))
+    return out

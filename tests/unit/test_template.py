@@ -390,3 +390,17 @@ def test_rates_between_samples_and_decreases() -> None:
     before = {"acme": {"keys": 10}, "globex": {"keys": 5}, "initech": {"keys": 3}}
     after = {"acme": {"keys": 4}, "globex": {"keys": 9}}
     assert evaluate("decreases(b, a, 'keys')", {"b": before, "a": after}) == {"acme": 6.0, "initech": 3.0}
+
+
+@pytest.mark.parametrize("slots", [[[0, 5460]], [[5461, 10922]], [[16383, 16383]], [[7, 7], [9000, 9001]]])
+def test_slot_tag_puts_a_key_in_one_of_the_given_slots(slots: list[list[int]]) -> None:
+    from redis.crc import key_slot
+
+    tag = evaluate("slot_tag(slots)", {"slots": slots})
+    assert tag.startswith("{") and tag.endswith("}")
+    slot = key_slot(f"runbook:probe:{tag}:x".encode())
+    assert any(a <= slot <= b for a, b in slots)
+
+
+def test_slot_tag_of_no_slots_is_empty() -> None:
+    assert evaluate("slot_tag([])", {}) == ""
