@@ -25,8 +25,22 @@ class Call:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+_busy = False  # in a worker: a call is running (its rehearsal must hear the signal and tear down)
+
+
 def _interrupt(signum: int, frame: object) -> None:
+    if not _busy:  # idle, waiting for work: nothing to tear down, and no traceback from the pool's loop
+        os._exit(128 + signum)
     raise KeyboardInterrupt
+
+
+def _run(call: Call) -> Any:
+    global _busy
+    _busy = True
+    try:
+        return call.fn(*call.args, **call.kwargs)
+    finally:
+        _busy = False
 
 
 def _worker_setup() -> None:
@@ -51,7 +65,7 @@ def run(
         max_workers=min(jobs, len(calls)) or 1, mp_context=context, initializer=_worker_setup
     )
     try:
-        pending: dict[Future[Any], int] = {executor.submit(c.fn, *c.args, **c.kwargs): i for i, c in enumerate(calls)}
+        pending: dict[Future[Any], int] = {executor.submit(_run, c): i for i, c in enumerate(calls)}
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:

@@ -32,6 +32,9 @@ EXPECTED_INSTEAD = {
     ("redis/troubleshoot-corruption", "aof-truncated-mid-record"): "redis/emergency-service-down",
     # Likewise a corrupt RDB that Redis refuses to load: it is down, and service-down leads to the cause.
     ("redis/troubleshoot-corruption", "rdb-corrupt-no-backup"): "redis/emergency-service-down",
+    # The redis-server process died: from outside Redis is down, and service-down (status, logs, restart)
+    # is the procedure for it; troubleshoot-connection is for a Redis that runs but refuses clients.
+    ("redis/troubleshoot-connection", "redis-process-died"): "redis/emergency-service-down",
     # Not an incident Redis shows: the operator decides an old tenant's keys should go (old_tenant).
     ("redis/troubleshoot-memory", "clear-an-old-tenant"): None,
     # The intruder uses the leaked, valid password: one more authenticated client looks like any other.
