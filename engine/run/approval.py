@@ -16,6 +16,7 @@ from engine.records import BlastRadius
 from engine.run.gate import ApprovalRequest, Decision, Gate
 from engine.spec import template
 from engine.spec.model import Effect
+from engine.steps import get
 from engine.transcript.writer import TranscriptWriter, sha256_text
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ class Approvals:
     def ask(self, visit: Visit, change: Change) -> str | None:
         """None when the change may go ahead; else why it was refused."""
         step = visit.step
-        if step.kind == "restore" and step.action in visit.frame.approved:
+        if get(step.kind).reverts and step.action in visit.frame.approved:
             self._inherited(visit, change)
             return None
         confirm = self._confirm(visit)

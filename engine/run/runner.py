@@ -326,7 +326,7 @@ class Runner:
         step = visit.step
         if self._reused(visit):
             return None
-        if step.kind == "restore" and step.action not in visit.frame.measured:
+        if _kind(step).reverts and step.action not in visit.frame.measured:
             self._skip(visit, f"'{step.action}' changed nothing in this run")
             return None
         nodes = self._nodes_of(visit)
@@ -409,7 +409,7 @@ class Runner:
             return False
         if step.register:
             visit.values[step.register] = done.result
-        if step.kind == "block" and isinstance(done.result, dict):
+        if _kind(step).nested and isinstance(done.result, dict):
             visit.values.update(done.result)
         visit.values["steps"][step.id] = {**_status(Outcome.OK), "result": done.result}
         visit.frame.ran[step.id] = True
@@ -453,8 +453,8 @@ class Runner:
     def _command_now(self, visit: Visit) -> str | None:
         """The command this visit renders today, as a transcript records it (None: it cannot be planned now)."""
         step = visit.step
-        if step.kind == "block":
-            return f"block {step.id}"
+        if _kind(step).nested:
+            return f"{step.kind} {step.id}"
         try:
             kind = get(step.kind)
             body = step.action if kind.expressions else _render(kind, step, visit.values)
@@ -508,8 +508,8 @@ class Runner:
     def _nodes_of(self, visit: Visit) -> list[Any] | None:
         """The nodes a change aimed at several nodes runs on, one at a time (None: the step runs once)."""
         step = visit.step
-        kind = get(step.kind) if step.kind != "block" else None
-        if kind is None or kind.per_node is None or step.foreach is not None:
+        kind = _kind(step)
+        if kind.nested or kind.per_node is None or step.foreach is not None:
             return None
         try:
             body = _render(kind, step, visit.values)
@@ -536,7 +536,7 @@ class Runner:
     # -- one visit: its attempts under the retry policy -------------------------------------------
     def _run_once(self, visit: Visit) -> _Outcome:
         started = self.clock()
-        tried = self._run_block(visit) if visit.step.kind == "block" else self._attempts(visit)
+        tried = self._run_block(visit) if _kind(visit.step).nested else self._attempts(visit)
         return self._finish(visit, started, tried)
 
     def _attempts(self, visit: Visit) -> _Tried:
@@ -563,7 +563,12 @@ class Runner:
     def _block_once(self, visit: Visit, attempt: int) -> _Tried:
         step = visit.step
         self.transcript.emit(
-            "step.started", step=visit.ref, effect="read", where="block", command=f"block {step.id}", attempt=attempt
+            "step.started",
+            step=visit.ref,
+            effect="read",
+            where=step.kind,
+            command=f"{step.kind} {step.id}",
+            attempt=attempt,
         )
         registers = [s.register for s in step.action if s.register]
         # a block run as a foreach item: its steps are told apart from the same steps of the other items
@@ -1014,6 +1019,10 @@ class Runner:
         path = (*caller.path, (caller.procedure.id, caller.step.id, caller.iteration))
         registered = self.run(callee, resolved, depth=depth + 1, path=path)
         return {"procedure": procedure_id, **registered}
+
+
+def _kind(step: Step) -> StepKind:
+    return get(step.kind)
 
 
 # -- the only places the runner calls an Action's hooks ------------------------------------------------

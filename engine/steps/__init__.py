@@ -119,6 +119,9 @@ class StepKind:
     expressions: bool = False  # the body is a mapping of name -> expression, evaluated by the kind
     effect_declared: bool = False  # the step's `effect:` IS its effect (default destructive): ssh
     nested: bool = False  # the body is a list of steps the runner walks itself (block)
+    # the step puts back what another step (its body names it) changed in this run, under that step's
+    # approval; skipped when that step changed nothing (restore)
+    reverts: bool = False
     samplable: bool = True  # a read of this kind can be sampled (not: a call, a question, a checklist)
     needs_confirm: bool = True  # a non-read step asks a `confirm` text (not: a restore, covered by its change)
     number_fields: Mapping[str, str] = _EMPTY  # option -> "duration" | "count": a literal is checked by validate

@@ -64,6 +64,7 @@ def plan(body: str, ctx: StepContext) -> Action:
 
 class RestoreKind(StepKind):
     name = "restore"
+    reverts = True
     schema = SCHEMA
     description = "Put back the config values a CONFIG SET step of this run changed (measured before it ran)."
     needs_confirm = False

@@ -240,6 +240,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ASK_THE_REGISTRY = [
     *sorted((ROOT / "engine" / "spec").glob("*.py")),
     ROOT / "engine" / "run" / "session.py",
+    ROOT / "engine" / "run" / "approval.py",
     ROOT / "engine" / "cli" / "show.py",
     ROOT / "engine" / "cli" / "docs_index.py",
 ]
