@@ -36,13 +36,16 @@ class Leak:
     def __init__(self, world: World, count: int):
         self.world = world
         self.leaked = []
+        self.leaked_ids: list[int] = []
         for _ in range(count):
             client = world.client(single_connection_client=True)
             client.client_setname("leaky-pool")
             self.leaked.append(client)
+            self.leaked_ids.append(int(client.client_id()))
         assert world.redis is not None
         where = {"host": world.redis.host, "port": world.redis.port}
         self.worker = redis.Redis(**where, client_name="queue-worker", single_connection_client=True)
+        self.worker_id = int(self.worker.client_id())
         self.blocked = threading.Thread(target=self._block, daemon=True)
         self.blocked.start()
         self.subscriber = redis.Redis(**where, client_name="subscriber")  # names the pub/sub connection too
@@ -120,8 +123,12 @@ def test_approved_disconnects_exactly_the_idle_leaked_connections(world, leak, t
         done["kill-idle"]["changes"][0]["kind"] == "clients_killed" and done["kill-idle"]["changes"][0]["count"] == 30
     )
     assert [x["held"] for x in done["verify-idle"]["expectations"]] == [True, True]
-    # the leak is gone; the blocked worker and the subscriber, idle as long, are still connected
-    assert leaked.names() == ["queue-worker", "subscriber"]
+    # exactly the leaked connections were cut: never the blocked worker or the subscriber, idle as long
+    assert sorted(done["kill-idle"]["result"]["ids"]) == sorted(leaked.leaked_ids)
+    assert leaked.worker_id not in done["kill-idle"]["result"]["ids"]
+    assert "subscriber" in leaked.names()
+    if leaked.blocked.is_alive():  # still waiting in BLPOP (its thread ends only if its connection does)
+        assert "queue-worker" in leaked.names()
     with pytest.raises(redis.ConnectionError):
         leaked.leaked[0].ping()  # a leaked client really was cut
 
