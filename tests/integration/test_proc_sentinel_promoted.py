@@ -69,8 +69,7 @@ def _kill_primary_and_wait_for_promotion(deployment: Replicated) -> str:
                 host, port = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", deployment.master_name)
                 named.add(f"{host}:{port}")
                 master = client.execute_command("SENTINEL", "MASTER", deployment.master_name)
-                flags = master["flags"] if isinstance(master, dict) else dict(zip(master[::2], master[1::2]))["flags"]
-                settled = settled and "failover_in_progress" not in flags
+                settled = settled and "failover_in_progress" not in master["flags"]  # redis-py parses it
                 replicas = client.execute_command("SENTINEL", "REPLICAS", deployment.master_name)
                 down = {r["name"] for r in replicas if "s_down" in r["flags"]}
                 settled = settled and old in down
