@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from engine.sandbox.topologies import start_replicated
+from engine.sandbox.topologies import start_cluster, start_replicated
 from tests.conftest import require_binary
 from tests.integration.cli_support import CliResult, runbook
 
@@ -59,7 +59,8 @@ def test_every_node_is_graded_and_a_healthy_deployment_passes(replicated, tmp_pa
         assert f"{_address(replica)} replica: memory normal" in result.output
     assert rows[_address(replicated.primary)]["link_grade"] == "n/a"
     verdict = steps["verdict"]["result"]
-    assert verdict["alerts"] == [] and verdict["node_count"] == 3
+    assert verdict["alerts"] == [] and verdict["node_count"] == 3 and verdict["worst_node"] is None
+    assert "3 nodes, every one within the normal ranges" in result.output
     assert verdict["grades"]["replica_link"] == "normal" and verdict["grades"]["replica_lag"] == "normal"
     assert steps["replication"]["outcome"] == "ok"
 
@@ -135,3 +136,20 @@ def test_a_node_that_does_not_answer_is_named(replicated, tmp_path: Path):
     assert "answering" in steps["verdict"]["result"]["alerts"]
     assert steps["verdict"]["result"]["worst_node"] == _address(stopped)
     assert f"{_address(stopped)} (replica) did not answer" in result.output
+
+
+def test_every_node_of_a_cluster_is_graded(tmp_path: Path):
+    require_binary("redis-cli")
+    cluster = start_cluster(primaries=3, replicas=1)
+    try:
+        result = _run(tmp_path, "--redis", cluster.nodes[0].url)
+    finally:
+        cluster.stop()
+
+    assert result.code == 0, result.output
+    rows = _rows(result)
+    assert sorted(rows) == sorted(f"{n.host}:{n.port}" for n in cluster.nodes)
+    assert [r["role"] for r in rows.values()].count("replica") == 3
+    assert all(r["link_grade"] == "normal" for r in rows.values() if r["role"] == "replica")
+    verdict = _steps(result)["verdict"]["result"]
+    assert verdict["node_count"] == 6 and verdict["alerts"] == []

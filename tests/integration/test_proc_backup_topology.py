@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.sandbox.seed import seed_somabrain
-from engine.sandbox.topologies import start_replicated
+from engine.sandbox.topologies import start_cluster, start_replicated
 from tests.conftest import require_binary
 from tests.integration.cli_support import CliResult, events, of_type, runbook, transcript_path
 
@@ -177,3 +177,41 @@ def test_backup_full_from_the_primary_when_asked(replicated, tmp_path: Path):
     assert result.code == 0, result.output
     assert _steps(result)["choose"]["result"]["node"] == _address(primary)
     assert _stat(primary, "sync_full") == before + 1
+
+
+def test_snapshot_through_sentinel_uses_a_replica(tmp_path: Path):
+    require_binary("redis-server")
+    deployment = start_replicated(replicas=1, sentinels=1)
+    try:
+        replica = deployment.replicas[0]
+        before = _lastsaves(deployment.servers)
+        args = [a for h, p in deployment.sentinel_addresses for a in ("--sentinel", f"{h}:{p}")]
+        result = _run(tmp_path, "redis/backup-snapshot", *args, "--master", deployment.master_name, "--yes")
+        assert result.code == 0, result.output
+        steps = _steps(result)
+        assert steps["choose"]["result"]["node"] == _address(replica)
+        after = _lastsaves(deployment.servers)
+        assert after[_address(replica)] > before[_address(replica)]
+        assert after[_address(deployment.primary)] == before[_address(deployment.primary)]
+        assert steps["size-local"]["result"]["size"] == (replica.directory / "dump.rdb").stat().st_size
+    finally:
+        deployment.stop()
+
+
+def test_snapshot_on_a_cluster_is_the_target_node_and_says_it_is_one_shard(tmp_path: Path):
+    require_binary("redis-cli")
+    cluster = start_cluster(primaries=3, replicas=0)
+    try:
+        seed = cluster.nodes[0]
+        others = [n for n in cluster.nodes if n.port != seed.port]
+        before = _lastsaves(cluster.nodes)
+        result = _run(tmp_path, "redis/backup-snapshot", "--redis", seed.url, "--yes")
+        assert result.code == 0, result.output
+        choice = _steps(result)["choose"]["result"]
+        assert choice["node"] == "" and choice["role"] == "primary"
+        assert "holds only its own shard of 3; run this on each shard" in result.output
+        after = _lastsaves(cluster.nodes)
+        assert after[_address(seed)] > before[_address(seed)]
+        assert all(after[_address(n)] == before[_address(n)] for n in others)
+    finally:
+        cluster.stop()
