@@ -79,3 +79,21 @@ def test_a_node_not_in_the_deployment_is_an_error(replicated, tmp_path: Path):
 def test_summary_names_the_node():
     assert summary({"command": ["BGSAVE"], "node": "10.0.0.2:6379"}) == "BGSAVE (on node 10.0.0.2:6379)"
     assert summary({"command": ["BGSAVE"], "node": ""}) == "BGSAVE"
+
+
+def test_discovery_leaves_no_connection_open(replicated):
+    """Discovery's own connections are closed when it ends, not when the garbage collector meets them: an
+    idle one would be counted as a leaked client (troubleshoot-connection's idle kill)."""
+    from engine.adapters.redis_routing import RoutedRedisAdapter
+    from engine.targets import redis_from_url
+
+    adapter = RoutedRedisAdapter(redis_from_url(replicated.primary.url, environ={}), allow_mutation=False)
+    try:
+        topology = adapter.discover()
+        assert len(topology.nodes) == 2
+        for server in replicated.servers:
+            with server.client() as client:
+                listed = client.client_list()
+                assert [c for c in listed if c["cmd"] in ("role", "info")] == [], listed
+    finally:
+        adapter.close()
