@@ -20,22 +20,26 @@ SAFETY_NET = 120.0  # a broken Sentinel, not a timing expectation: the test wait
 
 @pytest.fixture
 def sentinel_world(sshd_host, tmp_path: Path):
-    """A primary, two replicas and three Sentinels; the inventory names the primary, its host over SSH and the
-    Sentinels (as an operator's inventory does)."""
+    """A primary, two replicas and three Sentinels; the inventory names one node (the primary unless told),
+    its host over SSH and the Sentinels, as an operator's inventory does."""
     require_binary("redis-server")
     deployment = start_replicated(replicas=2, sentinels=3)
-    try:
+
+    def make(named=None) -> tuple[Replicated, Path]:
+        server = named or deployment.primary
         host = sshd_host()
-        service = install_redis_service(host, deployment.primary)
-        data = inventory_for(deployment.primary, host, service)
+        service = install_redis_service(host, server)
+        data = inventory_for(server, host, service)
         facet = data["environments"]["sandbox"]["targets"]["sandbox"]["redis"]
         facet["sentinel"] = {
             "addresses": [f"{h}:{p}" for h, p in deployment.sentinel_addresses],
             "master": deployment.master_name,
         }
         facet["timeout"] = "2s"
-        inventory = write_inventory(tmp_path / "inventory.yaml", data)
-        yield deployment, inventory
+        return deployment, write_inventory(tmp_path / "inventory.yaml", data)
+
+    try:
+        yield make
     finally:
         deployment.stop()
 
@@ -84,7 +88,7 @@ def _kill_primary_and_wait_for_promotion(deployment: Replicated) -> str:
 
 
 def test_service_down_says_sentinel_promoted_a_replica_and_restarts_nothing(sentinel_world, tmp_path: Path):
-    deployment, inventory = sentinel_world
+    deployment, inventory = sentinel_world()
     old = _address(deployment.primary)
     new = _kill_primary_and_wait_for_promotion(deployment)
 
@@ -111,7 +115,7 @@ def test_service_down_says_sentinel_promoted_a_replica_and_restarts_nothing(sent
 def test_connection_troubleshooting_says_sentinel_promoted_a_replica_and_restarts_nothing(
     sentinel_world, tmp_path: Path
 ):
-    deployment, inventory = sentinel_world
+    deployment, inventory = sentinel_world()
     old = _address(deployment.primary)
     new = _kill_primary_and_wait_for_promotion(deployment)
 
@@ -129,10 +133,34 @@ def test_connection_troubleshooting_says_sentinel_promoted_a_replica_and_restart
 
 
 def test_a_healthy_sentinel_deployment_is_not_reported_as_failed_over(sentinel_world, tmp_path: Path):
-    deployment, inventory = sentinel_world
+    deployment, inventory = sentinel_world()
     result = _run(inventory, tmp_path, "redis/emergency-service-down")
     assert result.code == 0, result.output
     steps = _steps(result)
     assert steps["failover"]["result"]["promoted"] is False
     assert steps["failover"]["result"]["new_primary"] == _address(deployment.primary)
     assert steps["restart"]["outcome"] == "skipped"
+
+
+def test_a_dead_replica_is_not_taken_for_a_failover(sentinel_world, tmp_path: Path):
+    deployment, _ = sentinel_world()
+    dead = deployment.replicas[0]
+    _, inventory = sentinel_world(dead)  # the inventory names the replica that dies
+    dead.kill()
+    deadline = time.monotonic() + SAFETY_NET
+    while True:  # held until Sentinel sees it down
+        with deployment.sentinels[0].client() as client:
+            replicas = client.execute_command("SENTINEL", "REPLICAS", deployment.master_name)
+        if any(r["name"] == _address(dead) and "s_down" in r["flags"] for r in replicas):
+            break
+        assert time.monotonic() < deadline, "Sentinel did not see the replica down"
+        time.sleep(0.05)
+
+    result = _run(inventory, tmp_path, "redis/emergency-service-down")
+
+    steps = _steps(result)
+    failover = steps["failover"]["result"]
+    assert failover["promoted"] is False and failover["old_primary"] == "", failover
+    assert _address(dead) in failover["down"] and failover["new_primary"] == _address(deployment.primary)
+    assert steps["failover"]["expectations"][0]["held"] is True
+    assert "already promoted" not in result.stderr
