@@ -286,7 +286,8 @@ def _node_key_errors(located: Any, path: tuple[Any, ...], target: Any) -> list[S
     nodes = ssh.get("nodes") if isinstance(ssh, dict) else None
     if not isinstance(nodes, dict):
         return []
-    errors, seen = [], {}
+    errors: list[SourceError] = []
+    seen: dict[tuple[str, int], str] = {}
     for key in nodes:
         where = (*path, "ssh", "nodes", key)
         try:
