@@ -34,6 +34,7 @@ SCHEMA = {
     "description": "A shell command on the target's SSH host, or (on:) on the host a Redis node runs on. "
     "Exactly one of run, service. Every {{ }} value is shell-quoted by the engine.",
     "additionalProperties": False,
+    "operations": ["run", "service"],
     "oneOf": [{"required": ["run"]}, {"required": ["service"]}],
     "properties": {
         "run": {
