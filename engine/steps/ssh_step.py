@@ -96,7 +96,12 @@ def _node(body: dict[str, Any], ctx: StepContext) -> Node | None:
 
 def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     node = _node(body, ctx)
-    adapter = ctx.connections.ssh(node.address if node is not None else None)
+    try:
+        adapter = ctx.connections.ssh(node.address if node is not None else None)
+    except TargetError as exc:  # say which node's host could not be reached, keeping the kind of error
+        if node is None:
+            raise
+        raise type(exc)(f"node {node.address}: {exc}") from None
     if body.get("service"):
         command = getattr(adapter.endpoint.service, body["service"]) or ""
         if not command:

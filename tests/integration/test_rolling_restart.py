@@ -226,3 +226,52 @@ def test_refusing_the_first_restart_ends_cleanly_and_changes_nothing(untouched: 
     assert refused["step"]["id"] == "restart"
     assert evts[-1]["type"] == "run.ended" and evts[-1]["outcome"] == "refused"
     assert verify_transcript(path).ok
+
+
+STATUS_ON = """\
+id: test/status-on
+title: The service status of a node's host
+section: test
+description: test
+requires: [redis, ssh]
+params:
+  node: {type: string, default: ""}
+steps:
+  - id: primary
+    name: Status on the primary's host
+    effect: read
+    ssh: {service: status, on: primary}
+    register: primary
+  - id: node
+    name: Status on a named node's host
+    when: node != ''
+    effect: read
+    ssh: {service: status, on: node, node: "{{ node }}"}
+    register: named
+"""
+
+
+def test_a_read_runs_on_the_named_nodes_own_host(untouched: Deployment, tmp_path: Path):
+    """`on: primary` and `on: node` reach the node's own host (its sshd, its service script) in a dry-run too:
+    the host's status command is a read by the inventory's word; a node of no deployment is refused by name."""
+    (tmp_path / "procs").mkdir()
+    (tmp_path / "procs" / "status-on.yaml").write_text(STATUS_ON)
+    primary = untouched.replicated.primary
+    replica = untouched.replicated.replicas[0]
+    base = [
+        *("run", "test/status-on", "--procedures", str(tmp_path / "procs")),
+        *("--inventory", str(untouched.inventory), "--target", TARGET, "--json", "--dry-run"),
+        *("--transcripts-dir", str(tmp_path / "transcripts")),
+    ]
+    result = runbook(*base, "--var", f"node={replica.host}:{replica.port}")
+    assert result.code == 0, result.output[-3000:]
+    steps = {s["id"]: s for s in result.json()["steps"]}
+    assert f"active (running) pid {primary.pid}" in steps["primary"]["result"]["stdout"]
+    assert f"active (running) pid {replica.pid}" in steps["node"]["result"]["stdout"]
+    evts = events(transcript_path(result))
+    where = {e["step"]["id"]: e["where"] for e in of_type(evts, "step.started")}
+    host = untouched.hosts.of(replica).ssh
+    assert where["node"] == f"ssh {host.user}@{host.address}:{host.port} (node {replica.host}:{replica.port}, replica)"
+    stranger = runbook(*base, "--var", "node=127.0.0.1:1")
+    assert stranger.code == 4, stranger.output[-3000:]
+    assert "on: node 127.0.0.1:1: not a node of the deployment (known: " in stranger.output
