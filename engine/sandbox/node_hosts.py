@@ -96,19 +96,22 @@ def _ssh_settings(host: NodeHost) -> dict[str, Any]:
 
 
 def inventory_for_replicated(
-    deployment: Replicated, hosts: NodeHosts, *, name: str = "cache", environment: str = "sandbox"
+    deployment: Replicated,
+    hosts: NodeHosts,
+    *,
+    name: str = "cache",
+    environment: str = "sandbox",
+    through_sentinel: bool = True,
 ) -> dict[str, Any]:
-    """A target found through the deployment's Sentinels, whose `ssh.nodes` names each node's host.
-
-    The target's own `ssh` settings are the primary's host's (where a step without `on:` runs)."""
-    redis: dict[str, Any] = {
-        "url": deployment.primary.url,
-        "timeout": "10s",
-        "sentinel": {
+    """A target found through the deployment's Sentinels (else from its primary), whose `ssh.nodes` names
+    each node's host. The target's own `ssh` settings are the primary's host's (where a step without `on:`
+    runs)."""
+    redis: dict[str, Any] = {"url": deployment.primary.url, "timeout": "10s"}
+    if through_sentinel:
+        redis["sentinel"] = {
             "addresses": [f"{h}:{p}" for h, p in deployment.sentinel_addresses],
             "master": deployment.master_name,
-        },
-    }
+        }
     if deployment.primary.password is not None:
         redis["password_file"] = str(deployment.primary.write_password_file())
     ssh = _ssh_settings(hosts.of(deployment.primary))

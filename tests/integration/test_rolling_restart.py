@@ -182,6 +182,29 @@ def test_a_node_that_does_not_come_back_stops_the_run_there(deployment: Deployme
     assert verify_transcript(transcript_path(result)).ok
 
 
+def test_without_sentinel_the_primary_is_never_restarted(deployment: Deployment, tmp_path: Path):
+    """No Sentinel, no planned failover: refused before anything, or with replicas_only the replicas alone."""
+    plain = write_inventory(
+        tmp_path / "plain.yaml",
+        inventory_for_replicated(deployment.replicated, deployment.hosts, through_sentinel=False),
+    )
+    deployment.inventory = plain
+    before = deployment.state()
+    refused, steps = _run(deployment, tmp_path, "--yes")
+    assert refused.code == 1, refused.output[-3000:]
+    assert "--var replicas_only=true to restart the replicas only" in refused.output
+    assert steps["shape"][0]["result"]["kind"] == "replicated" and "restart" not in steps
+    assert deployment.state() == before
+    result, steps = _run(deployment, tmp_path, "--yes", "--var", "replicas_only=true")
+    assert result.code == 0, result.output[-3000:]
+    after = deployment.state()
+    old = f"{deployment.replicated.primary.host}:{deployment.replicated.primary.port}"
+    assert after[old] == before[old]  # same process, still the primary
+    assert all(after[n]["pid"] != before[n]["pid"] and after[n]["role"] == before[n]["role"] for n in after if n != old)
+    assert len(steps["restart"]) == 2
+    assert [s["outcome"] for s in steps["failover"]] == ["skipped", "skipped"]  # no failover without Sentinel
+
+
 def test_a_dry_run_changes_nothing_on_any_node(untouched: Deployment, tmp_path: Path):
     before = untouched.state()
     result, steps = _run(untouched, tmp_path, "--dry-run")
