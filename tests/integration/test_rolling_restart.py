@@ -148,20 +148,38 @@ def test_a_rolling_restart_restarts_every_node_and_fails_over_once(deployment: D
     assert verify_transcript(transcript_path(result)).ok
 
 
-def test_a_node_that_does_not_come_back_stops_the_run_there(deployment: Deployment, tmp_path: Path):
+# A fault written into the node's config file: the running process does not reread it, its restart does.
+FAULTS = {
+    # the service cannot start it: the restart command fails (exit 1), the run errors (exit 4)
+    "start_fails": ("this-directive-does-not-exist yes\n", [], 4),
+    # it starts but never syncs (AUTH refused by its primary, which has no password; Sentinel does not
+    # touch masterauth): the run waits `timeout` for the link, then fails naming it (exit 1)
+    "never_syncs": ("masterauth not-the-password\n", ["--var", "timeout=10s"], 1),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_a_node_that_does_not_come_back_stops_the_run_there(deployment: Deployment, tmp_path: Path, fault: str):
+    line, args, code = FAULTS[fault]
     before = deployment.state()
     old = f"{deployment.replicated.primary.host}:{deployment.replicated.primary.port}"
     first, second = sorted((n for n in before if n != old), key=lambda a: int(a.rsplit(":", 1)[1]))
     broken = next(s for s in deployment.servers if f"{s.host}:{s.port}" == second)
-    # its redis-server can no longer start on its config (the running process does not reread it)
     with broken.config_path.open("a") as config:
-        config.write("this-directive-does-not-exist yes\n")
-    result, steps = _run(deployment, tmp_path, "--yes")
-    assert result.code == 4, result.output[-4000:]  # an action failed (the ssh command's exit status)
+        config.write(line)
+    result, steps = _run(deployment, tmp_path, "--yes", *args)
+    assert result.code == code, result.output[-4000:]
     outcome = next(line for line in result.output.splitlines() if line.startswith("outcome:"))
     assert second in outcome, outcome
-    assert [s["outcome"] for s in steps["restart"]] == ["ok", "failed"]
-    assert steps["restart"][1]["message"].startswith(f"{second}: exit status 1: Bad directive")
+    if fault == "start_fails":
+        assert [s["outcome"] for s in steps["restart"]] == ["ok", "failed"]
+        assert steps["restart"][1]["message"].startswith(f"{second}: exit status 1: Bad directive")
+    else:
+        assert [s["outcome"] for s in steps["restart"]] == ["ok", "ok"]
+        assert [s["outcome"] for s in steps["healthy"]] == ["ok", "failed"]
+        message = steps["healthy"][1]["message"]
+        assert f"{second} is back" in message and "has not caught up within 10s" in message, message
+        assert f"The rolling restart stopped at {second}; not restarted: {old}" in " ".join(message.split())
     # the failure is said plainly, with where the run stopped and what it did not touch
     (note,) = steps["stopped-at"]
     assert f"{first} restarted" in note["result"] and f"{old} not restarted" in note["result"], note
@@ -169,12 +187,13 @@ def test_a_node_that_does_not_come_back_stops_the_run_there(deployment: Deployme
     pids = {}
     for server in deployment.servers:
         address = f"{server.host}:{server.port}"
-        if address == second:
-            continue
+        if address == second and fault == "start_fails":
+            continue  # down
         with server.client() as client:
             pids[address] = client.info("server")["process_id"]
             role = client.execute_command("ROLE")[0]
         assert role == ("master" if address == old else "slave")
+    assert fault == "start_fails" or pids[second] != before[second]["pid"]
     assert pids[first] != before[first]["pid"]  # restarted before the failing one
     assert pids[old] == before[old]["pid"]  # the primary was never touched, nor failed over
     evts = events(transcript_path(result))
