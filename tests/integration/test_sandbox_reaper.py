@@ -13,20 +13,21 @@ from pathlib import Path
 from engine.sandbox import RedisServer
 from engine.sandbox.reaper import mark_owner, reap_orphans
 from engine.sandbox.redis_server import pid_alive
+from tests.conftest import require_binary
 
 OWNER = """
-import time
-from engine.sandbox import RedisServer
-server = RedisServer.start()
+import sys, time
+from engine.sandbox import RedisServer, SshHost
+server = RedisServer.start() if sys.argv[1] == "redis" else SshHost.start()
 print(server.pid, server.directory, flush=True)
 time.sleep(3600)
 """
 
 
-def _start_and_kill_owner(tmp: Path) -> tuple[int, Path]:
-    """A process that starts a sandbox redis-server in `tmp`, then dies by SIGKILL (no clean-up ran)."""
+def _start_and_kill_owner(tmp: Path, what: str = "redis") -> tuple[int, Path]:
+    """A process that starts a sandbox server in `tmp`, then dies by SIGKILL (no clean-up ran)."""
     env = {**os.environ, "TMPDIR": str(tmp)}
-    owner = subprocess.Popen([sys.executable, "-c", OWNER], stdout=subprocess.PIPE, text=True, env=env)
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, what], stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert owner.stdout is not None
         pid_text, directory = owner.stdout.readline().split()
@@ -59,6 +60,18 @@ def test_a_killed_owners_redis_server_is_reaped_and_a_live_owners_is_not(
         assert mine.running and mine.directory.exists()
         assert reap_orphans(tmp_path) == []  # nothing left to reap; the live one still untouched
         assert mine.running
+    finally:
+        if pid_alive(orphan):
+            os.kill(orphan, signal.SIGKILL)
+
+
+def test_a_killed_owners_sshd_is_reaped(tmp_path: Path):
+    require_binary("sshd")
+    orphan, directory = _start_and_kill_owner(tmp_path, "sshd")
+    try:
+        assert pid_alive(orphan)
+        assert reap_orphans(tmp_path) == [orphan]
+        assert _gone(orphan) and not directory.exists()
     finally:
         if pid_alive(orphan):
             os.kill(orphan, signal.SIGKILL)
