@@ -510,3 +510,7 @@ def take_snapshot(world: World, match: str = "*") -> dict[str, tuple[str, Any, b
                 value = None
             out[key] = (kind, value, client.ttl(key) > 0)
     return out
+
+
+# Faults of deployment worlds (replication, Sentinel, Cluster) live in their own module; importing it registers them.
+from engine.rehearsal import topology_faults as _topology_faults  # noqa: E402,F401
