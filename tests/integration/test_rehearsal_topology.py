@@ -136,13 +136,26 @@ def test_kill_primary_waits_until_sentinel_promoted_a_replica():
         follower = _info(other, "replication")
         assert f"{follower['master_host']}:{follower['master_port']}" == promoted
         assert follower["master_link_status"] == "up"
+        servers = [*world.nodes, *world.sentinels]
+        pids = [s.pid for s in servers if s.running]
+        dirs = [s.directory for s in servers]
+        assert len(pids) == 5  # two replicas and three Sentinels left running
     finally:
         world.stop()
+    assert [p for p in pids if _alive(p)] == []  # teardown: every process, every directory
+    assert [d for d in dirs if d.exists()] == [] and not world.directory.exists()
 
 
 def test_cluster_node_down_leaves_slots_uncovered_and_the_cluster_failed():
+    """One cluster world for the fault, the seed inventory, the snapshot of every node and the teardown."""
     world = _world(topology="cluster")
     try:
+        target = target_from_inventory(load_inventory(world.inventory_path), "rehearsal")
+        assert (target.redis.host, target.redis.port) == (world.redis.host, world.redis.port)
+        assert target.sentinel is None and target.ssh is None
+        assert sorted(world.roles_at_start.values()) == ["primary"] * 3 + ["replica"] * 3
+        before = snapshot.capture(world)
+        assert snapshot.differences(before, snapshot.capture(world)) == []  # a settled cluster stands still
         faults.apply(world, {"cluster_node_down": {}})
         down, seed = world.vars["down_nodes"], world.template_values()["primary"]
         assert len(down) == 2 and seed not in down  # a primary and its replica, never the seed's shard
@@ -156,8 +169,15 @@ def test_cluster_node_down_leaves_slots_uncovered_and_the_cluster_failed():
         for node in down:
             assert not world.node(node).running
         assert nodes.slots_covered(world) == 16384 - world.vars["uncovered_slots"]
+        lines = snapshot.differences(before, snapshot.capture(world))
+        for node in down:
+            assert f"{node}: redis: up -> ConnectionError" in lines, lines
+        pids = [n.pid for n in world.nodes if address(n) not in down]
+        dirs = [n.directory for n in world.nodes]
     finally:
         world.stop()
+    assert [p for p in pids if _alive(p)] == []
+    assert [d for d in dirs if d.exists()] == [] and not world.directory.exists()
 
 
 def test_flapping_replica_keeps_fully_resyncing_until_teardown():
@@ -212,7 +232,7 @@ def test_a_fault_that_injects_nothing_makes_the_rehearsal_invalid(tmp_path):
 
 
 # -- the world: inventory, snapshot, gate, teardown ----------------------------------------------------------
-def test_a_replicated_world_names_its_sentinels_and_master_and_a_cluster_its_seed():
+def test_a_replicated_world_names_its_sentinels_and_master():
     world = World.start(WorldSpec(topology="replicated", replicas=1, sentinels=2, password=True))
     try:
         target = target_from_inventory(load_inventory(world.inventory_path), "rehearsal")
@@ -226,15 +246,6 @@ def test_a_replicated_world_names_its_sentinels_and_master_and_a_cluster_its_see
         )
     finally:
         world.stop()
-    cluster = World.start(WorldSpec(topology="cluster"))
-    try:
-        target = target_from_inventory(load_inventory(cluster.inventory_path), "rehearsal")
-        assert (target.redis.host, target.redis.port) == (cluster.redis.host, cluster.redis.port)
-        assert target.sentinel is None
-        roles = cluster.roles_at_start
-        assert sorted(roles.values()) == ["primary"] * 3 + ["replica"] * 3
-    finally:
-        cluster.stop()
 
 
 def test_the_snapshot_sees_a_change_on_any_node_and_any_sentinel():
@@ -251,19 +262,6 @@ def test_the_snapshot_sees_a_change_on_any_node_and_any_sentinel():
         assert any(line.startswith(f"{replica}: config maxmemory:") for line in lines), lines
         sentinel = f"sentinel {address(world.sentinels[0])}"
         assert any(line.startswith(f"{sentinel}: sentinel down-after-milliseconds") for line in lines), lines
-    finally:
-        world.stop()
-
-
-def test_the_snapshot_of_a_cluster_sees_a_node_go_down():
-    world = _world(topology="cluster")
-    try:
-        before = snapshot.capture(world)
-        assert snapshot.differences(before, snapshot.capture(world)) == []
-        victim = next(n for n in world.nodes if n is not world.redis)
-        victim.kill()
-        lines = snapshot.differences(before, snapshot.capture(world))
-        assert f"{address(victim)}: redis: up -> ConnectionError" in lines, lines
     finally:
         world.stop()
 
@@ -300,18 +298,6 @@ def test_the_gate_watch_allows_a_failover_s_follow_on_but_not_an_unapproved_writ
         assert "the dataset changed" in watch.violations[1]
     finally:
         world.stop()
-
-
-@pytest.mark.parametrize("topology", ["replicated", "cluster"])
-def test_teardown_leaves_no_process_and_no_directory(topology):
-    world = _world(topology=topology)
-    servers = [*world.nodes, *world.sentinels]
-    pids = [s.pid for s in servers]
-    dirs = [s.directory for s in servers]
-    assert all(pids) and len(pids) == 6  # 1 + 2 replicas + 3 sentinels; 3 primaries + 3 replicas
-    world.stop()
-    assert [p for p in pids if _alive(p)] == []
-    assert [d for d in dirs if d.exists()] == [] and not world.directory.exists()
 
 
 def test_a_world_that_fails_to_start_stops_what_it_started():
