@@ -84,6 +84,7 @@ class World:
         self.sentinels: list[RedisServer] = []
         self.master_name: str | None = None
         self.roles_at_start: dict[str, str] = {}  # HOST:PORT -> primary | replica, as built
+        self.replica_of_at_start: dict[str, str] = {}  # replica HOST:PORT -> its primary's, as built
         self.ssh: SshHost | None = None
         self.service: ServiceCommands | None = None
         self.http: HealthServer | None = None
@@ -174,8 +175,10 @@ class World:
             with node.client() as client:
                 for name, value in {**extra, **config}.items():
                     client.config_set(name, value)
-                role = client.execute_command("ROLE")[0]
-            self.roles_at_start[address(node)] = "primary" if role == "master" else "replica"
+                role = client.execute_command("ROLE")
+            self.roles_at_start[address(node)] = "primary" if role[0] == "master" else "replica"
+            if role[0] == "slave":
+                self.replica_of_at_start[address(node)] = f"{role[1]}:{role[2]}"
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -291,7 +294,8 @@ class World:
         """What scenario params may refer to as `world.*`: paths and facts, never a password.
 
         A deployment adds its shape as it was built: `primary` (HOST:PORT of the primary, a cluster's
-        seed), `replicas`, `nodes` (every data node), `sentinels` and `master_name`."""
+        seed), `replicas`, `replica_of` (replica -> its primary), `nodes` (every data node), `sentinels`
+        and `master_name`."""
         assert self.redis is not None
         return {
             "data_dir": str(self.redis.directory),
@@ -301,6 +305,7 @@ class World:
             "topology": self.spec.topology,
             "primary": address(self.redis),
             "replicas": [a for a, role in self.roles_at_start.items() if role == "replica"],
+            "replica_of": dict(self.replica_of_at_start),
             "nodes": [address(n) for n in self.nodes],
             "sentinels": [address(s) for s in self.sentinels],
             "master_name": self.master_name,
