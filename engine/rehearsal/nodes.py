@@ -6,6 +6,7 @@ themselves answer. A node that does not answer is `down`.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -17,12 +18,18 @@ SELECTORS = ("primary", "primaries", "replicas", "all")
 
 
 def replication(world: World, node: str) -> dict[str, Any] | None:
-    """INFO replication of one node; None when it does not answer."""
-    try:
-        with world.client(node=node) as client:
-            return dict(client.info("replication"))
-    except redis.RedisError:
-        return None
+    """INFO replication of one node; None when it does not answer (refused three times in a row: a
+    connection Sentinel cut while reconfiguring the node, CLIENT KILL TYPE normal, is asked again)."""
+    for attempt in range(3):
+        try:
+            with world.client(node=node) as client:
+                return dict(client.info("replication"))
+        except redis.ConnectionError:
+            if attempt < 2:
+                time.sleep(0.1)
+        except redis.RedisError:
+            return None
+    return None
 
 
 def roles(world: World) -> dict[str, str]:

@@ -21,6 +21,7 @@ import hashlib
 import os
 import re
 import subprocess
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,17 @@ def _keys(client: redis.Redis) -> dict[str, tuple[str, str, int]]:
 
 
 def _redis(world: World, *, full: bool, node: Any = None) -> dict[str, Any]:
+    """One node's state. A connection cut under the question (Sentinel reconfiguring a node sends it
+    CLIENT KILL TYPE normal) is asked again; a node is down when it refuses three times in a row."""
+    for _attempt in range(2):
+        try:
+            return _redis_once(world, full=full, node=node)
+        except redis.ConnectionError:
+            time.sleep(0.1)
+    return _redis_once(world, full=full, node=node, last=True)
+
+
+def _redis_once(world: World, *, full: bool, node: Any = None, last: bool = False) -> dict[str, Any]:
     try:
         with world.client(node=node) as client:
             info = client.info()
@@ -130,6 +142,10 @@ def _redis(world: World, *, full: bool, node: Any = None) -> dict[str, Any]:
             return state
     except redis.AuthenticationError:
         return {"up": True, "error": "authentication refused with the current password"}
+    except redis.ConnectionError as exc:
+        if not last:
+            raise
+        return {"up": False, "error": type(exc).__name__}
     except redis.RedisError as exc:
         return {"up": False, "error": type(exc).__name__}
 
