@@ -89,6 +89,8 @@ def cluster_state(info_rows: Sequence[Mapping[str, Any]], nodes_rows: Sequence[M
                 failing.append({"node": entry["address"], "flags": sorted(entry["flags"])})
             if "master" in entry["flags"]:
                 epochs.setdefault(entry["config_epoch"], []).append(entry["address"])
+                if "fail" in entry["flags"]:  # a failed primary keeps its slots in the view but serves none
+                    continue
                 for start, end in entry["slots"]:
                     covered.update(range(start, end + 1))
         viewed = True
