@@ -424,7 +424,7 @@ def _plan_on_nodes(body: dict[str, Any], ctx: StepContext) -> Action:
     if not nodes:
         names = {"replicas": "no replicas"}.get(where_on, f"no node for on: {where_on}")
         return Action(Effect.READ, f"on: {where_on}", summary(inner), lambda: [], output=lambda r: names)
-    first = _plan_on(inner, ctx, deployment.node_adapter(nodes[0].address))
+    first = _plan_on_first_answering(inner, ctx, deployment, nodes)
     where = ", ".join(n.address for n in nodes)
     if first.effect is not Effect.READ:
         if len(nodes) > 1:
@@ -463,6 +463,21 @@ def _plan_on_nodes(body: dict[str, Any], ctx: StepContext) -> Action:
         return None
 
     return Action(Effect.READ, where, first.command, execute, failed=failed)
+
+
+def _plan_on_first_answering(inner: dict[str, Any], ctx: StepContext, deployment: Any, nodes: list[Any]) -> Action:
+    """Plan on the first node that answers (classifying a command asks the server): a dead node first in
+    the list (a failed cluster primary) is then one error row of the fan-out, not the step's error."""
+    first_error: Exception | None = None
+    for node in nodes:
+        try:
+            return _plan_on(inner, ctx, deployment.node_adapter(node.address))
+        except Exception as exc:  # the same error on every node (a bad command) is raised below
+            first_error = first_error or exc
+            if len(nodes) == 1:
+                raise
+    assert first_error is not None
+    raise first_error
 
 
 def per_node(body: Any, ctx: StepContext) -> list[dict[str, Any]] | None:

@@ -49,6 +49,7 @@ DOCUMENTED_MISMATCHES = {
     ("redis/emergency-oom", "writes-refused-noeviction"): {"probe-delete"},
     ("redis/emergency-oom", "raise-is-not-enough"): {"probe-delete"},
     ("redis/emergency-oom", "flush-declined"): {"probe-delete"},
+    ("redis/failover", "planned-on-a-cluster"): {"probe_delete_cluster"},
 }
 
 # Issue 12: each troubleshooting and emergency procedure with a fix has a scenario where the fix cannot take.
@@ -62,6 +63,7 @@ FAILURE_SCENARIOS = {
     "redis/restore-tenant": "some-keys-still-there",
     "redis/restore-rdb": "backup-is-the-live-dump",
     "redis/config-set": "refuses-a-credential",
+    "redis/failover": "refused-replica-lags",
 }
 
 # Rehearsals at once: each is mostly waiting on its world (servers starting, polls), so 4 fit on 2 cores.
