@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import IO, Any
@@ -383,6 +383,15 @@ class RedisAdapter:
     def scan_nodes(self) -> list[RedisAdapter]:
         """Where a keyspace scan must look: this node (a deployment's adapter names every primary)."""
         return [self]
+
+    def each_scan_node(self, work: Callable[[RedisAdapter], Iterator[Any]]) -> Generator[Any, None, None]:
+        """`work(node)` on every node a keyspace scan must look at, its items as they come: here, this node
+        (a cluster's adapter runs the primaries in parallel and merges, see redis_routing)."""
+        yield from work(self)
+
+    def key_count(self) -> int:
+        """DBSIZE summed over the nodes a keyspace scan looks at: a progress line's total."""
+        return sum(int(node.call(["DBSIZE"])) for node in self.scan_nodes())
 
     def key_batches(self, match: str, *, count: int, batch: int = SCAN_BATCH_KEYS) -> Iterator[list[bytes]]:
         """Every key matching `match` (names as bytes), on every node a scan must look at, in batches of
