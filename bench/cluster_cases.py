@@ -47,6 +47,7 @@ from engine.sandbox.topologies import start_cluster
 SLOTS = 16384
 PRIMARIES = 3
 READY_TIMEOUT = 120.0  # a safety net for a broken start on a busy machine, not a timing expectation
+JOIN_TIMEOUT = 60.0  # a socket timeout for the set-up calls: generous, a busy machine is slow, never stuck
 RUNBOOK = [sys.executable, "-m", "engine.cli", "run"]
 
 
@@ -123,7 +124,7 @@ def join(servers: Sequence[RedisServer], ranges: Sequence[range]) -> None:
     """Give each server its slot range (those it claimed from its loaded keys are kept), its own config
     epoch, and make them meet; return once every node sees every slot served."""
     for epoch, (server, owned) in enumerate(zip(servers, ranges, strict=True), start=1):
-        with server.client(socket_timeout=None) as client:
+        with server.client(socket_timeout=JOIN_TIMEOUT) as client:
             pipe = client.pipeline(transaction=False)
             for slot in owned:  # a slot it already claimed answers "busy": left as it is
                 pipe.execute_command("CLUSTER", "ADDSLOTS", slot)
@@ -132,16 +133,16 @@ def join(servers: Sequence[RedisServer], ranges: Sequence[range]) -> None:
                 client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", epoch)
             except redis.ResponseError:
                 pass  # already has one (it claimed slots on load): the cluster settles any collision
-    with servers[0].client() as first:
+    with servers[0].client(socket_timeout=JOIN_TIMEOUT) as first:
         for other in servers[1:]:
-            with other.client() as client:
+            with other.client(socket_timeout=JOIN_TIMEOUT) as client:
                 bus = client.config_get("cluster-port")["cluster-port"]
             first.execute_command("CLUSTER", "MEET", other.host, other.port, bus)
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
         infos = []
         for server in servers:
-            with server.client() as client:
+            with server.client(socket_timeout=JOIN_TIMEOUT) as client:
                 infos.append(str(client.execute_command("CLUSTER", "INFO")))
         want = (f"cluster_known_nodes:{len(servers)}", "cluster_state:ok", f"cluster_slots_ok:{SLOTS}")
         if all(all(w in info for w in want) for info in infos):
