@@ -244,3 +244,39 @@ def _flapping(world: World, args: dict[str, Any] | None) -> None:
         lambda: _stat(world, primary, "stats", "sync_full") >= before + wanted,
     )
     world.vars["full_syncs"] = _stat(world, primary, "stats", "sync_full")
+
+
+@fault("node_snapshot")
+def _node_snapshot(world: World, name: str) -> None:
+    """Remember what each data node is now, for checks that compare a node with itself later (a restart, a save,
+    a fork): `world.NAME` = {HOST:PORT: {role, run_id, last_save_time, saves, changes_since_last_save, forks}},
+    null for a node that does not answer. Any topology; a standalone world has one node."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"node_snapshot: give a name (letters, digits, _), not {name!r}")
+    out = {address(server): _node_facts(world, address(server)) for server in world.nodes}
+    if not any(out.values()):
+        raise RuntimeError("node_snapshot: no node answers; there is nothing to compare with later")
+    world.vars[name] = out
+
+
+def _node_facts(world: World, where: str) -> dict[str, Any] | None:
+    """One node's role, run id, saves and forks; None when it does not answer (refused three times in a row,
+    as nodes.replication: a connection Sentinel cut while reconfiguring the node is asked again)."""
+    for attempt in range(3):
+        try:
+            with world.client(node=where) as client:
+                persistence, stats = client.info("persistence"), client.info("stats")
+                return {
+                    "role": "primary" if client.info("replication")["role"] == "master" else "replica",
+                    "run_id": client.info("server")["run_id"],
+                    "last_save_time": int(persistence["rdb_last_save_time"]),
+                    "saves": int(persistence.get("rdb_saves", 0)),
+                    "changes_since_last_save": int(persistence["rdb_changes_since_last_save"]),
+                    "forks": int(stats.get("total_forks", 0)),
+                }
+        except redis.ConnectionError:
+            if attempt < 2:
+                time.sleep(0.1)
+        except redis.RedisError:
+            return None
+    return None

@@ -160,6 +160,19 @@ def test_destructive_and_write_procedures_predicted_their_changes(gate):
     assert {p["step"]: p["predicted"] for p in oom["predictions"]}["probe-delete"] == "0 keys deleted"
 
 
+def test_topology_scenarios_change_only_what_the_procedure_must(gate):
+    """A primary Sentinel already replaced is diagnosed, not restarted; a snapshot is taken on the replica."""
+    report = by_name(gate["report"])
+    for procedure in ("redis/emergency-service-down", "redis/troubleshoot-connection"):
+        promoted = report[(procedure, "primary-died-sentinel-promoted")]
+        assert promoted["exit_code"] == 1 and promoted["approvals"] == 0 and promoted["predictions"] == [], promoted
+    broken = report[("redis/key-metrics", "replica-link-broken")]
+    assert broken["exit_code"] == 1 and broken["approvals"] == 0 and broken["predictions"] == [], broken
+    snapshot = report[("redis/backup-snapshot", "unsaved-writes-snapshot-on-a-replica")]
+    assert snapshot["exit_code"] == 0 and snapshot["approvals"] == 1, snapshot
+    assert [(p["step"], p["actual"]) for p in snapshot["predictions"]] == [("bgsave", "1 command run")]
+
+
 def test_every_rehearsal_left_a_verified_transcript_that_renders_as_a_timeline(gate):
     from concurrent.futures import ThreadPoolExecutor
 

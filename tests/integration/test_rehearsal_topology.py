@@ -321,3 +321,31 @@ def test_a_world_that_cannot_be_built_is_a_usage_error_with_its_place(tmp_path):
     assert "cluster-health.yaml:5" in text and "scenarios[0].world" in text
     assert "sentinels: only a replicated world has Sentinels" in text
     assert "password: a cluster world has no password" in text
+
+
+def test_node_snapshot_remembers_each_node_and_a_down_node_as_none():
+    world = _world(topology="replicated", replicas=1, sentinels=0)
+    try:
+        primary, (replica,) = world.template_values()["primary"], world.template_values()["replicas"]
+        faults.apply(world, {"node_snapshot": "before"})
+        primary_run_id = _info(primary, "server")["run_id"]
+        with redis.Redis(host=replica.split(":")[0], port=int(replica.split(":")[1]), decode_responses=True) as c:
+            c.bgsave()  # held: the snapshot below waits for the save to finish
+            _until(lambda: c.info("persistence")["rdb_bgsave_in_progress"] == 0, "the replica's BGSAVE did not end")
+        world.node(primary).kill()
+        faults.apply(world, {"node_snapshot": "after"})
+        before, after = world.template_values()["before"], world.template_values()["after"]
+        assert before[primary]["role"] == "primary" and before[replica]["role"] == "replica"
+        assert before[primary]["run_id"] == primary_run_id != before[replica]["run_id"]
+        assert before[replica]["changes_since_last_save"] > 0 and before[primary]["forks"] >= 1  # seeded; synced
+        assert after[primary] is None  # down
+        assert after[replica]["saves"] == before[replica]["saves"] + 1
+        assert after[replica]["changes_since_last_save"] < before[replica]["changes_since_last_save"]
+        assert after[replica]["run_id"] == before[replica]["run_id"]
+        with pytest.raises(ValueError, match="node_snapshot: give a name"):
+            faults.apply(world, {"node_snapshot": "not a name"})
+        world.node(replica).kill()
+        with pytest.raises(RuntimeError, match="node_snapshot: no node answers"):
+            faults.apply(world, {"node_snapshot": "none"})
+    finally:
+        world.stop()
