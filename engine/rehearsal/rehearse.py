@@ -284,6 +284,9 @@ def rehearse(
             incident=incident or f"rehearsal-{stem}",
             extra_procedures=tuple(extra_procedures),
             transcripts_dir=leases,  # only the lease's fallback file: each transcript path is given
+            # renewed at each approval only: a background renewal (every ttl/3) is a write in the target
+            # Redis that the gate watch would pin on whichever unapproved step it fell in (a long wait)
+            lease_ttl=max(30.0, 3 * scenario.time_limit),
         )
         real_path = _fresh(transcripts_dir / f"{stem}.jsonl")
         try:
