@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from typing import IO, Any
@@ -399,10 +400,19 @@ class RedisAdapter:
         """Where a keyspace scan must look: this node (a deployment's adapter names every primary)."""
         return [self]
 
+    def each_scan_node(self, work: Callable[[RedisAdapter], Iterator[Any]]) -> Generator[Any, None, None]:
+        """`work(node)` on every node a keyspace scan must look at, its items as they come: here, this node
+        (a cluster's adapter runs the primaries in parallel and merges, see redis_routing)."""
+        yield from work(self)
+
+    def key_count(self) -> int:
+        """DBSIZE summed over the nodes a keyspace scan looks at: a progress line's total."""
+        return sum(int(node.call(["DBSIZE"])) for node in self.scan_nodes())
+
     def key_batches(self, match: str, *, count: int, batch: int = SCAN_BATCH_KEYS) -> Iterator[list[bytes]]:
-        """Every key matching `match` (names as bytes), on every node a scan must look at, in batches of
-        about `batch` keys: SCAN pages are gathered until a batch is full, so a rare pattern costs one
-        pipeline per `batch` keys, not one per SCAN page.
+        """Every key matching `match` (names as bytes), on every node a scan must look at (a cluster's
+        primaries in parallel), in batches of about `batch` keys: SCAN pages are gathered until a batch is
+        full, so a rare pattern costs one pipeline per `batch` keys, not one per SCAN page.
 
         COUNT starts at `count` and doubles while pages come back sparse (under a quarter of a batch) and
         the last SCAN left room in the server-time budget (`scan_budget_s`, its time less the connection's
@@ -410,8 +420,8 @@ class RedisAdapter:
         costs as few SCANs as the budget allows, and no SCAN stalls the server for production traffic.
         """
         pending: list[bytes] = []
-        for node in self.scan_nodes():
-            for page in node._sparse_scan(match, count, batch):
+        with closing(self.each_scan_node(lambda node: node._sparse_scan(match, count, batch))) as pages:
+            for page in pages:  # a cluster's primaries scanned in parallel, their pages merged
                 pending.extend(page)
                 if len(pending) >= batch:
                     yield pending

@@ -238,8 +238,9 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
         return scan_pages(adapter, match, count)
 
     def scanning(fn: Any, what: str = label) -> Any:
-        """Run `fn(progress)` under a progress line: keys matched so far / keys in the database (DBSIZE)."""
-        total = adapter.call(["DBSIZE"])
+        """Run `fn(progress)` under a progress line: keys matched so far / keys in the database (DBSIZE, summed
+        over a cluster's primaries)."""
+        total = adapter.key_count()
         shown = what if match == "*" else f"{what} (matched/keys in db)"
         with ctx.progress(shown, total=total) as bar:
             return fn(bar)
@@ -274,6 +275,8 @@ def _plan_analysis(
     method: dict[str, str] = {}
 
     def execute() -> dict[str, Any]:
+        shards = len(adapter.scan_nodes())  # a cluster's primaries, at the time of the scan
+        where_run = f", on each of the {shards} primaries in parallel, merged" if shards > 1 else ""
         if want_server_side and server_side.available(adapter):
             pacer = server_side.Pacer() if op == "audit_ttl" else server_side.Pacer(ceiling=server_side.MEMORY_BATCH)
             try:
@@ -291,16 +294,12 @@ def _plan_analysis(
             finally:
                 method["used"] = (
                     "server-side (scripts allowed): read-only Lua batches (EVAL_RO) sized to the server-time "
-                    f"budget: {pacer.summary()}"
+                    f"budget{where_run}: {pacer.summary()}"
                 )
-        method["used"] = "client-side: SCAN pages, one pipeline per page" + (
-            (
-                " (a cluster: a script sees one shard, pages come from every primary)"
-                if getattr(adapter, "is_cluster", False)
-                else " (scripts refused by the server)"
-            )
-            if want_server_side
-            else " (server_side: never)"
+        method["used"] = (
+            "client-side: SCAN pages, one pipeline per page"
+            + (" (scripts refused by the server)" if want_server_side else " (server_side: never)")
+            + (f"; pages from each of the {shards} primaries in parallel" if shards > 1 else "")
         )
         if op == "audit_ttl":
             size = _int(spec, "sample", 20)

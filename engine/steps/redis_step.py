@@ -23,7 +23,8 @@ MULTI_NODE = frozenset({"replicas", "all", "each primary"})
 SCHEMA = {
     "type": "object",
     "description": "A Redis call. Exactly one of: command, info, config_get, scan, keys, keyinfo; "
-    "optionally `on:` (which nodes of the deployment) and `node:` (with on: node).",
+    "optionally `on:` (which nodes of the deployment) and `node:` (with on: node; without `on:`, the one node "
+    "the step runs on, its result in the usual shape).",
     "additionalProperties": False,
     "minProperties": 1,
     "operations": list(OPERATIONS),
@@ -37,7 +38,12 @@ SCHEMA = {
             "{node, role, outcome, result, error}. Reads fan out in parallel; a write to several nodes runs "
             "once per node, in order, each gated with its own blast radius.",
         },
-        "node": {"type": "string", "description": "With on: node: HOST:PORT of one node (a template)."},
+        "node": {
+            "type": "string",
+            "description": "HOST:PORT of one node of the deployment (a template). With on: node the result is "
+            "per node; without `on:` the step runs on that node alone and keeps its usual result (an empty "
+            "value: where the target points).",
+        },
         "command": {
             "type": "array",
             "minItems": 1,
@@ -126,6 +132,8 @@ def summary(body: dict[str, Any]) -> str:
     if "on" in body:
         where = f"{body['on']} {body['node']}" if body.get("node") else body["on"]
         return f"{summary({k: v for k, v in body.items() if k not in ('on', 'node')})} (on {where})"
+    if body.get("node"):
+        return f"{summary({k: v for k, v in body.items() if k != 'node'})} (on node {body['node']})"
     op, value = _op(body)
     if op == "command":
         return _display([_arg(a) for a in value])
@@ -146,7 +154,12 @@ def _display(argv: list[Any]) -> str:
 def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     if "on" in body:
         return _plan_on_nodes(body, ctx)
-    return _plan_on(body, ctx, ctx.connections.redis())
+    if body.get("node"):  # one named node, the result in its usual shape (a snapshot on a chosen replica)
+        deployment = ctx.connections.redis()
+        (node,) = deployment.nodes_for("node", str(body["node"]))
+        inner = {k: v for k, v in body.items() if k != "node"}
+        return _plan_on(inner, ctx, deployment.node_adapter(node.address))
+    return _plan_on({k: v for k, v in body.items() if k != "node"}, ctx, ctx.connections.redis())
 
 
 def _plan_on(body: dict[str, Any], ctx: StepContext, adapter: RedisAdapter) -> Action:

@@ -181,5 +181,10 @@ class _Session:
         for client in self._clients.values():
             try:
                 client.close()
+                # a client built on a pool it was given leaves the pool's sockets open on close(): they would
+                # linger as idle connections (last command ROLE) until the garbage collector met them
+                pool = getattr(client, "connection_pool", None)
+                if pool is not None:
+                    pool.disconnect()
             except Exception:
                 pass
