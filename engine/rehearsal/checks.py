@@ -165,6 +165,19 @@ def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
         except redis.RedisError:
             return True
 
+    def restarted(node: str) -> bool:
+        """The node answers as a new process: its run_id differs from the one it had when the world was
+        built (False while it is down: a restart that did not come back is no restart)."""
+        try:
+            with world.client(node=world.node(node)) as client:
+                return bool(client.info("server")["run_id"] != world.run_ids_at_start[node])
+        except redis.RedisError:
+            return False
+
+    def restarted_nodes() -> list[str]:
+        """Sorted addresses of the data nodes that answer as new processes since the world was built."""
+        return sorted(a for a in world.run_ids_at_start if restarted(a))
+
     def result(step_id: str) -> Any:
         return run["results"].get(step_id)
 
@@ -200,6 +213,8 @@ def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
         "count_without_ttl": count_without_ttl,
         "unchanged_since": unchanged_since,
         "restarted_since": restarted_since,
+        "restarted": restarted,
+        "restarted_nodes": restarted_nodes,
         "values_equal_snapshot": values_equal_snapshot,
         "result": result,
         "ran": lambda *step_ids: all(run.get("outcomes", {}).get(s) == Outcome.OK for s in step_ids),

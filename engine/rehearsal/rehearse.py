@@ -185,6 +185,9 @@ class GateWatch:
         self.violations: list[str] = []
         self.background = tuple(world.background_writes)
         self.approved_before = False  # an earlier step of the run was approved
+        # nodes an approved step was about (its blast radius names the node: a restart on its host), whose
+        # coming back as a new process goes on during the steps after it: (line prefix, data directory)
+        self.restarted: dict[str, tuple[str | None, str]] = {}
 
     def _approved_since(self, step_id: str) -> bool:
         try:
@@ -210,6 +213,21 @@ class GateWatch:
         changes = snapshot.changed(self.last, now, self.background)
         self.last = now
         approved = self._approved_since(record.id)
+        node = (getattr(record, "blast_radius", None) or {}).get("node") if approved else None
+        if isinstance(node, str) and node not in self.restarted:
+            try:
+                server = self.world.node(node)
+            except LookupError:
+                server = None
+            if server is not None:
+                prefix = None if server is self.world.redis else node
+                self.restarted[node] = (prefix, str(server.directory))
+        if self.restarted:
+            changes = [
+                line
+                for line in changes
+                if not any(snapshot.restart_follow_on(line, p, d) for p, d in self.restarted.values())
+            ]
         if self.approved_before and self.world.spec.topology != "standalone":
             # a failover approved earlier goes on by itself: roles, the primary followed, Sentinel's view
             changes = [line for line in changes if not snapshot.follow_on(line)]
@@ -266,6 +284,9 @@ def rehearse(
             incident=incident or f"rehearsal-{stem}",
             extra_procedures=tuple(extra_procedures),
             transcripts_dir=leases,  # only the lease's fallback file: each transcript path is given
+            # renewed at each approval only: a background renewal (every ttl/3) is a write in the target
+            # Redis that the gate watch would pin on whichever unapproved step it fell in (a long wait)
+            lease_ttl=max(30.0, 3 * scenario.time_limit),
         )
         real_path = _fresh(transcripts_dir / f"{stem}.jsonl")
         try:

@@ -335,6 +335,24 @@ def follow_on(line: str) -> bool:
     return body.startswith("file ") and body.split(" ", 2)[1].rstrip(":").endswith("/redis.conf")
 
 
+def restart_follow_on(line: str, node: str | None, directory: str) -> bool:
+    """A change a node's approved restart makes by itself afterwards: it is down, loading, then up as a new
+    process (a new run id), and the dump it reads or a full sync writes lands in its data directory.
+    `node` is the line's HOST:PORT prefix (None: the node the target names, whose lines have none)."""
+    if line.startswith("file "):
+        path = line.split(" ", 2)[1].rstrip(":")
+        return path.startswith(directory.rstrip("/") + "/") and _written_by_a_save(line)
+    if node is None:
+        if _NODE_PREFIX.match(line) or line.startswith("sentinel "):
+            return False
+        body = line
+    elif line.startswith(f"{node}: "):
+        body = line[len(node) + 2 :]
+    else:
+        return False
+    return body == "redis restarted (run_id changed)" or body.startswith("redis: ")
+
+
 def _written_by_a_save(line: str) -> bool:
     name = line.split(" ", 2)[1] if line.count(" ") >= 1 else ""
     base = Path(name.rstrip(":")).name

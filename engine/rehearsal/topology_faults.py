@@ -42,6 +42,9 @@ def _replica(world: World, which: Any, name: str) -> str:
     return str(replicas[index])
 
 
+replica_address = _replica  # for faults.py (start_fails on a node)
+
+
 def _until(what: str, condition: Any, timeout: float = SAFETY_NET) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -280,3 +283,23 @@ def _node_facts(world: World, where: str) -> dict[str, Any] | None:
         except redis.RedisError:
             return None
     return None
+
+
+@fault("config_file_line")
+def _config_file_line(world: World, args: dict[str, Any]) -> None:
+    """A line appended to a replica's config file, as a bad config-management push leaves it: the running
+    process never rereads the file, its next start does. `{replica: 0 | HOST:PORT, line: "..."}`; pair it
+    with `start_fails: {replica: ...}` to prove the line stops the node from starting. Checked: the node
+    still answers, as the same process. `world.config_line_node` is its address."""
+    _deployment(world, "config_file_line", "replicated")
+    target = _replica(world, args.get("replica"), "config_file_line")
+    line = str(args.get("line") or "").strip()
+    if not line or "\n" in line:
+        raise ValueError("config_file_line: line must be one non-empty line")
+    server = world.node(target)
+    with server.config_path.open("a") as config:
+        config.write(line + "\n")
+    info = nodes.replication(world, target)
+    if info is None or _stat(world, target, "server", "process_id") != server.pid:
+        raise RuntimeError(f"config_file_line: {target} does not answer as the same process")
+    world.vars["config_line_node"] = target

@@ -6,8 +6,10 @@ answers like SomaBrain's /health by pinging the same Redis. An inventory file ti
 
 A world may be a deployment instead of one server (`topology`): `replicated` is a primary, its replicas
 and the Sentinels watching it (the inventory names the Sentinels and the master name, as production
-would); `cluster` is a Redis Cluster (the inventory names one seed node). Every process is stopped on
-every way out, a failed start included.
+would); `cluster` is a Redis Cluster (the inventory names one seed node). A replicated world that asks
+for ssh gets one SSH host per node (engine/sandbox/node_hosts.py) and the inventory's `ssh.nodes`, so a
+procedure can restart each node on its own host. Every process is stopped on every way out, a failed
+start included.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from redis.retry import Retry
 
 from engine.sandbox import RedisServer, SshHost, install_redis_service, inventory_for, write_inventory
 from engine.sandbox.health import HealthServer
+from engine.sandbox.node_hosts import NodeHosts, ssh_nodes, start_node_hosts
 from engine.sandbox.sshd import ServiceCommands
+from engine.topology.grade import _address_key
 
 TOPOLOGIES = ("standalone", "replicated", "cluster")
 # Set on every node of a deployment: a replica loads a full sync from the socket (no dump.rdb written behind
@@ -85,8 +89,10 @@ class World:
         self.master_name: str | None = None
         self.roles_at_start: dict[str, str] = {}  # HOST:PORT -> primary | replica, as built
         self.replica_of_at_start: dict[str, str] = {}  # replica HOST:PORT -> its primary's, as built
-        self.ssh: SshHost | None = None
+        self.ssh: SshHost | None = None  # the target's host: a replicated world's primary's host
         self.service: ServiceCommands | None = None
+        self.node_hosts: NodeHosts | None = None  # a replicated world with ssh: every node's own host
+        self.run_ids_at_start: dict[str, str] = {}  # HOST:PORT -> run_id, as built (restarted_nodes())
         self.http: HealthServer | None = None
         self.inventory_path = self.directory / "inventory.yaml"
         self.vars: dict[str, Any] = {}  # facts faults record for params and checks (backup paths, ...)
@@ -126,7 +132,11 @@ class World:
         else:
             self._start_deployment(password, config)
         assert self.redis is not None
-        if self.spec.wants_ssh:
+        if self.spec.wants_ssh and self.spec.topology == "replicated":
+            self.node_hosts = start_node_hosts(self.nodes)
+            own = self.node_hosts.of(self.redis)
+            self.ssh, self.service = own.ssh, own.service
+        elif self.spec.wants_ssh:
             self.ssh = SshHost.start()
             self.service = install_redis_service(self.ssh, self.redis)
         if self.spec.wants_http:
@@ -143,12 +153,17 @@ class World:
         target = data["environments"]["sandbox"]["targets"]["rehearsal"]
         if self.ssh is not None:
             target["ssh"]["paths"]["backups"] = str(self.backups)
+        if self.node_hosts is not None:  # each node's restart goes to its own host, as in production
+            target["ssh"]["nodes"] = ssh_nodes(self.node_hosts)
         if self.sentinels:  # the run's target model: found through Sentinel, as production names it
             target["redis"]["sentinel"] = {
                 "addresses": [address(s) for s in self.sentinels],
                 "master": self.master_name,
             }
         write_inventory(self.inventory_path, data)
+        for node in self.nodes:
+            with self.client(node=node) as client:
+                self.run_ids_at_start[address(node)] = client.info("server")["run_id"]
 
     def _start_deployment(self, password: str | None, config: dict[str, str]) -> None:
         from engine.sandbox.topologies import start_cluster, start_replicated
@@ -175,6 +190,7 @@ class World:
             with node.client() as client:
                 for name, value in {**extra, **config}.items():
                     client.config_set(name, value)
+                client.config_rewrite()  # in its config file too: a node restarted by a procedure keeps them
                 role = client.execute_command("ROLE")
             self.roles_at_start[address(node)] = "primary" if role[0] == "master" else "replica"
             if role[0] == "slave":
@@ -195,7 +211,7 @@ class World:
                     resource.close()
             except Exception:
                 pass
-        for part in (self.http, self.ssh, self.deployment or self.redis):
+        for part in (self.http, self.node_hosts, self.ssh, self.deployment or self.redis):
             if part is not None:
                 try:
                     part.stop()
@@ -294,8 +310,8 @@ class World:
         """What scenario params may refer to as `world.*`: paths and facts, never a password.
 
         A deployment adds its shape as it was built: `primary` (HOST:PORT of the primary, a cluster's
-        seed), `replicas`, `replica_of` (replica -> its primary), `nodes` (every data node), `sentinels`
-        and `master_name`."""
+        seed), `replicas` (by address), `replica_of` (replica -> its primary), `nodes` (every data node),
+        `sentinels`, `master_name`, and `run_ids` (node -> its run_id at start)."""
         assert self.redis is not None
         return {
             "data_dir": str(self.redis.directory),
@@ -304,11 +320,13 @@ class World:
             "directory": str(self.directory),
             "topology": self.spec.topology,
             "primary": address(self.redis),
-            "replicas": [a for a, role in self.roles_at_start.items() if role == "replica"],
+            # by address (host, then port): the order a rolling restart takes them in
+            "replicas": sorted((a for a, r in self.roles_at_start.items() if r == "replica"), key=_address_key),
             "replica_of": dict(self.replica_of_at_start),
             "nodes": [address(n) for n in self.nodes],
             "sentinels": [address(s) for s in self.sentinels],
             "master_name": self.master_name,
+            "run_ids": dict(self.run_ids_at_start),
             **self.vars,
         }
 

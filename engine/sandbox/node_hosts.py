@@ -95,6 +95,11 @@ def _ssh_settings(host: NodeHost) -> dict[str, Any]:
     }
 
 
+def ssh_nodes(hosts: NodeHosts) -> dict[str, Any]:
+    """The inventory's `ssh.nodes`: every node's HOST:PORT -> its host's ssh settings."""
+    return {host.address: _ssh_settings(host) for host in hosts.hosts}
+
+
 def inventory_for_replicated(
     deployment: Replicated,
     hosts: NodeHosts,
@@ -115,5 +120,5 @@ def inventory_for_replicated(
     if deployment.primary.password is not None:
         redis["password_file"] = str(deployment.primary.write_password_file())
     ssh = _ssh_settings(hosts.of(deployment.primary))
-    ssh["nodes"] = {host.address: _ssh_settings(host) for host in hosts.hosts}
+    ssh["nodes"] = ssh_nodes(hosts)
     return {"environments": {environment: {"targets": {name: {"redis": redis, "ssh": ssh}}}}}

@@ -80,6 +80,7 @@ def test_every_documented_fault_is_registered_and_unknown_ones_are_named():
         "cluster_node_down",
         "flapping_replica",
         "node_snapshot",
+        "config_file_line",
     }
     assert set(faults.FAULTS) == documented
     with pytest.raises(ValueError, match=r"unknown fault 'meteor' \(known: backup, "):
