@@ -73,6 +73,9 @@ def test_every_documented_fault_is_registered_and_unknown_ones_are_named():
         "run_procedure",
         "snapshot",
         "config_snapshot",
+        "acl_file",
+        "no_config_file",
+        "acl_user",
     }
     assert set(faults.FAULTS) == documented
     with pytest.raises(ValueError, match=r"unknown fault 'meteor' \(known: backup, "):
