@@ -602,3 +602,26 @@ def _acl_user(world: World, args: dict[str, Any]) -> None:
         facet["url"] = facet["url"].replace("redis://", f"redis://{name}@", 1)
         world.inventory_path.write_text(yaml.safe_dump(data, sort_keys=False))
     world.vars["acl_user"] = name
+
+
+@fault("host_script")
+def _host_script(world: World, args: dict[str, Any]) -> None:
+    """A command on the SSH host that behaves differently for some arguments: `{name, script}`, a sh body.
+
+    Like `host_command`, a script of that name is put first on the PATH of every later SSH session, but its
+    body is the scenario's: `$REAL` is the real program's path (found on this PATH), so a script can pass
+    most calls through (`exec "$REAL" "$@"`) and lie about one (a `--fix` that prints success and fixes
+    nothing). `world.host_commands` lists it."""
+    import shlex
+
+    from engine.sandbox import find_binary
+
+    name = str(args["name"])
+    if "/" in name or not name:
+        raise ValueError(f"host_script: {name!r} is not a command name")
+    _host_command(world, {"name": name})  # the shims directory and the forced command, once
+    assert world.ssh is not None
+    script = world.ssh.directory / "shims" / name
+    real = find_binary(name)
+    script.write_text(f"#!/bin/sh\nREAL={shlex.quote(str(real))}\n{args['script']}\n")
+    script.chmod(0o755)

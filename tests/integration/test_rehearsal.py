@@ -49,6 +49,8 @@ DOCUMENTED_MISMATCHES = {
     ("redis/emergency-oom", "writes-refused-noeviction"): {"probe-delete"},
     ("redis/emergency-oom", "raise-is-not-enough"): {"probe-delete"},
     ("redis/emergency-oom", "flush-declined"): {"probe-delete"},
+    ("redis/troubleshoot-corruption", "aof-fix-claims-success-and-changes-nothing"): {"start"},
+    ("redis/troubleshoot-corruption", "aof-fix-fails"): {"fix-aof", "start"},
 }
 
 # Issue 12: each troubleshooting and emergency procedure with a fix has a scenario where the fix cannot take.
