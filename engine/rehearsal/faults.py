@@ -625,3 +625,34 @@ def _host_script(world: World, args: dict[str, Any]) -> None:
     real = find_binary(name)
     script.write_text(f"#!/bin/sh\nREAL={shlex.quote(str(real))}\n{args['script']}\n")
     script.chmod(0o755)
+
+
+@fault("inventory")
+def _inventory(world: World, args: dict[str, Any]) -> None:
+    """An inventory that is wrong about the host: `{set: {ssh.paths.rdb: "..."}, unset: [ssh.paths.service_user]}`.
+
+    Dotted paths under the world's target (`redis.url`, `ssh.service.status`, ...); values may use
+    `{{ world.* }}`. The world itself is unchanged: only what the procedure is told about it."""
+    import yaml
+
+    from engine.spec import template
+
+    data = yaml.safe_load(world.inventory_path.read_text())
+    target = data["environments"]["sandbox"]["targets"]["rehearsal"]
+
+    def parent(path: str) -> tuple[dict[str, Any], str]:
+        *parts, last = path.split(".")
+        node = target
+        for part in parts:
+            node = node[part]
+        return node, last
+
+    for path, value in (args.get("set") or {}).items():
+        node, last = parent(path)
+        node[last] = template.render(value, {"world": world.template_values()}) if isinstance(value, str) else value
+    for path in args.get("unset") or []:
+        node, last = parent(path)
+        if last not in node:
+            raise RuntimeError(f"inventory: {path} is not in the inventory; nothing to remove")
+        del node[last]
+    world.inventory_path.write_text(yaml.safe_dump(data, sort_keys=False))

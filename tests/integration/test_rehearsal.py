@@ -51,6 +51,7 @@ DOCUMENTED_MISMATCHES = {
     ("redis/emergency-oom", "flush-declined"): {"probe-delete"},
     ("redis/troubleshoot-corruption", "aof-fix-claims-success-and-changes-nothing"): {"start"},
     ("redis/troubleshoot-corruption", "aof-fix-fails"): {"fix-aof", "start"},
+    ("redis/restore-rdb", "backup-copy-does-not-take"): {"start"},
 }
 
 # Issue 12: each troubleshooting and emergency procedure with a fix has a scenario where the fix cannot take.

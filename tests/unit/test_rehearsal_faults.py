@@ -76,6 +76,8 @@ def test_every_documented_fault_is_registered_and_unknown_ones_are_named():
         "acl_file",
         "no_config_file",
         "acl_user",
+        "host_script",
+        "inventory",
     }
     assert set(faults.FAULTS) == documented
     with pytest.raises(ValueError, match=r"unknown fault 'meteor' \(known: backup, "):
