@@ -78,6 +78,7 @@ def test_every_documented_fault_is_registered_and_unknown_ones_are_named():
         "acl_user",
         "host_script",
         "inventory",
+        "append_to_file",
     }
     assert set(faults.FAULTS) == documented
     with pytest.raises(ValueError, match=r"unknown fault 'meteor' \(known: backup, "):
