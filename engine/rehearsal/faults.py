@@ -661,11 +661,12 @@ def _inventory(world: World, args: dict[str, Any]) -> None:
 @fault("append_to_file")
 def _append_to_file(world: World, args: dict[str, Any]) -> None:
     """A file changed after it was written (an export edited by hand, a copy cut short and padded):
-    `{path: "{{ world.directory }}/acme.keys.jsonl", text: "..."}` appends `text`; the path may use `world.*`."""
+    `{path: "{{ world.directory }}/acme.keys.jsonl", text: "...", times: 1}` appends `text` `times` times (a
+    log grown past what a procedure reads); the path may use `world.*`."""
     from engine.spec import template
 
     path = Path(str(template.render(str(args["path"]), {"world": world.template_values()})))
     if not path.is_file():
         raise RuntimeError(f"append_to_file: {path} is not a file")
     with path.open("a", encoding="utf-8") as out:
-        out.write(str(args.get("text", "\n")))
+        out.write(str(args.get("text", "\n")) * int(args.get("times", 1)))
