@@ -65,6 +65,7 @@ FAILURE_SCENARIOS = {
     "redis/restore-tenant": "some-keys-still-there",
     "redis/restore-rdb": "backup-is-the-live-dump",
     "redis/config-set": "refuses-a-credential",
+    "redis/emergency-security-breach": "run-as-another-acl-user",
 }
 
 # Rehearsals at once: each is mostly waiting on its world (servers starting, polls), so 4 fit on 2 cores.
