@@ -16,7 +16,7 @@ from tests.integration.cli_support import runbook
 SAMPLE = 2
 # Percent of the counted (not equivalent) mutants killed. Issue 12 sets 90 as the goal: this sample scores
 # 36/40 = 90.0% (388 s with --jobs 2 on a busy 2-core machine; the longest mutant, a troubleshoot-connection
-# survivor rehearsing all its scenarios, ~210 s), the whole catalog 475/524 = 90.6%; the survivors and what
+# survivor rehearsing all its scenarios, ~210 s), the whole catalog 476/524 = 90.8%; the survivors and what
 # would kill each are in docs/rehearsal.md. A ratchet: raise it with every scenario that kills a survivor,
 # never lower it.
 MIN_SCORE = 87.5  # one mutant below the measured 36/40, so one slow-machine outlier does not fail the build
