@@ -155,11 +155,20 @@ class MonitorSample:
 class RedisAdapter:
     """One endpoint, one pool. `allow_mutation=False` makes every non-read command fail at the socket."""
 
-    def __init__(self, endpoint: RedisEndpoint, *, allow_mutation: bool, client_name: str | None = None):
+    def __init__(
+        self,
+        endpoint: RedisEndpoint,
+        *,
+        allow_mutation: bool,
+        client_name: str | None = None,
+        command_table: dict[str, CommandInfo] | None = None,
+    ):
         self.endpoint = endpoint
         self.allow_mutation = allow_mutation
         self.client_name = client_name  # CLIENT SETNAME on connect: the engine's side connections say so
-        self._table: dict[str, CommandInfo] | None = None
+        # a caller that reconnects to the same server again and again (the lease) hands over the table it
+        # already read: COMMAND is the costliest part of a connect (~250 KB of reply)
+        self._table: dict[str, CommandInfo] | None = command_table
         self._always_read: frozenset[bytes] = frozenset()
         self._client: redis.Redis | None = None
         self._raw: redis.Redis | None = None
@@ -188,10 +197,11 @@ class RedisAdapter:
         client = redis.Redis(connection_pool=pool)
         try:
             client.ping()
-            try:
-                self._table = parse_command_table(client.execute_command("COMMAND"))
-            except redis.ResponseError:  # a Sentinel may lack COMMAND: the fixed lists decide, unknown is destructive
-                self._table = {}
+            if self._table is None:
+                try:
+                    self._table = parse_command_table(client.execute_command("COMMAND"))
+                except redis.ResponseError:  # a Sentinel may lack COMMAND: fixed lists decide, unknown is destructive
+                    self._table = {}
             self._always_read = always_read(self._table)
             self.server_info = client.info("server")
         except redis.RedisError as exc:
@@ -253,6 +263,11 @@ class RedisAdapter:
     def effect_of(self, argv: Sequence[str | bytes]) -> Effect:
         self.connect()
         return classify(argv, self._table)
+
+    @property
+    def command_table(self) -> dict[str, CommandInfo] | None:
+        """What COMMAND said at connect (None before), for a later connection to the same server."""
+        return self._table
 
     def check_step_command(self, argv: Sequence[Any]) -> None:
         """Refuse a command that would change the connection (the step's own, maybe from a template)."""

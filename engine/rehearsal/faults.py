@@ -36,6 +36,11 @@ def apply(world: World, action: dict[str, Any]) -> None:
     FAULTS[name](world, args)
 
 
+# Faults of deployment worlds (replication, Sentinel, Cluster) live in their own module; importing it registers
+# them (here, once `fault` exists: the module imports it).
+from engine.rehearsal import topology_faults as _topology_faults  # noqa: E402,F401
+
+
 @fault("redis")
 def _command(world: World, argv: list[Any]) -> None:
     """Any command, as a client of the application would send it."""

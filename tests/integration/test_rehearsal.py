@@ -52,6 +52,7 @@ DOCUMENTED_MISMATCHES = {
     ("redis/troubleshoot-corruption", "aof-fix-claims-success-and-changes-nothing"): {"start"},
     ("redis/troubleshoot-corruption", "aof-fix-fails"): {"fix-aof", "start"},
     ("redis/restore-rdb", "backup-copy-does-not-take"): {"start"},
+    ("redis/failover", "planned-on-a-cluster"): {"probe_delete_cluster"},
 }
 
 # Issue 12: each troubleshooting and emergency procedure with a fix has a scenario where the fix cannot take.
@@ -66,6 +67,7 @@ FAILURE_SCENARIOS = {
     "redis/restore-rdb": "backup-is-the-live-dump",
     "redis/config-set": "refuses-a-credential",
     "redis/emergency-security-breach": "run-as-another-acl-user",
+    "redis/failover": "refused-replica-lags",
 }
 
 # Rehearsals at once: each is mostly waiting on its world (servers starting, polls), so 4 fit on 2 cores.

@@ -79,6 +79,12 @@ def test_every_documented_fault_is_registered_and_unknown_ones_are_named():
         "host_script",
         "inventory",
         "append_to_file",
+        # deployment worlds (engine/rehearsal/topology_faults.py)
+        "replica_link_broken",
+        "replica_lagging",
+        "kill_primary",
+        "cluster_node_down",
+        "flapping_replica",
     }
     assert set(faults.FAULTS) == documented
     with pytest.raises(ValueError, match=r"unknown fault 'meteor' \(known: acl_file, .*, backup, "):
