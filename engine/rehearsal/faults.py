@@ -524,3 +524,163 @@ def take_snapshot(world: World, match: str = "*") -> dict[str, tuple[str, Any, b
                 value = None
             out[key] = (kind, value, client.ttl(key) > 0)
     return out
+
+
+@fault("acl_file")
+def _acl_file(world: World, args: dict[str, Any] | None) -> None:
+    """Redis restarted on an ACL file (`aclfile` in redis.conf), with other users besides `default`.
+
+    `{users: ["app on >secret ~tenant:* +@read"]}`: each is a `user` line besides the default user's (which
+    keeps the current password). The dataset is saved first and comes back with the restart. Records
+    `world.aclfile` (its path) and `world.aclfile_default` (the default user's line as Redis wrote it: with
+    the old password's hash), so a check can tell whether ACL SAVE persisted a new password."""
+    assert world.redis is not None
+    args = args or {}
+    path = world.directory / "users.acl"
+    password = world.current_password
+    default = f"user default on {'>' + password if password else 'nopass'} ~* &* +@all"
+    path.write_text("\n".join([default, *(f"user {u}" for u in args.get("users") or [])]) + "\n")
+    path.chmod(0o600)
+    with world.client() as client:
+        client.save()
+    with world.redis.config_path.open("a") as conf:
+        conf.write(f'aclfile "{path}"\n')
+    world.redis.restart()
+    with world.client() as client:
+        if client.config_get("aclfile").get("aclfile") != str(path):
+            raise RuntimeError("acl_file: Redis did not start on the ACL file")
+        client.execute_command("ACL", "SAVE")  # the file as Redis writes it (hashed passwords)
+    lines = path.read_text().splitlines()
+    world.vars["aclfile"] = str(path)
+    world.vars["aclfile_default"] = next(line for line in lines if line.startswith("user default "))
+    world.vars["acl_users"] = len(lines)
+
+
+@fault("no_config_file")
+def _no_config_file(world: World, args: Any) -> None:
+    """Redis restarted without a config file (its settings piped on stdin, as `redis-server -` reads them):
+    INFO's config_file is empty and CONFIG REWRITE fails, as on a server started from a command line.
+
+    The dataset is saved first and comes back. The service script still starts it from redis.conf."""
+    import subprocess
+
+    from engine.sandbox import find_binary
+
+    server = world.redis
+    assert server is not None
+    with world.client() as client:
+        client.save()
+    settings = server.config_path.read_text()
+    if world.spec.password:  # a rotation before this fault is not the incident: keep the current password
+        settings += f'requirepass "{world.current_password}"\n'
+    server._shutdown()
+    proc = subprocess.Popen(
+        [find_binary("redis-server"), "-"],
+        cwd=server.directory,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(settings.encode())
+    proc.stdin.close()
+    server._proc = proc  # the world's server now: teardown shuts this one down
+    server._wait_ready()
+    with world.client() as client:
+        if client.info("server").get("config_file"):
+            raise RuntimeError("no_config_file: Redis still reports a config file")
+
+
+@fault("acl_user")
+def _acl_user(world: World, args: dict[str, Any]) -> None:
+    """Another ACL user, `{name: ops, rules: "on ~* &* +@all", password: current, run_as: false}`.
+
+    `password: current` gives it the server's current password (so it matters which user a run authenticates
+    as); `run_as: true` makes the inventory connect as that user (`redis://ops@host:port/0`), as a team
+    whose operators have their own ACL user would. `world.acl_user` is its name."""
+    import yaml
+
+    name = str(args["name"])
+    rules = str(args.get("rules", "on ~* &* +@all")).split()
+    if args.get("password") == "current":
+        current = world.current_password
+        if not current:
+            raise RuntimeError("acl_user: password: current needs a world with a password")
+        rules.append(">" + current)
+    with world.client() as client:
+        client.execute_command("ACL", "SETUSER", name, *rules)
+    if args.get("run_as"):
+        data = yaml.safe_load(world.inventory_path.read_text())
+        facet = data["environments"]["sandbox"]["targets"]["rehearsal"]["redis"]
+        facet["url"] = facet["url"].replace("redis://", f"redis://{name}@", 1)
+        world.inventory_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    world.vars["acl_user"] = name
+
+
+@fault("host_script")
+def _host_script(world: World, args: dict[str, Any]) -> None:
+    """A command on the SSH host that behaves differently for some arguments: `{name, script}`, a sh body.
+
+    Like `host_command`, a script of that name is put first on the PATH of every later SSH session, but its
+    body is the scenario's: `$REAL` is the real program's path (found on this PATH), so a script can pass
+    most calls through (`exec "$REAL" "$@"`) and lie about one (a `--fix` that prints success and fixes
+    nothing). `world.host_commands` lists it."""
+    import shlex
+
+    from engine.sandbox import find_binary
+
+    name = str(args["name"])
+    if "/" in name or not name:
+        raise ValueError(f"host_script: {name!r} is not a command name")
+    _host_command(world, {"name": name})  # the shims directory and the forced command, once
+    assert world.ssh is not None
+    script = world.ssh.directory / "shims" / name
+    real = find_binary(name)
+    script.write_text(f"#!/bin/sh\nREAL={shlex.quote(str(real))}\n{args['script']}\n")
+    script.chmod(0o755)
+
+
+@fault("inventory")
+def _inventory(world: World, args: dict[str, Any]) -> None:
+    """An inventory that is wrong about the host: `{set: {ssh.paths.rdb: "..."}, unset: [ssh.paths.service_user]}`.
+
+    Dotted paths under the world's target (`redis.url`, `ssh.service.status`, ...); values may use
+    `{{ world.* }}`. The world itself is unchanged: only what the procedure is told about it."""
+    import yaml
+
+    from engine.spec import template
+
+    data = yaml.safe_load(world.inventory_path.read_text())
+    target = data["environments"]["sandbox"]["targets"]["rehearsal"]
+
+    def parent(path: str) -> tuple[dict[str, Any], str]:
+        *parts, last = path.split(".")
+        node = target
+        for part in parts:
+            node = node[part]
+        return node, last
+
+    for path, value in (args.get("set") or {}).items():
+        node, last = parent(path)
+        node[last] = template.render(value, {"world": world.template_values()}) if isinstance(value, str) else value
+    for path in args.get("unset") or []:
+        node, last = parent(path)
+        if last not in node:
+            raise RuntimeError(f"inventory: {path} is not in the inventory; nothing to remove")
+        del node[last]
+    world.inventory_path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+@fault("append_to_file")
+def _append_to_file(world: World, args: dict[str, Any]) -> None:
+    """A file changed after it was written (an export edited by hand, a copy cut short and padded):
+    `{path: "{{ world.directory }}/acme.keys.jsonl", text: "...", times: 1}` appends `text` `times` times (a
+    log grown past what a procedure reads); the path may use `world.*`."""
+    from engine.spec import template
+
+    path = Path(str(template.render(str(args["path"]), {"world": world.template_values()})))
+    if not path.is_file():
+        raise RuntimeError(f"append_to_file: {path} is not a file")
+    with path.open("a", encoding="utf-8") as out:
+        out.write(str(args.get("text", "\n")) * int(args.get("times", 1)))

@@ -50,6 +50,9 @@ DOCUMENTED_MISMATCHES = {
     ("redis/emergency-oom", "writes-refused-noeviction"): {"probe-delete"},
     ("redis/emergency-oom", "raise-is-not-enough"): {"probe-delete"},
     ("redis/emergency-oom", "flush-declined"): {"probe-delete"},
+    ("redis/troubleshoot-corruption", "aof-fix-claims-success-and-changes-nothing"): {"start"},
+    ("redis/troubleshoot-corruption", "aof-fix-fails"): {"fix-aof", "start"},
+    ("redis/restore-rdb", "backup-copy-does-not-take"): {"start"},
     ("redis/failover", "planned-on-a-cluster"): {"probe_delete_cluster"},
     ("redis/rolling-restart", "replica-will-not-start"): {"restart", "failover_sentinel", "writable_sentinel"},
 }
@@ -65,6 +68,7 @@ FAILURE_SCENARIOS = {
     "redis/restore-tenant": "some-keys-still-there",
     "redis/restore-rdb": "backup-is-the-live-dump",
     "redis/config-set": "refuses-a-credential",
+    "redis/emergency-security-breach": "run-as-another-acl-user",
     "redis/failover": "refused-replica-lags",
     "redis/rolling-restart": "replica-will-not-start",
 }

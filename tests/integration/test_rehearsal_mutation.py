@@ -14,11 +14,14 @@ import time
 from tests.integration.cli_support import runbook
 
 SAMPLE = 2
-# Percent of the counted (not equivalent) mutants killed. Issue 12 sets 90 as the goal; the catalog is not
-# there yet (this sample: 31/40 = 77.5% measured, in ~240 s on a busy 2-core machine; the whole catalog:
-# 376/462 = 81.4%; the survivors and what would kill each are in docs/rehearsal.md). A ratchet: raise it
-# with every scenario that kills a survivor, never lower it.
-MIN_SCORE = 75.0  # one mutant below the measured 31/40, so one slow-machine outlier does not fail the build
+# Percent of the counted (not equivalent) mutants killed. Issue 12 sets 90 as the goal. This sample (46 mutants
+# over 23 procedures) scores 40/46 = 87.0%: 36/40 = 90.0% on the 20 procedures measured whole before the
+# deployment procedures were merged (the catalog of those 20: 476/524 = 90.8% then, 489/541 = 90.4% with the
+# replica steps the merge gave key-metrics and emergency-service-down), 4/6 on replication-health,
+# failover and cluster-health. 358 s with --jobs 2 on a busy 2-core machine, the longest mutant ~90 s. The
+# survivors and what would kill each are in docs/rehearsal.md. A ratchet: raise it with every scenario that
+# kills a survivor, never lower it.
+MIN_SCORE = 84.5  # one mutant below the measured 40/46, so one slow-machine outlier does not fail the build
 JOBS = 4  # mutants rehearsed at once: each mostly waits on its world, so 4 fit on 2 cores
 
 

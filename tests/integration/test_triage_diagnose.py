@@ -32,13 +32,22 @@ EXPECTED_INSTEAD = {
     ("redis/troubleshoot-corruption", "aof-truncated-mid-record"): "redis/emergency-service-down",
     # Likewise a corrupt RDB that Redis refuses to load: it is down, and service-down leads to the cause.
     ("redis/troubleshoot-corruption", "rdb-corrupt-no-backup"): "redis/emergency-service-down",
+    # The same two worlds, Redis down on a damaged AOF or RDB, where the fix fails or a backup is given.
+    ("redis/troubleshoot-corruption", "aof-fix-claims-success-and-changes-nothing"): "redis/emergency-service-down",
+    ("redis/troubleshoot-corruption", "aof-fix-fails"): "redis/emergency-service-down",
+    ("redis/troubleshoot-corruption", "rdb-corrupt-restored-from-backup"): "redis/emergency-service-down",
     # The redis-server process died: from outside Redis is down, and service-down (status, logs, restart)
     # is the procedure for it; troubleshoot-connection is for a Redis that runs but refuses clients.
     ("redis/troubleshoot-connection", "redis-process-died"): "redis/emergency-service-down",
     # Not an incident Redis shows: the operator decides an old tenant's keys should go (old_tenant).
     ("redis/troubleshoot-memory", "clear-an-old-tenant"): None,
+    ("redis/troubleshoot-memory", "old-tenant-bigger-than-the-limit"): None,
     # The intruder uses the leaked, valid password: one more authenticated client looks like any other.
     ("redis/emergency-security-breach", "password-leaked"): None,
+    ("redis/emergency-security-breach", "acl-file-without-config-file"): None,
+    ("redis/emergency-security-breach", "run-as-another-acl-user"): None,
+    # No password at all: the intruder is one more client, as anyone who can reach the port is.
+    ("redis/emergency-security-breach", "no-password-file"): None,
 }
 
 

@@ -73,6 +73,12 @@ def test_every_documented_fault_is_registered_and_unknown_ones_are_named():
         "run_procedure",
         "snapshot",
         "config_snapshot",
+        "acl_file",
+        "no_config_file",
+        "acl_user",
+        "host_script",
+        "inventory",
+        "append_to_file",
         # deployment worlds (engine/rehearsal/topology_faults.py)
         "replica_link_broken",
         "replica_lagging",
@@ -83,5 +89,46 @@ def test_every_documented_fault_is_registered_and_unknown_ones_are_named():
         "config_file_line",
     }
     assert set(faults.FAULTS) == documented
-    with pytest.raises(ValueError, match=r"unknown fault 'meteor' \(known: backup, "):
+    with pytest.raises(ValueError, match=r"unknown fault 'meteor' \(known: acl_file, .*, backup, "):
         faults.apply(None, {"meteor": {}})  # type: ignore[arg-type]
+
+
+class _PaperWorld:
+    """What the file-only faults touch: an inventory path and the world's template values."""
+
+    def __init__(self, directory):
+        self.inventory_path = directory / "inventory.yaml"
+        self.directory = directory
+
+    def template_values(self):
+        return {"directory": str(self.directory), "data_dir": str(self.directory / "data")}
+
+
+def _inventory_file(path):
+    import yaml
+
+    target = {"redis": {"url": "redis://127.0.0.1:1/0"}, "ssh": {"service_user": "redis", "paths": {"rdb": "/x"}}}
+    path.write_text(yaml.safe_dump({"environments": {"sandbox": {"targets": {"rehearsal": target}}}}))
+
+
+def test_the_inventory_fault_sets_and_removes_what_the_procedure_is_told(tmp_path):
+    import yaml
+
+    world = _PaperWorld(tmp_path)
+    _inventory_file(world.inventory_path)
+    faults.apply(
+        world, {"inventory": {"set": {"ssh.paths.rdb": "{{ world.data_dir }}/old.rdb"}, "unset": ["ssh.service_user"]}}
+    )  # type: ignore[arg-type]
+    ssh = yaml.safe_load(world.inventory_path.read_text())["environments"]["sandbox"]["targets"]["rehearsal"]["ssh"]
+    assert ssh == {"paths": {"rdb": f"{tmp_path}/data/old.rdb"}}
+    with pytest.raises(RuntimeError, match=r"ssh\.service_user is not in the inventory"):  # nothing to remove
+        faults.apply(world, {"inventory": {"unset": ["ssh.service_user"]}})  # type: ignore[arg-type]
+
+
+def test_append_to_file_appends_and_refuses_a_missing_file(tmp_path):
+    world = _PaperWorld(tmp_path)
+    (tmp_path / "export.jsonl").write_text("{}\n")
+    faults.apply(world, {"append_to_file": {"path": "{{ world.directory }}/export.jsonl", "text": "x\n", "times": 3}})  # type: ignore[arg-type]
+    assert (tmp_path / "export.jsonl").read_text() == "{}\nx\nx\nx\n"
+    with pytest.raises(RuntimeError, match="is not a file"):
+        faults.apply(world, {"append_to_file": {"path": "{{ world.directory }}/missing.jsonl"}})  # type: ignore[arg-type]
