@@ -11,11 +11,12 @@ too: the connection stays on the target URL's database, as the gate and the tran
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -38,6 +39,9 @@ from engine.adapters.redis_errors import Site, is_refused_credential, translate
 from engine.errors import MutationRefused, TargetError, UsageError
 from engine.spec.model import Effect
 from engine.targets import RedisEndpoint, TlsSettings, tls_context
+
+if TYPE_CHECKING:
+    from engine.keyspace.pacing import Activity
 
 Guard = Callable[[list[bytes]], None]
 
@@ -122,6 +126,10 @@ MAX_SCAN_COUNT = 65536  # SCAN COUNT never grows past this, whatever the budget
 # operator's round trips are cheaper than a stalled primary. RUNBOOK_SCAN_BUDGET_MS raises it for a
 # server known to be idle (a restore drill, a replica taken out of rotation).
 SCAN_BUDGET_S = 0.0015
+# ... and while no other client ran a command since our previous SCAN: a tenant's keys among a million
+# then take a few dozen SCANs, and the first sign of another client brings the calls back to the budget.
+SCAN_IDLE_BUDGET_S = 0.1
+ACTIVITY_WINDOW_S = 0.1  # how long a scan watches the server's command count before its first call
 
 
 def scan_budget_s() -> float:
@@ -164,6 +172,8 @@ class RedisAdapter:
         self._client: redis.Redis | None = None
         self._raw: redis.Redis | None = None
         self.server_info: dict[str, Any] = {}
+        self.commands_sent = 0  # by call() and pipeline_calls(): a scan tells its own commands from others'
+        self.scan_notes: list[str] = []  # what each keyspace scan's pacing did, for the step's output
 
     # -- connection ----------------------------------------------------------------------------
     def _guard(self, argv: list[bytes]) -> None:
@@ -265,6 +275,7 @@ class RedisAdapter:
         """One command, never one that changes the connection (also MONITOR and MULTI, which the socket
         guard lets through for the engine's own sampler and transactions)."""
         self.check_step_command(argv)
+        self.commands_sent += 1
         reply = self._wrap(lambda: self._execute(argv))
         if argv and _arg_bytes(argv[0]).lower() == b"acl":  # LIST, GETUSER: password hashes never leave here
             from engine.transcript.redact import acl_reply
@@ -342,6 +353,7 @@ class RedisAdapter:
         """
         if not calls:
             return []
+        self.commands_sent += len(calls)
 
         def run() -> list[Any]:
             pool = (self.raw_client() if binary else self.client).connection_pool
@@ -401,26 +413,81 @@ class RedisAdapter:
                 if len(pending) >= batch:
                     yield pending
                     pending = []
+            if node is not self:
+                self.scan_notes.extend(node.scan_notes)
+                node.scan_notes.clear()
         if pending:
             yield pending
 
     def _sparse_scan(self, match: str, count: int, batch: int) -> Iterator[list[bytes]]:
+        """SCAN pages, COUNT sized by the pacing controller (engine/keyspace/pacing.py) on each SCAN's time
+        (less the connection's round trip) and on what other clients ran meanwhile: INFO stats is sent in
+        the same pipeline as each SCAN, so it costs no round trip. A page bigger than `batch` shrinks the
+        next COUNT in proportion (a dense pattern: memory stays bounded by about one batch)."""
+        from engine.keyspace import pacing
+
+        policy = pacing.Policy(
+            busy_budget_s=scan_budget_s(),
+            min_budget_s=min(scan_budget_s(), pacing.Policy().min_budget_s),
+            idle_budget_s=max(SCAN_IDLE_BUDGET_S, scan_budget_s()),
+            duty=1.0,  # a SCAN between the export's own pipelines: their round trips leave the server free
+            floor=count,
+            ceiling=MAX_SCAN_COUNT,
+        )
+        probed = self.activity()
+        rtt = probed.rtt_s
+        state = pacing.begin(policy, count, probed)
+        cursor: Any = 0
+        last: tuple[float, int, int] | None = None  # (sent at, server's command count, our count) at the last SCAN
+        try:
+            while True:
+                step = state.count
+                started = time.perf_counter()
+                scanned, info = self.pipeline_calls(
+                    [["SCAN", cursor, "MATCH", match, "COUNT", step], ["INFO", "stats"]], binary=True
+                )
+                round_trip = time.perf_counter() - started
+                if isinstance(scanned, redis.RedisError):
+                    raise self._translate(scanned, connecting=False)
+                cursor, page = int(scanned[0]), list(scanned[1])
+                seen = _commands_processed(info)
+                others, since = probed.others, probed.seconds
+                if last is not None:
+                    others, since = (
+                        pacing.others_between(last[1], seen, self.commands_sent - last[2]),
+                        started - last[0],
+                    )
+                last = (started, seen, self.commands_sent)
+                # an over-estimate on a busy client: errs towards smaller COUNTs
+                server_s = max(0.0, round_trip - rtt)
+                state, _ = pacing.step(state, pacing.Observation(step, server_s, round_trip, others, since))
+                if len(page) > batch:
+                    state = replace(state, count=max(count, min(state.count, step * batch // len(page))))
+                if page:
+                    yield page
+                if cursor == 0:
+                    return
+        finally:
+            self.scan_notes.append(f"SCAN: {pacing.summary(state)}")
+
+    def activity(self, window_s: float = ACTIVITY_WINDOW_S) -> Activity:
+        """What a scan should know before its first call: the round trip (quickest of three PINGs), how
+        many commands other clients ran over `window_s` (two INFO stats; None when INFO is refused), and
+        whether this client runs on the server's own machine."""
+        from engine.keyspace.pacing import Activity, others_between
+
         raw = self.raw_client()
-        budget = scan_budget_s()
         rtt = self._round_trip_s(raw)
-        cursor, step = 0, count
-        while True:
+        same_host = self._wrap(lambda: _same_host(raw))
+        started = time.perf_counter()
+        try:
+            before = int(self.info("stats")["total_commands_processed"])
             started = time.perf_counter()
-            cursor, page = self._wrap(partial(raw.scan, cursor, match=match, count=step))
-            server_s = time.perf_counter() - started - rtt  # an over-estimate on a busy client: errs small
-            if page:
-                yield page
-            if cursor == 0:
-                return
-            if server_s > budget or len(page) > batch:
-                step = max(step // 2, count)
-            elif len(page) < batch // 4 and server_s * 2 <= budget:
-                step = min(step * 2, MAX_SCAN_COUNT)
+            time.sleep(window_s)
+            after = int(self.info("stats")["total_commands_processed"])
+        except (TargetError, KeyError, ValueError, TypeError):
+            return Activity(rtt, None, time.perf_counter() - started, same_host)
+        return Activity(rtt, others_between(before, after, 1), time.perf_counter() - started, same_host)
 
     def _round_trip_s(self, raw: Any) -> float:
         """The quickest of three PINGs: what a call costs before the server does any work."""
@@ -553,6 +620,34 @@ class RedisAdapter:
     def _translate(self, exc: redis.RedisError, *, connecting: bool, doing: str | None = None) -> TargetError:
         ep = self.endpoint
         return translate(exc, Site(ep.url, ep.timeout, tls=bool(ep.tls), connecting=connecting, doing=doing))
+
+
+def _same_host(client: redis.Redis) -> bool:
+    """Does this connection reach a server on this machine? (A Unix socket, loopback, or a peer address
+    that is the socket's own: the client and Redis then share the CPUs.)"""
+    import ipaddress
+
+    pool = client.connection_pool
+    conn: Any = pool.get_connection()
+    try:
+        sock = getattr(conn, "_sock", None)
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return True
+        peer, own = sock.getpeername()[0], sock.getsockname()[0]
+        return peer == own or ipaddress.ip_address(peer.split("%")[0]).is_loopback
+    finally:
+        pool.release(conn)
+
+
+def _commands_processed(info: Any) -> int:
+    """total_commands_processed from a raw INFO stats reply; -1 when it is not there (refused)."""
+    if not isinstance(info, bytes | str):
+        return -1
+    text = info.decode("latin-1") if isinstance(info, bytes) else info
+    for line in text.splitlines():
+        if line.startswith("total_commands_processed:"):
+            return int(line.split(":", 1)[1])
+    return -1
 
 
 def _arg_bytes(value: Any) -> bytes:

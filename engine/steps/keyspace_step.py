@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ActionFailed, UsageError
-from engine.keyspace import operations, server_side
+from engine.keyspace import operations, pacing, server_side
 from engine.keyspace.aggregate import normalise_checks
 from engine.keyspace.pages import MIN_COUNT, scan_pages
 from engine.keyspace.patterns import broad_pattern_reason
@@ -45,9 +45,11 @@ _FLAG = {"type": ["boolean", "string"]}
 _MATCH = {"type": "string", "minLength": 1, "description": "SCAN MATCH glob, e.g. tenant:*:wm:*"}
 _COUNT = {**_NUMBER, "description": f"SCAN COUNT hint (at least {MIN_COUNT}, the default)."}
 _SERVER_SIDE = {
-    "enum": ["auto", "never"],
+    "enum": ["auto", "always", "never"],
     "description": "auto (default): count inside Redis in short read-only Lua batches (EVAL_RO) when the "
-    "server allows scripts, else pipelined from here; never: always pipelined from here.",
+    "server allows scripts, unless the network is fast and other clients are busy on the server (then "
+    "pipelined from here, which interleaves with their requests); always: the scripts whenever allowed; "
+    "never: always pipelined from here.",
 }
 
 
@@ -270,12 +272,21 @@ def _plan_analysis(
     op: str, spec: dict[str, Any], adapter: RedisAdapter, where: str, command: str, pages: Any, scanning: Any
 ) -> Action:
     """TTL audit and memory report: inside Redis in short Lua batches when allowed, else pipelined from here."""
-    want_server_side = spec.get("server_side", "auto") != "never"
+    mode = str(spec.get("server_side", "auto"))
+    want_server_side = mode != "never"
     method: dict[str, str] = {}
 
     def execute() -> dict[str, Any]:
+        choice = None
         if want_server_side and server_side.available(adapter):
+            # which path costs production traffic less, from the round trip and what other clients are doing
+            probe = adapter.activity()
+            choice = pacing.choose_path(probe)
+            if mode == "always" and choice.path != "server-side":
+                choice = pacing.Choice("server-side", f"server_side: always ({choice.reason})")
+        if choice is not None and choice.path == "server-side":
             pacer = server_side.Pacer() if op == "audit_ttl" else server_side.Pacer(ceiling=server_side.MEMORY_BATCH)
+            pacer.probed = probe
             try:
                 if op == "audit_ttl":
                     size = _int(spec, "sample", 20)
@@ -290,18 +301,18 @@ def _plan_analysis(
                 )
             finally:
                 method["used"] = (
-                    "server-side (scripts allowed): read-only Lua batches (EVAL_RO) sized to the server-time "
-                    f"budget: {pacer.summary()}"
+                    f"server-side (scripts allowed; {choice.reason}): read-only Lua batches (EVAL_RO) paced to "
+                    f"what the server is doing: {pacer.summary()}"
                 )
-        method["used"] = "client-side: SCAN pages, one pipeline per page" + (
-            (
-                " (a cluster: a script sees one shard, pages come from every primary)"
-                if getattr(adapter, "is_cluster", False)
-                else " (scripts refused by the server)"
-            )
-            if want_server_side
-            else " (server_side: never)"
-        )
+        if choice is not None:
+            why = choice.reason
+        elif not want_server_side:
+            why = "server_side: never"
+        elif getattr(adapter, "is_cluster", False):
+            why = "a cluster: a script sees one shard, pages come from every primary"
+        else:
+            why = "scripts refused by the server"
+        method["used"] = f"client-side ({why}): SCAN pages, one pipeline per page"
         if op == "audit_ttl":
             size = _int(spec, "sample", 20)
             return scanning(lambda bar: operations.audit_ttl(adapter, pages(), sample=size, progress=bar))

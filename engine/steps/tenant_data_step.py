@@ -204,6 +204,7 @@ def export(adapter: RedisAdapter, match: str, output: Path, count: int, ctx: Ste
         "redis_version": adapter.server_info.get("redis_version"),
         "engine_version": __version__,
     }
+    adapter.scan_notes.clear()
     seen: set[bytes] = set()  # SCAN may return a key twice; names only, never values
     vanished = duplicates = 0
     writer = keyfile.KeyFileWriter(output, header, write=ctx.connections.allow_mutation)  # dry-run: no file
@@ -449,6 +450,8 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
             where,
             f"SCAN MATCH {match} COUNT {count} | TYPE + PTTL + DUMP -> {output}",
             _file_errors(lambda: export(adapter, match, output, count, ctx)),
+            # how the SCANs were paced, and why (engine/keyspace/pacing.py)
+            output=lambda result: ("method: " + " | ".join(adapter.scan_notes)) if adapter.scan_notes else None,
         )
     path = str(spec["input"])
     if op == "inspect":
