@@ -195,7 +195,14 @@ class Pacer:
         return self.state.count if self.state else self.floor
 
     def summary(self) -> str:
-        return pacing.summary(self.state) if self.state else "no calls"
+        if self.state is not None:
+            return pacing.summary(self.state)
+        if not self.calls:  # nothing ran here (or only others' figures were added to this one)
+            return "no calls"
+        return (
+            f"{self.calls} calls of {self.smallest}-{self.largest} keys, server time {self.total_s:.2f}s, "
+            f"longest call {self.longest_s * 1000:.1f} ms, paused {self.paused_s:.2f}s"
+        )
 
 
 def available(adapter: RedisAdapter) -> bool:

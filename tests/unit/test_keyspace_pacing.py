@@ -140,3 +140,17 @@ def test_the_path_choice_and_its_reason() -> None:
     unknown = dataclasses.replace(lan_busy, others=None)
     choice = pacing.choose_path(unknown)
     assert choice.path == "client-side" and "INFO refused" in choice.reason
+
+
+def test_the_pacer_reports_its_calls_and_says_no_calls_before_any() -> None:
+    from engine.keyspace.server_side import Pacer
+
+    pacer = Pacer()
+    assert pacer.summary() == "no calls"
+    pacer.begin(1000, REMOTE_1MS)
+    pause = pacer.observe(_call(1000, 1e-6, others=4, rtt=0.0))
+    assert pause == pytest.approx(0.001) and pacer.paused_s == pytest.approx(0.001)
+    assert (pacer.calls, pacer.smallest, pacer.largest, pacer.count) == (1, 1000, 1000, 1500)
+    assert pacer.summary().startswith("1 calls of 1000-1000 keys")
+    added = Pacer(calls=3, smallest=100, largest=400, total_s=0.002, longest_s=0.001)  # only figures added
+    assert added.summary() == "3 calls of 100-400 keys, server time 0.00s, longest call 1.0 ms, paused 0.00s"
