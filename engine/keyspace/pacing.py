@@ -8,10 +8,11 @@ must be short and leave the server free between them. The controller counts the 
 clients ran between two of our calls (INFO stats `total_commands_processed`, less our own) and:
 
 - while others are active (any command of theirs since the server was last seen idle): each call aims at the busy
-  budget (twice the network round trip, between 0.25 and 1.5 ms: a call costing less than the round
-  trip wastes nothing on loopback, and over a slow network the calls stay as long as a production
-  request's own round trip), and after each call it pauses so that our calls hold the server at most
-  `duty` of the time;
+  budget, twice what a call costs besides the server's work (the round trip as the client sees it,
+  scheduling included; the median of the last calls), between 0.25 and 1.5 ms: short calls where
+  calls are cheap (loopback on a quiet machine), longer ones where each call costs more anyway (a
+  network, a busy machine), so no more than a third of the scan's time goes to the calls themselves;
+  and after each call it pauses so that our calls hold the server at most `duty` of the time;
 - while the server is idle: the budget doubles with each call up to the idle budget (4 ms for the
   scripts, under the 5 ms per call target; more for a plain SCAN, see redis.py), with no pause;
   the first call that sees another client brings the budget back down at once. The server counts as
@@ -46,9 +47,9 @@ class Policy:
     ceiling: int = 4000
     window: int = 7  # calls the cost per key is the median of
 
-    def busy_budget(self, rtt_s: float) -> float:
-        """Twice the round trip, within [min_budget_s, busy_budget_s]."""
-        return min(self.busy_budget_s, max(self.min_budget_s, 2 * rtt_s))
+    def busy_budget(self, overhead_s: float) -> float:
+        """Twice what a call costs besides the server's work, within [min_budget_s, busy_budget_s]."""
+        return min(self.busy_budget_s, max(self.min_budget_s, 2 * overhead_s))
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,12 @@ class Pacing:
     """The controller's state: the next call's size and budget, and what the calls so far did."""
 
     policy: Policy
-    rtt_s: float  # the path's round trip (quickest PING), for the busy budget (0 on the server's own host)
+    rtt_s: float  # the path's round trip (quickest PING): what a call costs besides the server's work, at first
     count: int
     budget_s: float
     busy: bool
     costs: tuple[float, ...] = ()
+    overheads: tuple[float, ...] = ()  # the last calls' round trips less their server time
     heard: int = 0  # other clients' commands counted in the current window (for the rate shown)
     heard_s: float = 0.0  # the current window's length so far
     quiet_for_s: float = 0.0  # how long no other client's command was seen
@@ -112,11 +114,8 @@ def others_between(before: int, after: int, ours: int) -> int | None:
 
 
 def begin(policy: Policy, count: int, seen: Activity) -> Pacing:
-    """The first call: `count` keys, the busy budget (grown from there while the server stays idle).
-
-    On the server's own host a round trip costs no network, whatever a busy machine makes a PING take,
-    so the busy budget is the shortest there."""
-    rtt = 0.0 if seen.same_host else seen.rtt_s
+    """The first call: `count` keys, the busy budget (grown from there while the server stays idle)."""
+    rtt = seen.rtt_s
     budget = policy.busy_budget(rtt)
     busy = seen.others is None or seen.others > 0
     return Pacing(
@@ -144,7 +143,9 @@ def step(state: Pacing, seen: Observation) -> tuple[Pacing, float]:
         heard, heard_s, peak = 0, 0.0, max(peak, heard / heard_s)
     costs = (*state.costs[-(p.window - 1) :], seen.server_s / max(seen.count, 1))
     per_key = sorted(costs)[len(costs) // 2]
-    budget = p.busy_budget(state.rtt_s) if busy else min(p.idle_budget_s, max(state.budget_s, 1e-6) * 2)
+    overheads = (*state.overheads[-(p.window - 1) :], max(0.0, seen.round_trip_s - seen.server_s))
+    overhead = sorted(overheads)[len(overheads) // 2]
+    budget = p.busy_budget(overhead) if busy else min(p.idle_budget_s, max(state.budget_s, 1e-6) * 2)
     want = int(budget / per_key) if per_key > 0 else p.ceiling
     count = max(p.floor, min(p.ceiling, want, seen.count * 2))
     pause = 0.0
@@ -158,6 +159,7 @@ def step(state: Pacing, seen: Observation) -> tuple[Pacing, float]:
         budget_s=budget,
         busy=busy,
         costs=costs,
+        overheads=overheads,
         heard=heard,
         heard_s=heard_s,
         quiet_for_s=quiet_for,
@@ -179,14 +181,14 @@ def summary(state: Pacing) -> str:
     if not state.calls:
         return "no calls"
     p = state.policy
-    busy_budget = p.busy_budget(state.rtt_s)
+    overhead = sorted(state.overheads)[len(state.overheads) // 2] if state.overheads else state.rtt_s
     idle_calls = state.calls - state.busy_calls
     parts = [
         f"{state.calls} calls of {state.smallest}-{state.largest} keys, server time {state.total_s:.2f}s, "
         f"longest call {state.longest_s * 1000:.1f} ms",
-        f"budget {busy_budget * 1000:g} ms per call while other clients were active "
-        f"({state.busy_calls} calls, up to {state.peak_rate:.0f} commands/s from them; round trip "
-        f"{state.rtt_s * 1000:.2f} ms)",
+        f"budget {p.busy_budget(overhead) * 1000:.2g} ms per call while other clients were active "
+        f"({state.busy_calls} calls, up to {state.peak_rate:.0f} commands/s from them; a call cost "
+        f"{overhead * 1000:.2f} ms besides the server's work)",
     ]
     if idle_calls:
         parts.append(f"growing to {state.top_budget_s * 1000:g} ms while the server was idle ({idle_calls} calls)")

@@ -232,7 +232,7 @@ def test_the_scripts_shrink_their_batches_while_another_client_is_active_with_th
     assert quiet is not None and loaded is not None
     assert quiet.busy_calls == 0 and quiet.top_budget_s == server_side.IDLE_BUDGET_S  # grew to the idle budget
     assert loaded.busy_calls == loaded.calls  # every call saw the other client
-    assert loaded.budget_s == loaded.policy.min_budget_s  # the server's own host: the shortest calls
+    assert loaded.budget_s <= loaded.policy.busy_budget_s < quiet.top_budget_s  # shorter calls beside a client
     assert busy_pacer.paused_s > 0 and quiet_pacer.paused_s == 0
     assert loaded.largest < quiet.largest and loaded.calls > quiet.calls  # smaller batches, more of them
     assert "while other clients were active" in busy_pacer.summary()
