@@ -443,8 +443,9 @@ class RedisAdapter:
             while True:
                 step = state.count
                 started = time.perf_counter()
-                scanned, info = self.pipeline_calls(
-                    [["SCAN", cursor, "MATCH", match, "COUNT", step], ["INFO", "stats"]], binary=True
+                # this node's own pipeline, never routed (a cluster would send SCAN to the owner of its cursor)
+                scanned, info = RedisAdapter.pipeline_calls(
+                    self, [["SCAN", cursor, "MATCH", match, "COUNT", step], ["INFO", "stats"]], binary=True
                 )
                 round_trip = time.perf_counter() - started
                 if isinstance(scanned, redis.RedisError):
