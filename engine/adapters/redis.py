@@ -420,9 +420,9 @@ class RedisAdapter:
             yield pending
 
     def _sparse_scan(self, match: str, count: int, batch: int) -> Iterator[list[bytes]]:
-        """SCAN pages, COUNT sized by the pacing controller (engine/keyspace/pacing.py) on each SCAN's time
-        (less the connection's round trip) and on what other clients ran meanwhile: INFO stats is sent in
-        the same pipeline as each SCAN, so it costs no round trip. A page bigger than `batch` shrinks the
+        """SCAN pages, COUNT sized by the pacing controller (engine/keyspace/pacing.py) on each SCAN's server
+        time (TIME before and after it in the same pipeline) and on what other clients ran meanwhile (INFO
+        stats in the same pipeline): no round trip of their own. A page bigger than `batch` shrinks the
         next COUNT in proportion (a dense pattern: memory stays bounded by about one batch)."""
         from engine.keyspace import pacing
 
@@ -435,7 +435,6 @@ class RedisAdapter:
             ceiling=MAX_SCAN_COUNT,
         )
         probed = self.activity()
-        rtt = probed.rtt_s
         state = pacing.begin(policy, count, probed)
         cursor: Any = 0
         last: tuple[float, int, int] | None = None  # (sent at, server's command count, our count) at the last SCAN
@@ -443,13 +442,17 @@ class RedisAdapter:
             while True:
                 step = state.count
                 started = time.perf_counter()
-                # this node's own pipeline, never routed (a cluster would send SCAN to the owner of its cursor)
-                scanned, info = RedisAdapter.pipeline_calls(
-                    self, [["SCAN", cursor, "MATCH", match, "COUNT", step], ["INFO", "stats"]], binary=True
+                # this node's own pipeline, never routed (a cluster would send SCAN to the owner of its cursor);
+                # the server runs the four back to back, so the TIMEs around SCAN give its server time
+                began, scanned, ended, info = RedisAdapter.pipeline_calls(
+                    self,
+                    [["TIME"], ["SCAN", cursor, "MATCH", match, "COUNT", step], ["TIME"], ["INFO", "stats"]],
+                    binary=True,
                 )
                 round_trip = time.perf_counter() - started
-                if isinstance(scanned, redis.RedisError):
-                    raise self._translate(scanned, connecting=False)
+                for reply in (began, scanned, ended):
+                    if isinstance(reply, redis.RedisError):
+                        raise self._translate(reply, connecting=False)
                 cursor, page = int(scanned[0]), list(scanned[1])
                 seen = _commands_processed(info)
                 others, since = probed.others, probed.seconds
@@ -459,8 +462,7 @@ class RedisAdapter:
                         started - last[0],
                     )
                 last = (started, seen, self.commands_sent)
-                # an over-estimate on a busy client: errs towards smaller COUNTs
-                server_s = max(0.0, round_trip - rtt)
+                server_s = _seconds(ended) - _seconds(began)
                 state, _ = pacing.step(state, pacing.Observation(step, server_s, round_trip, others, since))
                 if len(page) > batch:
                     state = replace(state, count=max(count, min(state.count, step * batch // len(page))))
@@ -638,6 +640,11 @@ def _same_host(client: redis.Redis) -> bool:
         return peer == own or ipaddress.ip_address(peer.split("%")[0]).is_loopback
     finally:
         pool.release(conn)
+
+
+def _seconds(time_reply: Any) -> float:
+    """A TIME reply ([seconds, microseconds]) in seconds."""
+    return int(time_reply[0]) + int(time_reply[1]) / 1e6
 
 
 def _commands_processed(info: Any) -> int:

@@ -133,7 +133,7 @@ def test_a_rare_tenant_among_a_million_keys_exports_in_few_round_trips(redis_ser
     idle = _export(server, admin, tmp_path, None)
     assert idle.calls.get("scan", 0) <= 60, idle.calls
     # the relay counts direction changes on the wire: a busy machine may split a pipeline in two
-    assert idle.turns <= idle.calls["scan"] + 30, f"{idle.turns} round trips (commands: {idle.calls})"
+    assert idle.turns <= idle.calls["scan"] + 40, f"{idle.turns} round trips (commands: {idle.calls})"
 
     # beside a production client (held by the test until the export ends): the SCANs stay at the busy
     # budget, never more of them than a fixed COUNT 1000 (1,000 for a million keys), and one pipeline per
