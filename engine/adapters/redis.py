@@ -450,9 +450,8 @@ class RedisAdapter:
                     binary=True,
                 )
                 round_trip = time.perf_counter() - started
-                for reply in (began, scanned, ended):
-                    if isinstance(reply, redis.RedisError):
-                        raise self._translate(reply, connecting=False)
+                if isinstance(scanned, redis.RedisError):
+                    raise self._translate(scanned, connecting=False)
                 cursor, page = int(scanned[0]), list(scanned[1])
                 seen = _commands_processed(info)
                 others, since = probed.others, probed.seconds
@@ -462,7 +461,10 @@ class RedisAdapter:
                         started - last[0],
                     )
                 last = (started, seen, self.commands_sent)
-                server_s = _seconds(ended) - _seconds(began)
+                if isinstance(began, list) and isinstance(ended, list):
+                    server_s = _seconds(ended) - _seconds(began)
+                else:  # TIME refused by an ACL: the round trip less a PING's, an over-estimate that errs small
+                    server_s = max(0.0, round_trip - probed.rtt_s)
                 state, _ = pacing.step(state, pacing.Observation(step, server_s, round_trip, others, since))
                 if len(page) > batch:
                     state = replace(state, count=max(count, min(state.count, step * batch // len(page))))

@@ -300,3 +300,19 @@ def test_every_path_gives_the_same_audit_and_says_which_it_took(seeded, tmp_path
     assert "server-side" in methods["auto"] and "own host" in methods["auto"], methods["auto"]
     assert "other clients ran" in methods["auto"]
     assert methods["never"].startswith("method: client-side (server_side: never)")
+
+
+def test_the_export_scan_works_for_a_user_refused_time(redis_server):
+    server = redis_server()
+    admin = server.client()
+    for i in range(3000):
+        admin.set(f"tenant:acme:wm:{i}" if i % 3 == 0 else f"other:{i}", "v")
+    admin.execute_command(
+        "ACL", "SETUSER", "reader", "on", ">reader-pw", "~*", "+@read", "+ping", "+info", "+command", "-time"
+    )
+    adapter = adapter_for(server, username="reader", password="reader-pw")
+    keys = sorted(k for batch in adapter.key_batches("tenant:acme:*", count=1000) for k in batch)
+    notes = " ".join(adapter.scan_notes)
+    adapter.close()
+    assert keys == sorted(f"tenant:acme:wm:{i}".encode() for i in range(0, 3000, 3))
+    assert notes.startswith("SCAN: ") and "calls of" in notes  # paced on the round trip instead of TIME
