@@ -32,13 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy", type=int, default=2, help="CPU-bound processes for the busy pass (0: skip it)")
     parser.add_argument(
         "--only",
-        choices=["startup", "overhead", "keyspace", "traffic"],
+        choices=["startup", "overhead", "keyspace", "cluster", "traffic"],
         action="append",
         help="run only these groups (repeatable)",
     )
     args = parser.parse_args(argv)
     exit_on_signals()
-    groups = args.only or ["startup", "overhead", "keyspace"]
+    groups = args.only or ["startup", "overhead", "keyspace", "cluster"]
     rows = []
     report = ""
     if "startup" in groups:
@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
             args.keys, args.rounds, [] if args.no_network else (args.rtt or [0.25, 1.0]), args.net_rounds, args.busy
         )
         rows += keyspace_rows
+    if "cluster" in groups:
+        from bench import cluster_cases
+
+        cluster_rows, cluster_report = cluster_cases.run(args.keys, args.rounds)
+        rows += cluster_rows
+        report = "\n\n".join(r for r in (report, cluster_report) if r)
     if "traffic" in groups:  # by name only: the pacing targets beside production traffic (bench/traffic_cases.py)
         from bench import traffic_cases
 

@@ -83,26 +83,7 @@ def fleet(targets: int, rounds: int, forks: int) -> list[Row]:
         return [Row(f"read-only on {targets} targets, --forks {forks} (vs 1 target)", ours, reference, 2.0)]
 
 
-ROLLOUT = """\
-id: bench/hold
-title: Two changes with a wait between
-section: bench
-description: a change, a wait for the go key, a second change
-requires: [redis]
-steps:
-  - id: first
-    name: First change
-    redis: {command: [INCR, first]}
-    confirm: Count it?
-  - id: wait
-    name: Wait for the go key
-    redis: {command: [GET, go]}
-    retry: {until: "result == '1'", attempts: 100000, interval: 0.05, timeout: 3600}
-  - id: second
-    name: Second change
-    redis: {command: [INCR, second]}
-    confirm: Count it?
-"""
+ROLLOUT = (Path(__file__).resolve().parent / "procedures" / "hold.yaml").read_text()
 
 
 def _finished_lines(path: Path) -> list[dict]:

@@ -13,7 +13,9 @@ import random
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from engine.sandbox import RedisServer, find_binary
 
@@ -85,11 +87,7 @@ def start_loaded(keys: int, seed: int = 7, directory: Path | None = None) -> Red
         if cached.exists() and server.client().dbsize() == keys:
             return server
         _build(server, keys, seed)
-        server.client(socket_timeout=None).save()
-        CACHE.mkdir(exist_ok=True)
-        partial = cached.with_name(f".{cached.name}.{os.getpid()}.part")
-        shutil.copy(workdir / "dump.rdb", partial)
-        os.replace(partial, cached)  # a cut-off copy never poses as the cache
+        save_to_cache(server, cached)
         return server
     except BaseException:
         server.stop()
@@ -98,7 +96,19 @@ def start_loaded(keys: int, seed: int = 7, directory: Path | None = None) -> Red
         raise
 
 
-def _build(server: RedisServer, keys: int, seed: int) -> None:
+def save_to_cache(server: RedisServer, cached: Path) -> None:
+    """SAVE (no client timeout: a million keys take longer than any socket timeout on a busy machine),
+    then copy the RDB into the cache atomically."""
+    server.client(socket_timeout=None).save()
+    CACHE.mkdir(exist_ok=True)
+    partial = cached.with_name(f".{cached.name}.{os.getpid()}.part")
+    shutil.copy(server.directory / "dump.rdb", partial)
+    os.replace(partial, cached)  # a cut-off copy never poses as the cache
+
+
+@contextmanager
+def mass_insert(server: RedisServer) -> Iterator[IO[bytes]]:
+    """A stream into `redis-cli --pipe` for `server` (emptied first): write RESP commands to it; checked at the end."""
     server.client(socket_timeout=None).flushall()
     cli = find_binary("redis-cli")
     pipe = subprocess.Popen(
@@ -106,13 +116,7 @@ def _build(server: RedisServer, keys: int, seed: int) -> None:
     )
     assert pipe.stdin is not None
     try:
-        batch: list[bytes] = []
-        for command in commands(keys, seed):
-            batch.append(command)
-            if len(batch) >= 10_000:
-                pipe.stdin.write(b"".join(batch))
-                batch.clear()
-        pipe.stdin.write(b"".join(batch))
+        yield pipe.stdin
         pipe.stdin.close()
         if pipe.wait() != 0:
             raise RuntimeError("redis-cli --pipe failed while loading the benchmark keyspace")
@@ -120,3 +124,14 @@ def _build(server: RedisServer, keys: int, seed: int) -> None:
         if pipe.poll() is None:
             pipe.kill()
             pipe.wait()
+
+
+def _build(server: RedisServer, keys: int, seed: int) -> None:
+    with mass_insert(server) as stream:
+        batch: list[bytes] = []
+        for command in commands(keys, seed):
+            batch.append(command)
+            if len(batch) >= 10_000:
+                stream.write(b"".join(batch))
+                batch.clear()
+        stream.write(b"".join(batch))

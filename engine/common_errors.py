@@ -85,7 +85,9 @@ KNOWN_ERRORS: tuple[KnownError, ...] = (
         "CONNREFUSED",
         r"Connection refused|Error 111|connecting to",
         "Redis service down",
-        "Restart service: systemctl restart redis (redis/emergency-service-down)",
+        "Restart service: systemctl restart redis (redis/emergency-service-down). Behind Sentinel, the primary "
+        "may be down because Sentinel already promoted a replica: clients must ask Sentinel for the primary; "
+        "redis/emergency-service-down and redis/troubleshoot-connection say so and restart nothing",
     ),
     KnownError(
         "READONLY",

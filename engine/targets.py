@@ -10,7 +10,7 @@ import os
 import re
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -80,10 +80,21 @@ class SshEndpoint:
     service: ServiceCommands = field(default_factory=ServiceCommands)
     paths: dict[str, str] = field(default_factory=dict)
     service_user: str | None = None
+    # the host of each Redis node (keyed "HOST:PORT" as the deployment names it), for `ssh: {on: node}`;
+    # a node not listed is reached on its own host with the settings above
+    nodes: dict[str, SshEndpoint] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
+
+    def for_node(self, address: str) -> SshEndpoint:
+        """The SSH endpoint of the host a Redis node (HOST:PORT) runs on: listed in `nodes`, else its own host."""
+        listed = self.nodes.get(address)
+        if listed is not None:
+            return listed
+        host = address.rpartition(":")[0].strip("[]")
+        return replace(self, host=host, nodes={})
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,7 @@ class Target:
             "redis": self.redis.url if self.redis else None,
             "ssh": self.ssh.address if self.ssh else None,
             "http": self.http.base_url if self.http else None,
+            **({"ssh_nodes": {a: e.address for a, e in self.ssh.nodes.items()}} if self.ssh and self.ssh.nodes else {}),
             **(
                 {
                     "sentinel": {
@@ -253,6 +265,7 @@ def _url_errors(located: Any) -> list[SourceError]:
             if problem:
                 path = ("environments", env, "targets", name, "redis", "url")
                 errors.append(located.error(path, f"the URL {problem}"))
+            errors.extend(_node_key_errors(located, ("environments", env, "targets", name), target))
             http = target.get("http") if isinstance(target, dict) else None
             base = http.get("base_url") if isinstance(http, dict) else None
             if isinstance(base, str) and _carries_credential(base):
@@ -264,6 +277,27 @@ def _url_errors(located: Any) -> list[SourceError]:
                         "transcripts: an HTTP base_url is scheme://host[:port][/path]",
                     )
                 )
+    return errors
+
+
+def _node_key_errors(located: Any, path: tuple[Any, ...], target: Any) -> list[SourceError]:
+    """Each key of `ssh.nodes` is a Redis node's HOST:PORT, as the deployment names it; at most once."""
+    ssh = target.get("ssh") if isinstance(target, dict) else None
+    nodes = ssh.get("nodes") if isinstance(ssh, dict) else None
+    if not isinstance(nodes, dict):
+        return []
+    errors: list[SourceError] = []
+    seen: dict[tuple[str, int], str] = {}
+    for key in nodes:
+        where = (*path, "ssh", "nodes", key)
+        try:
+            address = parse_address(key, "key")
+        except UsageError:
+            errors.append(located.error(where, f"{key!r} is not a Redis node's HOST:PORT (as the deployment names it)"))
+            continue
+        if address in seen:
+            errors.append(located.error(where, f"the node {key!r} is listed twice (also as {seen[address]!r})"))
+        seen[address] = key
     return errors
 
 
@@ -318,19 +352,7 @@ def target_from_inventory(inventory: dict[str, Any], name: str, *, environ: Mapp
             where=f"{file}: target {tname}: redis.url",
         )
     if "ssh" in body:
-        spec = body["ssh"]
-        ssh = SshEndpoint(
-            host=spec["host"],
-            port=int(spec.get("port", 22)),
-            user=spec.get("user", "root"),
-            key_file=str(_resolve_path(base, spec["key_file"])) if spec.get("key_file") else None,
-            known_hosts=str(_resolve_path(base, spec["known_hosts"])) if spec.get("known_hosts") else None,
-            host_key_policy=spec.get("host_key_policy", "strict"),
-            timeout=parse_duration(spec.get("timeout", DEFAULT_TIMEOUT)),
-            service=ServiceCommands(**spec.get("service", {})),
-            paths=dict(spec.get("paths", {})),
-            service_user=spec.get("service_user"),
-        )
+        ssh = _ssh_endpoint(body["ssh"], base)
     if "http" in body:
         spec = body["http"]
         http = HttpEndpoint(
@@ -346,6 +368,33 @@ def target_from_inventory(inventory: dict[str, Any], name: str, *, environ: Mapp
         http=http,
         password_file=password_file,
         sentinel=sentinel,
+    )
+
+
+def _ssh_endpoint(spec: dict[str, Any], base: Path) -> SshEndpoint:
+    """The target's `ssh` facet, and each entry of its `nodes` map read over the facet's settings (a node
+    entry without `host` is the node's own host)."""
+    facet = _ssh_settings(spec, base, SshEndpoint(host=spec["host"]))
+    nodes = {}
+    for key, entry in (spec.get("nodes") or {}).items():
+        host, port = parse_address(key, "ssh.nodes")  # checked with its file:line when the inventory was read
+        nodes[f"{host}:{port}"] = _ssh_settings(entry or {}, base, replace(facet, host=host))
+    return replace(facet, nodes=nodes)
+
+
+def _ssh_settings(spec: dict[str, Any], base: Path, default: SshEndpoint) -> SshEndpoint:
+    """`spec` over `default`: service commands and paths are merged one by one."""
+    return SshEndpoint(
+        host=spec.get("host", default.host),
+        port=int(spec.get("port", default.port)),
+        user=spec.get("user", default.user),
+        key_file=str(_resolve_path(base, spec["key_file"])) if spec.get("key_file") else default.key_file,
+        known_hosts=str(_resolve_path(base, spec["known_hosts"])) if spec.get("known_hosts") else default.known_hosts,
+        host_key_policy=spec.get("host_key_policy", default.host_key_policy),
+        timeout=parse_duration(spec["timeout"]) if "timeout" in spec else default.timeout,
+        service=ServiceCommands(**{**vars(default.service), **spec.get("service", {})}),
+        paths={**default.paths, **spec.get("paths", {})},
+        service_user=spec.get("service_user", default.service_user),
     )
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import IO, TYPE_CHECKING, Any
@@ -163,11 +164,20 @@ class MonitorSample:
 class RedisAdapter:
     """One endpoint, one pool. `allow_mutation=False` makes every non-read command fail at the socket."""
 
-    def __init__(self, endpoint: RedisEndpoint, *, allow_mutation: bool, client_name: str | None = None):
+    def __init__(
+        self,
+        endpoint: RedisEndpoint,
+        *,
+        allow_mutation: bool,
+        client_name: str | None = None,
+        command_table: dict[str, CommandInfo] | None = None,
+    ):
         self.endpoint = endpoint
         self.allow_mutation = allow_mutation
         self.client_name = client_name  # CLIENT SETNAME on connect: the engine's side connections say so
-        self._table: dict[str, CommandInfo] | None = None
+        # a caller that reconnects to the same server again and again (the lease) hands over the table it
+        # already read: COMMAND is the costliest part of a connect (~250 KB of reply)
+        self._table: dict[str, CommandInfo] | None = command_table
         self._always_read: frozenset[bytes] = frozenset()
         self._client: redis.Redis | None = None
         self._raw: redis.Redis | None = None
@@ -198,10 +208,11 @@ class RedisAdapter:
         client = redis.Redis(connection_pool=pool)
         try:
             client.ping()
-            try:
-                self._table = parse_command_table(client.execute_command("COMMAND"))
-            except redis.ResponseError:  # a Sentinel may lack COMMAND: the fixed lists decide, unknown is destructive
-                self._table = {}
+            if self._table is None:
+                try:
+                    self._table = parse_command_table(client.execute_command("COMMAND"))
+                except redis.ResponseError:  # a Sentinel may lack COMMAND: fixed lists decide, unknown is destructive
+                    self._table = {}
             self._always_read = always_read(self._table)
             self.server_info = client.info("server")
         except redis.RedisError as exc:
@@ -263,6 +274,11 @@ class RedisAdapter:
     def effect_of(self, argv: Sequence[str | bytes]) -> Effect:
         self.connect()
         return classify(argv, self._table)
+
+    @property
+    def command_table(self) -> dict[str, CommandInfo] | None:
+        """What COMMAND said at connect (None before), for a later connection to the same server."""
+        return self._table
 
     def check_step_command(self, argv: Sequence[Any]) -> None:
         """Refuse a command that would change the connection (the step's own, maybe from a template)."""
@@ -396,23 +412,33 @@ class RedisAdapter:
         """Where a keyspace scan must look: this node (a deployment's adapter names every primary)."""
         return [self]
 
-    def key_batches(self, match: str, *, count: int, batch: int = SCAN_BATCH_KEYS) -> Iterator[list[bytes]]:
-        """Every key matching `match` (names as bytes), on every node a scan must look at, in batches of
-        about `batch` keys: SCAN pages are gathered until a batch is full, so a rare pattern costs one
-        pipeline per `batch` keys, not one per SCAN page.
+    def each_scan_node(self, work: Callable[[RedisAdapter], Iterator[Any]]) -> Generator[Any, None, None]:
+        """`work(node)` on every node a keyspace scan must look at, its items as they come: here, this node
+        (a cluster's adapter runs the primaries in parallel and merges, see redis_routing)."""
+        yield from work(self)
 
-        COUNT starts at `count` and doubles while pages come back sparse (under a quarter of a batch) and
-        the last SCAN left room in the server-time budget (`scan_budget_s`, its time less the connection's
-        round trip); it halves when a page is dense or a SCAN went over the budget. A rare pattern thus
-        costs as few SCANs as the budget allows, and no SCAN stalls the server for production traffic.
+    def key_count(self) -> int:
+        """DBSIZE summed over the nodes a keyspace scan looks at: a progress line's total."""
+        return sum(int(node.call(["DBSIZE"])) for node in self.scan_nodes())
+
+    def key_batches(self, match: str, *, count: int, batch: int = SCAN_BATCH_KEYS) -> Iterator[list[bytes]]:
+        """Every key matching `match` (names as bytes), on every node a scan must look at (a cluster's
+        primaries in parallel), in batches of about `batch` keys: SCAN pages are gathered until a batch is
+        full, so a rare pattern costs one pipeline per `batch` keys, not one per SCAN page.
+
+        COUNT starts at `count` and follows a server-time budget per SCAN, paced on what the server is doing
+        (`_sparse_scan`, engine/keyspace/pacing.py): `scan_budget_s` while other clients are active, growing
+        to SCAN_IDLE_BUDGET_S while nobody else sends a command. A rare pattern thus costs few SCANs on an
+        idle server, and no SCAN stalls the server for production traffic.
         """
         pending: list[bytes] = []
-        for node in self.scan_nodes():
-            for page in node._sparse_scan(match, count, batch):
+        with closing(self.each_scan_node(lambda node: node._sparse_scan(match, count, batch))) as pages:
+            for page in pages:  # a cluster's primaries scanned in parallel, their pages merged
                 pending.extend(page)
                 if len(pending) >= batch:
                     yield pending
                     pending = []
+        for node in self.scan_nodes():  # what each node's SCANs did (a cluster's primaries: each its own)
             if node is not self:
                 self.scan_notes.extend(node.scan_notes)
                 node.scan_notes.clear()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -283,29 +283,42 @@ class RoutedRedisAdapter(RedisAdapter):
 
     def scan(self, match: str | None = None, count: int = 1000, type_: str | None = None) -> Iterator[list[str]]:
         """On a cluster, every primary's keys (scanned in parallel, pages merged as they come)."""
-        topology = self.topology
-        if topology is None or topology.kind != "cluster" or len(topology.primaries) < 2:
+        if not self.is_cluster:
             yield from super().scan(match, count, type_)
             return
-        nodes = [self.node_adapter(n.address) for n in topology.primaries]
-        pages: queue.Queue[Any] = queue.Queue(maxsize=len(nodes) * 4)
+        yield from self.each_scan_node(lambda node: RedisAdapter.scan(node, match, count, type_))
+
+    def each_scan_node(self, work: Callable[[RedisAdapter], Iterator[Any]]) -> Generator[Any, None, None]:
+        """On a cluster, `work(primary)` on every primary in parallel (at most FAN_OUT at once), each
+        one's items handed over as they come; the first failure is raised here and stops the others.
+
+        Each primary works through its own keys (SCAN, a script) at its own pace; the caller merges what
+        comes, in one thread, so its accumulators and progress line need no lock.
+        """
+        nodes = self.scan_nodes()
+        if len(nodes) < 2:
+            yield from work(nodes[0])
+            return
+        items: queue.Queue[Any] = queue.Queue(maxsize=len(nodes) * 4)
         stop = threading.Event()
         done = object()
 
         def pump(node: RedisAdapter) -> None:
+            if stop.is_set():  # queued behind FAN_OUT others and the consumer has left
+                return
             try:
-                for page in RedisAdapter.scan(node, match, count, type_):
+                for item in work(node):
                     while not stop.is_set():
                         try:
-                            pages.put(page, timeout=0.1)
+                            items.put(item, timeout=0.1)
                             break
                         except queue.Full:
                             continue
                     if stop.is_set():
                         return
-                pages.put(done)
+                items.put(done)
             except BaseException as exc:  # handed to the consumer, raised there
-                pages.put(exc)
+                items.put(exc)
 
         with ThreadPoolExecutor(max_workers=min(FAN_OUT, len(nodes))) as pool:
             for node in nodes:
@@ -313,7 +326,7 @@ class RoutedRedisAdapter(RedisAdapter):
             remaining = len(nodes)
             try:
                 while remaining:
-                    item = pages.get()
+                    item = items.get()
                     if item is done:
                         remaining -= 1
                     elif isinstance(item, BaseException):
@@ -324,7 +337,7 @@ class RoutedRedisAdapter(RedisAdapter):
                 stop.set()
                 while True:  # unblock pumps waiting on a full queue
                     try:
-                        pages.get_nowait()
+                        items.get_nowait()
                     except queue.Empty:
                         break
 

@@ -17,15 +17,22 @@ to 4 ms per call with no pause, and shrinks at once when another client shows up
 EVAL_RO runs only read-only commands (the server enforces it) and is itself flagged read-only,
 so the path also works in a dry-run.
 
+On a Redis Cluster a script sees its own node's keys only, so every primary runs its own batches
+over its own keys, in parallel (the adapter's `each_scan_node`, bounded), each paced on its own
+server time; the replies are merged here, in one thread, into the same accumulators as a standalone
+server's, so the figures are the same.
+
 When scripts are refused (ACL without +@scripting, `rename-command EVAL_RO ""`, a server before
-7.0), `available()` says so and the caller uses the client-side pipelined path.
+7.0) on any node a scan must look at, `available()` says so and the caller uses the client-side
+pipelined path.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -194,6 +201,27 @@ class Pacer:
     def count(self) -> int:
         return self.state.count if self.state else self.floor
 
+    def fresh(self) -> Pacer:
+        """A pacer with the same settings and nothing measured: one per node of a cluster."""
+        return Pacer(
+            budget_s=self.budget_s,
+            duty=self.duty,
+            floor=self.floor,
+            ceiling=self.ceiling,
+            idle_budget_s=self.idle_budget_s,
+        )
+
+    def absorb(self, other: Pacer) -> None:
+        """Add what `other` did (another node's batches) to this one's summary."""
+        if not other.calls:
+            return
+        self.calls += other.calls
+        self.longest_s = max(self.longest_s, other.longest_s)
+        self.total_s += other.total_s
+        self.smallest = min(self.smallest, other.smallest) if self.smallest else other.smallest
+        self.largest = max(self.largest, other.largest)
+        self.paused_s += other.paused_s
+
     def summary(self) -> str:
         if self.state is not None:
             return pacing.summary(self.state)
@@ -206,14 +234,34 @@ class Pacer:
 
 
 def available(adapter: RedisAdapter) -> bool:
-    """Can this server run our read-only scripts? (Redis >= 7.0, EVAL_RO allowed by ACL and not renamed.)"""
-    if getattr(adapter, "is_cluster", False):
-        return False  # a script sees one shard: the pipelined path scans every primary and merges
+    """Can every node a scan looks at (this server, or each primary of a cluster) run our read-only
+    scripts? (Redis >= 7.0, EVAL_RO allowed by ACL and not renamed.)"""
     try:
-        adapter.call(["EVAL_RO", "return 1", "0"])
+        for node in adapter.scan_nodes():
+            node.call(["EVAL_RO", "return 1", "0"])
     except ActionFailed:
         return False
     return True
+
+
+def _replies(
+    adapter: RedisAdapter, script: str, match: str, extra: list[str], start: int, pacer: Pacer
+) -> Generator[list[Any], None, None]:
+    """Every batch's reply from every node a scan looks at, as they come (a cluster's primaries in
+    parallel, each with its own pacer, added to `pacer` at the end for the summary)."""
+    nodes = adapter.scan_nodes()
+    if len(nodes) < 2:
+        yield from _batches(nodes[0], script, match, extra, start, pacer)
+        return
+    pacers = {id(node): pacer.fresh() for node in nodes}
+    try:
+        with closing(
+            adapter.each_scan_node(lambda node: _batches(node, script, match, extra, start, pacers[id(node)]))
+        ) as replies:
+            yield from replies
+    finally:  # every node's thread has ended here (each_scan_node joins them)
+        for each in pacers.values():
+            pacer.absorb(each)
 
 
 def _batches(
@@ -274,11 +322,12 @@ def audit_ttl(
     from engine.keyspace.aggregate import TtlAudit
 
     audit = TtlAudit(sample_size=sample)
-    for reply in _batches(adapter, AUDIT_TTL, match, [str(sample)], start, pacer or Pacer()):
-        _, scanned, without, flat, keys, returned, _ = reply
-        wanted = sample - len(audit.sample)
-        audit.absorb(int(scanned), int(without), _pairs(flat), [str(k) for k in keys][: max(wanted, 0)])
-        progress.advance(int(returned))
+    with closing(_replies(adapter, AUDIT_TTL, match, [str(sample)], start, pacer or Pacer())) as replies:
+        for reply in replies:
+            _, scanned, without, flat, keys, returned, _ = reply
+            wanted = sample - len(audit.sample)
+            audit.absorb(int(scanned), int(without), _pairs(flat), [str(k) for k in keys][: max(wanted, 0)])
+            progress.advance(int(returned))
     return audit.result()
 
 
@@ -290,16 +339,18 @@ def memory_report(
 
     report = MemoryReport(top=top)
     # MEMORY USAGE of a big key alone costs milliseconds: the measured cost per key keeps such batches small
-    for reply in _batches(adapter, MEMORY_REPORT, match, [str(top)], start, pacer or Pacer(ceiling=MEMORY_BATCH)):
-        _, scanned, total, types, tenants, best, returned, _ = reply
-        report.absorb(
-            int(scanned),
-            int(total),
-            _triples(types),
-            _triples(tenants),
-            [(str(best[i]), str(best[i + 1]), int(best[i + 2])) for i in range(0, len(best), 3)],
-        )
-        progress.advance(int(returned))
+    pacing = pacer or Pacer(ceiling=MEMORY_BATCH)
+    with closing(_replies(adapter, MEMORY_REPORT, match, [str(top)], start, pacing)) as replies:
+        for reply in replies:
+            _, scanned, total, types, tenants, best, returned, _ = reply
+            report.absorb(
+                int(scanned),
+                int(total),
+                _triples(types),
+                _triples(tenants),
+                [(str(best[i]), str(best[i + 1]), int(best[i + 2])) for i in range(0, len(best), 3)],
+            )
+            progress.advance(int(returned))
     biggest = {kind: [row["key"] for row in rows] for kind, rows in report.biggest().items()}
     return report.result(details(adapter, biggest))
 

@@ -9,6 +9,7 @@ from typing import Any
 import redis
 
 from engine.outcome import Outcome
+from engine.rehearsal import nodes
 from engine.rehearsal.faults import take_snapshot
 from engine.rehearsal.world import World
 from engine.spec import template
@@ -51,18 +52,47 @@ def no_run() -> dict[str, Any]:
 def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
     """Names for `success` expressions; `run` holds the real run's outcome, findings and step results."""
 
-    def call(fn: Any) -> Any:
-        with world.client() as client:
-            return fn(client)
-
-    def can_write() -> bool:
-        try:
+    def call(fn: Any, on: str | None = None) -> Any:
+        """fn(client) on the world's Redis, or on the nodes `on` names: one value for `primary` or a
+        HOST:PORT, {address: value} for `primaries`, `replicas`, `all`."""
+        if on is None:
             with world.client() as client:
+                return fn(client)
+        where, single = nodes.select(world, on)
+        out = {}
+        for node in where:
+            with world.client(node=node) as client:
+                out[node] = fn(client)
+        return out[where[0]] if single else out
+
+    def can_write(on: str | None = None) -> bool:
+        def probe(client: redis.Redis) -> bool:
+            try:
                 client.set("rehearsal:probe", "1", px=5000)
                 client.delete("rehearsal:probe")
-            return True
-        except redis.RedisError:
+                return True
+            except redis.RedisError:
+                return False
+
+        try:
+            answer = call(probe, on)
+        except (redis.RedisError, ValueError):
             return False
+        return all(answer.values()) if isinstance(answer, dict) else bool(answer)
+
+    def ping(on: str | None = None) -> bool:
+        if on is None:
+            return world.ping()
+        try:
+            answer = call(lambda c: bool(c.ping()), on)
+        except (redis.RedisError, ValueError):
+            return False
+        return all(answer.values()) if isinstance(answer, dict) else bool(answer)
+
+    def replica_links_up() -> bool:
+        """Every data node that answers as a replica has its link up, and the world has at least one."""
+        found = nodes.links(world)
+        return bool(found) and all(status == "up" for status in found.values())
 
     def auth_ok(password: str | None) -> bool:
         try:
@@ -135,16 +165,42 @@ def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
         except redis.RedisError:
             return True
 
+    def restarted(node: str) -> bool:
+        """The node answers as a new process: its run_id differs from the one it had when the world was
+        built (False while it is down: a restart that did not come back is no restart)."""
+        try:
+            with world.client(node=world.node(node)) as client:
+                return bool(client.info("server")["run_id"] != world.run_ids_at_start[node])
+        except redis.RedisError:
+            return False
+
+    def restarted_nodes() -> list[str]:
+        """Sorted addresses of the data nodes that answer as new processes since the world was built."""
+        return sorted(a for a in world.run_ids_at_start if restarted(a))
+
     def result(step_id: str) -> Any:
         return run["results"].get(step_id)
 
     return {
-        "ping": world.ping,
-        "dbsize": lambda: call(lambda c: c.dbsize()),
-        "exists": lambda key: bool(call(lambda c: c.exists(key))),
+        "ping": ping,
+        "dbsize": lambda on=None: call(lambda c: c.dbsize(), on),
+        "exists": lambda key, on=None: call(lambda c: bool(c.exists(key)), on),
         "ttl": lambda key: call(lambda c: c.ttl(key)),
-        "get": lambda key: call(lambda c: c.get(key)),
-        "config": lambda name: call(lambda c: c.config_get(name).get(name)),
+        "get": lambda key, on=None: call(lambda c: c.get(key), on),
+        "config": lambda name, on=None: call(lambda c: c.config_get(name).get(name), on),
+        "info": lambda section, field, on=None: call(lambda c: c.info(section).get(field), on),
+        # a deployment's nodes as they answer now (engine/rehearsal/nodes.py)
+        "roles": lambda: nodes.roles(world),
+        "role": lambda node: nodes.roles(world).get(node),
+        "primary": lambda: nodes.primary(world),
+        "primaries": lambda: sorted(a for a, r in nodes.roles(world).items() if r == "primary"),
+        "replicas": lambda: sorted(a for a, r in nodes.roles(world).items() if r == "replica"),
+        "sentinel_primary": lambda: nodes.sentinel_primary(world),
+        "links": lambda: nodes.links(world),
+        "replica_links_up": replica_links_up,
+        "lag": lambda node: nodes.lag(world, node),
+        "cluster_state": lambda node=None: nodes.cluster_state(world, node),
+        "slots_covered": lambda: nodes.slots_covered(world),
         "connected_clients": lambda: call(lambda c: c.info("clients")["connected_clients"]),
         "clients": clients,
         "config_changed_since": config_changed_since,
@@ -157,6 +213,8 @@ def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
         "count_without_ttl": count_without_ttl,
         "unchanged_since": unchanged_since,
         "restarted_since": restarted_since,
+        "restarted": restarted,
+        "restarted_nodes": restarted_nodes,
         "values_equal_snapshot": values_equal_snapshot,
         "result": result,
         "ran": lambda *step_ids: all(run.get("outcomes", {}).get(s) == Outcome.OK for s in step_ids),

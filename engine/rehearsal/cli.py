@@ -146,10 +146,9 @@ def _run_mutant(
 
 
 def _mutate(chosen: list, out_dir: Path, sample: int | None, min_score: float, as_json: bool, jobs: int = 1) -> int:
-    import yaml
-
     from engine.rehearsal import mutate, pool
     from engine.spec.loader import Catalog, load_procedure
+    from engine.spec.yamlsource import read_yaml_file
 
     by_procedure: dict[str, tuple[str | None, tuple[Path, ...], list]] = {}
     for item, ref, extra in chosen:
@@ -158,7 +157,9 @@ def _mutate(chosen: list, out_dir: Path, sample: int | None, min_score: float, a
     calls: list[pool.Call] = []
     for procedure_id, (ref, extra, scenarios) in by_procedure.items():
         path = Path(ref) if ref else mutate.source_of(procedure_id, extra)
-        found = mutate.sample(mutate.mutants(yaml.safe_load(path.read_text(encoding="utf-8"))), sample)
+        # the engine's own reader: `on:` stays the field "on" (yaml.safe_load makes it YAML 1.1's true, and
+        # every mutant of a procedure with `on:` would be "killed" by validate for a key it never had)
+        found = mutate.sample(mutate.mutants(read_yaml_file(path).data), sample)
         if jobs > 1:  # a directory per mutant: mutants of one procedure rehearse the same scenarios at once
             for mutant in found:
                 where = out_dir / "mutants" / f"{len(calls) + 1:04d}"

@@ -36,6 +36,11 @@ def apply(world: World, action: dict[str, Any]) -> None:
     FAULTS[name](world, args)
 
 
+# Faults of deployment worlds (replication, Sentinel, Cluster) live in their own module; importing it registers
+# them (here, once `fault` exists: the module imports it).
+from engine.rehearsal import topology_faults as _topology_faults  # noqa: E402,F401
+
+
 @fault("redis")
 def _command(world: World, argv: list[Any]) -> None:
     """Any command, as a client of the application would send it."""
@@ -298,21 +303,30 @@ def _start_fails(world: World, args: Any) -> None:
     """Try to start redis-server on its own config, as the service would, and require that it fails.
 
     The failure (a damaged AOF, a corrupt dump) is written to the Redis log, where the procedure reads
-    it. Faster than `service: start`, whose script waits 10 s for a PING that never comes."""
+    it. Faster than `service: start`, whose script waits 10 s for a PING that never comes.
+    `{replica: 0 | HOST:PORT}` (a deployment): that replica's config, while it runs; the attempt listens
+    on no port (`--port 0`), so its config alone can make it fail (`config_file_line`)."""
     import subprocess
 
     from engine.sandbox import find_binary
 
     assert world.redis is not None
+    server, extra = world.redis, []
+    if isinstance(args, dict) and args.get("replica") is not None:
+        from engine.rehearsal.topology_faults import replica_address
+
+        server = world.node(replica_address(world, args["replica"], "start_fails"))
+        extra = ["--port", "0", "--pidfile", str(world.directory / "start-attempt.pid")]
     try:
         done = subprocess.run(
-            [find_binary("redis-server"), str(world.redis.config_path), "--daemonize", "no"],
-            cwd=world.redis.directory,
+            [find_binary("redis-server"), str(server.config_path), "--daemonize", "no", *extra],
+            cwd=server.directory,
             capture_output=True,
             timeout=float(args.get("timeout", 10)) if isinstance(args, dict) else 10,
         )
     except subprocess.TimeoutExpired:
-        world.redis.kill()
+        if not extra:
+            world.redis.kill()
         raise RuntimeError("start_fails: redis-server started fine; the fault did not break it") from None
     if done.returncode == 0:
         raise RuntimeError("start_fails: redis-server exited 0; the fault did not break it")

@@ -53,7 +53,11 @@ def load_file(path: Path) -> list[Scenario]:
         raise UsageError(f"invalid scenario file {located.file}", errors)
     data = located.data
     out = []
-    for raw in data["scenarios"]:
+    for index, raw in enumerate(data["scenarios"]):
+        problems = _world_problems(raw.get("world") or {})
+        if problems:
+            at = ("scenarios", index, "world")
+            raise UsageError(f"invalid scenario file {located.file}", [located.error(at, p) for p in problems])
         out.append(
             Scenario(
                 procedure=data["procedure"],
@@ -75,6 +79,14 @@ def load_file(path: Path) -> list[Scenario]:
             )
         )
     return out
+
+
+def _world_problems(world: dict[str, Any]) -> list[str]:
+    """A world the schema allows field by field but that cannot be built (sentinels on a cluster, ...)."""
+    from engine.rehearsal.world import WorldSpec
+
+    known = {k: v for k, v in world.items() if k in WorldSpec.__dataclass_fields__}
+    return WorldSpec(**known).problems()
 
 
 def load_all(root: Path | None = None) -> list[Scenario]:

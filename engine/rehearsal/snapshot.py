@@ -7,6 +7,11 @@ status, and every file of the data directory and of the world's directory (size,
 **fingerprint** (`fingerprint`) is the cheap version taken after every step of the real run: the
 server's own count of changes since the last save, its saves, run id, configuration and the files'
 size and mtime.
+
+A deployment world is captured node by node: every data node's state as above (plus its role, the
+primary it follows, and a cluster node's own flags and slots), and what each Sentinel says (the primary
+it names, its epoch and settings). Sentinels' own directories and a cluster's nodes.conf are the
+servers' bookkeeping, rewritten by themselves; what they record is captured through the servers instead.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import re
 import subprocess
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +36,17 @@ KEY_LIMIT = 20_000
 # Parameters a server changes by itself, never a step: none in Redis 7 so far; kept as the one place to add one.
 VOLATILE_CONFIG: frozenset[str] = frozenset()
 # Files the world writes by itself: Redis' log (every start and save adds lines) and its pid file.
-VOLATILE_FILES = ("redis.log", "redis.pid")
+VOLATILE_FILES = ("redis.log", "redis.pid", "nodes.conf")
+# What Sentinel says about its master that only a failover or a SENTINEL SET changes.
+SENTINEL_FIELDS = (
+    "ip",
+    "port",
+    "config-epoch",
+    "quorum",
+    "down-after-milliseconds",
+    "failover-timeout",
+    "parallel-syncs",
+)
 
 
 @dataclass(frozen=True)
@@ -40,12 +57,14 @@ class State:
     files: dict[str, tuple[int, str, str]]  # path -> (size, mode, sha256)
     service: str | None  # the service script's status line
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # a deployment: every other data node ("HOST:PORT" -> as `redis`) and Sentinel ("sentinel HOST:PORT" -> fields)
+    others: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _roots(world: World) -> list[Path]:
     roots = [world.directory]
-    if world.redis is not None:
-        roots.append(world.redis.directory)
+    for server in world.nodes or ([world.redis] if world.redis is not None else []):
+        roots.append(server.directory)
     return roots
 
 
@@ -87,9 +106,20 @@ def _keys(client: redis.Redis) -> dict[str, tuple[str, str, int]]:
     return out
 
 
-def _redis(world: World, *, full: bool) -> dict[str, Any]:
+def _redis(world: World, *, full: bool, node: Any = None) -> dict[str, Any]:
+    """One node's state. A connection cut under the question (Sentinel reconfiguring a node sends it
+    CLIENT KILL TYPE normal) is asked again; a node is down when it refuses three times in a row."""
+    for _attempt in range(2):
+        try:
+            return _redis_once(world, full=full, node=node)
+        except redis.ConnectionError:
+            time.sleep(0.1)
+    return _redis_once(world, full=full, node=node, last=True)
+
+
+def _redis_once(world: World, *, full: bool, node: Any = None, last: bool = False) -> dict[str, Any]:
     try:
-        with world.client() as client:
+        with world.client(node=node) as client:
             info = client.info()
             config = {k: v for k, v in client.config_get("*").items() if k not in VOLATILE_CONFIG}
             state: dict[str, Any] = {
@@ -101,6 +131,10 @@ def _redis(world: World, *, full: bool) -> dict[str, Any]:
                 "background": bool(info.get("rdb_bgsave_in_progress") or info.get("aof_rewrite_in_progress")),
                 "evicted": int(info.get("evicted_keys", 0)) + int(info.get("expired_keys", 0)),
             }
+            if world.spec.topology != "standalone":
+                state["role"] = _role(info)
+                if str(info.get("cluster_enabled", "0")) == "1":
+                    state["cluster"] = _myself(client)
             if full:
                 state["dbsize"] = client.dbsize()
                 state["digest"] = client.execute_command("DEBUG", "DIGEST")
@@ -108,8 +142,46 @@ def _redis(world: World, *, full: bool) -> dict[str, Any]:
             return state
     except redis.AuthenticationError:
         return {"up": True, "error": "authentication refused with the current password"}
+    except redis.ConnectionError as exc:
+        if not last:
+            raise
+        return {"up": False, "error": type(exc).__name__}
     except redis.RedisError as exc:
         return {"up": False, "error": type(exc).__name__}
+
+
+def _role(info: dict[str, Any]) -> str:
+    if info.get("role") == "slave":
+        return f"replica of {info.get('master_host')}:{info.get('master_port')}"
+    return "primary"
+
+
+def _myself(client: redis.Redis) -> str:
+    """A cluster node's own line of CLUSTER NODES without its gossip times: flags, primary, epoch, slots."""
+    for line in str(client.execute_command("CLUSTER", "NODES")).splitlines():
+        fields = line.split()
+        if len(fields) >= 8 and "myself" in fields[2]:
+            return " ".join([fields[2], fields[3], fields[6], *fields[8:]])
+    return "?"
+
+
+def _sentinel(world: World, sentinel: Any) -> dict[str, Any]:
+    try:
+        with world.client(password=False, node=sentinel) as client:
+            reply = client.execute_command("SENTINEL", "MASTER", world.master_name)
+    except redis.RedisError as exc:
+        return {"up": False, "error": type(exc).__name__}
+    fields = dict(zip(reply[::2], reply[1::2], strict=False)) if isinstance(reply, list) else dict(reply)
+    return {"up": True, **{k: fields.get(k) for k in SENTINEL_FIELDS}}
+
+
+def _others(world: World, *, full: bool) -> dict[str, dict[str, Any]]:
+    """Every data node but the one the target names, and every Sentinel."""
+    from engine.rehearsal.world import address
+
+    out = {address(n): _redis(world, full=full, node=n) for n in world.nodes if n is not world.redis}
+    out.update({f"sentinel {address(s)}": _sentinel(world, s) for s in world.sentinels})
+    return out
 
 
 def _service(world: World) -> str | None:
@@ -121,13 +193,18 @@ def _service(world: World) -> str | None:
 
 def capture(world: World) -> State:
     """The whole state a procedure could change (before and after a dry-run)."""
-    return State(redis=_redis(world, full=True), files=_files(world, digest=True), service=_service(world))
+    return State(
+        redis=_redis(world, full=True),
+        files=_files(world, digest=True),
+        service=_service(world),
+        others=_others(world, full=True),
+    )
 
 
 def fingerprint(world: World) -> dict[str, Any]:
     """Cheap: enough to tell that something changed (after every step of the real run)."""
     state = _redis(world, full=False)
-    return {"redis": state, "files": _files(world, digest=False)}
+    return {"redis": state, "files": _files(world, digest=False), "others": _others(world, full=False)}
 
 
 # -- differences -------------------------------------------------------------------------------------------
@@ -153,14 +230,35 @@ def differences(before: State, after: State, background: Sequence[str] = ()) -> 
 
     `background`: globs of keys the scenario's own background client writes. Those keys, and keys Redis
     itself evicted or expired meanwhile, changed without the procedure: they are not held against it.
+    A deployment's other nodes are compared the same way, each line starting with the node's address.
     """
+    out = _node_differences(before.redis, after.redis, background)
+    for name in sorted(set(before.others) | set(after.others)):
+        a, b = before.others.get(name, {}), after.others.get(name, {})
+        lines = _sentinel_differences(a, b) if name.startswith("sentinel ") else _node_differences(a, b, background)
+        out.extend(f"{name}: {line}" for line in lines)
+    out.extend(_dict_diff("file", before.files, after.files))
+    if before.service != after.service:
+        out.append(f"service status: {before.service} -> {after.service}")
+    return out
+
+
+def _sentinel_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    if a.get("up") != b.get("up"):
+        return [f"sentinel: {a.get('error') or 'up'} -> {b.get('error') or 'up'}"]
+    return _dict_diff("sentinel", a, b)
+
+
+def _node_differences(a: dict[str, Any], b: dict[str, Any], background: Sequence[str]) -> list[str]:
     out: list[str] = []
-    a, b = before.redis, after.redis
     if a.get("up") != b.get("up") or a.get("error") != b.get("error"):
         out.append(f"redis: {a.get('error') or 'up'} -> {b.get('error') or 'up'}")
     if a.get("up") and b.get("up") and not a.get("error") and not b.get("error"):
         if a["run_id"] != b["run_id"]:
             out.append("redis restarted (run_id changed)")
+        for part in ("role", "cluster"):
+            if a.get(part) != b.get(part):
+                out.append(f"{part}: {a.get(part)} -> {b.get(part)}")
         out.extend(_dict_diff("config", a["config"], b["config"]))
         if a["keys"] is not None and b["keys"] is not None:
             keys_a, keys_b = a["keys"], b["keys"]
@@ -172,9 +270,6 @@ def differences(before: State, after: State, background: Sequence[str] = ()) -> 
             out.extend(_dict_diff("key", keys_a, keys_b))
         if a["digest"] != b["digest"] and not background and not any(line.startswith("key ") for line in out):
             out.append(f"dataset digest changed ({a['dbsize']} -> {b['dbsize']} keys)")
-    out.extend(_dict_diff("file", before.files, after.files))
-    if before.service != after.service:
-        out.append(f"service status: {before.service} -> {after.service}")
     return out
 
 
@@ -182,10 +277,26 @@ def changed(before: dict[str, Any], after: dict[str, Any], background: Sequence[
     """What two fingerprints say changed between them (empty: nothing).
 
     With a background writer (`background` globs), Redis counts writes all the time: the data is not
-    compared, only what the writer cannot change (config, restarts, files, the service).
+    compared, only what the writer cannot change (config, restarts, files, the service). A replica's
+    writes are its primary's (counted there): only its role, configuration and restarts are compared.
     """
+    out, finishing = _node_changed(before["redis"], after["redis"], background)
+    for name in sorted(set(before.get("others", {})) | set(after.get("others", {}))):
+        a, b = before["others"].get(name, {}), after["others"].get(name, {})
+        if name.startswith("sentinel "):
+            lines = _sentinel_differences(a, b)
+        else:
+            lines, saving = _node_changed(a, b, background)
+            finishing = finishing or saving
+        out.extend(f"{name}: {line}" for line in lines)
+    files = _dict_diff("file", before["files"], after["files"], limit=1000)
+    if finishing:
+        files = [line for line in files if not _written_by_a_save(line)]
+    return out + files[:5] + ([f"... and {len(files) - 5} more file differences"] if len(files) > 5 else [])
+
+
+def _node_changed(a: dict[str, Any], b: dict[str, Any], background: Sequence[str]) -> tuple[list[str], bool]:
     out: list[str] = []
-    a, b = before["redis"], after["redis"]
     if a.get("up") != b.get("up") or a.get("error") != b.get("error"):
         out.append(f"redis: {a.get('error') or 'up'} -> {b.get('error') or 'up'}")
     finishing = False  # a BGSAVE / AOF rewrite an approved step started, ending during a later step
@@ -196,13 +307,50 @@ def changed(before: dict[str, Any], after: dict[str, Any], background: Sequence[
             finishing = a["background"] or b["background"]
             saved = a["saves"] != b["saves"]
             reset_by_save = saved and finishing and b["dirty"] <= a["dirty"]
-            if not background and ((saved and not finishing) or (a["dirty"] != b["dirty"] and not reset_by_save)):
+            replica = str(a.get("role", "")).startswith("replica") and str(b.get("role", "")).startswith("replica")
+            quiet = background or replica or a.get("role") != b.get("role")  # a role change: its own line
+            if not quiet and ((saved and not finishing) or (a["dirty"] != b["dirty"] and not reset_by_save)):
                 out.append("the dataset changed (Redis counted writes or a save)")
+            for part in ("role", "cluster"):
+                if a.get(part) != b.get(part):
+                    out.append(f"{part}: {a.get(part)} -> {b.get(part)}")
             out.extend(_dict_diff("config", a["config"], b["config"]))
-    files = _dict_diff("file", before["files"], after["files"], limit=1000)
-    if finishing:
-        files = [line for line in files if not _written_by_a_save(line)]
-    return out + files[:5] + ([f"... and {len(files) - 5} more file differences"] if len(files) > 5 else [])
+    return out, finishing
+
+
+FOLLOW_ON_CONFIG = ("replicaof", "slaveof")
+_NODE_PREFIX = re.compile(r"^\S+:\d+: ")
+
+
+def follow_on(line: str) -> bool:
+    """A change a failover makes by itself after it was approved: a node's role and the primary it follows
+    (and its config file, which Sentinel rewrites), what the Sentinels name, a replica resyncing."""
+    if line.startswith("sentinel "):
+        return True
+    body = _NODE_PREFIX.sub("", line, count=1)
+    if body.startswith(("role: ", "cluster: ")):
+        return True
+    if body.startswith("config ") and body.split(" ", 2)[1].rstrip(":") in FOLLOW_ON_CONFIG:
+        return True
+    return body.startswith("file ") and body.split(" ", 2)[1].rstrip(":").endswith("/redis.conf")
+
+
+def restart_follow_on(line: str, node: str | None, directory: str) -> bool:
+    """A change a node's approved restart makes by itself afterwards: it is down, loading, then up as a new
+    process (a new run id), and the dump it reads or a full sync writes lands in its data directory.
+    `node` is the line's HOST:PORT prefix (None: the node the target names, whose lines have none)."""
+    if line.startswith("file "):
+        path = line.split(" ", 2)[1].rstrip(":")
+        return path.startswith(directory.rstrip("/") + "/") and _written_by_a_save(line)
+    if node is None:
+        if _NODE_PREFIX.match(line) or line.startswith("sentinel "):
+            return False
+        body = line
+    elif line.startswith(f"{node}: "):
+        body = line[len(node) + 2 :]
+    else:
+        return False
+    return body == "redis restarted (run_id changed)" or body.startswith("redis: ")
 
 
 def _written_by_a_save(line: str) -> bool:

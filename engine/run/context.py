@@ -41,6 +41,7 @@ class Connections:
         self.on_host_key_accepted = on_host_key_accepted
         self._redis: RoutedRedisAdapter | None = None
         self._ssh: SshAdapter | None = None
+        self._ssh_nodes: dict[str, SshAdapter] = {}
 
     def redis(self) -> RoutedRedisAdapter:
         # the ignore below: connect() returns the routed adapter itself, typed as its base class
@@ -60,6 +61,10 @@ class Connections:
             )
         return self._redis
 
+    def deployment(self) -> RoutedRedisAdapter:
+        """The deployment as discovered at run start (its nodes, `nodes_for`), without connecting to it."""
+        return self._routed()
+
     def discover(self) -> dict[str, Any]:
         """The deployment behind the target, for the transcript; what failed instead when it cannot be found.
 
@@ -72,17 +77,25 @@ class Connections:
             return {"error": f"{type(exc).__name__}: {exc}", "seed": adapter.endpoint.url}
         return {"topology": topology.as_json()}
 
-    def ssh(self) -> SshAdapter:
+    def ssh(self, node: str | None = None) -> SshAdapter:
+        """The target's host; with `node` (a Redis node's HOST:PORT), the host that node runs on
+        (the inventory's `ssh.nodes`, else the node's own host), connected on first use."""
         if self.target.ssh is None:
             raise UsageError(f"target '{self.target.name}' has no ssh endpoint")
-        if self._ssh is None:
+        adapter = self._ssh_nodes.get(node) if node is not None else self._ssh
+        if adapter is None:
             from engine.adapters.ssh import SshAdapter
 
-            self._ssh = SshAdapter(
-                self.target.ssh, allow_mutation=self.allow_mutation, on_host_key_accepted=self.on_host_key_accepted
+            endpoint = self.target.ssh if node is None else self.target.ssh.for_node(node)
+            adapter = SshAdapter(
+                endpoint, allow_mutation=self.allow_mutation, on_host_key_accepted=self.on_host_key_accepted
             )
-        self._ssh.connect()
-        return self._ssh
+            if node is None:
+                self._ssh = adapter
+            else:
+                self._ssh_nodes[node] = adapter
+        adapter.connect()
+        return adapter
 
     def local(self) -> LocalFiles:
         """Files on the operator's machine, writes refused in a dry-run."""
@@ -97,7 +110,7 @@ class Connections:
         return HttpAdapter(allow_mutation=self.allow_mutation)
 
     def close(self) -> None:
-        for adapter in (self._redis, self._ssh):
+        for adapter in (self._redis, self._ssh, *self._ssh_nodes.values()):
             if adapter is not None:
                 try:
                     adapter.close()

@@ -28,6 +28,7 @@ class LeaseRedis:
         self.endpoint = replace(endpoint, timeout=min(endpoint.timeout, LEASE_TIMEOUT))
         self.password = password or (lambda: endpoint.password)
         self.db: int | None = None
+        self._table: Any = None  # the server's COMMAND table, read once (a renewal then costs one round trip)
 
     def __call__(self, argv: list[Any]) -> Any:
         from engine.adapters.redis import LEASE_CLIENT_NAME, RedisAdapter
@@ -37,9 +38,12 @@ class LeaseRedis:
             probe = RedisAdapter(endpoint, allow_mutation=True, client_name=LEASE_CLIENT_NAME).connect()
             try:
                 self.db = self._quiet_db(probe)
+                self._table = probe.command_table
             finally:
                 probe.close()
-        adapter = RedisAdapter(replace(endpoint, db=self.db), allow_mutation=True, client_name=LEASE_CLIENT_NAME)
+        adapter = RedisAdapter(
+            replace(endpoint, db=self.db), allow_mutation=True, client_name=LEASE_CLIENT_NAME, command_table=self._table
+        )
         adapter.connect()
         try:
             return adapter.call(argv)

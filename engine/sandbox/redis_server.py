@@ -158,9 +158,14 @@ class RedisServer:
 
         `start_timeout` bounds the wait; loading a large RDB or AOF needs more than the default.
         """
+        from engine.sandbox.reaper import mark_owner, reap_once
+
         binary = find_binary("redis-server")
+        reap_once()
         owns = directory is None
         workdir = Path(tempfile.mkdtemp(prefix="runbook-redis-")) if directory is None else Path(directory)
+        if owns:
+            mark_owner(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         workdir = workdir.resolve()
         last_error: Exception | None = None

@@ -94,11 +94,16 @@ class SshHost:
     @classmethod
     def start(cls, *, address: str | None = None, directory: Path | None = None) -> SshHost:
         """Generate keys, write the config, start sshd and wait for its banner."""
+        from engine.sandbox.reaper import mark_owner, reap_once
+
         sshd = find_binary("sshd")
         find_binary("ssh-keygen")
+        reap_once()
         address = _claim_address(address)
         owns = directory is None
         workdir = Path(tempfile.mkdtemp(prefix="runbook-sshd-")) if directory is None else Path(directory)
+        if owns:
+            mark_owner(workdir)
         try:
             workdir.mkdir(parents=True, exist_ok=True)
             workdir = workdir.resolve()

@@ -503,6 +503,7 @@ def _build(finalize: Any = None) -> ImmutableSandboxedEnvironment:
         replication_lag=_lazy("replication_lag"),
         cluster_state=_lazy("cluster_state"),
         imbalance=_lazy("imbalance"),
+        restart_order=_lazy("restart_order"),
         slot_tag=_slot_tag,
     )
     env.filters.update(

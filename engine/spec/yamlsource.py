@@ -116,9 +116,11 @@ def read_yaml_file(path: Path, name: str | None = None) -> Located:
 
 def read_bytes_bounded(path: Path, name: str | None = None, limit: int = MAX_YAML_BYTES) -> bytes:
     """The bytes of a file of at most `limit` bytes; never reads more than limit + 1 of them."""
+    from engine.fsutil import open_regular
+
     name = name or str(path)
-    try:
-        with open(path, "rb") as handle:
+    try:  # a FIFO, a device or a directory is refused at open, never read (a FIFO would block forever)
+        with open_regular(path, max_bytes=None, what="the file") as handle:
             raw = handle.read(limit + 1)
     except OSError as exc:
         raise UsageError(

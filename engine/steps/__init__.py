@@ -107,8 +107,9 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 class StepKind:
     """A step kind: subclass it, set the class attributes, override the hooks it needs, `register(Kind())`.
 
-    The hooks' defaults are those of a plain read with nothing to check. For a quick kind (tests), the
-    same can be given as keywords: `StepKind(name=..., schema=..., plan=fn)`.
+    The hooks' defaults are those of a plain read with nothing to check. A hook that is a plain function
+    of the module is set as `plan = staticmethod(plan)`. For a quick kind (tests), the same can be given
+    as keywords: `StepKind(name=..., schema=..., plan=fn)`.
     """
 
     name: str = ""

@@ -34,8 +34,7 @@ class BlockKind(StepKind):
     samplable = False
     needs_confirm = False
 
-    def plan(self, body: Any, ctx: StepContext) -> Action:
-        return plan(body, ctx)
+    plan = staticmethod(plan)
 
     def summary(self, body: Any) -> str:
         return f"block of {len(body)} steps"

@@ -46,8 +46,7 @@ class ComputeKind(StepKind):
     description = "Derive values from earlier results."
     expressions = True
 
-    def plan(self, body: Any, ctx: StepContext) -> Action:
-        return plan(body, ctx)
+    plan = staticmethod(plan)
 
     def summary(self, body: Any) -> str:
         return "compute " + ", ".join(body)

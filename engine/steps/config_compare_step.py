@@ -65,11 +65,8 @@ class ConfigCompareKind(StepKind):
     schema = SCHEMA
     description = "Compare the server's configuration with wanted values (normalised)."
 
-    def plan(self, body: Any, ctx: StepContext) -> Action:
-        return plan(body, ctx)
-
-    def summary(self, body: Any) -> str:
-        return _summary(body)
+    plan = staticmethod(plan)
+    summary = staticmethod(_summary)
 
 
 register(ConfigCompareKind())

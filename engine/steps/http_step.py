@@ -63,11 +63,8 @@ class HttpKind(StepKind):
     description = "An HTTP probe with a timeout (the SomaBrain health endpoint)."
     number_fields = {"timeout": "duration"}
 
-    def plan(self, body: Any, ctx: StepContext) -> Action:
-        return plan(body, ctx)
-
-    def static_effect(self, body: Any) -> Effect | None:
-        return static_effect(body)
+    plan = staticmethod(plan)
+    static_effect = staticmethod(static_effect)
 
     def summary(self, body: Any) -> str:
         return f"{body.get('method', 'GET')} {body.get('url') or body.get('path') or '<health>'}"

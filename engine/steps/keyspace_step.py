@@ -240,8 +240,9 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
         return scan_pages(adapter, match, count)
 
     def scanning(fn: Any, what: str = label) -> Any:
-        """Run `fn(progress)` under a progress line: keys matched so far / keys in the database (DBSIZE)."""
-        total = adapter.call(["DBSIZE"])
+        """Run `fn(progress)` under a progress line: keys matched so far / keys in the database (DBSIZE, summed
+        over a cluster's primaries)."""
+        total = adapter.key_count()
         shown = what if match == "*" else f"{what} (matched/keys in db)"
         with ctx.progress(shown, total=total) as bar:
             return fn(bar)
@@ -278,6 +279,8 @@ def _plan_analysis(
 
     def execute() -> dict[str, Any]:
         choice = None
+        shards = len(adapter.scan_nodes())  # a cluster's primaries, at the time of the scan
+        where_run = f", on each of the {shards} primaries in parallel, merged" if shards > 1 else ""
         if want_server_side and server_side.available(adapter):
             # which path costs production traffic less, from the round trip and what other clients are doing
             probe = adapter.activity()
@@ -302,17 +305,17 @@ def _plan_analysis(
             finally:
                 method["used"] = (
                     f"server-side (scripts allowed; {choice.reason}): read-only Lua batches (EVAL_RO) paced to "
-                    f"what the server is doing: {pacer.summary()}"
+                    f"what the server is doing{where_run}: {pacer.summary()}"
                 )
         if choice is not None:
             why = choice.reason
         elif not want_server_side:
             why = "server_side: never"
-        elif getattr(adapter, "is_cluster", False):
-            why = "a cluster: a script sees one shard, pages come from every primary"
         else:
             why = "scripts refused by the server"
-        method["used"] = f"client-side ({why}): SCAN pages, one pipeline per page"
+        method["used"] = f"client-side ({why}): SCAN pages, one pipeline per page" + (
+            f"; pages from each of the {shards} primaries in parallel" if shards > 1 else ""
+        )
         if op == "audit_ttl":
             size = _int(spec, "sample", 20)
             return scanning(lambda bar: operations.audit_ttl(adapter, pages(), sample=size, progress=bar))

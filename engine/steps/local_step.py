@@ -139,14 +139,9 @@ class LocalKind(StepKind):
     schema = SCHEMA
     description = "Read, inspect or write files on the operator's machine."
 
-    def plan(self, body: Any, ctx: StepContext) -> Action:
-        return plan(body, ctx)
-
-    def static_effect(self, body: Any) -> Effect | None:
-        return _static(body)
-
-    def summary(self, body: Any) -> str:
-        return _summary(body)
+    plan = staticmethod(plan)
+    static_effect = staticmethod(_static)
+    summary = staticmethod(_summary)
 
 
 register(LocalKind())

@@ -91,11 +91,8 @@ class MonitorKind(StepKind):
     description = "A bounded MONITOR sample, summarised."
     number_fields = {"seconds": "duration", "max_commands": "count"}
 
-    def plan(self, body: Any, ctx: StepContext) -> Action:
-        return plan(body, ctx)
-
-    def summary(self, body: Any) -> str:
-        return _summary(body)
+    plan = staticmethod(plan)
+    summary = staticmethod(_summary)
 
 
 register(MonitorKind())

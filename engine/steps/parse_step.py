@@ -93,8 +93,7 @@ class ParseKind(StepKind):
     description = "Turn host command output (free, df, ps, ss, Redis log, redis-check-*) into data."
     number_fields = {"within": "duration"}
 
-    def plan(self, body: Any, ctx: StepContext) -> Action:
-        return plan(body, ctx)
+    plan = staticmethod(plan)
 
     def summary(self, body: Any) -> str:
         return f"parse {body.get('format')}"

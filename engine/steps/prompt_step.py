@@ -64,8 +64,7 @@ class PromptKind(StepKind):
     description = "Ask the operator for a value."
     samplable = False
 
-    def plan(self, body: Any, ctx: StepContext) -> Action:
-        return plan(body, ctx)
+    plan = staticmethod(plan)
 
     def summary(self, body: Any) -> str:
         return f"ask: {body['message']}"

@@ -52,6 +52,11 @@ SCHEMA = {
                     "type": ["string", "number"],
                     "description": "Longest wait for any single read from the server (default 60s).",
                 },
+                "node": {
+                    "type": "string",
+                    "description": "HOST:PORT of the node of the deployment to stream from (a replica, so the "
+                    "primary does not fork); empty or absent: where the target points.",
+                },
             },
             "description": "Stream a full RDB from the server (replication protocol) -> {path, bytes, sha256, ...}.",
         },
@@ -109,7 +114,10 @@ def _file_name(template: str | None) -> str:
 def _plan_download(spec: dict[str, Any], ctx: StepContext) -> Action:
     from engine.adapters.local import LocalFiles
 
-    adapter = ctx.connections.redis()  # connects and authenticates first: a bad password fails here
+    adapter: Any = ctx.connections.redis()  # connects and authenticates first: a bad password fails here
+    if spec.get("node"):  # a chosen node of the deployment (a replica in sync, so the primary does not fork)
+        (node,) = adapter.nodes_for("node", str(spec["node"]))
+        adapter = adapter.node_adapter(node.address)
     endpoint = adapter.endpoint
     directory = Path(str(spec["output_dir"])).expanduser()
     name = _file_name(spec.get("name_template"))

@@ -358,14 +358,9 @@ class RedisAuthKind(StepKind):
     schema = SCHEMA
     description = "Generate, add, rotate, check and switch to a Redis password; the password is never shown."
 
-    def plan(self, body: Any, ctx: StepContext) -> Action:
-        return plan(body, ctx)
-
-    def static_effect(self, body: Any) -> Effect | None:
-        return static_effect(body)
-
-    def summary(self, body: Any) -> str:
-        return summary(body)
+    plan = staticmethod(plan)
+    static_effect = staticmethod(static_effect)
+    summary = staticmethod(summary)
 
 
 register(RedisAuthKind())

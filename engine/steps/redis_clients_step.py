@@ -222,14 +222,9 @@ class RedisClientsKind(StepKind):
     schema = SCHEMA
     description = "Idle (leaked) client connections: list them, or CLIENT KILL ID each behind one gate."
 
-    def plan(self, body: Any, ctx: StepContext) -> Action:
-        return plan(body, ctx)
-
-    def static_effect(self, body: Any) -> Effect | None:
-        return static_effect(body)
-
-    def summary(self, body: Any) -> str:
-        return summary(body)
+    plan = staticmethod(plan)
+    static_effect = staticmethod(static_effect)
+    summary = staticmethod(summary)
 
 
 register(RedisClientsKind())

@@ -23,7 +23,8 @@ MULTI_NODE = frozenset({"replicas", "all", "each primary"})
 SCHEMA = {
     "type": "object",
     "description": "A Redis call. Exactly one of: command, info, config_get, scan, keys, keyinfo; "
-    "optionally `on:` (which nodes of the deployment) and `node:` (with on: node).",
+    "optionally `on:` (which nodes of the deployment) and `node:` (with on: node; without `on:`, the one node "
+    "the step runs on, its result in the usual shape).",
     "additionalProperties": False,
     "minProperties": 1,
     "operations": list(OPERATIONS),
@@ -37,7 +38,12 @@ SCHEMA = {
             "{node, role, outcome, result, error}. Reads fan out in parallel; a write to several nodes runs "
             "once per node, in order, each gated with its own blast radius.",
         },
-        "node": {"type": "string", "description": "With on: node: HOST:PORT of one node (a template)."},
+        "node": {
+            "type": "string",
+            "description": "HOST:PORT of one node of the deployment (a template). With on: node the result is "
+            "per node; without `on:` the step runs on that node alone and keeps its usual result (an empty "
+            "value: where the target points).",
+        },
         "command": {
             "type": "array",
             "minItems": 1,
@@ -126,6 +132,8 @@ def summary(body: dict[str, Any]) -> str:
     if "on" in body:
         where = f"{body['on']} {body['node']}" if body.get("node") else body["on"]
         return f"{summary({k: v for k, v in body.items() if k not in ('on', 'node')})} (on {where})"
+    if body.get("node"):
+        return f"{summary({k: v for k, v in body.items() if k != 'node'})} (on node {body['node']})"
     op, value = _op(body)
     if op == "command":
         return _display([_arg(a) for a in value])
@@ -146,7 +154,12 @@ def _display(argv: list[Any]) -> str:
 def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     if "on" in body:
         return _plan_on_nodes(body, ctx)
-    return _plan_on(body, ctx, ctx.connections.redis())
+    if body.get("node"):  # one named node, the result in its usual shape (a snapshot on a chosen replica)
+        deployment = ctx.connections.redis()
+        (node,) = deployment.nodes_for("node", str(body["node"]))
+        inner = {k: v for k, v in body.items() if k != "node"}
+        return _plan_on(inner, ctx, deployment.node_adapter(node.address))
+    return _plan_on({k: v for k, v in body.items() if k != "node"}, ctx, ctx.connections.redis())
 
 
 def _plan_on(body: dict[str, Any], ctx: StepContext, adapter: RedisAdapter) -> Action:
@@ -411,7 +424,7 @@ def _plan_on_nodes(body: dict[str, Any], ctx: StepContext) -> Action:
     if not nodes:
         names = {"replicas": "no replicas"}.get(where_on, f"no node for on: {where_on}")
         return Action(Effect.READ, f"on: {where_on}", summary(inner), lambda: [], output=lambda r: names)
-    first = _plan_on(inner, ctx, deployment.node_adapter(nodes[0].address))
+    first = _plan_on_first_answering(inner, ctx, deployment, nodes)
     where = ", ".join(n.address for n in nodes)
     if first.effect is not Effect.READ:
         if len(nodes) > 1:
@@ -450,6 +463,21 @@ def _plan_on_nodes(body: dict[str, Any], ctx: StepContext) -> Action:
         return None
 
     return Action(Effect.READ, where, first.command, execute, failed=failed)
+
+
+def _plan_on_first_answering(inner: dict[str, Any], ctx: StepContext, deployment: Any, nodes: list[Any]) -> Action:
+    """Plan on the first node that answers (classifying a command asks the server): a dead node first in
+    the list (a failed cluster primary) is then one error row of the fan-out, not the step's error."""
+    first_error: Exception | None = None
+    for node in nodes:
+        try:
+            return _plan_on(inner, ctx, deployment.node_adapter(node.address))
+        except Exception as exc:  # the same error on every node (a bad command) is raised below
+            first_error = first_error or exc
+            if len(nodes) == 1:
+                raise
+    assert first_error is not None
+    raise first_error
 
 
 def per_node(body: Any, ctx: StepContext) -> list[dict[str, Any]] | None:

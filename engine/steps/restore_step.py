@@ -69,8 +69,7 @@ class RestoreKind(StepKind):
     description = "Put back the config values a CONFIG SET step of this run changed (measured before it ran)."
     needs_confirm = False
 
-    def plan(self, body: Any, ctx: StepContext) -> Action:
-        return plan(body, ctx)
+    plan = staticmethod(plan)
 
     def static_effect(self, body: Any) -> Effect | None:
         return Effect.WRITE

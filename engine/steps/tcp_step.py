@@ -66,8 +66,7 @@ class TcpKind(StepKind):
     description = "A TCP connect probe from the engine (default: the target's Redis endpoint)."
     number_fields = {"timeout": "duration"}
 
-    def plan(self, body: Any, ctx: StepContext) -> Action:
-        return plan(body, ctx)
+    plan = staticmethod(plan)
 
     def summary(self, body: Any) -> str:
         return f"tcp connect {body.get('host', '<redis host>')}:{body.get('port', '<redis port>')}"

@@ -91,6 +91,7 @@ def discover_sentinel(sentinels: Sequence[tuple[str, int]], master_name: str, co
         except Exception:
             pass
         nodes = _primary_and_replicas(session, primary[0], primary[1], notes)
+        nodes += _lost_replicas(session, (s_host, int(s_port)), master_name, nodes, notes)
     view = SentinelView(
         master_name=master_name,
         answered=tuple(answers),
@@ -122,6 +123,37 @@ def _primary_and_replicas(session: _Session, host: str, port: int, notes: list[s
     return nodes
 
 
+def _lost_replicas(
+    session: _Session, sentinel: tuple[str, int], master_name: str, found: list[Node], notes: list[str]
+) -> list[Node]:
+    """Replicas Sentinel knows that the primary does not list: their link is down (a wrong masterauth, a
+    replica that died). Without them a replica that lost its primary would vanish from the deployment."""
+    try:
+        known = parse.sentinel_replicas(session.call(*sentinel, "SENTINEL", "REPLICAS", master_name))
+    except Exception as exc:
+        notes.append(f"sentinel {sentinel[0]}:{sentinel[1]}: SENTINEL REPLICAS: {type(exc).__name__}: {exc}")
+        return []
+    listed = {n.address for n in found}
+    primary = found[0].address
+    out = []
+    for entry in known:
+        where = f"{entry['host']}:{entry['port']}"
+        if where in listed:
+            continue
+        link, offset = "unreachable", entry["offset"]
+        try:
+            info = session.call(entry["host"], entry["port"], "INFO", "replication")
+            if isinstance(info, dict):
+                link = str(info.get("master_link_status"))
+                offset = int(info.get("slave_repl_offset", offset))
+        except Exception as exc:
+            notes.append(f"replica {where}: {type(exc).__name__}: {exc}")
+        flags = ",".join(f for f in entry["flags"] if f)
+        notes.append(f"replica {where} is known to Sentinel ({flags}) but not connected to the primary {primary}")
+        out.append(Node(entry["host"], entry["port"], "replica", offset=offset, primary=primary, link=link))
+    return out
+
+
 def _cluster_nodes(session: _Session, host: str, port: int) -> list[Node]:
     try:
         return parse.cluster_shards(session.call(host, port, "CLUSTER", "SHARDS"))
@@ -149,5 +181,10 @@ class _Session:
         for client in self._clients.values():
             try:
                 client.close()
+                # a client built on a pool it was given leaves the pool's sockets open on close(): they would
+                # linger as idle connections (last command ROLE) until the garbage collector met them
+                pool = getattr(client, "connection_pool", None)
+                if pool is not None:
+                    pool.disconnect()
             except Exception:
                 pass

@@ -42,6 +42,31 @@ def replication_lag(
     return out
 
 
+def restart_order(topology: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A rolling restart's order over a primary with replicas (the `topology` built-in): every replica one at
+    a time, by host then port (an IP numerically), then the primary, last, once a replica took over.
+    `{replicas, primary, order}`; a Cluster or an unreachable deployment gives no order (`primary` None)."""
+    if not isinstance(topology, Mapping) or topology.get("kind") == "cluster":
+        return {"replicas": [], "primary": None, "order": []}
+    nodes = [n for n in topology.get("nodes") or [] if isinstance(n, Mapping) and isinstance(n.get("address"), str)]
+    replicas = sorted((n["address"] for n in nodes if n.get("role") == "replica"), key=_address_key)
+    primaries = [n["address"] for n in nodes if n.get("role") == "primary"]
+    primary = primaries[0] if len(primaries) == 1 else None
+    return {"replicas": replicas, "primary": primary, "order": [*replicas, *([primary] if primary else [])]}
+
+
+def _address_key(address: str) -> tuple[Any, ...]:
+    import ipaddress
+
+    host, _, port = address.rpartition(":")
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+        host_key: tuple[Any, ...] = (0, ip.version, int(ip))
+    except ValueError:
+        host_key = (1, 0, host.lower())
+    return (*host_key, int(port) if port.isdigit() else 0)
+
+
 def cluster_state(info_rows: Sequence[Mapping[str, Any]], nodes_rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """CLUSTER INFO of every node and CLUSTER NODES (raw text) of one: state, coverage, failing and open slots."""
     states = {
@@ -64,6 +89,8 @@ def cluster_state(info_rows: Sequence[Mapping[str, Any]], nodes_rows: Sequence[M
                 failing.append({"node": entry["address"], "flags": sorted(entry["flags"])})
             if "master" in entry["flags"]:
                 epochs.setdefault(entry["config_epoch"], []).append(entry["address"])
+                if "fail" in entry["flags"]:  # a failed primary keeps its slots in the view but serves none
+                    continue
                 for start, end in entry["slots"]:
                     covered.update(range(start, end + 1))
         viewed = True

@@ -44,6 +44,7 @@ SAMPLE_VARS: dict[str, dict[str, str]] = {
 EXPECTED_EXIT: dict[str, tuple[int, str]] = {
     "redis/cluster-health": (1, "the healthy world is one standalone server, not a Cluster: said as a finding"),
     "redis/failover": (1, "a planned failover needs Sentinel or a Cluster: refused on a standalone server"),
+    "redis/rolling-restart": (1, "a rolling restart needs a primary with replicas: refused on a standalone server"),
 }
 
 

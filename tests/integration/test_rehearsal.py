@@ -42,6 +42,7 @@ REQUIRED = {
     "redis/tune-connections",
     "redis/tune-persistence",
     "redis/restore-tenant",
+    "redis/rolling-restart",  # issue 10: every new procedure has a scenario
 }
 
 # Predictions that legitimately cannot match, each explained in its scenario's description.
@@ -49,6 +50,8 @@ DOCUMENTED_MISMATCHES = {
     ("redis/emergency-oom", "writes-refused-noeviction"): {"probe-delete"},
     ("redis/emergency-oom", "raise-is-not-enough"): {"probe-delete"},
     ("redis/emergency-oom", "flush-declined"): {"probe-delete"},
+    ("redis/failover", "planned-on-a-cluster"): {"probe_delete_cluster"},
+    ("redis/rolling-restart", "replica-will-not-start"): {"restart", "failover_sentinel", "writable_sentinel"},
 }
 
 # Issue 12: each troubleshooting and emergency procedure with a fix has a scenario where the fix cannot take.
@@ -62,6 +65,8 @@ FAILURE_SCENARIOS = {
     "redis/restore-tenant": "some-keys-still-there",
     "redis/restore-rdb": "backup-is-the-live-dump",
     "redis/config-set": "refuses-a-credential",
+    "redis/failover": "refused-replica-lags",
+    "redis/rolling-restart": "replica-will-not-start",
 }
 
 # Rehearsals at once: each is mostly waiting on its world (servers starting, polls), so 4 fit on 2 cores.
@@ -156,6 +161,19 @@ def test_destructive_and_write_procedures_predicted_their_changes(gate):
     oom = report[("redis/emergency-oom", "writes-refused-noeviction")]
     assert {p["step"]: p["actual"] for p in oom["predictions"]}["probe-delete"] == "1 key deleted"
     assert {p["step"]: p["predicted"] for p in oom["predictions"]}["probe-delete"] == "0 keys deleted"
+
+
+def test_topology_scenarios_change_only_what_the_procedure_must(gate):
+    """A primary Sentinel already replaced is diagnosed, not restarted; a snapshot is taken on the replica."""
+    report = by_name(gate["report"])
+    for procedure in ("redis/emergency-service-down", "redis/troubleshoot-connection"):
+        promoted = report[(procedure, "primary-died-sentinel-promoted")]
+        assert promoted["exit_code"] == 1 and promoted["approvals"] == 0 and promoted["predictions"] == [], promoted
+    broken = report[("redis/key-metrics", "replica-link-broken")]
+    assert broken["exit_code"] == 1 and broken["approvals"] == 0 and broken["predictions"] == [], broken
+    snapshot = report[("redis/backup-snapshot", "unsaved-writes-snapshot-on-a-replica")]
+    assert snapshot["exit_code"] == 0 and snapshot["approvals"] == 1, snapshot
+    assert [(p["step"], p["actual"]) for p in snapshot["predictions"]] == [("bgsave", "1 command run")]
 
 
 def test_every_rehearsal_left_a_verified_transcript_that_renders_as_a_timeline(gate):

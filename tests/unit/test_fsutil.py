@@ -224,3 +224,14 @@ def test_an_export_line_over_the_cap_is_refused(tmp_path, monkeypatch):
 def test_an_rdb_to_verify_must_be_a_regular_file(tmp_path, kind):
     with pytest.raises(fsutil.UnsafeFileError, match="not a regular file"):
         rdb.verify_file(hostile(kind, tmp_path))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "directory"])
+def test_load_procedure_refuses_what_is_not_a_regular_file_without_blocking(tmp_path, kind):
+    """Callers name regular files, but a path from a hostile catalog must end in an error, never a hang."""
+    from engine.errors import UsageError
+    from engine.spec.loader import load_procedure
+
+    with pytest.raises(UsageError) as caught:
+        load_procedure(Path(hostile(kind, tmp_path)))
+    assert "not a regular file" in str(caught.value.errors[0])

@@ -229,6 +229,13 @@ def test_redis_log_window_uses_the_hosts_clock():
         redis_host.parse_redis_log(LOG, within=300)
 
 
+def test_a_routine_diskless_sync_is_not_a_warning_but_losing_every_replica_is():
+    done = "9968:M 29 Nov 2026 08:53:24.383 # Diskless rdb transfer, done reading from pipe, {} replicas still up."
+    data = redis_host.parse_redis_log("\n".join([done.format(1), done.format(2), done.format(0)]))
+    assert [e["kind"] for e in data["entries"]] == ["info", "info", "warning"]
+    assert data["problem_count"] == 1 and data["problems"][0]["message"].endswith("0 replicas still up.")
+
+
 def test_check_rdb_reports_keys_and_errors():
     ok = redis_host.parse_check_rdb(CHECK_RDB_OK)
     assert ok["ok"] and ok["key_count"] == 51 and ok["loadable_keys"] == 48 and ok["expires"] == 1

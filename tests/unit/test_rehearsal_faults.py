@@ -73,6 +73,14 @@ def test_every_documented_fault_is_registered_and_unknown_ones_are_named():
         "run_procedure",
         "snapshot",
         "config_snapshot",
+        # deployment worlds (engine/rehearsal/topology_faults.py)
+        "replica_link_broken",
+        "replica_lagging",
+        "kill_primary",
+        "cluster_node_down",
+        "flapping_replica",
+        "node_snapshot",
+        "config_file_line",
     }
     assert set(faults.FAULTS) == documented
     with pytest.raises(ValueError, match=r"unknown fault 'meteor' \(known: backup, "):

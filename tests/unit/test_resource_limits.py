@@ -8,6 +8,7 @@ on the line), never a hang, a RecursionError or a MemoryError.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -137,10 +138,10 @@ def test_an_oversized_file_is_refused_without_reading_it(tmp_path: Path, monkeyp
     with open(big, "wb") as handle:  # 50 MB, sparse: a parse would take a minute, the refusal reads 1 MiB
         handle.truncate(50 * 1024 * 1024)
     reads: list[int] = []
-    real_open = open
+    real_fdopen = os.fdopen  # files are opened by descriptor (O_NONBLOCK, then fstat: no FIFO can block)
 
     def counting_open(*args, **kwargs):  # type: ignore[no-untyped-def]
-        handle = real_open(*args, **kwargs)
+        handle = real_fdopen(*args, **kwargs)
         real_read = handle.read
 
         def read(size: int = -1) -> bytes:
@@ -150,7 +151,7 @@ def test_an_oversized_file_is_refused_without_reading_it(tmp_path: Path, monkeyp
         handle.read = read
         return handle
 
-    monkeypatch.setattr("builtins.open", counting_open)
+    monkeypatch.setattr(os, "fdopen", counting_open)
     _, errors, _ = check_file(big)
     monkeypatch.undo()
     assert reads == [MAX_YAML_BYTES + 1]

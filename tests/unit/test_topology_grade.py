@@ -71,6 +71,17 @@ def test_cluster_state_counts_coverage_failures_open_slots_and_epoch_collisions(
     assert state["epoch_collisions"] == {"2": ["10.0.0.2:7000", "10.0.0.3:7000"]}
 
 
+def test_a_failed_primary_that_still_lists_its_slots_does_not_cover_them():
+    # Redis keeps a FAILed primary's slots on it until a replica takes over: they are served by nobody
+    view = (
+        "a 10.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n"
+        "b 10.0.0.2:7000@17000 master - 0 0 2 connected 5461-10922\n"
+        "c 10.0.0.3:7000@17000 master,fail - 0 0 3 disconnected 10923-16383\n"
+    )
+    state = cluster_state([_row("10.0.0.1:7000", "cluster_state:fail\r\n")], [_row("10.0.0.1:7000", view)])
+    assert state["slots_covered"] == 10923 and state["slots_missing"] == 16384 - 10923
+
+
 def test_cluster_nodes_text_skips_lines_it_cannot_read():
     assert cluster_nodes_text("garbage\n") == []
 
