@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy", type=int, default=2, help="CPU-bound processes for the busy pass (0: skip it)")
     parser.add_argument(
         "--only",
-        choices=["startup", "overhead", "keyspace", "cluster"],
+        choices=["startup", "overhead", "keyspace", "cluster", "traffic"],
         action="append",
         help="run only these groups (repeatable)",
     )
@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         cluster_rows, cluster_report = cluster_cases.run(args.keys, args.rounds)
         rows += cluster_rows
         report = "\n\n".join(r for r in (report, cluster_report) if r)
+    if "traffic" in groups:  # by name only: the pacing targets beside production traffic (bench/traffic_cases.py)
+        from bench import traffic_cases
+
+        traffic_rows, traffic_report = traffic_cases.run(args.keys, args.rounds, args.busy)
+        rows += traffic_rows
+        report = "\n\n".join(r for r in (report, traffic_report) if r)
     print(render(rows))
     if report:
         print()

@@ -11,12 +11,13 @@ too: the connection stays on the target URL's database, as the gate and the tran
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -39,6 +40,9 @@ from engine.adapters.redis_errors import Site, is_refused_credential, translate
 from engine.errors import MutationRefused, TargetError, UsageError
 from engine.spec.model import Effect
 from engine.targets import RedisEndpoint, TlsSettings, tls_context
+
+if TYPE_CHECKING:
+    from engine.keyspace.pacing import Activity
 
 Guard = Callable[[list[bytes]], None]
 
@@ -123,6 +127,10 @@ MAX_SCAN_COUNT = 65536  # SCAN COUNT never grows past this, whatever the budget
 # operator's round trips are cheaper than a stalled primary. RUNBOOK_SCAN_BUDGET_MS raises it for a
 # server known to be idle (a restore drill, a replica taken out of rotation).
 SCAN_BUDGET_S = 0.0015
+# ... and while no other client ran a command since our previous SCAN: a tenant's keys among a million
+# then take a few dozen SCANs, and the first sign of another client brings the calls back to the budget.
+SCAN_IDLE_BUDGET_S = 0.1
+ACTIVITY_WINDOW_S = 0.1  # how long a scan watches the server's command count before its first call
 
 
 def scan_budget_s() -> float:
@@ -174,6 +182,8 @@ class RedisAdapter:
         self._client: redis.Redis | None = None
         self._raw: redis.Redis | None = None
         self.server_info: dict[str, Any] = {}
+        self.commands_sent = 0  # by call() and pipeline_calls(): a scan tells its own commands from others'
+        self.scan_notes: list[str] = []  # what each keyspace scan's pacing did, for the step's output
 
     # -- connection ----------------------------------------------------------------------------
     def _guard(self, argv: list[bytes]) -> None:
@@ -281,6 +291,7 @@ class RedisAdapter:
         """One command, never one that changes the connection (also MONITOR and MULTI, which the socket
         guard lets through for the engine's own sampler and transactions)."""
         self.check_step_command(argv)
+        self.commands_sent += 1
         reply = self._wrap(lambda: self._execute(argv))
         if argv and _arg_bytes(argv[0]).lower() == b"acl":  # LIST, GETUSER: password hashes never leave here
             from engine.transcript.redact import acl_reply
@@ -358,6 +369,7 @@ class RedisAdapter:
         """
         if not calls:
             return []
+        self.commands_sent += len(calls)
 
         def run() -> list[Any]:
             pool = (self.raw_client() if binary else self.client).connection_pool
@@ -414,10 +426,10 @@ class RedisAdapter:
         primaries in parallel), in batches of about `batch` keys: SCAN pages are gathered until a batch is
         full, so a rare pattern costs one pipeline per `batch` keys, not one per SCAN page.
 
-        COUNT starts at `count` and doubles while pages come back sparse (under a quarter of a batch) and
-        the last SCAN left room in the server-time budget (`scan_budget_s`, its time less the connection's
-        round trip); it halves when a page is dense or a SCAN went over the budget. A rare pattern thus
-        costs as few SCANs as the budget allows, and no SCAN stalls the server for production traffic.
+        COUNT starts at `count` and follows a server-time budget per SCAN, paced on what the server is doing
+        (`_sparse_scan`, engine/keyspace/pacing.py): `scan_budget_s` while other clients are active, growing
+        to SCAN_IDLE_BUDGET_S while nobody else sends a command. A rare pattern thus costs few SCANs on an
+        idle server, and no SCAN stalls the server for production traffic.
         """
         pending: list[bytes] = []
         with closing(self.each_scan_node(lambda node: node._sparse_scan(match, count, batch))) as pages:
@@ -426,26 +438,87 @@ class RedisAdapter:
                 if len(pending) >= batch:
                     yield pending
                     pending = []
+        for node in self.scan_nodes():  # what each node's SCANs did (a cluster's primaries: each its own)
+            if node is not self:
+                self.scan_notes.extend(node.scan_notes)
+                node.scan_notes.clear()
         if pending:
             yield pending
 
     def _sparse_scan(self, match: str, count: int, batch: int) -> Iterator[list[bytes]]:
+        """SCAN pages, COUNT sized by the pacing controller (engine/keyspace/pacing.py) on each SCAN's server
+        time (TIME before and after it in the same pipeline) and on what other clients ran meanwhile (INFO
+        stats in the same pipeline): no round trip of their own. A page bigger than `batch` shrinks the
+        next COUNT in proportion (a dense pattern: memory stays bounded by about one batch)."""
+        from engine.keyspace import pacing
+
+        policy = pacing.Policy(
+            busy_budget_s=scan_budget_s(),
+            min_budget_s=min(scan_budget_s(), pacing.Policy().min_budget_s),
+            idle_budget_s=max(SCAN_IDLE_BUDGET_S, scan_budget_s()),
+            duty=1.0,  # a SCAN between the export's own pipelines: their round trips leave the server free
+            floor=count,
+            ceiling=MAX_SCAN_COUNT,
+        )
+        probed = self.activity()
+        state = pacing.begin(policy, count, probed)
+        cursor: Any = 0
+        last: tuple[float, int, int] | None = None  # (sent at, server's command count, our count) at the last SCAN
+        try:
+            while True:
+                step = state.count
+                started = time.perf_counter()
+                # this node's own pipeline, never routed (a cluster would send SCAN to the owner of its cursor);
+                # the server runs the four back to back, so the TIMEs around SCAN give its server time
+                began, scanned, ended, info = RedisAdapter.pipeline_calls(
+                    self,
+                    [["TIME"], ["SCAN", cursor, "MATCH", match, "COUNT", step], ["TIME"], ["INFO", "stats"]],
+                    binary=True,
+                )
+                round_trip = time.perf_counter() - started
+                if isinstance(scanned, redis.RedisError):
+                    raise self._translate(scanned, connecting=False)
+                cursor, page = int(scanned[0]), list(scanned[1])
+                seen = _commands_processed(info)
+                others, since = probed.others, probed.seconds
+                if last is not None:
+                    others, since = (
+                        pacing.others_between(last[1], seen, self.commands_sent - last[2]),
+                        started - last[0],
+                    )
+                last = (started, seen, self.commands_sent)
+                if isinstance(began, list) and isinstance(ended, list):
+                    server_s = _seconds(ended) - _seconds(began)
+                else:  # TIME refused by an ACL: the round trip less a PING's, an over-estimate that errs small
+                    server_s = max(0.0, round_trip - probed.rtt_s)
+                state, _ = pacing.step(state, pacing.Observation(step, server_s, round_trip, others, since))
+                if len(page) > batch:
+                    state = replace(state, count=max(count, min(state.count, step * batch // len(page))))
+                if page:
+                    yield page
+                if cursor == 0:
+                    return
+        finally:
+            self.scan_notes.append(f"SCAN: {pacing.summary(state)}")
+
+    def activity(self, window_s: float = ACTIVITY_WINDOW_S) -> Activity:
+        """What a scan should know before its first call: the round trip (quickest of three PINGs), how
+        many commands other clients ran over `window_s` (two INFO stats; None when INFO is refused), and
+        whether this client runs on the server's own machine."""
+        from engine.keyspace.pacing import Activity, others_between
+
         raw = self.raw_client()
-        budget = scan_budget_s()
         rtt = self._round_trip_s(raw)
-        cursor, step = 0, count
-        while True:
+        same_host = self._wrap(lambda: _same_host(raw))
+        started = time.perf_counter()
+        try:
+            before = int(self.info("stats")["total_commands_processed"])
             started = time.perf_counter()
-            cursor, page = self._wrap(partial(raw.scan, cursor, match=match, count=step))
-            server_s = time.perf_counter() - started - rtt  # an over-estimate on a busy client: errs small
-            if page:
-                yield page
-            if cursor == 0:
-                return
-            if server_s > budget or len(page) > batch:
-                step = max(step // 2, count)
-            elif len(page) < batch // 4 and server_s * 2 <= budget:
-                step = min(step * 2, MAX_SCAN_COUNT)
+            time.sleep(window_s)
+            after = int(self.info("stats")["total_commands_processed"])
+        except (TargetError, KeyError, ValueError, TypeError):
+            return Activity(rtt, None, time.perf_counter() - started, same_host)
+        return Activity(rtt, others_between(before, after, 1), time.perf_counter() - started, same_host)
 
     def _round_trip_s(self, raw: Any) -> float:
         """The quickest of three PINGs: what a call costs before the server does any work."""
@@ -578,6 +651,39 @@ class RedisAdapter:
     def _translate(self, exc: redis.RedisError, *, connecting: bool, doing: str | None = None) -> TargetError:
         ep = self.endpoint
         return translate(exc, Site(ep.url, ep.timeout, tls=bool(ep.tls), connecting=connecting, doing=doing))
+
+
+def _same_host(client: redis.Redis) -> bool:
+    """Does this connection reach a server on this machine? (A Unix socket, loopback, or a peer address
+    that is the socket's own: the client and Redis then share the CPUs.)"""
+    import ipaddress
+
+    pool = client.connection_pool
+    conn: Any = pool.get_connection()
+    try:
+        sock = getattr(conn, "_sock", None)
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return True
+        peer, own = sock.getpeername()[0], sock.getsockname()[0]
+        return peer == own or ipaddress.ip_address(peer.split("%")[0]).is_loopback
+    finally:
+        pool.release(conn)
+
+
+def _seconds(time_reply: Any) -> float:
+    """A TIME reply ([seconds, microseconds]) in seconds."""
+    return int(time_reply[0]) + int(time_reply[1]) / 1e6
+
+
+def _commands_processed(info: Any) -> int:
+    """total_commands_processed from a raw INFO stats reply; -1 when it is not there (refused)."""
+    if not isinstance(info, bytes | str):
+        return -1
+    text = info.decode("latin-1") if isinstance(info, bytes) else info
+    for line in text.splitlines():
+        if line.startswith("total_commands_processed:"):
+            return int(line.split(":", 1)[1])
+    return -1
 
 
 def _arg_bytes(value: Any) -> bytes:

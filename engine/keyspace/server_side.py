@@ -6,11 +6,14 @@ The client never receives the keyspace, which is what makes this faster than lis
 
 Keeping Redis responsive: Redis runs one script at a time and nothing else meanwhile, so a batch is
 bounded by its key count, and the batch size adapts so that each call stays near a budget of server
-time (1.5 ms; each script measures its own with TIME, so a slow network or client does not shrink
-the batches and multiply the round trips, and a quick one does not grow them past the budget). Between
-batches the server serves every other client, and the client pauses so that our calls hold the server
-at most half of the time (on loopback the round trip alone leaves it almost none): when the server
-competes for a core, production requests queued behind back-to-back scripts would otherwise pile up.
+time (each script measures its own with TIME, so a slow network or client does not shrink the batches
+and multiply the round trips, and a quick one does not grow them past the budget). The budget follows
+what the server is doing (engine/keyspace/pacing.py): each script also reads the server's command
+count, so the client knows how many commands other clients ran between two of its calls. While they
+are active, calls are short (twice the round trip, 0.25-1.5 ms) and the client pauses so that our calls
+hold the server at most half of the time: when the server competes for a core, production requests
+queued behind back-to-back scripts would otherwise pile up. While the server is idle the budget grows
+to 4 ms per call with no pause, and shrinks at once when another client shows up.
 EVAL_RO runs only read-only commands (the server enforces it) and is itself flagged read-only,
 so the path also works in a dry-run.
 
@@ -26,13 +29,15 @@ pipelined path.
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ActionFailed
+from engine.keyspace import pacing
 
 if TYPE_CHECKING:
     from engine.adapters.redis import RedisAdapter
@@ -43,14 +48,24 @@ local function tenant_of(k)
   local t = string.match(k, '^tenant:([^:]+):')
   return t or '(none)'
 end
+-- What the server has run so far (INFO stats; -1 when refused), and the commands this script runs: EVAL_RO
+-- itself, TIME twice, INFO and SCAN, plus those per key added by the caller. Between two of our calls,
+-- the difference less ours is what other clients ran (pacing.py).
+local function _activity()
+  local info = redis.pcall('INFO', 'stats')
+  if type(info) ~= 'string' then return -1, 4 end
+  return tonumber(string.match(info, 'total_commands_processed:(%d+)')) or -1, 5
+end
 """
 
 AUDIT_TTL = (
     _TENANT
     + r"""
 local began = redis.call('TIME')
+local seen, ours = _activity()
 local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local want = tonumber(ARGV[4])
+ours = ours + #res[2]
 local scanned, without = 0, 0
 local tenants, order, sample = {}, {}, {}
 for _, k in ipairs(res[2]) do
@@ -69,7 +84,8 @@ end
 local flat = {}
 for _, name in ipairs(order) do flat[#flat + 1] = name; flat[#flat + 1] = tenants[name] end
 local ended = redis.call('TIME')
-return {res[1], scanned, without, flat, sample, #res[2], (ended[1] - began[1]) * 1000000 + ended[2] - began[2]}
+return {res[1], scanned, without, flat, sample, #res[2], (ended[1] - began[1]) * 1000000 + ended[2] - began[2],
+        began[1] * 1000000 + began[2], seen, ours}
 """
 )
 
@@ -77,14 +93,17 @@ MEMORY_REPORT = (
     _TENANT
     + r"""
 local began = redis.call('TIME')
+local seen, ours = _activity()
 local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local top = tonumber(ARGV[4])
+ours = ours + #res[2]
 local scanned, total = 0, 0
 local by_type, by_tenant, types, tenants, best = {}, {}, {}, {}, {}
 for _, k in ipairs(res[2]) do
   local kind = redis.call('TYPE', k)['ok']
   if kind ~= 'none' then
     local size = redis.call('MEMORY', 'USAGE', k)
+    ours = ours + 1
     if size then
       scanned = scanned + 1
       total = total + size
@@ -121,66 +140,76 @@ for _, name in ipairs(tenants) do
 end
 local ended = redis.call('TIME')
 return {res[1], scanned, total, flat_types, flat_tenants, flat_best, #res[2],
-        (ended[1] - began[1]) * 1000000 + ended[2] - began[2]}
+        (ended[1] - began[1]) * 1000000 + ended[2] - began[2], began[1] * 1000000 + began[2], seen, ours}
 """
 )
 
-BUDGET_S = 0.0015  # server time per call the batch size aims at (each script times itself with TIME)
-DUTY = 0.5  # at most this share of the server's time goes to our calls: the rest is production's
+BUDGET_S = 0.0015  # server time per call while other clients are active (each script times itself with TIME)
+IDLE_BUDGET_S = 0.004  # ... while the server is idle: under the 5 ms per call target
+DUTY = 0.5  # while others are active, at most this share of the server's time goes to our calls
 MIN_BATCH, MAX_BATCH = 100, 4000
 MEMORY_BATCH = 2000
+MIN_SLEEP_S = 0.001  # pauses shorter than this are added up and taken together
 
 
 @dataclass
 class Pacer:
-    """Sizes each batch so that its server time stays near `budget_s`, from the cost per key measured so far.
+    """What the step hands the scan: the limits, and, once it ran, what its calls did (for the summary).
 
-    The cost per key is the median of the last few calls (server time / COUNT), so one call stretched
-    by a busy machine (the server waiting for a core mid-script) does not halve the batches that follow;
-    a batch grows at most twofold per call. What it did is kept for the step's summary.
+    The decisions are the pure controller's (engine/keyspace/pacing.py): `begin` with what the server
+    was doing before the first call, then `observe` each call, which returns the pause before the next.
     """
 
     budget_s: float = BUDGET_S
     duty: float = DUTY
     floor: int = MIN_BATCH
     ceiling: int = MAX_BATCH
+    idle_budget_s: float = IDLE_BUDGET_S
     calls: int = 0
     longest_s: float = 0.0
     total_s: float = 0.0
     smallest: int = 0
     largest: int = 0
     paused_s: float = 0.0
-    _costs: list[float] = field(default_factory=list)
+    probed: pacing.Activity | None = None  # what the server was doing before the scan
+    state: pacing.Pacing | None = field(default=None, repr=False)
 
-    def record(self, count: int, server_s: float) -> None:
-        self.calls += 1
-        self.longest_s = max(self.longest_s, server_s)
-        self.total_s += server_s
-        self.smallest = min(self.smallest, count) if self.smallest else count
-        self.largest = max(self.largest, count)
-        self._costs = [*self._costs[-6:], server_s / max(count, 1)]
+    def policy(self) -> pacing.Policy:
+        return pacing.Policy(
+            busy_budget_s=self.budget_s,
+            idle_budget_s=max(self.idle_budget_s, self.budget_s),
+            duty=self.duty,
+            floor=self.floor,
+            ceiling=self.ceiling,
+        )
 
-    def next_count(self, count: int) -> int:
-        if not self._costs:
-            return count
-        per_key = sorted(self._costs)[len(self._costs) // 2]
-        want = int(self.budget_s / per_key) if per_key > 0 else self.ceiling
-        return max(self.floor, min(self.ceiling, want, count * 2))
+    def begin(self, count: int, seen: pacing.Activity) -> int:
+        self.state = pacing.begin(self.policy(), count, seen)
+        return self.state.count
 
-    def pause(self, server_s: float, round_trip_s: float) -> float:
-        """Seconds to wait before the next call so that our calls hold the server at most `duty` of the time.
+    def observe(self, seen: pacing.Observation) -> float:
+        """Record one call; the seconds to pause before the next (the next size is `count`)."""
+        if self.state is None:
+            self.begin(seen.count, pacing.Activity(0.0, None, 0.0, same_host=False))
+        assert self.state is not None
+        self.state, pause = pacing.step(self.state, seen)
+        self.calls, self.longest_s, self.total_s = self.state.calls, self.state.longest_s, self.state.total_s
+        self.smallest, self.largest, self.paused_s = self.state.smallest, self.state.largest, self.state.paused_s
+        return pause
 
-        The part of the round trip the server did not spend on the call (network, client) already
-        counts as time the server was free for other clients.
-        """
-        free_needed = server_s * (1 / self.duty - 1)
-        wait = max(0.0, free_needed - max(0.0, round_trip_s - server_s))
-        self.paused_s += wait
-        return wait
+    @property
+    def count(self) -> int:
+        return self.state.count if self.state else self.floor
 
     def fresh(self) -> Pacer:
         """A pacer with the same settings and nothing measured: one per node of a cluster."""
-        return Pacer(budget_s=self.budget_s, duty=self.duty, floor=self.floor, ceiling=self.ceiling)
+        return Pacer(
+            budget_s=self.budget_s,
+            duty=self.duty,
+            floor=self.floor,
+            ceiling=self.ceiling,
+            idle_budget_s=self.idle_budget_s,
+        )
 
     def absorb(self, other: Pacer) -> None:
         """Add what `other` did (another node's batches) to this one's summary."""
@@ -194,12 +223,13 @@ class Pacer:
         self.paused_s += other.paused_s
 
     def summary(self) -> str:
-        if not self.calls:
+        if self.state is not None:
+            return pacing.summary(self.state)
+        if not self.calls:  # nothing ran here (or only others' figures were added to this one)
             return "no calls"
         return (
             f"{self.calls} calls of {self.smallest}-{self.largest} keys, server time {self.total_s:.2f}s, "
-            f"longest call {self.longest_s * 1000:.1f} ms (budget {self.budget_s * 1000:g} ms per call), "
-            f"paused {self.paused_s:.2f}s to hold the server at most {self.duty:.0%} of the time"
+            f"longest call {self.longest_s * 1000:.1f} ms, paused {self.paused_s:.2f}s"
         )
 
 
@@ -235,23 +265,55 @@ def _replies(
 
 
 def _batches(
-    adapter: RedisAdapter, script: str, match: str, extra: list[str], start: int, pacer: Pacer
+    adapter: RedisAdapter,
+    script: str,
+    match: str,
+    extra: list[str],
+    start: int,
+    pacer: Pacer,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[list[Any]]:
-    """One reply per EVAL_RO until the cursor comes back to 0, sizing COUNT to the server-time budget."""
-    cursor, count = "0", max(pacer.floor, min(start, pacer.ceiling))
+    """One reply per EVAL_RO until the cursor comes back to 0, sized and paced by the controller.
+
+    Each script also returns when it began, the server's command count at that moment and how many
+    commands it ran itself: between two of our calls the rest is other clients' (`pacing.others_between`).
+    The reply is yielded without those three, ending with the call's server time in microseconds.
+    """
+    if pacer.probed is None:
+        pacer.probed = adapter.activity()
+    cursor, count = "0", pacer.begin(start, pacer.probed)
+    last: tuple[int, int, int] | None = None  # (began us, server's command count, our commands) of the last call
+    sha: str | None = None  # after the first EVAL_RO the server has the script: EVALSHA_RO sends 40 bytes, not 2 KB
+    debt = 0.0  # pauses owed: slept once they add up to MIN_SLEEP_S (a busy machine oversleeps short sleeps)
     while True:
-        began = time.perf_counter()
-        reply = adapter.call(["EVAL_RO", script, "0", cursor, match, str(count), *extra])
-        round_trip = time.perf_counter() - began
-        server_s = int(reply[-1]) / 1e6
-        pacer.record(count, server_s)
-        yield reply
+        began = clock()
+        args = ["0", cursor, match, str(count), *extra]
+        try:
+            reply = adapter.call(["EVALSHA_RO", sha, *args] if sha else ["EVAL_RO", script, *args])
+        except ActionFailed:
+            if sha is None:
+                raise
+            sha = None  # flushed, or EVALSHA_RO not allowed: the body from now on
+            reply = adapter.call(["EVAL_RO", script, *args])
+        else:
+            sha = sha or hashlib.sha1(script.encode()).hexdigest()
+        round_trip = clock() - began
+        *body, server_us, began_us, seen, ours = reply
+        others, since = pacer.probed.others, pacer.probed.seconds
+        if last is not None:
+            others, since = pacing.others_between(last[1], int(seen), last[2]), (int(began_us) - last[0]) / 1e6
+        last = (int(began_us), int(seen), int(ours))
+        wait = pacer.observe(pacing.Observation(count, int(server_us) / 1e6, round_trip, others, since))
+        yield [*body, server_us]
         cursor = str(reply[0])
         if cursor == "0":
             return
-        count = pacer.next_count(count)
-        if wait := pacer.pause(server_s, round_trip):
-            time.sleep(wait)
+        count = pacer.count
+        debt += wait
+        if debt >= MIN_SLEEP_S:
+            sleep(debt)
+            debt = 0.0
 
 
 def audit_ttl(

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ActionFailed, UsageError
-from engine.keyspace import operations, server_side
+from engine.keyspace import operations, pacing, server_side
 from engine.keyspace.aggregate import normalise_checks
 from engine.keyspace.pages import MIN_COUNT, scan_pages
 from engine.keyspace.patterns import broad_pattern_reason
@@ -45,9 +45,11 @@ _FLAG = {"type": ["boolean", "string"]}
 _MATCH = {"type": "string", "minLength": 1, "description": "SCAN MATCH glob, e.g. tenant:*:wm:*"}
 _COUNT = {**_NUMBER, "description": f"SCAN COUNT hint (at least {MIN_COUNT}, the default)."}
 _SERVER_SIDE = {
-    "enum": ["auto", "never"],
+    "enum": ["auto", "always", "never"],
     "description": "auto (default): count inside Redis in short read-only Lua batches (EVAL_RO) when the "
-    "server allows scripts, else pipelined from here; never: always pipelined from here.",
+    "server allows scripts, unless the network is fast and other clients are busy on the server (then "
+    "pipelined from here, which interleaves with their requests); always: the scripts whenever allowed; "
+    "never: always pipelined from here.",
 }
 
 
@@ -271,14 +273,23 @@ def _plan_analysis(
     op: str, spec: dict[str, Any], adapter: RedisAdapter, where: str, command: str, pages: Any, scanning: Any
 ) -> Action:
     """TTL audit and memory report: inside Redis in short Lua batches when allowed, else pipelined from here."""
-    want_server_side = spec.get("server_side", "auto") != "never"
+    mode = str(spec.get("server_side", "auto"))
+    want_server_side = mode != "never"
     method: dict[str, str] = {}
 
     def execute() -> dict[str, Any]:
+        choice = None
         shards = len(adapter.scan_nodes())  # a cluster's primaries, at the time of the scan
         where_run = f", on each of the {shards} primaries in parallel, merged" if shards > 1 else ""
         if want_server_side and server_side.available(adapter):
+            # which path costs production traffic less, from the round trip and what other clients are doing
+            probe = adapter.activity()
+            choice = pacing.choose_path(probe)
+            if mode == "always" and choice.path != "server-side":
+                choice = pacing.Choice("server-side", f"server_side: always ({choice.reason})")
+        if choice is not None and choice.path == "server-side":
             pacer = server_side.Pacer() if op == "audit_ttl" else server_side.Pacer(ceiling=server_side.MEMORY_BATCH)
+            pacer.probed = probe
             try:
                 if op == "audit_ttl":
                     size = _int(spec, "sample", 20)
@@ -293,13 +304,17 @@ def _plan_analysis(
                 )
             finally:
                 method["used"] = (
-                    "server-side (scripts allowed): read-only Lua batches (EVAL_RO) sized to the server-time "
-                    f"budget{where_run}: {pacer.summary()}"
+                    f"server-side (scripts allowed; {choice.reason}): read-only Lua batches (EVAL_RO) paced to "
+                    f"what the server is doing{where_run}: {pacer.summary()}"
                 )
-        method["used"] = (
-            "client-side: SCAN pages, one pipeline per page"
-            + (" (scripts refused by the server)" if want_server_side else " (server_side: never)")
-            + (f"; pages from each of the {shards} primaries in parallel" if shards > 1 else "")
+        if choice is not None:
+            why = choice.reason
+        elif not want_server_side:
+            why = "server_side: never"
+        else:
+            why = "scripts refused by the server"
+        method["used"] = f"client-side ({why}): SCAN pages, one pipeline per page" + (
+            f"; pages from each of the {shards} primaries in parallel" if shards > 1 else ""
         )
         if op == "audit_ttl":
             size = _int(spec, "sample", 20)

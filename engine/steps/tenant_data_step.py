@@ -141,6 +141,11 @@ def _pipeline(adapter: RedisAdapter, calls: list[tuple[Any, ...]]) -> list[Any]:
     return adapter.pipeline_calls(calls, binary=True)
 
 
+def _scan_method(adapter: RedisAdapter) -> str | None:
+    notes = getattr(adapter, "scan_notes", None)
+    return ("method: " + " | ".join(notes)) if notes else None
+
+
 def _text(key: bytes) -> str:
     return key.decode("utf-8", "backslashreplace")
 
@@ -204,6 +209,7 @@ def export(adapter: RedisAdapter, match: str, output: Path, count: int, ctx: Ste
         "redis_version": adapter.server_info.get("redis_version"),
         "engine_version": __version__,
     }
+    getattr(adapter, "scan_notes", []).clear()  # what this export's SCANs did, for the step's output
     seen: set[bytes] = set()  # SCAN may return a key twice; names only, never values
     vanished = duplicates = 0
     writer = keyfile.KeyFileWriter(output, header, write=ctx.connections.allow_mutation)  # dry-run: no file
@@ -449,6 +455,8 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
             where,
             f"SCAN MATCH {match} COUNT {count} | TYPE + PTTL + DUMP -> {output}",
             _file_errors(lambda: export(adapter, match, output, count, ctx)),
+            # how the SCANs were paced, and why (engine/keyspace/pacing.py)
+            output=lambda result: _scan_method(adapter),
         )
     path = str(spec["input"])
     if op == "inspect":

@@ -154,10 +154,16 @@ def test_pacer_accounts_for_every_script_call_and_keeps_batches_in_bounds(seeded
     """What the step's summary reports (calls, batch sizes, server time) is what really reached Redis."""
     admin = seeded.client()
     adapter = adapter_for(seeded)
-    before = int(admin.info("commandstats").get("cmdstat_eval_ro", {}).get("calls", 0))
+
+    def scripts() -> int:  # the first call sends the script's body, the others its SHA1
+        stats = admin.info("commandstats")
+        return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("eval_ro", "evalsha_ro"))
+
+    before = scripts()
     pacer = server_side.Pacer(floor=100, ceiling=400)
     result = server_side.audit_ttl(adapter, "*", sample=5, progress=_Quiet(), start=100, pacer=pacer)
-    calls = int(admin.info("commandstats")["cmdstat_eval_ro"]["calls"]) - before
+    calls = scripts() - before
+    assert int(admin.info("commandstats")["cmdstat_evalsha_ro"]["calls"]) >= calls - 1
     adapter.close()
     assert result["scanned"] == admin.dbsize()
     assert pacer.calls == calls > 1
@@ -179,6 +185,134 @@ def test_the_step_says_which_path_it_took_why_and_what_its_batches_did(seeded, t
     assert result.code == 0, result.output
     outputs = [e["output"] for e in of_type(events(result.json()["transcript"]), "step.output")]
     method = next(o for o in outputs if "method:" in o)
-    assert "server-side (scripts allowed)" in method
+    assert "server-side (scripts allowed; same host, round trip" in method, method
+    assert "other clients ran" in method and "paced to what the server is doing" in method
     assert re.search(r"\d+ calls of \d+-\d+ keys, server time [\d.]+s, longest call [\d.]+ ms", method), method
-    assert "budget 1.5 ms per call" in method and "at most 50% of the time" in method
+    assert "ms per call while other clients were active" in method and "at most 50% of the time" in method
+
+
+class _Load:
+    """A production client the test holds: GET after GET on its own connection until released."""
+
+    def __init__(self, server) -> None:  # type: ignore[no-untyped-def]
+        self.client = server.client()
+        self.stop = threading.Event()
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.client.get("tenant:load:cache:0")
+            self.sent += 1
+
+    def __enter__(self) -> _Load:
+        self.thread.start()
+        while self.sent < 10:  # it is running before the scan starts
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def test_the_scripts_shrink_their_batches_while_another_client_is_active_with_the_same_results(seeded):
+    adapter = adapter_for(seeded)
+    quiet_pacer = server_side.Pacer()
+    idle = server_side.audit_ttl(adapter, "*", sample=5, progress=_Quiet(), start=100, pacer=quiet_pacer)
+    busy_pacer = server_side.Pacer()
+    with _Load(seeded) as load:
+        busy = server_side.audit_ttl(adapter, "*", sample=5, progress=_Quiet(), start=100, pacer=busy_pacer)
+        assert not load.stop.is_set()  # the load ran for the whole scan: the test ends it only now
+    plain = operations.audit_ttl(adapter, scan_pages(adapter, "*"), sample=5, progress=_Quiet())
+    adapter.close()
+    figures = ("scanned", "without_ttl", "by_tenant")
+    assert {k: idle[k] for k in figures} == {k: busy[k] for k in figures} == {k: plain[k] for k in figures}
+    quiet, loaded = quiet_pacer.state, busy_pacer.state
+    assert quiet is not None and loaded is not None
+    assert quiet.busy_calls == 0 and quiet.top_budget_s == server_side.IDLE_BUDGET_S  # grew to the idle budget
+    assert loaded.busy_calls == loaded.calls  # every call saw the other client
+    assert loaded.budget_s <= loaded.policy.busy_budget_s < quiet.top_budget_s  # shorter calls beside a client
+    assert busy_pacer.paused_s > 0 and quiet_pacer.paused_s == 0
+    assert loaded.largest < quiet.largest and loaded.calls > quiet.calls  # smaller batches, more of them
+    assert "while other clients were active" in busy_pacer.summary()
+
+
+def test_the_export_scan_grows_on_an_idle_server_and_stays_short_beside_another_client(redis_server):
+    server = redis_server()
+    admin = server.client()
+    admin.execute_command("DEBUG", "POPULATE", 200_000, "other", 10)
+    for i in range(50):
+        admin.set(f"tenant:acme:wm:{i}", "v")
+
+    def scans(load: bool) -> tuple[list[bytes], int, str]:
+        adapter = adapter_for(server)
+        before = int(admin.info("commandstats")["cmdstat_scan"]["calls"])
+        if load:
+            with _Load(server):
+                keys = [k for batch in adapter.key_batches("tenant:acme:*", count=1000) for k in batch]
+        else:
+            keys = [k for batch in adapter.key_batches("tenant:acme:*", count=1000) for k in batch]
+        calls = int(admin.info("commandstats")["cmdstat_scan"]["calls"]) - before
+        notes = " ".join(adapter.scan_notes)
+        adapter.close()
+        return sorted(keys), calls, notes
+
+    admin.scan(0, count=1)  # cmdstat_scan exists from here
+    idle_keys, idle_scans, idle_note = scans(load=False)
+    busy_keys, busy_scans, busy_note = scans(load=True)
+    assert idle_keys == busy_keys == sorted(f"tenant:acme:wm:{i}".encode() for i in range(50))
+    assert idle_scans < 20, idle_note  # COUNT grew towards 65536 while nobody else was there
+    assert busy_scans > 2 * idle_scans, busy_note
+    assert "(0 calls" in idle_note and "while the server was idle" in idle_note
+    assert "while the server was idle" not in busy_note
+
+
+def test_every_path_gives_the_same_audit_and_says_which_it_took(seeded, tmp_path):
+    procedures = tmp_path / "procs"
+    procedures.mkdir()
+    for mode in ("auto", "always", "never"):
+        (procedures / f"audit-{mode}.yaml").write_text(
+            f"id: t/audit-{mode}\ntitle: audit {mode}\nsection: test\ndescription: audit {mode}\n"
+            f"requires: [redis]\nsteps:\n  - id: audit\n    name: audit\n    keyspace:\n"
+            f"      audit_ttl: {{match: '*', sample: 3, server_side: {mode}}}\n"
+        )
+    results, methods = {}, {}
+    with _Load(seeded):
+        for mode in ("auto", "always", "never"):
+            result = runbook(
+                "run",
+                f"t/audit-{mode}",
+                "--procedures",
+                str(procedures),
+                "--redis",
+                f"redis://127.0.0.1:{seeded.port}/0",
+                "--transcripts-dir",
+                str(tmp_path / mode),
+                "--json",
+            )
+            assert result.code == 0, result.output
+            step = result.json()["steps"][0]["result"]
+            results[mode] = {k: step[k] for k in ("scanned", "without_ttl", "by_tenant")}
+            outputs = [e["output"] for e in of_type(events(result.json()["transcript"]), "step.output")]
+            methods[mode] = next(o for o in outputs if "method:" in o)
+    assert results["auto"] == results["always"] == results["never"]
+    assert "server-side" in methods["auto"] and "own host" in methods["auto"], methods["auto"]
+    assert "other clients ran" in methods["auto"]
+    assert methods["never"].startswith("method: client-side (server_side: never)")
+
+
+def test_the_export_scan_works_for_a_user_refused_time(redis_server):
+    server = redis_server()
+    admin = server.client()
+    for i in range(3000):
+        admin.set(f"tenant:acme:wm:{i}" if i % 3 == 0 else f"other:{i}", "v")
+    admin.execute_command(
+        "ACL", "SETUSER", "reader", "on", ">reader-pw", "~*", "+@read", "+ping", "+info", "+command", "-time"
+    )
+    adapter = adapter_for(server, username="reader", password="reader-pw")
+    keys = sorted(k for batch in adapter.key_batches("tenant:acme:*", count=1000) for k in batch)
+    notes = " ".join(adapter.scan_notes)
+    adapter.close()
+    assert keys == sorted(f"tenant:acme:wm:{i}".encode() for i in range(0, 3000, 3))
+    assert notes.startswith("SCAN: ") and "calls of" in notes  # paced on the round trip instead of TIME

@@ -1,0 +1,341 @@
+"""The targets that weigh our scans against production traffic, side by side in one run (issue 15).
+
+`python -m bench --only traffic` (or `python -m bench.traffic_cases`): on the benchmark keyspace, with
+the production traffic of bench/load.py running (1,000 GET/SET per second over 4 connections), it runs
+alternately, `--rounds` times each:
+
+- audit-ttl as an operator runs it (`redis/audit-ttl`: the path chosen automatically), the same with
+  the path fixed to client-side pipelines (`bench/audit-ttl-pipelines`), and `redis-cli --scan | wc -l`;
+  first on loopback, then with the machine busy (`--busy` CPU-bound spinners, one per core);
+- through a 1 ms relay, audit-ttl and the export of one tenant (5,000 keys of a million) with the
+  traffic running, then again with the traffic stopped (an idle server): round trips counted by the relay.
+
+It reports production latency (p50 / p99 / max) during each, the longest single call of ours (SLOWLOG,
+every call over `SLOW_US`), which path each run took and why (the step's `method:` line), and the
+machine's load average at each pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.harness import Measured, Meter, Processes, Relayed, ping_rtt, start_relay
+from bench.keyspace import TENANTS, start_loaded
+from bench.keyspace_cases import LOAD_CLIENTS, LOAD_RATE, SPIN
+from bench.load import read_samples
+from bench.measure import Row
+from bench.stats import Latency, in_windows, median_cost
+
+RUNBOOK = [sys.executable, "-m", "engine.cli", "run"]
+PROCEDURES = str(Path(__file__).resolve().parent / "procedures")
+SLOW_US = 1000
+VARIANTS = {  # side -> procedure (None: the reference)
+    "auto": "redis/audit-ttl",
+    "reference": None,
+    "pipelines": "bench/audit-ttl-pipelines",
+}
+# (bench/audit-ttl-scripts fixes the other path: on the server's own host it is what `auto` takes, so it
+# is not run here; `python -m bench.traffic_cases --scripts` adds it)
+
+
+@dataclass
+class Run:
+    measured: Measured
+    longest_call_s: float = 0.0  # SLOWLOG's longest entry during the run (0: none over SLOW_US)
+    method: str = ""
+
+
+@dataclass
+class Results:
+    runs: dict[tuple[str, str], list[Run]] = field(default_factory=lambda: defaultdict(list))
+    loads: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def median(self, side: str, path: str) -> Run | None:
+        runs = self.runs.get((side, path))
+        if not runs:
+            return None
+        wall = median_cost([r.measured.cost for r in runs]).wall_s
+        return next(r for r in runs if r.measured.cost.wall_s == wall)
+
+    def windows(self, side: str, path: str) -> list[tuple[float, float]]:
+        return [r.measured.window for r in self.runs.get((side, path), [])]
+
+    def longest(self, side: str, path: str) -> float:
+        return max((r.longest_call_s for r in self.runs.get((side, path), [])), default=0.0)
+
+
+class TrafficBench:
+    def __init__(self, server, processes: Processes, work: Path) -> None:  # type: ignore[no-untyped-def]
+        self.server, self.processes, self.work = server, processes, work
+        self.admin = server.client(socket_timeout=None)
+        self.meter = Meter(self.admin)
+        self.results = Results()
+        self.tick = iter(range(10**6))
+        self.load: object | None = None
+
+    def traffic(self, on: bool) -> None:
+        if on and self.load is None:
+            out = self.work / f"load-{next(self.tick)}.bin"
+            argv = [sys.executable, "-m", "bench.load", "--port", str(self.server.port), "--out", str(out)]
+            argv += ["--rate", str(LOAD_RATE), "--clients", str(LOAD_CLIENTS)]
+            self.load, _ = self.processes.start(argv)
+            time.sleep(1)
+        elif not on and self.load is not None:
+            self.processes.stop(self.load)  # type: ignore[arg-type]
+            self.load = None
+            time.sleep(2)  # INFO's instantaneous figures and our probes see an idle server from here
+
+    def samples(self) -> list[tuple[float, float]]:
+        return [s for path in sorted(self.work.glob("load-*.bin")) for s in read_samples(path)]
+
+    def argv(self, side: str, port: int) -> list[str] | str:
+        procedure = VARIANTS[side]
+        if procedure is None:
+            return f"redis-cli -h 127.0.0.1 -p {port} --scan --pattern '*' | wc -l"
+        transcript = str(self.work / f"t{next(self.tick)}.jsonl")
+        extra = ["--procedures", PROCEDURES] if procedure.startswith("bench/") else []
+        return [*RUNBOOK, procedure, *extra, "--redis", f"redis://127.0.0.1:{port}/0", "--transcript", transcript]
+
+    def one(self, side: str, path: str, relay: Relayed | None = None, argv: list[str] | str | None = None) -> Run:
+        argv = argv if argv is not None else self.argv(side, relay.port if relay else self.server.port)
+        self.admin.slowlog_reset()
+        measured = self.meter.run(argv, relay)
+        slow = self.admin.slowlog_get(100_000)
+        ours = [e for e in slow if not _text(e["command"]).upper().startswith(("INFO", "SLOWLOG", "CONFIG"))]
+        longest = max((e["duration"] for e in ours), default=0) / 1e6
+        run = Run(measured, longest, _method(argv))
+        self.results.runs[(side, path)].append(run)
+        return run
+
+    def pairs(self, path: str, rounds: int) -> None:
+        self.results.loads[path].append(os.getloadavg()[0])
+        for i in range(rounds):
+            sides = list(VARIANTS)
+            for side in sides[i % len(sides) :] + sides[: i % len(sides)]:  # each goes first in turn
+                self.one(side, path)
+        self.results.loads[path].append(os.getloadavg()[0])
+
+    def export_argv(self, port: int) -> list[str]:
+        tenant = f"t{next(self.tick) % TENANTS}"
+        out = self.work / f"export-{next(self.tick)}"
+        out.mkdir()
+        transcript = str(out / "t.jsonl")
+        args = ["redis/backup-tenant", "--var", f"tenant={tenant}", "--var", f"output={out}"]
+        return [*RUNBOOK, *args, "--redis", f"redis://127.0.0.1:{port}/0", "--transcript", transcript]
+
+    def network(self, rtt_ms: float, traffic: bool) -> None:
+        path = f"{rtt_ms:g} ms, {'traffic' if traffic else 'idle server'}"
+        self.traffic(traffic)
+        relay = start_relay(self.processes, self.server.port, rtt_ms / 2, self.work / f"relay-{next(self.tick)}.stats")
+        self.results.loads[path].append(os.getloadavg()[0])
+        try:
+            self.one("auto", path, relay)
+            self.one("export", path, relay, self.export_argv(relay.port))
+        finally:
+            self.results.loads[path].append(os.getloadavg()[0])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _method(argv: list[str] | str) -> str:
+    """The step's `method:` line from the run's transcript (which path, why, what the calls did)."""
+    if isinstance(argv, str) or "--transcript" not in argv:
+        return ""
+    path = Path(argv[argv.index("--transcript") + 1])
+    if not path.exists():
+        return ""
+    for line in path.read_text().splitlines():
+        if '"method: ' in line:
+            return str(json.loads(line).get("output", ""))
+    return ""
+
+
+def run(keys: int, rounds: int, busy: int, rtt_ms: float = 1.0) -> tuple[list[Row], str]:
+    processes = Processes()
+    work = Path(tempfile.mkdtemp(prefix="runbook-bench-traffic-"))
+    server = start_loaded(keys)
+    try:
+        bench = TrafficBench(server, processes, work)
+        bench.admin.config_set("slowlog-log-slower-than", SLOW_US)
+        bench.admin.config_set("slowlog-max-len", 100_000)
+        bench.traffic(True)
+        idle = bench.meter.calibrate_idle(3.0)
+        bench.pairs("loopback", rounds)
+        if busy:
+            spinners = [processes.start([sys.executable, "-c", SPIN])[0] for _ in range(busy)]
+            try:
+                time.sleep(1)
+                bench.pairs("busy", rounds)
+            finally:
+                for spinner in spinners:
+                    processes.stop(spinner)
+        bench.network(rtt_ms, traffic=True)
+        bench.network(rtt_ms, traffic=False)
+        bench.traffic(False)
+        return _rows(bench.results, bench.samples(), idle, keys, busy, rtt_ms, ping_rtt(server.port))
+    finally:
+        processes.stop_all()
+        server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _rows(
+    results: Results,
+    traffic: list[tuple[float, float]],
+    idle: tuple[float, float],
+    keys: int,
+    busy: int,
+    rtt_ms: float,
+    loopback_rtt: float,
+) -> tuple[list[Row], str]:
+    rows: list[Row] = []
+    scale = f"{keys / 1e6:g}M" if keys >= 1_000_000 else f"{keys // 1000}k"
+
+    def p99(side: str, path: str) -> float:
+        return Latency.of(in_windows(traffic, results.windows(side, path))).p99
+
+    def wall(side: str, path: str) -> float:
+        run = results.median(side, path)
+        return run.measured.cost.wall_s if run else float("nan")
+
+    for path in ("loopback", "busy"):
+        if not results.runs.get(("auto", path)):
+            continue
+        target = 0.5 if path == "busy" else None
+        rows.append(
+            Row(
+                f"audit-ttl, {scale} keys, {path} (vs redis-cli --scan | wc -l)",
+                wall("auto", path),
+                wall("reference", path),
+                target,
+                note=_path_note(results, path, busy),
+            )
+        )
+        rows.append(
+            Row(
+                f"production p99 during audit-ttl, {path} (vs during redis-cli --scan)",
+                p99("auto", path),
+                p99("reference", path),
+                1.0 if path == "loopback" else None,
+                note=f"{LOAD_RATE} GET/SET per second over {LOAD_CLIENTS} connections, latency from when each was due",
+            )
+        )
+    rows.append(
+        Row(
+            "longest single call of audit-ttl, loopback (vs 5 ms)",
+            results.longest("auto", "loopback"),
+            0.005,
+            1.0,
+            note=f"SLOWLOG (every call over {SLOW_US} us; wall time, so a busy machine stretches it); with the "
+            f"path fixed to pipelines: {results.longest('pipelines', 'loopback') * 1000:.1f} ms",
+        )
+    )
+    for side, label, budget in (
+        ("auto", f"round trips of audit-ttl, {scale} keys", 1500 * keys / 1_000_000),
+        ("export", f"round trips of backup-tenant, {keys // TENANTS} keys of {scale}", 50),
+    ):
+        for traffic_on in (False, True):
+            path = f"{rtt_ms:g} ms, {'traffic' if traffic_on else 'idle server'}"
+            run = results.median(side, path)
+            if run is None:
+                continue
+            rows.append(
+                Row(
+                    f"{label}, {path} (vs {budget:g})",
+                    run.measured.cost.round_trips,
+                    budget,
+                    None if traffic_on else 1.0,
+                    note=f"longest call {run.longest_call_s * 1000:.1f} ms; {run.method}",
+                    unit="",
+                )
+            )
+    return rows, _report(results, traffic, idle, loopback_rtt)
+
+
+def _path_note(results: Results, path: str, busy: int) -> str:
+    run = results.median("auto", path)
+    loads = results.loads.get(path, [])
+    shown = f"load average {min(loads):.1f}-{max(loads):.1f}" if loads else ""
+    extra = f"{busy} CPU-bound spinners beside Redis, " if path == "busy" else ""
+    return f"{extra}{LOAD_RATE} req/s of production traffic, {shown}; {run.method if run else ''}"
+
+
+def _report(
+    results: Results, traffic: list[tuple[float, float]], idle: tuple[float, float], loopback_rtt: float
+) -> str:
+    header = ("run", "path", "wall", "server CPU", "client CPU", "longest call", "prod p50 / p99 / max", "runs")
+    lines = [header, ("(idle)", "-", "-", "-", "-", "-", Latency.of(in_windows(traffic, [idle])).render(), "-")]
+    for (side, path), runs in results.runs.items():
+        run = results.median(side, path)
+        assert run is not None
+        cost = run.measured.cost
+        lines.append(
+            (
+                side,
+                path,
+                f"{cost.wall_s:.2f}s",
+                f"{cost.server_cpu_s:.2f}s",
+                f"{cost.client_cpu_s:.2f}s",
+                f"{results.longest(side, path) * 1000:.1f} ms",
+                Latency.of(in_windows(traffic, results.windows(side, path))).render(),
+                " ".join(f"{r.measured.cost.wall_s:.2f}" for r in runs),
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = ["| " + " | ".join(c.ljust(widths[i]) for i, c in enumerate(line)) + " |" for line in lines]
+    out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    methods = []
+    for (side, path), runs in results.runs.items():
+        for r in runs:
+            if r.method:
+                methods.append(f"- {side}, {path}, {r.measured.cost.wall_s:.2f}s: {r.method}")
+    loads = "; ".join(f"{path} {' -> '.join(f'{x:.1f}' for x in xs)}" for path, xs in results.loads.items())
+    return "\n".join(
+        [
+            *out,
+            "",
+            f"- loopback PING round trip: {loopback_rtt * 1e3:.3f} ms",
+            f"- load average (1 min) at the start and end of each pass: {loads}",
+            f"- load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+            "",
+            *methods,
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from bench.harness import exit_on_signals
+    from bench.measure import render
+
+    parser = argparse.ArgumentParser(prog="python -m bench.traffic_cases", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keys", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--busy", type=int, default=2)
+    parser.add_argument("--rtt", type=float, default=1.0)
+    parser.add_argument("--scripts", action="store_true", help="also run bench/audit-ttl-scripts")
+    args = parser.parse_args(argv)
+    if args.scripts:
+        VARIANTS["scripts"] = "bench/audit-ttl-scripts"
+    exit_on_signals()
+    rows, report = run(args.keys, args.rounds, args.busy, args.rtt)
+    print(render(rows))
+    print()
+    print(report)
+    return 0 if all(r.met != "NO" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

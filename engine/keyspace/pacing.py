@@ -1,0 +1,232 @@
+"""How long each server-side call of a keyspace scan may take, and whether to pause after it, from what
+the server is doing; and which path (server-side scripts or client-side pipelines) a scan takes.
+
+Why: Redis runs one command or script at a time, so a production request that arrives during one of
+our calls waits for it. When nobody else uses the server (a replica out of rotation, a restore drill,
+a quiet night) long calls harm no one and save round trips; when other clients are active, our calls
+must be short and leave the server free between them. The controller counts the commands other
+clients ran between two of our calls (INFO stats `total_commands_processed`, less our own) and:
+
+- while others are active (any command of theirs since the server was last seen idle): each call aims at the busy
+  budget, twice what a call costs besides the server's work (the round trip as the client sees it,
+  scheduling included; the median of the last calls), between 0.25 and 1.5 ms: short calls where
+  calls are cheap (loopback on a quiet machine), longer ones where each call costs more anyway (a
+  network, a busy machine), so no more than a third of the scan's time goes to the calls themselves;
+  and after each call it pauses so that our calls hold the server at most `duty` of the time;
+- while the server is idle: the budget doubles with each call up to the idle budget (4 ms for the
+  scripts, under the 5 ms per call target; more for a plain SCAN, see redis.py), with no pause;
+  the first call that sees another client brings the budget back down at once. The server counts as
+  idle again after `quiet_s` (0.1 s) without a command from anyone else.
+
+A server that will not say (INFO refused by an ACL) counts as busy. The batch size follows the budget
+and the cost per key measured so far (the median of the last calls, so one call stretched by a
+descheduled server does not collapse the batches); it grows at most twofold per call.
+
+Pure: the state is a frozen dataclass, time comes in with the observations (the caller's clock), and
+nothing here does I/O. The callers (server_side.py, RedisAdapter._sparse_scan) send and measure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+QUIET_S = 0.1  # the server counts as idle after this long without another client's command
+FAST_RTT_S = 0.0002  # a round trip this short is a local path (same host or rack): round trips are cheap
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The limits the controller works within (seconds of server time per call, keys per call)."""
+
+    busy_budget_s: float = 0.0015  # the longest a call may take while other clients are active
+    min_budget_s: float = 0.00025  # ... and the shortest it is made on a fast path
+    idle_budget_s: float = 0.004  # the longest a call may take while the server is idle
+    duty: float = 0.5  # while others are active, our calls hold the server at most this share of the time
+    quiet_s: float = QUIET_S
+    floor: int = 100
+    ceiling: int = 4000
+    window: int = 7  # calls the cost per key is the median of
+
+    def busy_budget(self, overhead_s: float) -> float:
+        """Twice what a call costs besides the server's work, within [min_budget_s, busy_budget_s]."""
+        return min(self.busy_budget_s, max(self.min_budget_s, 2 * overhead_s))
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What a scan knows before its first call (RedisAdapter.activity)."""
+
+    rtt_s: float  # the quickest of a few PINGs
+    others: int | None  # commands other clients ran while it watched; None: INFO refused
+    seconds: float  # how long it watched
+    same_host: bool  # the client runs on the server's machine (loopback, or the server's address is ours)
+
+    def shown(self) -> str:
+        where = "same host, " if self.same_host else ""
+        if self.others is None:
+            return f"{where}round trip {self.rtt_s * 1000:.2f} ms, other clients' activity unknown (INFO refused)"
+        rate = self.others / max(self.seconds, 1e-3)
+        return f"{where}round trip {self.rtt_s * 1000:.2f} ms, other clients ran {rate:.0f} commands/s"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One call, as the caller measured it."""
+
+    count: int  # keys asked for (SCAN COUNT)
+    server_s: float  # server time the call took
+    round_trip_s: float  # the call as the client saw it (network and client included)
+    others: int | None  # commands other clients ran since our previous call; None: unknown (INFO refused)
+    seconds: float  # since our previous call
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """The controller's state: the next call's size and budget, and what the calls so far did."""
+
+    policy: Policy
+    rtt_s: float  # the path's round trip (quickest PING): what a call costs besides the server's work, at first
+    count: int
+    budget_s: float
+    busy: bool
+    costs: tuple[float, ...] = ()
+    overheads: tuple[float, ...] = ()  # the last calls' round trips less their server time
+    heard: int = 0  # other clients' commands counted in the current window (for the rate shown)
+    heard_s: float = 0.0  # the current window's length so far
+    quiet_for_s: float = 0.0  # how long no other client's command was seen
+    peak_rate: float = 0.0  # the highest rate of other clients' commands over a full window
+    calls: int = 0
+    busy_calls: int = 0
+    longest_s: float = 0.0
+    total_s: float = 0.0
+    smallest: int = 0
+    largest: int = 0
+    paused_s: float = 0.0
+    top_budget_s: float = 0.0
+
+
+def others_between(before: int, after: int, ours: int) -> int | None:
+    """Commands other clients ran between two readings of the server's command count
+    (`total_commands_processed`), `ours` of them our own; None when a reading is missing (-1)."""
+    if before < 0 or after < 0:
+        return None
+    return max(0, after - before - ours)
+
+
+def begin(policy: Policy, count: int, seen: Activity) -> Pacing:
+    """The first call: `count` keys, the busy budget (grown from there while the server stays idle)."""
+    rtt = seen.rtt_s
+    budget = policy.busy_budget(rtt)
+    busy = seen.others is None or seen.others > 0
+    return Pacing(
+        policy,
+        rtt,
+        max(policy.floor, min(policy.ceiling, count)),
+        budget,
+        busy,
+        quiet_for_s=0.0 if busy else seen.seconds,
+        peak_rate=(seen.others or 0) / seen.seconds if seen.seconds > 0 else 0.0,
+        top_budget_s=budget,
+    )
+
+
+def step(state: Pacing, seen: Observation) -> tuple[Pacing, float]:
+    """The state after one call, and the seconds to pause before the next."""
+    p = state.policy
+    if seen.others is None or seen.others > 0:  # someone is there (or the server will not say): short calls
+        quiet_for, busy = 0.0, True
+    else:
+        quiet_for = state.quiet_for_s + seen.seconds
+        busy = state.busy and quiet_for < p.quiet_s
+    heard, heard_s, peak = state.heard + (seen.others or 0), state.heard_s + seen.seconds, state.peak_rate
+    if heard_s >= p.quiet_s:  # a full window: its rate, for the summary
+        heard, heard_s, peak = 0, 0.0, max(peak, heard / heard_s)
+    costs = (*state.costs[-(p.window - 1) :], seen.server_s / max(seen.count, 1))
+    per_key = sorted(costs)[len(costs) // 2]
+    overheads = (*state.overheads[-(p.window - 1) :], max(0.0, seen.round_trip_s - seen.server_s))
+    overhead = sorted(overheads)[len(overheads) // 2]
+    budget = p.busy_budget(overhead) if busy else min(p.idle_budget_s, max(state.budget_s, 1e-6) * 2)
+    want = int(budget / per_key) if per_key > 0 else p.ceiling
+    count = max(p.floor, min(p.ceiling, want, seen.count * 2))
+    pause = 0.0
+    if busy:
+        # the part of the round trip the server did not spend on our call already left it free for others
+        free_needed = seen.server_s * (1 / p.duty - 1)
+        pause = max(0.0, free_needed - max(0.0, seen.round_trip_s - seen.server_s))
+    after = replace(
+        state,
+        count=count,
+        budget_s=budget,
+        busy=busy,
+        costs=costs,
+        overheads=overheads,
+        heard=heard,
+        heard_s=heard_s,
+        quiet_for_s=quiet_for,
+        peak_rate=peak,
+        calls=state.calls + 1,
+        busy_calls=state.busy_calls + (1 if busy else 0),
+        longest_s=max(state.longest_s, seen.server_s),
+        total_s=state.total_s + seen.server_s,
+        smallest=min(state.smallest, seen.count) if state.smallest else seen.count,
+        largest=max(state.largest, seen.count),
+        paused_s=state.paused_s + pause,
+        top_budget_s=max(state.top_budget_s, budget),
+    )
+    return after, pause
+
+
+def summary(state: Pacing) -> str:
+    """What the calls did, for the step's output: sizes, server time, budgets, pauses, and why."""
+    if not state.calls:
+        return "no calls"
+    p = state.policy
+    overhead = sorted(state.overheads)[len(state.overheads) // 2] if state.overheads else state.rtt_s
+    idle_calls = state.calls - state.busy_calls
+    parts = [
+        f"{state.calls} calls of {state.smallest}-{state.largest} keys, server time {state.total_s:.2f}s, "
+        f"longest call {state.longest_s * 1000:.1f} ms",
+        f"budget {p.busy_budget(overhead) * 1000:.2g} ms per call while other clients were active "
+        f"({state.busy_calls} calls, up to {state.peak_rate:.0f} commands/s from them; a call cost "
+        f"{overhead * 1000:.2f} ms besides the server's work)",
+    ]
+    if idle_calls:
+        parts.append(f"growing to {state.top_budget_s * 1000:g} ms while the server was idle ({idle_calls} calls)")
+    parts.append(
+        f"paused {state.paused_s:.2f}s to hold the server at most {p.duty:.0%} of the time while others were active"
+    )
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Choice:
+    path: str  # "server-side" or "client-side"
+    reason: str
+
+
+def choose_path(seen: Activity, *, fast_rtt_s: float = FAST_RTT_S) -> Choice:
+    """Scripts or pipelines, for a server that allows scripts, from what was seen before the scan.
+
+    A script holds the server for its whole batch; a pipeline of single-key commands is read and run
+    a socket buffer at a time, interleaved with other clients' requests. Over a fast network to another
+    host round trips are cheap, so while other clients are active the pipelines cost production traffic
+    less for about the same time. On the server's own machine they do not: the client would spend
+    seconds of CPU parsing a reply per key on the cores Redis and its clients need (measured: production
+    p99 155 ms with pipelines against 27 ms with short scripts, docs/performance.md), so short scripts
+    are taken there. Over a slower path, or with nobody else on the server, the scripts win outright:
+    hundreds of round trips instead of thousands, and the client never receives the keyspace.
+    """
+    busy = seen.others is None or seen.others > 0
+    if seen.rtt_s <= fast_rtt_s and busy and not seen.same_host:
+        return Choice(
+            "client-side",
+            f"{seen.shown()}: round trips are cheap and the server is busy: SCAN pages with pipelined checks "
+            "interleave with other clients' requests, where a script would hold the server for its whole batch",
+        )
+    if seen.same_host and busy:
+        why = "on the server's own host, parsing a reply per key here would take the cores Redis needs"
+    elif seen.rtt_s > fast_rtt_s:
+        why = "round trips are dear"
+    else:
+        why = "nobody else is using the server"
+    return Choice("server-side", f"{seen.shown()}: {why}")
