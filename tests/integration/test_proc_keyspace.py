@@ -78,24 +78,38 @@ def truth(client, match: str = "*") -> dict[str, dict[str, Any]]:
     }
 
 
-def snapshot(client) -> dict[str, int]:
+class Pttls(dict[str, int]):
+    """PTTL by key, and when they were read (monotonic): a TTL can run down by at most the time between two."""
+
+    def __init__(self, items: Any = (), taken: float | None = None):
+        super().__init__(items)
+        self.taken = time.monotonic() if taken is None else taken
+
+    def without(self, keys: set[str]) -> Pttls:
+        return Pttls({k: v for k, v in self.items() if k not in keys}, self.taken)
+
+
+def snapshot(client) -> Pttls:
     """PTTL of every key (flicker keys left out): existence and TTL, to prove what a change did not touch."""
     keys = [k for k in client.scan_iter(count=1000) if not k.startswith(FLICKER_PREFIX)]
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.pttl(key)
-    return dict(zip(keys, pipe.execute(), strict=True))
+    taken = time.monotonic()  # before the PTTLs: they run down by at most the time since
+    return Pttls(zip(keys, pipe.execute(), strict=True), taken)
 
 
-def assert_unchanged(before: dict[str, int], after: dict[str, int], tolerance_ms: int = 15_000) -> None:
-    """Same keys; a key without TTL still has none; a TTL only ran down (no one set it again)."""
+def assert_unchanged(before: Pttls, after: Pttls) -> None:
+    """Same keys; a key without TTL still has none; a TTL only ran down (no one set it again), and by no
+    more than the time between the two snapshots (plus 1 s for PTTL's rounding and the snapshots' own time)."""
     assert set(after) == set(before), set(before) ^ set(after)
+    ran_down_ms = (time.monotonic() - before.taken) * 1000 + 1000
     for key, old in before.items():
         new = after[key]
         if old == -1:
             assert new == -1, key
         else:
-            assert 0 <= old - new < tolerance_ms, (key, old, new)
+            assert 0 <= old - new < ran_down_ms, (key, old, new)
 
 
 class Flicker:
@@ -347,9 +361,7 @@ def test_set_ttl_by_pattern_refused_dry_run_approved(seeded, tmp_path):
     after = snapshot(client)
     for key in targets:
         assert 7200 * 1000 - 60_000 < after[key] <= 7200 * 1000, key
-    assert_unchanged(
-        {k: v for k, v in before.items() if k not in targets}, {k: v for k, v in after.items() if k not in targets}
-    )
+    assert_unchanged(before.without(targets), after.without(targets))
     assert step(approved, "verify-ttl")["result"]["without_ttl"] == 0
     started = next(
         e for e in of_type(events(transcript_path(approved)), "step.started") if e["step"]["id"] == "set-ttl"
@@ -388,7 +400,7 @@ def test_delete_old_tenant_refused_dry_run_approved(seeded, tmp_path):
     assert change["kind"] == "keys_removed" and change["count"] == 750 and set(change["keys"]) <= doomed
     after = snapshot(client)
     assert not doomed & set(after)
-    assert_unchanged({k: v for k, v in before.items() if k not in doomed}, after)
+    assert_unchanged(before.without(doomed), after)
     assert client.exists("tenant:t2x:cache:1") == 1
     assert step(approved, "verify-tenant")["result"]["count"] == 0
     evts = events(transcript_path(approved))
