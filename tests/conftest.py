@@ -30,16 +30,18 @@ def require_binary(name: str) -> str:
         pytest.skip(str(exc))
 
 
-# Files that take minutes, started first: `make test` hands whole files to its processes in collection order
-# (pytest-xdist --dist loadfile --no-loadscope-reorder), so one of these begun last would run on alone.
+# `make test` runs the suite in several processes (pytest-xdist --dist loadfile --no-loadscope-reorder): each
+# file is one unit of work, so a module fixture (one `rehearse --all`) runs once, and files go out in collection
+# order. Those that take minutes come first, so that none is begun last and runs on alone. (loadgroup, which
+# could keep the rehearsal files in one process, ignores xdist_group marks under pytest 9.2 with xdist 3.8.)
 LONGEST_FILES_FIRST = (
     "test_rehearsal_mutation.py",
-    "test_rehearsal.py",
     "test_packaging.py",
-    "test_rehearsal_integrity.py",
     "test_postmortem_evidence.py",
+    "test_rehearsal.py",
     "test_fleets.py",
     "test_tenant_export_round_trips.py",
+    "test_rehearsal_integrity.py",
 )
 
 
