@@ -6,6 +6,7 @@ cluster, several hosts) and still have everything stopped for it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,17 +33,18 @@ def require_binary(name: str) -> str:
 
 # `make test` runs the suite in several processes (pytest-xdist --dist loadfile --no-loadscope-reorder): each
 # file is one unit of work, so a module fixture (one `rehearse --all`) runs once, and files go out in collection
-# order. Those that take minutes come first, so that none is begun last and runs on alone. (loadgroup, which
-# could keep the rehearsal files in one process, ignores xdist_group marks under pytest 9.2 with xdist 3.8.)
+# order. Those that take minutes come first, so that none is begun last and runs on alone.
 LONGEST_FILES_FIRST = (
     "test_rehearsal_mutation.py",
     "test_packaging.py",
     "test_postmortem_evidence.py",
-    "test_rehearsal.py",
     "test_fleets.py",
     "test_tenant_export_round_trips.py",
+    "test_rehearsal.py",
     "test_rehearsal_integrity.py",
 )
+# Each runs up to 4 rehearsal worlds at once: they take turns (_one_rehearsal_file_at_a_time), as in one process.
+REHEARSAL_FILES = ("test_rehearsal_mutation.py", "test_rehearsal.py", "test_rehearsal_integrity.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -51,6 +53,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
     rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(Path(item.path).name, len(rank)))  # stable: the rest keep their order
+
+
+def _run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This run's temp root: shared by the xdist workers (their own dirs are popen-gwN/ inside it)."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_rehearsal_file_at_a_time(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """A rehearsal file holds a lock of the run's for all its tests: loadgroup could keep these files in one
+    process, but under pytest 9.2 it ignores xdist_group marks (xdist 3.8 sets the old `_nodeid`)."""
+    if Path(str(request.node.path)).name not in REHEARSAL_FILES:
+        yield
+        return
+    with open(_run_root(tmp_path_factory) / "rehearsal.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, and by the kernel if the process dies
+        yield
 
 
 @pytest.fixture
@@ -154,9 +176,7 @@ def _subprocess_bytecode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
     instead of compiling the engine from source each time as PYTHONDONTWRITEBYTECODE=1 would make them do
     (~0.15 s of CPU per process). The cache lives in the run's temp root, shared by xdist workers (each writes
     a module atomically; a stale one is recompiled: the .pyc records its source's mtime and size)."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # pytest-N/, shared by the workers' popen-gwN/ dirs
+    root = _run_root(tmp_path_factory)
     saved = {name: os.environ.get(name) for name in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
