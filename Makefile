@@ -41,10 +41,15 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/runbook run redis/health-check --sandbox
 
+# The suite mostly waits (servers starting, polls, CLI processes), so it runs in PYTEST_WORKERS processes;
+# --dist loadfile keeps each test file in one of them, so a module fixture (one `rehearse --all`) runs once;
+# files go out in collection order, which tests/conftest.py starts with the longest (not by test count).
+PYTEST_WORKERS ?= 3
+
 test: setup
 	$(VENV)/bin/ruff check engine tests bench
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: venv
 	$(VENV)/bin/ruff check engine tests bench
