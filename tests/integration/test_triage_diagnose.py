@@ -39,6 +39,10 @@ EXPECTED_INSTEAD = {
     # The redis-server process died: from outside Redis is down, and service-down (status, logs, restart)
     # is the procedure for it; troubleshoot-connection is for a Redis that runs but refuses clients.
     ("redis/troubleshoot-connection", "redis-process-died"): "redis/emergency-service-down",
+    # The primary died and Sentinel promoted a replica: the address the target names refuses, so from
+    # outside Redis is down; service-down asks Sentinel first and says the promotion happened (as
+    # troubleshoot-connection does), restarting nothing.
+    ("redis/troubleshoot-connection", "primary-died-sentinel-promoted"): "redis/emergency-service-down",
     # Not an incident Redis shows: the operator decides an old tenant's keys should go (old_tenant).
     ("redis/troubleshoot-memory", "clear-an-old-tenant"): None,
     ("redis/troubleshoot-memory", "old-tenant-bigger-than-the-limit"): None,
