@@ -8,28 +8,35 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 
 from engine.rehearsal.world import World, address
 
 SELECTORS = ("primary", "primaries", "replicas", "all")
+T = TypeVar("T")
 
 
-def replication(world: World, node: str) -> dict[str, Any] | None:
-    """INFO replication of one node; None when it does not answer (refused three times in a row: a
+def ask(world: World, node: str, question: Callable[[redis.Redis], T]) -> T | None:
+    """`question(client)` on one node; None when it does not answer (refused three times in a row: a
     connection Sentinel cut while reconfiguring the node, CLIENT KILL TYPE normal, is asked again)."""
     for attempt in range(3):
         try:
             with world.client(node=node) as client:
-                return dict(client.info("replication"))
+                return question(client)
         except redis.ConnectionError:
             if attempt < 2:
                 time.sleep(0.1)
         except redis.RedisError:
             return None
     return None
+
+
+def replication(world: World, node: str) -> dict[str, Any] | None:
+    """INFO replication of one node; None when it does not answer."""
+    return ask(world, node, lambda client: dict(client.info("replication")))
 
 
 def roles(world: World) -> dict[str, str]:

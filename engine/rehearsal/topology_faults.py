@@ -263,26 +263,20 @@ def _node_snapshot(world: World, name: str) -> None:
 
 
 def _node_facts(world: World, where: str) -> dict[str, Any] | None:
-    """One node's role, run id, saves and forks; None when it does not answer (refused three times in a row,
-    as nodes.replication: a connection Sentinel cut while reconfiguring the node is asked again)."""
-    for attempt in range(3):
-        try:
-            with world.client(node=where) as client:
-                persistence, stats = client.info("persistence"), client.info("stats")
-                return {
-                    "role": "primary" if client.info("replication")["role"] == "master" else "replica",
-                    "run_id": client.info("server")["run_id"],
-                    "last_save_time": int(persistence["rdb_last_save_time"]),
-                    "saves": int(persistence.get("rdb_saves", 0)),
-                    "changes_since_last_save": int(persistence["rdb_changes_since_last_save"]),
-                    "forks": int(stats.get("total_forks", 0)),
-                }
-        except redis.ConnectionError:
-            if attempt < 2:
-                time.sleep(0.1)
-        except redis.RedisError:
-            return None
-    return None
+    """One node's role, run id, saves and forks; None when it does not answer (nodes.ask)."""
+
+    def facts(client: redis.Redis) -> dict[str, Any]:
+        persistence, stats = client.info("persistence"), client.info("stats")
+        return {
+            "role": "primary" if client.info("replication")["role"] == "master" else "replica",
+            "run_id": client.info("server")["run_id"],
+            "last_save_time": int(persistence["rdb_last_save_time"]),
+            "saves": int(persistence.get("rdb_saves", 0)),
+            "changes_since_last_save": int(persistence["rdb_changes_since_last_save"]),
+            "forks": int(stats.get("total_forks", 0)),
+        }
+
+    return nodes.ask(world, where, facts)
 
 
 @fault("config_file_line")
