@@ -13,6 +13,7 @@ import redis
 from engine.sandbox.topologies import start_cluster, start_replicated
 from tests.conftest import require_binary
 from tests.integration.cli_support import CliResult, runbook
+from tests.integration.replication_support import replica_link_down
 
 
 @pytest.fixture
@@ -93,19 +94,9 @@ def test_a_replica_with_too_many_clients_is_the_worst_node_and_named(replicated,
 
 def test_a_replica_whose_link_is_down_is_an_alert(replicated, tmp_path: Path):
     replica = replicated.replicas[0]
-    with replicated.primary.client() as client:
-        client.config_set("requirepass", "now-required")  # the replica can no longer authenticate
-        client.execute_command("CLIENT", "KILL", "TYPE", "replica")
-    try:
-        with replica.client() as client:  # held: the link stays down until the password is removed
-            while client.info("replication")["master_link_status"] == "up":
-                pass
+    with replica_link_down(replicated):
         # seeded from the replica: discovery asks its primary (with the password) and lists both replicas
         result = _run(tmp_path, "--redis", replica.url)
-    finally:
-        primary = redis.Redis(host=replicated.primary.host, port=replicated.primary.port, password="now-required")
-        primary.config_set("requirepass", "")
-        primary.close()
 
     assert result.code == 1, result.output
     steps = _steps(result)

@@ -8,11 +8,11 @@ import signal
 from pathlib import Path
 
 import pytest
-import redis
 
 from engine.sandbox.topologies import start_cluster, start_replicated
 from tests.conftest import require_binary
 from tests.integration.cli_support import events, of_type, runbook, transcript_path
+from tests.integration.replication_support import replica_link_down
 
 
 def _run(tmp_path: Path, procedure: str, *args: str, timeout: float = 180):
@@ -79,22 +79,12 @@ def test_health_check_has_a_row_per_node_and_one_verdict(replicated, tmp_path: P
 
 def test_health_check_fails_when_a_replica_link_is_down(replicated, tmp_path: Path):
     replica = replicated.replicas[0]
-    with replicated.primary.client() as client:
-        client.config_set("requirepass", "now-required")  # the replica can no longer authenticate
-        client.execute_command("CLIENT", "KILL", "TYPE", "replica")
-    try:
-        with replica.client() as client:  # held: the link stays down until the password is removed
-            while client.info("replication")["master_link_status"] == "up":
-                pass
+    with replica_link_down(replicated):
         result, steps = _run(tmp_path, "redis/health-check", "--redis", replica.url)
-        assert result.code == 1, result.output
-        rows = {r["node"]: r for r in steps["nodes"]["result"]}
-        assert rows[f"{replicated.primary.host}:{replicated.primary.port}"]["outcome"] == "error"  # NOAUTH
-        assert f"replica {replica.host}:{replica.port}: link to its primary is down" in result.output
-    finally:
-        primary = redis.Redis(host=replicated.primary.host, port=replicated.primary.port, password="now-required")
-        primary.config_set("requirepass", "")
-        primary.close()
+    assert result.code == 1, result.output
+    rows = {r["node"]: r for r in steps["nodes"]["result"]}
+    assert rows[f"{replicated.primary.host}:{replicated.primary.port}"]["outcome"] == "error"  # NOAUTH
+    assert f"replica {replica.host}:{replica.port}: link to its primary is down" in result.output
 
 
 def test_replication_health_grades_every_replica(replicated, tmp_path: Path):
