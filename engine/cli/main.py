@@ -17,7 +17,7 @@ import click
 
 from engine import __version__
 from engine.cli.errors import fail, say
-from engine.cli.options import transcripts_dir_option
+from engine.cli.options import inventory_option, redis_url_option, transcripts_dir_option
 from engine.errors import ExitCode, Interrupted, RunbookError, UsageError
 from engine.printable import printable
 
@@ -162,8 +162,8 @@ def validate(paths: tuple[Path, ...]) -> None:
 # -- run --------------------------------------------------------------------------------------
 @main.command()
 @click.argument("procedure")
-@click.option("--redis", "redis_url", metavar="URL", help="redis://[user@]host[:port][/db] (password: REDISCLI_AUTH).")
-@click.option("--inventory", type=click.Path(path_type=Path), help="Inventory file of targets.")
+@redis_url_option()
+@inventory_option()
 @click.option(
     "--target",
     "targets",

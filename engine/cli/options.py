@@ -19,3 +19,15 @@ def transcripts_dir_option(help_text: str = "Where transcripts go ($RUNBOOK_TRAN
         show_default=True,
         help=help_text,
     )
+
+
+def redis_url_option() -> Callable[..., Any]:
+    """--redis URL: one server named on the command line (its password from REDISCLI_AUTH, never the URL)."""
+    return click.option(
+        "--redis", "redis_url", metavar="URL", help="redis://[user@]host[:port][/db] (password: REDISCLI_AUTH)."
+    )
+
+
+def inventory_option() -> Callable[..., Any]:
+    """--inventory FILE: the targets file `--target` names one of."""
+    return click.option("--inventory", type=click.Path(path_type=Path), help="Inventory file of targets.")

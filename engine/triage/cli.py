@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from engine.cli.errors import fail
-from engine.cli.options import transcripts_dir_option
+from engine.cli.options import inventory_option, redis_url_option, transcripts_dir_option
 from engine.errors import ExitCode, RunbookError, UsageError
 
 
@@ -30,8 +30,8 @@ def target_and_args(redis_url: str | None, inventory: Path | None, target: str |
 
 
 @click.command()
-@click.option("--redis", "redis_url", metavar="URL", help="redis://[user@]host[:port][/db] (password: REDISCLI_AUTH).")
-@click.option("--inventory", type=click.Path(path_type=Path), help="Inventory file of targets.")
+@redis_url_option()
+@inventory_option()
 @click.option("--target", help="Target name in the inventory (NAME or ENVIRONMENT/NAME).")
 @click.option("--sandbox", is_flag=True, help="Diagnose a throwaway seeded redis-server (a healthy one).")
 @click.option("--incident", help="Incident id: the transcript and the printed commands carry it.")
