@@ -274,7 +274,9 @@ steps:
     assert proc.returncode == 0
     steps = {s["id"]: s for s in __import__("json").loads(stdout.strip().splitlines()[-1])["steps"]}
     assert steps["watch"]["outcome"] == "ok"
-    assert steps["after"]["result"]["interrupted"] is True and steps["after"]["result"]["n"] >= 3
+    # three ECHOs reached the server before the signal; the third may have been in flight when it came (an
+    # interrupted sample is not kept), but the two before it were answered and kept
+    assert steps["after"]["result"]["interrupted"] is True and steps["after"]["result"]["n"] >= 2
 
 
 def test_a_block_looped_with_foreach(server, tmp_path):
