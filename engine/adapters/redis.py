@@ -407,6 +407,15 @@ class RedisAdapter:
 
         return self._wrap(run)
 
+    def direct_call(self, argv: Sequence[Any]) -> Any:
+        """One command to this node through `pipeline_calls`' path (the connection's own parser, no redis-py
+        command machinery, never routed): for a scan's thousands of script calls, where redis-py's
+        `execute_command` costs the client as much CPU as the rest of the call. An error reply raises."""
+        (reply,) = RedisAdapter.pipeline_calls(self, [argv])
+        if isinstance(reply, redis.RedisError):
+            raise self._translate(reply, connecting=False)
+        return reply
+
     # -- keyspace in bytes (exports and restores) ------------------------------------------------
     def scan_nodes(self) -> list[RedisAdapter]:
         """Where a keyspace scan must look: this node (a deployment's adapter names every primary)."""

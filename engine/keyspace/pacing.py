@@ -28,7 +28,7 @@ nothing here does I/O. The callers (server_side.py, RedisAdapter._sparse_scan) s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 QUIET_S = 0.1  # the server counts as idle after this long without another client's command
 FAST_RTT_S = 0.0002  # a round trip this short is a local path (same host or rack): round trips are cheap
@@ -46,6 +46,8 @@ class Policy:
     floor: int = 100
     ceiling: int = 4000
     window: int = 7  # calls the cost per key is the median of
+    sub_step_s: float = 0.0005  # the longest SCAN sub-step of a self-bounding script (server_side.py)
+    sub_floor: int = 10  # ... and its fewest keys
 
     def busy_budget(self, overhead_s: float) -> float:
         """Twice what a call costs besides the server's work, within [min_budget_s, busy_budget_s]."""
@@ -153,27 +155,40 @@ def step(state: Pacing, seen: Observation) -> tuple[Pacing, float]:
         # the part of the round trip the server did not spend on our call already left it free for others
         free_needed = seen.server_s * (1 / p.duty - 1)
         pause = max(0.0, free_needed - max(0.0, seen.round_trip_s - seen.server_s))
-    after = replace(
-        state,
-        count=count,
-        budget_s=budget,
-        busy=busy,
-        costs=costs,
-        overheads=overheads,
-        heard=heard,
-        heard_s=heard_s,
-        quiet_for_s=quiet_for,
-        peak_rate=peak,
-        calls=state.calls + 1,
-        busy_calls=state.busy_calls + (1 if busy else 0),
-        longest_s=max(state.longest_s, seen.server_s),
-        total_s=state.total_s + seen.server_s,
-        smallest=min(state.smallest, seen.count) if state.smallest else seen.count,
-        largest=max(state.largest, seen.count),
-        paused_s=state.paused_s + pause,
-        top_budget_s=max(state.top_budget_s, budget),
+    after = Pacing(  # built whole, not dataclasses.replace: this runs once per call, thousands of times a scan
+        p,
+        state.rtt_s,
+        count,
+        budget,
+        busy,
+        costs,
+        overheads,
+        heard,
+        heard_s,
+        quiet_for,
+        peak,
+        state.calls + 1,
+        state.busy_calls + (1 if busy else 0),
+        max(state.longest_s, seen.server_s),
+        state.total_s + seen.server_s,
+        min(state.smallest, seen.count) if state.smallest else seen.count,
+        max(state.largest, seen.count),
+        state.paused_s + pause,
+        max(state.top_budget_s, budget),
     )
     return after, pause
+
+
+def sub_step(state: Pacing) -> int:
+    """Keys per SCAN sub-step for a script that bounds itself by its own clock: a quarter of the call's
+    budget (at most `sub_step_s`) at the cost per key measured so far (a quarter of the call before any),
+    so a call that stops once its budget is spent overruns it by at most that much."""
+    p = state.policy
+    if not state.costs:
+        return max(p.sub_floor, state.count // 4)
+    per_key = sorted(state.costs)[len(state.costs) // 2]
+    want = int(min(p.sub_step_s, state.budget_s / 4) / per_key) if per_key > 0 else state.count
+    return max(p.sub_floor, min(state.count, want))
 
 
 def summary(state: Pacing) -> str:

@@ -1,19 +1,24 @@
 """The server-side path: SCAN and the per-key checks run inside Redis, in small read-only Lua batches.
 
-Each call is one EVAL_RO: one SCAN step (COUNT keys) plus TTL, or TYPE + MEMORY USAGE, for each key
-it returned, aggregated in the script; only counts, per-tenant totals and a few key names come back.
-The client never receives the keyspace, which is what makes this faster than listing it.
+Each call is one EVAL_RO: SCAN sub-steps (a few dozen to a few hundred keys each) plus TTL, or TYPE +
+MEMORY USAGE, for each key they returned, aggregated in the script; only counts, per-tenant totals and a
+few key names come back. The client never receives the keyspace, which is what makes this faster than
+listing it.
 
-Keeping Redis responsive: Redis runs one script at a time and nothing else meanwhile, so a batch is
-bounded by its key count, and the batch size adapts so that each call stays near a budget of server
-time (each script measures its own with TIME, so a slow network or client does not shrink the batches
-and multiply the round trips, and a quick one does not grow them past the budget). The budget follows
-what the server is doing (engine/keyspace/pacing.py): each script also reads the server's command
-count, so the client knows how many commands other clients ran between two of its calls. While they
-are active, calls are short (twice the round trip, 0.25-1.5 ms) and the client pauses so that our calls
-hold the server at most half of the time: when the server competes for a core, production requests
-queued behind back-to-back scripts would otherwise pile up. While the server is idle the budget grows
-to 4 ms per call with no pause, and shrinks at once when another client shows up.
+Keeping Redis responsive: Redis runs one script at a time and nothing else meanwhile, so each call is
+bounded by its own clock: the script is given a budget of server time and stops once TIME shows it
+spent (or the next sub-step, as long as the longest so far, would overrun it), so a call lasts at most
+its budget plus one sub-step (a quarter of the budget, at most 0.5 ms) whatever the client's estimate of
+the cost per key, and a descheduled client or a slow network neither shrinks nor stretches it. The client
+also caps the keys a call asks for (the budget over the measured cost per key, grown at most twofold per
+call) and sizes the sub-steps. The budget follows what the server is doing (engine/keyspace/pacing.py):
+each script also reads the server's command count, so the client knows how many commands other clients
+ran between two of its calls. While they are active, calls are short (twice what a call costs besides
+the server's work, 0.25-1.5 ms) and the client pauses so that our calls hold the server at most half of
+the time: when the server competes for a core, production requests queued behind back-to-back scripts
+would otherwise pile up. While the server is idle the budget grows to 4 ms per call (4.5 ms at most with
+the sub-step: under the 5 ms per call target) with no pause, and shrinks at once when another client
+shows up.
 EVAL_RO runs only read-only commands (the server enforces it) and is itself flagged read-only,
 so the path also works in a dry-run.
 
@@ -43,82 +48,104 @@ if TYPE_CHECKING:
     from engine.adapters.redis import RedisAdapter
 
 # Tenant rule identical to aggregate.tenant_of: 'tenant:<t>:...' with a non-empty <t>, else none.
+# ARGV: cursor, match, keys (the most this call asks SCAN for), sub (COUNT of each SCAN sub-step), budget (us);
+# then the script's own. `_steps` runs SCAN sub-steps until the cursor is back to 0, `keys` were asked for,
+# or TIME shows the budget spent (or the next sub-step, as long as the longest so far, would overrun it), so
+# a call lasts at most its budget plus one sub-step whatever the client's cost estimate says.
 _TENANT = r"""
 local function tenant_of(k)
   local t = string.match(k, '^tenant:([^:]+):')
   return t or '(none)'
 end
+local function _now()
+  local t = redis.call('TIME')
+  return t[1] * 1000000 + t[2]
+end
 -- What the server has run so far (INFO stats; -1 when refused), and the commands this script runs: EVAL_RO
--- itself, TIME twice, INFO and SCAN, plus those per key added by the caller. Between two of our calls,
--- the difference less ours is what other clients ran (pacing.py).
+-- itself, INFO and TIME, then SCAN and TIME per sub-step, plus those per key counted by the caller. Between
+-- two of our calls, the difference less ours is what other clients ran (pacing.py).
 local function _activity()
   local info = redis.pcall('INFO', 'stats')
-  if type(info) ~= 'string' then return -1, 4 end
-  return tonumber(string.match(info, 'total_commands_processed:(%d+)')) or -1, 5
+  if type(info) ~= 'string' then return -1, 2 end
+  return tonumber(string.match(info, 'total_commands_processed:(%d+)')) or -1, 3
+end
+local function _steps(each)
+  local began = _now()
+  local seen, ours = _activity()
+  local cursor, keys, sub, budget = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+  local asked, returned, at, longest = 0, 0, began, 0
+  repeat
+    local res = redis.call('SCAN', cursor, 'MATCH', ARGV[2], 'COUNT', math.min(sub, keys - asked))
+    asked = asked + math.min(sub, keys - asked)
+    cursor = res[1]
+    returned = returned + #res[2]
+    ours = ours + 2 + each(res[2])
+    local now = _now()
+    longest = math.max(longest, now - at)
+    at = now
+  until cursor == '0' or asked >= keys or at - began + longest > budget
+  return {cursor, asked, returned, at - began, began, seen, ours}
 end
 """
 
 AUDIT_TTL = (
     _TENANT
     + r"""
-local began = redis.call('TIME')
-local seen, ours = _activity()
-local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
-local want = tonumber(ARGV[4])
-ours = ours + #res[2]
+local want = tonumber(ARGV[6])
 local scanned, without = 0, 0
 local tenants, order, sample = {}, {}, {}
-for _, k in ipairs(res[2]) do
-  local t = redis.call('TTL', k)
-  if t ~= -2 then
-    scanned = scanned + 1
-    if t == -1 then
-      without = without + 1
-      local name = tenant_of(k)
-      if tenants[name] == nil then tenants[name] = 0; order[#order + 1] = name end
-      tenants[name] = tenants[name] + 1
-      if #sample < want then sample[#sample + 1] = k end
+local call = _steps(function(keys)
+  for _, k in ipairs(keys) do
+    local t = redis.call('TTL', k)
+    if t ~= -2 then
+      scanned = scanned + 1
+      if t == -1 then
+        without = without + 1
+        local name = tenant_of(k)
+        if tenants[name] == nil then tenants[name] = 0; order[#order + 1] = name end
+        tenants[name] = tenants[name] + 1
+        if #sample < want then sample[#sample + 1] = k end
+      end
     end
   end
-end
+  return #keys
+end)
 local flat = {}
 for _, name in ipairs(order) do flat[#flat + 1] = name; flat[#flat + 1] = tenants[name] end
-local ended = redis.call('TIME')
-return {res[1], scanned, without, flat, sample, #res[2], (ended[1] - began[1]) * 1000000 + ended[2] - began[2],
-        began[1] * 1000000 + began[2], seen, ours}
+return {call, scanned, without, flat, sample}
 """
 )
 
 MEMORY_REPORT = (
     _TENANT
     + r"""
-local began = redis.call('TIME')
-local seen, ours = _activity()
-local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
-local top = tonumber(ARGV[4])
-ours = ours + #res[2]
+local top = tonumber(ARGV[6])
 local scanned, total = 0, 0
 local by_type, by_tenant, types, tenants, best = {}, {}, {}, {}, {}
-for _, k in ipairs(res[2]) do
-  local kind = redis.call('TYPE', k)['ok']
-  if kind ~= 'none' then
-    local size = redis.call('MEMORY', 'USAGE', k)
-    ours = ours + 1
-    if size then
-      scanned = scanned + 1
-      total = total + size
-      if by_type[kind] == nil then by_type[kind] = {0, 0}; types[#types + 1] = kind; best[kind] = {} end
-      by_type[kind][1] = by_type[kind][1] + 1
-      by_type[kind][2] = by_type[kind][2] + size
-      local name = tenant_of(k)
-      if by_tenant[name] == nil then by_tenant[name] = {0, 0}; tenants[#tenants + 1] = name end
-      by_tenant[name][1] = by_tenant[name][1] + 1
-      by_tenant[name][2] = by_tenant[name][2] + size
-      local b = best[kind]
-      b[#b + 1] = {size, k}
+local call = _steps(function(keys)
+  local ran = #keys
+  for _, k in ipairs(keys) do
+    local kind = redis.call('TYPE', k)['ok']
+    if kind ~= 'none' then
+      local size = redis.call('MEMORY', 'USAGE', k)
+      ran = ran + 1
+      if size then
+        scanned = scanned + 1
+        total = total + size
+        if by_type[kind] == nil then by_type[kind] = {0, 0}; types[#types + 1] = kind; best[kind] = {} end
+        by_type[kind][1] = by_type[kind][1] + 1
+        by_type[kind][2] = by_type[kind][2] + size
+        local name = tenant_of(k)
+        if by_tenant[name] == nil then by_tenant[name] = {0, 0}; tenants[#tenants + 1] = name end
+        by_tenant[name][1] = by_tenant[name][1] + 1
+        by_tenant[name][2] = by_tenant[name][2] + size
+        local b = best[kind]
+        b[#b + 1] = {size, k}
+      end
     end
   end
-end
+  return ran
+end)
 local flat_types, flat_tenants, flat_best = {}, {}, {}
 for _, kind in ipairs(types) do
   flat_types[#flat_types + 1] = kind
@@ -138,9 +165,7 @@ for _, name in ipairs(tenants) do
   flat_tenants[#flat_tenants + 1] = by_tenant[name][1]
   flat_tenants[#flat_tenants + 1] = by_tenant[name][2]
 end
-local ended = redis.call('TIME')
-return {res[1], scanned, total, flat_types, flat_tenants, flat_best, #res[2],
-        (ended[1] - began[1]) * 1000000 + ended[2] - began[2], began[1] * 1000000 + began[2], seen, ours}
+return {call, scanned, total, flat_types, flat_tenants, flat_best}
 """
 )
 
@@ -246,7 +271,7 @@ def available(adapter: RedisAdapter) -> bool:
 
 def _replies(
     adapter: RedisAdapter, script: str, match: str, extra: list[str], start: int, pacer: Pacer
-) -> Generator[list[Any], None, None]:
+) -> Generator[tuple[int, list[Any]], None, None]:
     """Every batch's reply from every node a scan looks at, as they come (a cluster's primaries in
     parallel, each with its own pacer, added to `pacer` at the end for the summary)."""
     nodes = adapter.scan_nodes()
@@ -273,12 +298,15 @@ def _batches(
     pacer: Pacer,
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
-) -> Iterator[list[Any]]:
-    """One reply per EVAL_RO until the cursor comes back to 0, sized and paced by the controller.
+) -> Iterator[tuple[int, list[Any]]]:
+    """(keys SCAN returned, the script's figures) per EVAL_RO until the cursor comes back to 0, sized and
+    paced by the controller.
 
-    Each script also returns when it began, the server's command count at that moment and how many
-    commands it ran itself: between two of our calls the rest is other clients' (`pacing.others_between`).
-    The reply is yielded without those three, ending with the call's server time in microseconds.
+    The script is told the most keys to ask for, the COUNT of each SCAN sub-step and its budget of server
+    time, which it holds to by its own clock (TIME). It returns, ahead of its figures, what the call did:
+    the cursor, keys asked for and returned, its server time, when it began, the server's command count at
+    that moment and how many commands it ran itself: between two of our calls the rest is other clients'
+    (`pacing.others_between`).
     """
     if pacer.probed is None:
         pacer.probed = adapter.activity()
@@ -288,25 +316,28 @@ def _batches(
     debt = 0.0  # pauses owed: slept once they add up to MIN_SLEEP_S (a busy machine oversleeps short sleeps)
     while True:
         began = clock()
-        args = ["0", cursor, match, str(count), *extra]
+        state = pacer.state
+        assert state is not None
+        sub, budget_us = pacing.sub_step(state), int(state.budget_s * 1e6)
+        args = ["0", cursor, match, str(count), str(sub), str(budget_us), *extra]
         try:
-            reply = adapter.call(["EVALSHA_RO", sha, *args] if sha else ["EVAL_RO", script, *args])
+            reply = adapter.direct_call(["EVALSHA_RO", sha, *args] if sha else ["EVAL_RO", script, *args])
         except ActionFailed:
             if sha is None:
                 raise
             sha = None  # flushed, or EVALSHA_RO not allowed: the body from now on
-            reply = adapter.call(["EVAL_RO", script, *args])
+            reply = adapter.direct_call(["EVAL_RO", script, *args])
         else:
             sha = sha or hashlib.sha1(script.encode()).hexdigest()
         round_trip = clock() - began
-        *body, server_us, began_us, seen, ours = reply
+        (cursor, asked, returned, server_us, began_us, seen, ours), *body = reply
+        cursor = str(cursor)
         others, since = pacer.probed.others, pacer.probed.seconds
         if last is not None:
             others, since = pacing.others_between(last[1], int(seen), last[2]), (int(began_us) - last[0]) / 1e6
         last = (int(began_us), int(seen), int(ours))
-        wait = pacer.observe(pacing.Observation(count, int(server_us) / 1e6, round_trip, others, since))
-        yield [*body, server_us]
-        cursor = str(reply[0])
+        wait = pacer.observe(pacing.Observation(int(asked), int(server_us) / 1e6, round_trip, others, since))
+        yield int(returned), body
         if cursor == "0":
             return
         count = pacer.count
@@ -323,11 +354,10 @@ def audit_ttl(
 
     audit = TtlAudit(sample_size=sample)
     with closing(_replies(adapter, AUDIT_TTL, match, [str(sample)], start, pacer or Pacer())) as replies:
-        for reply in replies:
-            _, scanned, without, flat, keys, returned, _ = reply
+        for returned, (scanned, without, flat, keys) in replies:
             wanted = sample - len(audit.sample)
             audit.absorb(int(scanned), int(without), _pairs(flat), [str(k) for k in keys][: max(wanted, 0)])
-            progress.advance(int(returned))
+            progress.advance(returned)
     return audit.result()
 
 
@@ -341,8 +371,7 @@ def memory_report(
     # MEMORY USAGE of a big key alone costs milliseconds: the measured cost per key keeps such batches small
     pacing = pacer or Pacer(ceiling=MEMORY_BATCH)
     with closing(_replies(adapter, MEMORY_REPORT, match, [str(top)], start, pacing)) as replies:
-        for reply in replies:
-            _, scanned, total, types, tenants, best, returned, _ = reply
+        for returned, (scanned, total, types, tenants, best) in replies:
             report.absorb(
                 int(scanned),
                 int(total),
@@ -350,7 +379,7 @@ def memory_report(
                 _triples(tenants),
                 [(str(best[i]), str(best[i + 1]), int(best[i + 2])) for i in range(0, len(best), 3)],
             )
-            progress.advance(int(returned))
+            progress.advance(returned)
     biggest = {kind: [row["key"] for row in rows] for kind, rows in report.biggest().items()}
     return report.result(details(adapter, biggest))
 

@@ -167,7 +167,8 @@ def test_pacer_accounts_for_every_script_call_and_keeps_batches_in_bounds(seeded
     adapter.close()
     assert result["scanned"] == admin.dbsize()
     assert pacer.calls == calls > 1
-    assert 100 <= pacer.smallest <= pacer.largest <= 400
+    # never more keys than the ceiling; fewer than the floor when a script's own clock stopped it early
+    assert 1 <= pacer.smallest <= pacer.largest <= 400
     assert pacer.total_s > 0 and pacer.longest_s <= pacer.total_s  # measured by the scripts with TIME
     assert f"{calls} calls of {pacer.smallest}-{pacer.largest} keys" in pacer.summary()
 
@@ -189,6 +190,30 @@ def test_the_step_says_which_path_it_took_why_and_what_its_batches_did(seeded, t
     assert "other clients ran" in method and "paced to what the server is doing" in method
     assert re.search(r"\d+ calls of \d+-\d+ keys, server time [\d.]+s, longest call [\d.]+ ms", method), method
     assert "ms per call while other clients were active" in method and "at most 50% of the time" in method
+
+
+def test_a_script_stops_by_its_own_clock_whatever_it_was_asked_for(seeded):
+    """The bound on a call's length is structural: told to ask SCAN for far more keys than its budget
+    allows, a script stops once TIME shows the budget spent, after a few sub-steps, and says how far it got;
+    the next call goes on from its cursor, so the figures stay whole."""
+    adapter = adapter_for(seeded)
+    keys = seeded.client().dbsize()
+    assert keys > 6000
+    # ask for every key at once, in sub-steps of 10, with 50 us of server time: far less than a pass needs
+    args = ["0", "0", "*", str(keys * 10), "10", "50", "5"]
+    (cursor, asked, returned, *_), scanned, *_ = adapter.call(["EVAL_RO", server_side.AUDIT_TTL, *args])
+    assert str(cursor) != "0"  # it stopped before the end of the keyspace
+    assert 10 <= int(asked) < keys  # by its clock, not by the count it was given
+    assert int(asked) % 10 == 0 and int(returned) >= int(scanned) > 0
+    total, cursor = 0, "0"
+    while True:  # the same calls to the end: every key once, whatever each call's length
+        args = ["0", cursor, "*", str(keys * 10), "50", "200", "5"]
+        (cursor, *_), scanned, *_ = adapter.call(["EVAL_RO", server_side.AUDIT_TTL, *args])
+        total, cursor = total + int(scanned), str(cursor)
+        if cursor == "0":
+            break
+    adapter.close()
+    assert total == keys
 
 
 class _Load:

@@ -207,8 +207,9 @@ def test_per_primary_scripts_give_what_the_client_side_path_gives_on_the_cluster
         assert {k: fast[k] for k in ("scanned", "without_ttl", "by_tenant")} == {
             k: plain[k] for k in ("scanned", "without_ttl", "by_tenant")
         }
-        # the summary adds up every primary's batches: what really reached the servers
-        assert pacer.calls == calls and 100 <= pacer.smallest <= pacer.largest <= 500
+        # the summary adds up every primary's batches: what really reached the servers (a call may ask for
+        # fewer keys than the floor when its own clock stopped it, never more than the ceiling)
+        assert pacer.calls == calls and 1 <= pacer.smallest <= pacer.largest <= 500
         fast_mem = server_side.memory_report(adapter, "tenant:*", top=5, progress=_Quiet(), start=100)
         plain_mem = operations.memory_report(adapter, scan_pages(adapter, "tenant:*"), top=5, progress=_Quiet())
         assert _without_seconds(fast_mem) == _without_seconds(plain_mem)
