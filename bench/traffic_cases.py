@@ -6,7 +6,9 @@ alternately, `--rounds` times each:
 
 - audit-ttl as an operator runs it (`redis/audit-ttl`: the path chosen automatically), the same with
   the path fixed to client-side pipelines (`bench/audit-ttl-pipelines`), and `redis-cli --scan | wc -l`;
-  first on loopback, then with the machine busy (`--busy` CPU-bound spinners, one per core);
+  first on loopback, then with the machine busy: `--busy` CPU-bound spinners (one per core) and no
+  production traffic (the stated, reproducible load of the busy target), then the spinners and the
+  production traffic together (recorded, with the traffic's latency);
 - through a 1 ms relay, audit-ttl and the export of one tenant (5,000 keys of a million) with the
   traffic running, then again with the traffic stopped (an idle server): round trips counted by the relay.
 
@@ -37,6 +39,8 @@ from bench.stats import Latency, in_windows, median_cost
 RUNBOOK = [sys.executable, "-m", "engine.cli", "run"]
 PROCEDURES = str(Path(__file__).resolve().parent / "procedures")
 SLOW_US = 1000
+BUSY = "busy"  # --busy CPU-bound spinners beside Redis, no production traffic: the target's stated load
+BUSY_TRAFFIC = "busy + traffic"  # the spinners and the production traffic together: recorded
 VARIANTS = {  # side -> procedure (None: the reference)
     "auto": "redis/audit-ttl",
     "reference": None,
@@ -175,7 +179,9 @@ def run(keys: int, rounds: int, busy: int, rtt_ms: float = 1.0) -> tuple[list[Ro
             spinners = [processes.start([sys.executable, "-c", SPIN])[0] for _ in range(busy)]
             try:
                 time.sleep(1)
-                bench.pairs("busy", rounds)
+                bench.pairs(BUSY_TRAFFIC, rounds)  # spinners and production traffic: recorded
+                bench.traffic(False)
+                bench.pairs(BUSY, rounds)  # spinners alone: the stated load of the busy target
             finally:
                 for spinner in spinners:
                     processes.stop(spinner)
@@ -209,19 +215,20 @@ def _rows(
         run = results.median(side, path)
         return run.measured.cost.wall_s if run else float("nan")
 
-    for path in ("loopback", "busy"):
+    for path in ("loopback", BUSY, BUSY_TRAFFIC):
         if not results.runs.get(("auto", path)):
             continue
-        target = 0.5 if path == "busy" else None
         rows.append(
             Row(
                 f"audit-ttl, {scale} keys, {path} (vs redis-cli --scan | wc -l)",
                 wall("auto", path),
                 wall("reference", path),
-                target,
+                0.5 if path == BUSY else None,
                 note=_path_note(results, path, busy),
             )
         )
+        if path == BUSY:  # no production traffic ran: no latency to weigh
+            continue
         rows.append(
             Row(
                 f"production p99 during audit-ttl, {path} (vs during redis-cli --scan)",
@@ -267,8 +274,10 @@ def _path_note(results: Results, path: str, busy: int) -> str:
     run = results.median("auto", path)
     loads = results.loads.get(path, [])
     shown = f"load average {min(loads):.1f}-{max(loads):.1f}" if loads else ""
-    extra = f"{busy} CPU-bound spinners beside Redis, " if path == "busy" else ""
-    return f"{extra}{LOAD_RATE} req/s of production traffic, {shown}; {run.method if run else ''}"
+    spinners = f"{busy} CPU-bound spinners beside Redis" if path in (BUSY, BUSY_TRAFFIC) else ""
+    traffic = "" if path == BUSY else f"{LOAD_RATE} req/s of production traffic"
+    load = ", ".join(x for x in (spinners, traffic, shown) if x)
+    return f"{load}; {run.method if run else ''}"
 
 
 def _report(

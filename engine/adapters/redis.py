@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 import redis
 from redis.backoff import NoBackoff
 from redis.connection import Connection, ConnectionPool, SSLConnection
+from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 
 from engine.adapters.redis_effects import (
@@ -182,6 +183,7 @@ class RedisAdapter:
         self._client: redis.Redis | None = None
         self._raw: redis.Redis | None = None
         self.server_info: dict[str, Any] = {}
+        self.server_info_at = 0.0  # when (time.monotonic) INFO server was read, at connect
         self.commands_sent = 0  # by call() and pipeline_calls(): a scan tells its own commands from others'
         self.scan_notes: list[str] = []  # what each keyspace scan's pacing did, for the step's output
 
@@ -206,8 +208,7 @@ class RedisAdapter:
             return self
         pool = self._pool(decode_responses=True)
         client = redis.Redis(connection_pool=pool)
-        try:
-            client.ping()
+        try:  # no PING first: COMMAND (or INFO) opens the connection, a round trip saved on every run
             if self._table is None:
                 try:
                     self._table = parse_command_table(client.execute_command("COMMAND"))
@@ -215,6 +216,7 @@ class RedisAdapter:
                     self._table = {}
             self._always_read = always_read(self._table)
             self.server_info = client.info("server")
+            self.server_info_at = time.monotonic()
         except redis.RedisError as exc:
             pool.disconnect()
             raise self._translate(exc, connecting=True) from None
@@ -243,6 +245,11 @@ class RedisAdapter:
             **tls,
             health_check_interval=0,
             retry=Retry(NoBackoff(), 0),  # fail fast: the procedure decides whether to retry
+            # the handshake is HELLO (and AUTH, SETNAME, SELECT) only: redis-py would also send CLIENT SETINFO
+            # twice and CLIENT MAINT_NOTIFICATIONS (moving endpoints of a managed service, not ours to follow),
+            # each a round trip of its own on every connection: 9 of a tenant export's 50 through a network
+            driver_info=None,
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
         )
 
     def raw_client(self) -> redis.Redis:
@@ -511,14 +518,15 @@ class RedisAdapter:
             self.scan_notes.append(f"SCAN: {pacing.summary(state)}")
 
     def activity(self, window_s: float = ACTIVITY_WINDOW_S) -> Activity:
-        """What a scan should know before its first call: the round trip (quickest of three PINGs), how
-        many commands other clients ran over `window_s` (two INFO stats; None when INFO is refused), and
-        whether this client runs on the server's own machine."""
+        """What a scan should know before its first call: the round trip (quicker of two PINGs), how many
+        commands other clients ran over `window_s` (two INFO stats; None when INFO is refused), and whether
+        this client runs on the server's own machine. All on the connection the run already holds: five
+        round trips, and no connection (handshake included) opened for them."""
         from engine.keyspace.pacing import Activity, others_between
 
-        raw = self.raw_client()
-        rtt = self._round_trip_s(raw)
-        same_host = self._wrap(lambda: _same_host(raw))
+        client = self.client
+        rtt = self._round_trip_s(client)
+        same_host = self._wrap(lambda: _same_host(client))
         started = time.perf_counter()
         try:
             before = int(self.info("stats")["total_commands_processed"])
@@ -529,12 +537,13 @@ class RedisAdapter:
             return Activity(rtt, None, time.perf_counter() - started, same_host)
         return Activity(rtt, others_between(before, after, 1), time.perf_counter() - started, same_host)
 
-    def _round_trip_s(self, raw: Any) -> float:
-        """The quickest of three PINGs: what a call costs before the server does any work."""
+    def _round_trip_s(self, client: Any, pings: int = 2) -> float:
+        """The quickest of `pings` PINGs on an open connection: what a call costs before the server does
+        any work (each one more is a round trip more before the scan starts)."""
         best = float("inf")
-        for _ in range(3):
+        for _ in range(pings):
             started = time.perf_counter()
-            self._wrap(raw.ping)
+            self._wrap(client.ping)
             best = min(best, time.perf_counter() - started)
         return best
 

@@ -353,7 +353,7 @@ def _execute(
                 return values
 
             if target.redis is not None:
-                transcript.emit("target.identified", redis_run_id=identify(connections))
+                transcript.emit("target.identified", redis_run_id=identify(connections, max_age_s=1.0))
             gate = Gate(operator, rollout=request.rollout, covered_by=request.rollout_approval)
             if not request.dry_run:  # a change takes the target's lease first; reads and rehearsals never do
                 from engine.run.lease import FileStore, new_holder
@@ -454,10 +454,13 @@ def _execute(
             sandbox.stop()
 
 
-def identify(connections: Any) -> str | None:
-    """The Redis server process's run_id (INFO server), which a restart or failover changes; None if down."""
+def identify(connections: Any, *, max_age_s: float = 0.0) -> str | None:
+    """The Redis server process's run_id (INFO server), which a restart or failover changes; None if down.
+    `max_age_s`: what the adapter's connect read no longer ago than that will do (a round trip saved)."""
     try:
-        info = connections.redis().call(["INFO", "server"])
+        adapter = connections.redis()
+        fresh = time.monotonic() - getattr(adapter, "server_info_at", 0.0) <= max_age_s
+        info = adapter.server_info if fresh and adapter.server_info else adapter.call(["INFO", "server"])
     except Exception:  # a down or refusing server is what some procedures are for: no identity then
         return None
     if isinstance(info, bytes):

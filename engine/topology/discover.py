@@ -48,7 +48,7 @@ def discover(seed: tuple[str, int], connect: Connect) -> Topology:
                     ),
                 ]
         else:
-            nodes = _primary_and_replicas(session, host, port, notes)
+            nodes = _primary_and_replicas(session, host, port, notes, me)
     kind = "replicated" if len(nodes) > 1 else "standalone"
     return Topology(kind, tuple(nodes), f"{seed[0]}:{seed[1]}", notes=tuple(notes))
 
@@ -105,8 +105,11 @@ def discover_sentinel(sentinels: Sequence[tuple[str, int]], master_name: str, co
     return Topology("sentinel", tuple(nodes), seed, sentinel=view, notes=tuple(notes))
 
 
-def _primary_and_replicas(session: _Session, host: str, port: int, notes: list[str]) -> list[Node]:
-    me = parse.role(session.call(host, port, "ROLE"))
+def _primary_and_replicas(
+    session: _Session, host: str, port: int, notes: list[str], me: dict[str, Any] | None = None
+) -> list[Node]:
+    """The primary at host:port and its replicas; `me`: its ROLE when the caller already asked (a round trip)."""
+    me = me or parse.role(session.call(host, port, "ROLE"))
     if me["role"] != "primary":
         raise DiscoveryError(f"{host}:{port} was named the primary but says it is a {me['role']}")
     nodes = [Node(host, port, "primary", offset=me["offset"])]
