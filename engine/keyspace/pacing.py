@@ -20,7 +20,9 @@ clients ran between two of our calls (INFO stats `total_commands_processed`, les
 
 A server that will not say (INFO refused by an ACL) counts as busy. The batch size follows the budget
 and the cost per key measured so far (the median of the last calls, so one call stretched by a
-descheduled server does not collapse the batches); it grows at most twofold per call.
+descheduled server does not collapse the batches); it grows at most twofold per call. The scripts also
+bound themselves by their own clock, in SCAN sub-steps sized here (`sub_step`): a call lasts at most its
+budget plus one sub-step whatever this estimate says.
 
 Pure: the state is a frozen dataclass, time comes in with the observations (the caller's clock), and
 nothing here does I/O. The callers (server_side.py, RedisAdapter._sparse_scan) send and measure.

@@ -161,3 +161,16 @@ def test_the_pacer_reports_its_calls_and_says_no_calls_before_any() -> None:
     assert pacer.summary().startswith("1 calls of 1000-1000 keys")
     added = Pacer(calls=3, smallest=100, largest=400, total_s=0.002, longest_s=0.001)  # only figures added
     assert added.summary() == "3 calls of 100-400 keys, server time 0.00s, longest call 1.0 ms, paused 0.00s"
+
+
+def test_a_sub_step_is_a_quarter_of_the_budget_at_most_half_a_millisecond() -> None:
+    """The script stops once its budget is spent, so it overruns it by one sub-step at most: 4.5 ms idle."""
+    state = pacing.begin(POLICY, 1000, REMOTE_1MS)
+    assert pacing.sub_step(state) == 250  # nothing measured yet: a quarter of the call
+    state, _ = pacing.step(state, _call(1000, 1e-6, others=5))
+    assert state.budget_s == 0.0015 and pacing.sub_step(state) == 375  # 0.375 ms at 1 us a key
+    for _ in range(6):
+        state, _ = pacing.step(state, _call(state.count, 1e-6, others=0, seconds=0.2))
+    assert state.budget_s == 0.004 and pacing.sub_step(state) == 500  # capped at 0.5 ms
+    slow = dataclasses.replace(state, costs=(1e-3,))
+    assert pacing.sub_step(slow) == POLICY.sub_floor  # a key costs a millisecond: the fewest keys a sub-step asks
