@@ -13,7 +13,7 @@ clients ran between two of our calls (INFO stats `total_commands_processed`, les
   calls are cheap (loopback on a quiet machine), longer ones where each call costs more anyway (a
   network, a busy machine), so no more than a third of the scan's time goes to the calls themselves;
   and after each call it pauses so that our calls hold the server at most `duty` of the time;
-- while the server is idle: the budget doubles with each call up to the idle budget (4 ms for the
+- while the server is idle: the budget doubles (`growth`) with each call up to the idle budget (4 ms for the
   scripts, under the 5 ms per call target; more for a plain SCAN, see redis.py), with no pause;
   the first call that sees another client brings the budget back down at once. The server counts as
   idle again after `quiet_s` (0.1 s) without a command from anyone else.
@@ -48,6 +48,7 @@ class Policy:
     floor: int = 100
     ceiling: int = 4000
     window: int = 7  # calls the cost per key is the median of
+    growth: float = 2.0  # the most the batch (and the budget while idle) grows from one call to the next
     sub_step_s: float = 0.0005  # the longest SCAN sub-step of a self-bounding script (server_side.py)
     sub_floor: int = 10  # ... and its fewest keys
 
@@ -149,9 +150,9 @@ def step(state: Pacing, seen: Observation) -> tuple[Pacing, float]:
     per_key = sorted(costs)[len(costs) // 2]
     overheads = (*state.overheads[-(p.window - 1) :], max(0.0, seen.round_trip_s - seen.server_s))
     overhead = sorted(overheads)[len(overheads) // 2]
-    budget = p.busy_budget(overhead) if busy else min(p.idle_budget_s, max(state.budget_s, 1e-6) * 2)
+    budget = p.busy_budget(overhead) if busy else min(p.idle_budget_s, max(state.budget_s, 1e-6) * p.growth)
     want = int(budget / per_key) if per_key > 0 else p.ceiling
-    count = max(p.floor, min(p.ceiling, want, seen.count * 2))
+    count = max(p.floor, min(p.ceiling, want, int(seen.count * p.growth)))
     pause = 0.0
     if busy:
         # the part of the round trip the server did not spend on our call already left it free for others
