@@ -122,6 +122,8 @@ MEMORY_REPORT = (
 local top = tonumber(ARGV[6])
 local scanned, total = 0, 0
 local by_type, by_tenant, types, tenants, best = {}, {}, {}, {}, {}
+-- the same order as aggregate.TopN keeps: bigger first, and on equal sizes the greater key name
+local function bigger(x, y) if x[1] ~= y[1] then return x[1] > y[1] end return x[2] > y[2] end
 local call = _steps(function(keys)
   local ran = #keys
   for _, k in ipairs(keys) do
@@ -144,6 +146,14 @@ local call = _steps(function(keys)
       end
     end
   end
+  -- each kind's biggest kept to `top` as the sub-steps go, so the sorting stays inside the budget too
+  for _, kind in ipairs(types) do
+    local b = best[kind]
+    if #b > top then
+      table.sort(b, bigger)
+      for i = #b, top + 1, -1 do b[i] = nil end
+    end
+  end
   return ran
 end)
 local flat_types, flat_tenants, flat_best = {}, {}, {}
@@ -152,8 +162,7 @@ for _, kind in ipairs(types) do
   flat_types[#flat_types + 1] = by_type[kind][1]
   flat_types[#flat_types + 1] = by_type[kind][2]
   local b = best[kind]
-  -- the same order as aggregate.TopN keeps: bigger first, and on equal sizes the greater key name
-  table.sort(b, function(x, y) if x[1] ~= y[1] then return x[1] > y[1] end return x[2] > y[2] end)
+  table.sort(b, bigger)
   for i = 1, math.min(top, #b) do
     flat_best[#flat_best + 1] = kind
     flat_best[#flat_best + 1] = b[i][2]
