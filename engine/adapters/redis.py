@@ -478,6 +478,9 @@ class RedisAdapter:
             # fourfold per SCAN: an idle server's budget (100 ms) is reached in 4 SCANs, not 7 (the count is still
             # the budget over the cost per key measured on the previous ones)
             growth=4.0,
+            # a SCAN's COUNT floor (`count`, 1000) keeps it near a millisecond anyway: beside other clients the
+            # budget follows the call's cost on the server's own host too, not to multiply the export's SCANs
+            shortest_on_same_host=False,
         )
         probed = self.activity()
         state = pacing.begin(policy, count, probed)
