@@ -213,11 +213,12 @@ def summary(state: Pacing) -> str:
     p = state.policy
     overhead = sorted(state.overheads)[len(state.overheads) // 2] if state.overheads else state.rtt_s
     idle_calls = state.calls - state.busy_calls
+    shortest = "the shortest, on the server's own host; " if state.same_host and p.shortest_on_same_host else ""
     parts = [
         f"{state.calls} calls of {state.smallest}-{state.largest} keys, server time {state.total_s:.2f}s, "
         f"longest call {state.longest_s * 1000:.1f} ms",
         f"budget {p.busy_budget(overhead, state.same_host) * 1000:.2g} ms per call while other clients were active "
-        f"({state.busy_calls} calls, up to {state.peak_rate:.0f} commands/s from them; a call cost "
+        f"({shortest}{state.busy_calls} calls, up to {state.peak_rate:.0f} commands/s from them; a call cost "
         f"{overhead * 1000:.2f} ms besides the server's work)",
     ]
     if idle_calls:
