@@ -464,8 +464,9 @@ class RedisAdapter:
     def _sparse_scan(self, match: str, count: int, batch: int) -> Iterator[list[bytes]]:
         """SCAN pages, COUNT sized by the pacing controller (engine/keyspace/pacing.py) on each SCAN's server
         time (TIME before and after it in the same pipeline) and on what other clients ran meanwhile (INFO
-        stats in the same pipeline): no round trip of their own. A page bigger than `batch` shrinks the
-        next COUNT in proportion (a dense pattern: memory stays bounded by about one batch)."""
+        stats in the same pipeline): no round trip of their own. The next COUNT never asks for more than about
+        `batch` keys at the density of the last page (a dense pattern: memory stays bounded by about one
+        batch, and a page bigger than `batch` shrinks the next COUNT in proportion)."""
         from engine.keyspace import pacing
 
         policy = pacing.Policy(
@@ -514,7 +515,7 @@ class RedisAdapter:
                 else:  # TIME refused by an ACL: the round trip less a PING's, an over-estimate that errs small
                     server_s = max(0.0, round_trip - probed.rtt_s)
                 state, _ = pacing.step(state, pacing.Observation(step, server_s, round_trip, others, since))
-                if len(page) > batch:
+                if page:  # never a next page much bigger than a batch at this density (4x growth or not)
                     state = replace(state, count=max(count, min(state.count, step * batch // len(page))))
                 if page:
                     yield page
