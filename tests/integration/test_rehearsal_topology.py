@@ -25,6 +25,7 @@ from engine.rehearsal.rehearse import GateWatch, _seed, rehearse
 from engine.rehearsal.world import World, WorldSpec, address
 from engine.targets import load_inventory, target_from_inventory
 from tests.conftest import require_binary
+from tests.integration.proc_support import processes
 
 SAFETY_NET = 60.0  # waits below are on conditions the test holds; this only ends a broken run
 
@@ -71,19 +72,8 @@ def _alive(pid: int) -> bool:
 
 def _redis_children() -> set[int]:
     """redis-server processes this test process started and has not reaped or stopped."""
-    mine = str(os.getpid())
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-        if name.startswith("redis-server") and rest[1] == mine and rest[0] != "Z":
-            found.add(int(entry.name))
-    return found
+    mine = os.getpid()
+    return {p.pid for p in processes() if p.name.startswith("redis-server") and p.parent == mine and p.state != "Z"}
 
 
 # -- the faults --------------------------------------------------------------------------------------------
