@@ -106,16 +106,22 @@ def _fill(world: World, args: dict[str, Any] | None) -> None:
 
 @fault("leak_keys")
 def _leak(world: World, args: dict[str, Any]) -> None:
-    """Keys written without a TTL by a buggy client: the memory leak the runbook hunts."""
+    """Keys written without a TTL by a buggy client: the memory leak the runbook hunts. `{prefix, count,
+    value_size}`: values `leaked-<i>`, or `value_size` bytes each; on a cluster each key goes to its slot's
+    owner, so a prefix with a hash tag (`tenant:{acme}:`) lands on one shard."""
     prefix, count = args["prefix"], int(args["count"])
+    size = int(args.get("value_size", 0))
     if count < 1:
         raise RuntimeError("leak_keys: count must be at least 1; a leak of nothing is no incident")
-    with world.client() as client:
+    client = world.data_client()  # a cluster's keys go to their slot's owner (a hash tag: all to one shard)
+    try:
         pipe = client.pipeline(transaction=False)
         for i in range(count):
-            pipe.set(f"{prefix}{i}", f"leaked-{i}")
+            pipe.set(f"{prefix}{i}", "x" * size if size > 0 else f"leaked-{i}")
         pipe.execute()
         written = sum(1 for _ in client.scan_iter(match=f"{prefix}*", count=1000))
+    finally:
+        client.close()
     if written < count:
         raise RuntimeError(f"leak_keys: {written} of {count} keys are there")
     world.vars["leaked"] = count
@@ -335,7 +341,21 @@ def _start_fails(world: World, args: Any) -> None:
 
 @fault("kill_redis")
 def _kill(world: World, args: Any) -> None:
+    """SIGKILL the Redis the target names (a deployment's primary as built): no shutdown, no final save.
+
+    `{replica: 0 | HOST:PORT}` (a deployment): that replica instead, a node that died while the primary and
+    Sentinel still know it; checked: it no longer answers. `world.killed_replica` is its address."""
     assert world.redis is not None
+    if isinstance(args, dict) and args.get("replica") is not None:
+        from engine.rehearsal import nodes
+        from engine.rehearsal.topology_faults import replica_address
+
+        target = replica_address(world, args["replica"], "kill_redis")
+        world.node(target).kill()
+        if nodes.replication(world, target) is not None:
+            raise RuntimeError(f"kill_redis: {target} still answers")
+        world.vars["killed_replica"] = target
+        return
     world.redis.kill()
     if world.ping():
         raise RuntimeError("kill_redis: Redis still answers PING")

@@ -204,6 +204,50 @@ def _cluster_node_down(world: World, args: dict[str, Any] | None) -> None:
     world.vars["uncovered_slots"] = by_id[victim["id"]]["slots"]
 
 
+@fault("cluster_open_slot")
+def _cluster_open_slot(world: World, args: dict[str, Any] | None) -> None:
+    """A resharding interrupted (`redis-cli --cluster reshard` killed half-way): one slot left MIGRATING on
+    its owner and IMPORTING on another primary. `{key: "tenant:{acme}:x"}` (the slot of that key) or
+    `{slot: N}`. Held: nothing closes it until teardown; checked: both nodes show the slot open in their own
+    CLUSTER NODES line. `world.open_slot`, `world.open_slot_from`, `world.open_slot_to` (addresses)."""
+    _deployment(world, "cluster_open_slot", "cluster")
+    args = args or {}
+    seed = world.template_values()["primary"]
+    with world.client(node=seed) as client:
+        if args.get("slot") is not None:
+            slot = int(args["slot"])
+        else:
+            slot = int(client.execute_command("CLUSTER", "KEYSLOT", str(args["key"])))
+        lines = [line.split() for line in str(client.execute_command("CLUSTER", "NODES")).splitlines()]
+    ids, owner = {}, None
+    for fields in (f for f in lines if len(f) >= 8):
+        node = fields[1].split("@", 1)[0].split(",", 1)[0]
+        ids[node] = fields[0]
+        for token in (t for t in fields[8:] if not t.startswith("[")):
+            start, _, end = token.partition("-")
+            if int(start) <= slot <= int(end or start):
+                owner = node
+    if owner is None:
+        raise RuntimeError(f"cluster_open_slot: slot {slot} has no owner")
+    others = sorted(n["address"] for n in nodes.cluster_view(world) if "master" in n["flags"] and n["address"] != owner)
+    if not others:
+        raise RuntimeError("cluster_open_slot: no other primary to move the slot to")
+    to = others[0]
+    with world.client(node=to) as client:
+        client.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner])
+    with world.client(node=owner) as client:
+        client.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to])
+
+    def own_line(node: str) -> str:
+        with world.client(node=node) as client:
+            text = str(client.execute_command("CLUSTER", "NODES"))
+        return next(line for line in text.splitlines() if "myself" in line.split()[2])
+
+    if f"[{slot}->-{ids[to]}]" not in own_line(owner) or f"[{slot}-<-{ids[owner]}]" not in own_line(to):
+        raise RuntimeError(f"cluster_open_slot: slot {slot} is not shown open on {owner} and {to}")
+    world.vars.update(open_slot=slot, open_slot_from=owner, open_slot_to=to)
+
+
 @fault("flapping_replica")
 def _flapping(world: World, args: dict[str, Any] | None) -> None:
     """Replicas whose link keeps dropping and fully resyncing: on the primary, client-output-buffer-limit

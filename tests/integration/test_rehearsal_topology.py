@@ -170,6 +170,53 @@ def test_cluster_node_down_leaves_slots_uncovered_and_the_cluster_failed():
     assert [d for d in dirs if d.exists()] == [] and not world.directory.exists()
 
 
+def test_a_hash_tagged_leak_lands_on_one_shard_and_an_open_slot_holds():
+    world = _world(topology="cluster")
+    try:
+        faults.apply(world, {"leak_keys": {"prefix": "tenant:{acme}:big:", "count": 20, "value_size": 1000}})
+        assert world.vars["leaked"] == 20
+        holding = {}
+        for server in world.nodes:
+            with world.client(node=server) as client:
+                if client.info("replication")["role"] == "master":
+                    holding[address(server)] = len(client.keys("tenant:{acme}:big:*"))
+        assert sorted(holding.values()) == [0, 0, 20]  # the hash tag puts every key on one shard
+        owner = next(node for node, count in holding.items() if count)
+        with world.client(node=owner) as client:
+            assert len(client.get("tenant:{acme}:big:0")) == 1000
+        faults.apply(world, {"cluster_open_slot": {"key": "tenant:{acme}:big:0"}})
+        slot, source, target = (world.vars[k] for k in ("open_slot", "open_slot_from", "open_slot_to"))
+        assert source == owner and target != owner and target in holding
+        with world.client(node=source) as client:
+            assert client.execute_command("CLUSTER", "KEYSLOT", "tenant:{acme}:big:0") == slot
+        time.sleep(1.0)  # held: nothing closes the slot but teardown
+        for node, mark in ((source, f"[{slot}->-"), (target, f"[{slot}-<-")):
+            with world.client(node=node) as client:
+                mine = next(
+                    line for line in str(client.execute_command("CLUSTER", "NODES")).splitlines() if "myself" in line
+                )
+                assert mark in mine, mine
+        assert nodes.cluster_state(world) == "ok" and nodes.slots_covered(world) == 16384
+    finally:
+        world.stop()
+
+
+def test_kill_redis_on_a_replica_leaves_the_primary_and_sentinel_knowing_it():
+    world = _world(topology="replicated", replicas=1, sentinels=1)
+    try:
+        (replica,) = world.template_values()["replicas"]
+        faults.apply(world, {"kill_redis": {"replica": 0}})
+        assert world.vars["killed_replica"] == replica and not world.node(replica).running
+        assert nodes.roles(world)[replica] == "down" and world.redis.running
+        _until(lambda: _info(world.template_values()["primary"], "replication")["connected_slaves"] == 0, "lost")
+        (sentinel,) = world.sentinels
+        with world.client(password=False, node=sentinel) as client:
+            known = client.execute_command("SENTINEL", "REPLICAS", world.master_name)
+        assert any(replica in str(entry) or replica.rpartition(":")[2] in str(entry) for entry in known)
+    finally:
+        world.stop()
+
+
 def test_flapping_replica_keeps_fully_resyncing_until_teardown():
     world = _world(topology="replicated", replicas=1, sentinels=1)
     try:

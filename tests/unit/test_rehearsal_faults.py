@@ -84,6 +84,7 @@ def test_every_documented_fault_is_registered_and_unknown_ones_are_named():
         "replica_lagging",
         "kill_primary",
         "cluster_node_down",
+        "cluster_open_slot",
         "flapping_replica",
         "node_snapshot",
         "config_file_line",
