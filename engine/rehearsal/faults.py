@@ -704,3 +704,25 @@ def _append_to_file(world: World, args: dict[str, Any]) -> None:
         raise RuntimeError(f"append_to_file: {path} is not a file")
     with path.open("a", encoding="utf-8") as out:
         out.write(str(args.get("text", "\n")) * int(args.get("times", 1)))
+
+
+@fault("write_file")
+def _write_file(world: World, args: dict[str, Any]) -> None:
+    """A file the operator keeps and hands to the procedure (a config baseline from config management):
+    `{path: "{{ world.directory }}/baseline.yaml", text: "maxmemory: 64mb\\n"}`; the path and the text may use
+    `world.*`. It must be new (a fault never overwrites what the world or an earlier fault put there) and its
+    directory must exist; `world.written_files` lists the paths written."""
+    from engine.spec import template
+
+    values = {"world": world.template_values()}
+    path = Path(str(template.render(str(args["path"]), values)))
+    if path.exists():
+        raise RuntimeError(f"write_file: {path} exists already")
+    if not path.parent.is_dir():
+        raise RuntimeError(f"write_file: {path.parent} is not a directory")
+    text = str(args.get("text", ""))
+    rendered = str(template.render(text, values))
+    if text.endswith("\n") and not rendered.endswith("\n"):  # the renderer drops a final newline
+        rendered += "\n"
+    path.write_text(rendered, encoding="utf-8")
+    world.vars.setdefault("written_files", []).append(str(path))

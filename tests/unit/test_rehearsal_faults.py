@@ -79,6 +79,7 @@ def test_every_documented_fault_is_registered_and_unknown_ones_are_named():
         "host_script",
         "inventory",
         "append_to_file",
+        "write_file",
         # deployment worlds (engine/rehearsal/topology_faults.py)
         "replica_link_broken",
         "replica_lagging",
@@ -133,3 +134,16 @@ def test_append_to_file_appends_and_refuses_a_missing_file(tmp_path):
     assert (tmp_path / "export.jsonl").read_text() == "{}\nx\nx\nx\n"
     with pytest.raises(RuntimeError, match="is not a file"):
         faults.apply(world, {"append_to_file": {"path": "{{ world.directory }}/missing.jsonl"}})  # type: ignore[arg-type]
+
+
+def test_write_file_writes_a_new_file_and_refuses_an_existing_one(tmp_path):
+    world = _PaperWorld(tmp_path)
+    world.vars = {}
+    args = {"path": "{{ world.directory }}/baseline.yaml", "text": "dir: {{ world.data_dir }}\n"}
+    faults.apply(world, {"write_file": args})  # type: ignore[arg-type]
+    assert (tmp_path / "baseline.yaml").read_text() == f"dir: {tmp_path / 'data'}\n"
+    assert world.vars["written_files"] == [str(tmp_path / "baseline.yaml")]
+    with pytest.raises(RuntimeError, match="exists already"):
+        faults.apply(world, {"write_file": args})  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="is not a directory"):
+        faults.apply(world, {"write_file": {"path": "{{ world.directory }}/nowhere/b.yaml"}})  # type: ignore[arg-type]
