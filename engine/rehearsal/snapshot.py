@@ -332,7 +332,14 @@ def follow_on(line: str) -> bool:
         return True
     if body.startswith("config ") and body.split(" ", 2)[1].rstrip(":") in FOLLOW_ON_CONFIG:
         return True
-    return body.startswith("file ") and body.split(" ", 2)[1].rstrip(":").endswith("/redis.conf")
+    return body.startswith("file ") and _is_config_file(body.split(" ", 2)[1].rstrip(":"))
+
+
+def _is_config_file(path: str) -> bool:
+    """redis.conf, or the temporary file CONFIG REWRITE writes beside it and renames over it
+    (`redis.conf.XXXXXX`, mkstemp's suffix), which a snapshot taken mid-rewrite sees."""
+    name = Path(path).name
+    return name == "redis.conf" or bool(re.fullmatch(r"redis\.conf\.[A-Za-z0-9]{6}", name))
 
 
 def restart_follow_on(line: str, node: str | None, directory: str) -> bool:

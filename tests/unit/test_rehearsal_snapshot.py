@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.rehearsal.snapshot import State, changed, differences
+from engine.rehearsal.snapshot import State, changed, differences, follow_on
 
 
 def state(keys=None, config=None, files=None, run_id="r1", service="exit 0: active") -> State:
@@ -76,3 +76,11 @@ def test_a_background_save_ending_during_a_later_step_is_not_that_steps_change()
     assert changed(during, saved) == []
     # without a save in progress, the same new dump is a change
     assert changed(fingerprint(dirty=5), saved) != []
+
+
+def test_sentinels_config_rewrite_is_a_failovers_follow_on_even_mid_rewrite():
+    # CONFIG REWRITE writes redis.conf.XXXXXX beside the file and renames it over: a snapshot may see either
+    assert follow_on("127.0.0.3:7001: file /w/n1/redis.conf: size 900 -> 950")
+    assert follow_on("127.0.0.3:7001: file /w/n1/redis.conf.VSO15t: new")
+    assert not follow_on("127.0.0.3:7001: file /w/n1/redis.conf.bak: new")
+    assert not follow_on("127.0.0.3:7001: file /w/n1/dump.rdb: new")
