@@ -546,6 +546,70 @@ def take_snapshot(world: World, match: str = "*") -> dict[str, tuple[str, Any, b
     return out
 
 
+@fault("file_size_limit")
+def _file_size_limit(world: World, args: dict[str, Any]) -> None:
+    """A disk that takes no more data, as a full disk or an exhausted quota: `{bytes: 65536}` becomes the
+    running redis-server's RLIMIT_FSIZE (prlimit), so no file it or a child it forks writes can grow past
+    `bytes`. A BGSAVE of a dataset bigger than that dies writing the dump (SIGXFSZ): rdb_last_bgsave_status
+    err, the old dump untouched. Checked: the limit is set and Redis's log is well below it (a log line past
+    it would kill the server itself). `world.file_size_limit` is `bytes`."""
+    import resource
+
+    assert world.redis is not None
+    limit = int(args["bytes"])
+    pid = world.redis.pid
+    if pid is None:
+        raise RuntimeError("file_size_limit: Redis is not running")
+    log = world.redis.log_path.stat().st_size if world.redis.log_path.exists() else 0
+    if log > limit // 2:
+        raise ValueError(f"file_size_limit: {limit} bytes leaves no room for Redis's log ({log} bytes)")
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, limit))
+    if resource.prlimit(pid, resource.RLIMIT_FSIZE)[0] != limit:
+        raise RuntimeError("file_size_limit: the limit did not take")
+    world.vars["file_size_limit"] = limit
+
+
+@fault("failed_logins")
+def _failed_logins(world: World, args: int | dict[str, Any]) -> None:
+    """A credential-stuffing attack: `failed_logins: 1100` or `{count: 1100}` AUTH attempts, each as another
+    user name (`stuffed-<n>`) with a wrong password, so that each is its own ACL LOG entry (Redis merges
+    repeats of one user name). Keeps `acllog-max-len` entries at most: raise it in the world's `config` to
+    keep more than the default 128. Checked: ACL LOG holds min(count, acllog-max-len) entries or more.
+    `world.failed_logins` is `count`, `world.acl_log_entries` ACL LOG's length afterwards."""
+    spec = args if isinstance(args, dict) else {"count": args}
+    count = int(spec["count"])
+    if count < 1:
+        raise ValueError("failed_logins: count must be at least 1")
+    import socket
+
+    assert world.redis is not None
+    refused = 0
+    # a raw socket, as the attacker's client (redis-py drops a connection on its first refused AUTH), sending
+    # 50 attempts at a time: Redis closes an unauthenticated client whose replies pile up past 16 KiB
+    with socket.create_connection((world.redis.host, world.redis.port), timeout=10) as attacker:
+        for start in range(0, count, 50):
+            users = [f"stuffed-{i}".encode() for i in range(start, min(start + 50, count))]
+            attacker.sendall(
+                b"".join(b"*3\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n$16\r\nnot-the-password\r\n" % (len(u), u) for u in users)
+            )
+            replies = b""
+            while replies.count(b"\r\n") < len(users):
+                chunk = attacker.recv(65536)
+                if not chunk:
+                    raise RuntimeError("failed_logins: Redis closed the connection")
+                replies += chunk
+            refused += replies.count(b"-WRONGPASS")
+    if refused != count:
+        raise RuntimeError(f"failed_logins: {count - refused} of {count} AUTH attempts were not refused")
+    with world.client() as client:
+        keep = int(client.config_get("acllog-max-len")["acllog-max-len"])
+        entries = len(client.execute_command("ACL", "LOG", count + 1))
+    if entries < min(count, keep):
+        raise RuntimeError(f"failed_logins: ACL LOG holds {entries} entries after {count} failed logins")
+    world.vars["failed_logins"] = count
+    world.vars["acl_log_entries"] = entries
+
+
 @fault("acl_file")
 def _acl_file(world: World, args: dict[str, Any] | None) -> None:
     """Redis restarted on an ACL file (`aclfile` in redis.conf), with other users besides `default`.

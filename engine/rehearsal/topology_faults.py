@@ -167,6 +167,27 @@ def _kill_primary(world: World, args: Any) -> None:
     world.settle()
 
 
+@fault("kill_replica")
+def _kill_replica(world: World, args: dict[str, Any] | None) -> None:
+    """A replica whose redis-server died (SIGKILL): `{replica: 0}` (index in world.replicas, or HOST:PORT).
+
+    Checked: it does not answer and its primary no longer counts it among its connected replicas; Sentinel,
+    if any, still lists it (SENTINEL REPLICAS), as after a real crash. `world.killed_replica` is its address."""
+    _deployment(world, "kill_replica", "replicated")
+    args = args or {}
+    target = _replica(world, args.get("replica"), "kill_replica")
+    primary = world.template_values()["primary"]
+    connected = _stat(world, primary, "replication", "connected_slaves")
+    world.node(target).kill()
+    if nodes.replication(world, target) is not None:
+        raise RuntimeError(f"kill_replica: {target} still answers")
+    _until(
+        f"kill_replica: the primary {primary} still counts {target} as connected",
+        lambda: _stat(world, primary, "replication", "connected_slaves") < connected,
+    )
+    world.vars["killed_replica"] = target
+
+
 @fault("cluster_node_down")
 def _cluster_node_down(world: World, args: dict[str, Any] | None) -> None:
     """A shard lost whole: its primary and every replica of it killed (replicas first, so none is promoted),

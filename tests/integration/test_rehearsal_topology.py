@@ -136,6 +136,24 @@ def test_kill_primary_waits_until_sentinel_promoted_a_replica():
     assert [d for d in dirs if d.exists()] == [] and not world.directory.exists()
 
 
+def test_kill_replica_leaves_a_dead_replica_sentinel_still_lists():
+    world = _world(topology="replicated", replicas=1, sentinels=1)
+    try:
+        faults.apply(world, {"kill_replica": {}})
+        dead, primary = world.vars["killed_replica"], world.template_values()["primary"]
+        assert dead == world.template_values()["replicas"][0]
+        assert nodes.replication(world, dead) is None and nodes.roles(world)[dead] == "down"
+        assert _info(primary, "replication")["connected_slaves"] == 0
+        assert nodes.primary(world) == primary  # no failover: only a replica died
+        (sentinel,) = world.sentinels
+        host, port = address(sentinel).rsplit(":", 1)
+        with redis.Redis(host=host, port=int(port), decode_responses=True, socket_timeout=5) as client:
+            listed = client.sentinel_slaves(world.master_name)
+        assert [f"{r['ip']}:{r['port']}" for r in listed] == [dead]
+    finally:
+        world.stop()
+
+
 def test_cluster_node_down_leaves_slots_uncovered_and_the_cluster_failed():
     """One cluster world for the fault, the seed inventory, the snapshot of every node and the teardown."""
     world = _world(topology="cluster")

@@ -44,6 +44,21 @@ def test_each_kind_of_change_is_named():
     ]
 
 
+def test_a_save_running_before_a_dry_run_may_write_its_dump_but_nothing_else_may_change():
+    """A BGSAVE the world started before the dry run writes temp-<pid>.rdb, then dump.rdb, by itself."""
+    saving = state()
+    saving.redis["background"] = True
+    written = {"/w/dump.rdb": (12, "0o644", "bb"), "/w/temp-42.rdb": (8, "0o644", "cc")}
+    assert differences(saving, state(files=written)) == []
+    assert differences(state(), state(files=written)) == [  # no save running before: the dry run's doing
+        "file /w/dump.rdb: (10, '0o644', 'aa') -> (12, '0o644', 'bb')",
+        "file /w/temp-42.rdb appeared",
+    ]
+    assert differences(saving, state(files={**written, "/w/redis.conf": (1, "0o644", "x")})) == [
+        "file /w/redis.conf appeared"
+    ]
+
+
 def fingerprint(dirty=0, saves=(0, 1), background=False, files=None, run_id="r1"):
     return {
         "redis": {
