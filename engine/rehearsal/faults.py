@@ -339,6 +339,29 @@ def _start_fails(world: World, args: Any) -> None:
     world.vars["start_exit"] = done.returncode
 
 
+@fault("somabrain_health")
+def _somabrain_health(world: World, args: dict[str, Any]) -> None:
+    """What SomaBrain's /health answers from now on, whatever Redis does: `{status: 200, body: {status:
+    degraded, redis: down}}` (SomaBrain lost its own connection to Redis: an old password, an old address),
+    `{status: 401, body: {error: unauthorized}}` (the route put behind authentication). Checked: the
+    endpoint answers that. `world.health_status`."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    assert world.http is not None, "somabrain_health needs a world with http (the /health endpoint)"
+    status, body = int(args.get("status", 200)), dict(args.get("body") or {})
+    world.http.answer(status, body)
+    try:
+        with urllib.request.urlopen(world.http.base_url + "/health", timeout=5) as reply:
+            got, text = reply.status, reply.read()
+    except urllib.error.HTTPError as exc:
+        got, text = exc.code, exc.read()
+    if got != status or json.loads(text) != body:
+        raise RuntimeError(f"somabrain_health: /health answers {got} {text!r}, not {status} {body}")
+    world.vars["health_status"] = status
+
+
 @fault("kill_redis")
 def _kill(world: World, args: Any) -> None:
     """SIGKILL the Redis the target names (a deployment's primary as built): no shutdown, no final save.
@@ -373,7 +396,8 @@ def _stop(world: World, args: Any) -> None:
 
 @fault("corrupt")
 def _corrupt(world: World, args: dict[str, Any]) -> None:
-    """Damage a data file: `file: rdb|aof|<backup name>`, `how: truncate|flip`."""
+    """Damage a data file: `file: rdb|aof|<backup name>`, `how: truncate|flip|zero` (zero: every byte 0, the
+    size kept, as a crash leaves a file whose blocks were allocated and never written)."""
     assert world.redis is not None
     which = args["file"]
     if which == "rdb":
@@ -384,9 +408,14 @@ def _corrupt(world: World, args: dict[str, Any]) -> None:
     else:
         path = Path(world.vars[which])
     data = bytearray(path.read_bytes())
-    if args.get("how", "truncate") == "truncate":
+    how = args.get("how", "truncate")
+    if how not in ("truncate", "flip", "zero"):
+        raise ValueError(f"corrupt: unknown how '{how}' (truncate, flip, zero)")
+    if how == "truncate":
         cut = int(len(data) * float(args.get("keep", 0.6)))
         data = data[:cut]
+    elif how == "zero":
+        data = bytearray(len(data))
     else:
         rng = random.Random(7)
         for _ in range(int(args.get("bytes", 8))):
@@ -396,6 +425,30 @@ def _corrupt(world: World, args: dict[str, Any]) -> None:
         raise RuntimeError(f"corrupt: {path.name} is unchanged (keep: 1.0, or nothing to flip)")
     path.write_bytes(bytes(data))
     world.vars[f"corrupted_{which}"] = str(path)
+
+
+@fault("age_file")
+def _age_file(world: World, args: dict[str, Any]) -> None:
+    """A file left untouched for a while (a backup job that stopped running): its modification time set
+    `age` back from now. `{file: rdb|<backup name>, age: 27h}`; `world.aged_<file>` is the age in seconds."""
+    import os
+
+    from engine.spec.params import parse_duration
+
+    which = str(args["file"])
+    if which == "rdb":
+        assert world.redis is not None
+        path = world.redis.directory / "dump.rdb"
+    else:
+        path = Path(world.vars.get(which, ""))
+    if not path.is_file():
+        raise RuntimeError(f"age_file: {which} is not a file of this world (rdb, or a backup's name)")
+    age = parse_duration(args["age"])
+    if age <= 0:
+        raise ValueError("age_file: age must be more than 0 (a duration like 27h)")
+    when = time.time() - age
+    os.utime(path, (when, when))
+    world.vars[f"aged_{which}"] = age
 
 
 @fault("truncate_aof")

@@ -362,3 +362,38 @@ def _config_file_line(world: World, args: dict[str, Any]) -> None:
     if info is None or _stat(world, target, "server", "process_id") != server.pid:
         raise RuntimeError(f"config_file_line: {target} does not answer as the same process")
     world.vars["config_line_node"] = target
+
+
+@fault("replica_down")
+def _replica_down(world: World, args: dict[str, Any] | None) -> None:
+    """A replica whose process died (SIGKILL: an OOM kill, a host that rebooted): it answers nothing, the
+    primary drops it from its replicas, and the Sentinels still list it (a replica that died is still theirs).
+    `{replica: 0}` (index in world.replicas, or HOST:PORT). Held by the process staying dead; checked: it does
+    not answer, the primary no longer counts it, and every Sentinel still lists it. `world.down_replica`."""
+    _deployment(world, "replica_down", "replicated")
+    args = args or {}
+    target = _replica(world, args.get("replica"), "replica_down")
+    primary = world.template_values()["primary"]
+    connected = _stat(world, primary, "replication", "connected_slaves")
+    world.node(target).kill()
+    if nodes.replication(world, target) is not None:
+        raise RuntimeError(f"replica_down: {target} still answers")
+    _until(
+        f"replica_down: the primary still counts {target} as connected",
+        lambda: _stat(world, primary, "replication", "connected_slaves") < connected,
+    )
+    for sentinel in world.sentinels:
+        with world.client(password=False, node=sentinel) as client:
+            known = client.execute_command("SENTINEL", "REPLICAS", world.master_name)
+        listed = {f"{_field(r, 'ip')}:{_field(r, 'port')}" for r in known}
+        if target not in listed:
+            raise RuntimeError(f"replica_down: Sentinel {address(sentinel)} does not list {target}")
+    world.vars["down_replica"] = target
+
+
+def _field(reply: Any, name: str) -> str:
+    """One field of a SENTINEL REPLICAS entry (a flat list of names and values, or a dict)."""
+    if isinstance(reply, dict):
+        return str(reply.get(name))
+    pairs = dict(zip(reply[::2], reply[1::2], strict=False))
+    return str(pairs.get(name))

@@ -65,10 +65,12 @@ def test_every_documented_fault_is_registered_and_unknown_ones_are_named():
         "host_command",
         "kill_redis",
         "stop_redis",
+        "somabrain_health",
         "start_fails",
         "service",
         "wait",
         "corrupt",
+        "age_file",
         "truncate_aof",
         "run_procedure",
         "snapshot",
@@ -92,6 +94,7 @@ def test_every_documented_fault_is_registered_and_unknown_ones_are_named():
         "flapping_replica",
         "node_snapshot",
         "config_file_line",
+        "replica_down",
     }
     assert set(faults.FAULTS) == documented
     with pytest.raises(ValueError, match=r"unknown fault 'meteor' \(known: acl_file, .*, backup, "):
@@ -150,3 +153,17 @@ def test_write_file_writes_a_new_file_and_refuses_an_existing_one(tmp_path):
         faults.apply(world, {"write_file": args})  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="is not a directory"):
         faults.apply(world, {"write_file": {"path": "{{ world.directory }}/nowhere/b.yaml"}})  # type: ignore[arg-type]
+
+
+def test_age_file_sets_a_backups_modification_time_back_and_refuses_an_unknown_file(tmp_path):
+    import time
+
+    world = _PaperWorld(tmp_path)
+    backup = tmp_path / "nightly.rdb"
+    backup.write_bytes(b"REDIS0011")
+    world.vars = {"nightly": str(backup)}  # type: ignore[attr-defined]
+    faults.apply(world, {"age_file": {"file": "nightly", "age": "27h"}})  # type: ignore[arg-type]
+    assert 27 * 3600 <= time.time() - backup.stat().st_mtime < 27 * 3600 + 60
+    assert world.vars["aged_nightly"] == 27 * 3600  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="not a file of this world"):
+        faults.apply(world, {"age_file": {"file": "weekly", "age": "1h"}})  # type: ignore[arg-type]
