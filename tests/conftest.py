@@ -17,6 +17,7 @@ import pytest
 from engine.sandbox.redis_server import RedisCluster, RedisServer, SandboxUnavailable, find_binary
 from engine.sandbox.seed import SeedSummary, seed_somabrain
 from engine.sandbox.sshd import SshHost
+from engine.sandbox.topologies import Replicated, start_replicated
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
@@ -106,6 +107,22 @@ def redis_cluster() -> Iterator[Callable[..., RedisCluster]]:
     yield start
     for cluster in reversed(started):
         cluster.stop()
+
+
+@pytest.fixture
+def replicated_deployment() -> Iterator[Callable[..., Replicated]]:
+    """Factory: `replicated_deployment(replicas=2, sentinels=0)`; every node and Sentinel is stopped afterwards."""
+    require_binary("redis-server")
+    started: list[Replicated] = []
+
+    def start(**kwargs: Any) -> Replicated:
+        deployment = start_replicated(**kwargs)
+        started.append(deployment)
+        return deployment
+
+    yield start
+    for deployment in reversed(started):
+        deployment.stop()
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ _ROUTINE = re.compile(
     r"|^Redis is now ready to exit|^Saving the final RDB snapshot|^Received SIG(TERM|INT)|^Warning: no config file"
     r"|^Server started|^Ready to accept|^DB saved on disk|^Removing the pid file|^Calling fsync|^Stopping AOF"
     r"|^Redis ready to exit|^Synchronization with replica|^Connection with (replica|master) .* lost"
+    r"|^CONFIG REWRITE executed with success"  # logged at warning level by every successful CONFIG REWRITE
     # a primary logs every diskless full sync at warning level; only "0 replicas still up" is a problem
     r"|^Diskless rdb transfer, done reading from pipe, [1-9]\d* replicas? still up",
     re.IGNORECASE,

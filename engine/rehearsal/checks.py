@@ -225,6 +225,7 @@ def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
         "findings": run["findings"],
         "output": run["output"],
         "file_mode": lambda path: oct(__import__("os").stat(path).st_mode & 0o777),
+        "file_age": lambda path: __import__("time").time() - __import__("os").stat(path).st_mtime,
         "file_text": lambda path: Path(path).read_text(encoding="utf-8", errors="replace"),
         "files": lambda pattern: sorted(str(p) for p in Path("/").glob(pattern.lstrip("/"))),
     }

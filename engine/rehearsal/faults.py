@@ -106,16 +106,22 @@ def _fill(world: World, args: dict[str, Any] | None) -> None:
 
 @fault("leak_keys")
 def _leak(world: World, args: dict[str, Any]) -> None:
-    """Keys written without a TTL by a buggy client: the memory leak the runbook hunts."""
+    """Keys written without a TTL by a buggy client: the memory leak the runbook hunts. `{prefix, count,
+    value_size}`: values `leaked-<i>`, or `value_size` bytes each; on a cluster each key goes to its slot's
+    owner, so a prefix with a hash tag (`tenant:{acme}:`) lands on one shard."""
     prefix, count = args["prefix"], int(args["count"])
+    size = int(args.get("value_size", 0))
     if count < 1:
         raise RuntimeError("leak_keys: count must be at least 1; a leak of nothing is no incident")
-    with world.client() as client:
+    client = world.data_client()  # a cluster's keys go to their slot's owner (a hash tag: all to one shard)
+    try:
         pipe = client.pipeline(transaction=False)
         for i in range(count):
-            pipe.set(f"{prefix}{i}", f"leaked-{i}")
+            pipe.set(f"{prefix}{i}", "x" * size if size > 0 else f"leaked-{i}")
         pipe.execute()
         written = sum(1 for _ in client.scan_iter(match=f"{prefix}*", count=1000))
+    finally:
+        client.close()
     if written < count:
         raise RuntimeError(f"leak_keys: {written} of {count} keys are there")
     world.vars["leaked"] = count
@@ -333,9 +339,46 @@ def _start_fails(world: World, args: Any) -> None:
     world.vars["start_exit"] = done.returncode
 
 
+@fault("somabrain_health")
+def _somabrain_health(world: World, args: dict[str, Any]) -> None:
+    """What SomaBrain's /health answers from now on, whatever Redis does: `{status: 200, body: {status:
+    degraded, redis: down}}` (SomaBrain lost its own connection to Redis: an old password, an old address),
+    `{status: 401, body: {error: unauthorized}}` (the route put behind authentication). Checked: the
+    endpoint answers that. `world.health_status`."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    assert world.http is not None, "somabrain_health needs a world with http (the /health endpoint)"
+    status, body = int(args.get("status", 200)), dict(args.get("body") or {})
+    world.http.answer(status, body)
+    try:
+        with urllib.request.urlopen(world.http.base_url + "/health", timeout=5) as reply:
+            got, text = reply.status, reply.read()
+    except urllib.error.HTTPError as exc:
+        got, text = exc.code, exc.read()
+    if got != status or json.loads(text) != body:
+        raise RuntimeError(f"somabrain_health: /health answers {got} {text!r}, not {status} {body}")
+    world.vars["health_status"] = status
+
+
 @fault("kill_redis")
 def _kill(world: World, args: Any) -> None:
+    """SIGKILL the Redis the target names (a deployment's primary as built): no shutdown, no final save.
+
+    `{replica: 0 | HOST:PORT}` (a deployment): that replica instead, a node that died while the primary and
+    Sentinel still know it; checked: it no longer answers. `world.killed_replica` is its address."""
     assert world.redis is not None
+    if isinstance(args, dict) and args.get("replica") is not None:
+        from engine.rehearsal import nodes
+        from engine.rehearsal.topology_faults import replica_address
+
+        target = replica_address(world, args["replica"], "kill_redis")
+        world.node(target).kill()
+        if nodes.replication(world, target) is not None:
+            raise RuntimeError(f"kill_redis: {target} still answers")
+        world.vars["killed_replica"] = target
+        return
     world.redis.kill()
     if world.ping():
         raise RuntimeError("kill_redis: Redis still answers PING")
@@ -353,7 +396,8 @@ def _stop(world: World, args: Any) -> None:
 
 @fault("corrupt")
 def _corrupt(world: World, args: dict[str, Any]) -> None:
-    """Damage a data file: `file: rdb|aof|<backup name>`, `how: truncate|flip`."""
+    """Damage a data file: `file: rdb|aof|<backup name>`, `how: truncate|flip|zero` (zero: every byte 0, the
+    size kept, as a crash leaves a file whose blocks were allocated and never written)."""
     assert world.redis is not None
     which = args["file"]
     if which == "rdb":
@@ -364,9 +408,14 @@ def _corrupt(world: World, args: dict[str, Any]) -> None:
     else:
         path = Path(world.vars[which])
     data = bytearray(path.read_bytes())
-    if args.get("how", "truncate") == "truncate":
+    how = args.get("how", "truncate")
+    if how not in ("truncate", "flip", "zero"):
+        raise ValueError(f"corrupt: unknown how '{how}' (truncate, flip, zero)")
+    if how == "truncate":
         cut = int(len(data) * float(args.get("keep", 0.6)))
         data = data[:cut]
+    elif how == "zero":
+        data = bytearray(len(data))
     else:
         rng = random.Random(7)
         for _ in range(int(args.get("bytes", 8))):
@@ -376,6 +425,30 @@ def _corrupt(world: World, args: dict[str, Any]) -> None:
         raise RuntimeError(f"corrupt: {path.name} is unchanged (keep: 1.0, or nothing to flip)")
     path.write_bytes(bytes(data))
     world.vars[f"corrupted_{which}"] = str(path)
+
+
+@fault("age_file")
+def _age_file(world: World, args: dict[str, Any]) -> None:
+    """A file left untouched for a while (a backup job that stopped running): its modification time set
+    `age` back from now. `{file: rdb|<backup name>, age: 27h}`; `world.aged_<file>` is the age in seconds."""
+    import os
+
+    from engine.spec.params import parse_duration
+
+    which = str(args["file"])
+    if which == "rdb":
+        assert world.redis is not None
+        path = world.redis.directory / "dump.rdb"
+    else:
+        path = Path(world.vars.get(which, ""))
+    if not path.is_file():
+        raise RuntimeError(f"age_file: {which} is not a file of this world (rdb, or a backup's name)")
+    age = parse_duration(args["age"])
+    if age <= 0:
+        raise ValueError("age_file: age must be more than 0 (a duration like 27h)")
+    when = time.time() - age
+    os.utime(path, (when, when))
+    world.vars[f"aged_{which}"] = age
 
 
 @fault("truncate_aof")
@@ -524,6 +597,70 @@ def take_snapshot(world: World, match: str = "*") -> dict[str, tuple[str, Any, b
                 value = None
             out[key] = (kind, value, client.ttl(key) > 0)
     return out
+
+
+@fault("file_size_limit")
+def _file_size_limit(world: World, args: dict[str, Any]) -> None:
+    """A disk that takes no more data, as a full disk or an exhausted quota: `{bytes: 65536}` becomes the
+    running redis-server's RLIMIT_FSIZE (prlimit), so no file it or a child it forks writes can grow past
+    `bytes`. A BGSAVE of a dataset bigger than that dies writing the dump (SIGXFSZ): rdb_last_bgsave_status
+    err, the old dump untouched. Checked: the limit is set and Redis's log is well below it (a log line past
+    it would kill the server itself). `world.file_size_limit` is `bytes`."""
+    import resource
+
+    assert world.redis is not None
+    limit = int(args["bytes"])
+    pid = world.redis.pid
+    if pid is None:
+        raise RuntimeError("file_size_limit: Redis is not running")
+    log = world.redis.log_path.stat().st_size if world.redis.log_path.exists() else 0
+    if log > limit // 2:
+        raise ValueError(f"file_size_limit: {limit} bytes leaves no room for Redis's log ({log} bytes)")
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, limit))
+    if resource.prlimit(pid, resource.RLIMIT_FSIZE)[0] != limit:
+        raise RuntimeError("file_size_limit: the limit did not take")
+    world.vars["file_size_limit"] = limit
+
+
+@fault("failed_logins")
+def _failed_logins(world: World, args: int | dict[str, Any]) -> None:
+    """A credential-stuffing attack: `failed_logins: 1100` or `{count: 1100}` AUTH attempts, each as another
+    user name (`stuffed-<n>`) with a wrong password, so that each is its own ACL LOG entry (Redis merges
+    repeats of one user name). Keeps `acllog-max-len` entries at most: raise it in the world's `config` to
+    keep more than the default 128. Checked: ACL LOG holds min(count, acllog-max-len) entries or more.
+    `world.failed_logins` is `count`, `world.acl_log_entries` ACL LOG's length afterwards."""
+    spec = args if isinstance(args, dict) else {"count": args}
+    count = int(spec["count"])
+    if count < 1:
+        raise ValueError("failed_logins: count must be at least 1")
+    import socket
+
+    assert world.redis is not None
+    refused = 0
+    # a raw socket, as the attacker's client (redis-py drops a connection on its first refused AUTH), sending
+    # 50 attempts at a time: Redis closes an unauthenticated client whose replies pile up past 16 KiB
+    with socket.create_connection((world.redis.host, world.redis.port), timeout=10) as attacker:
+        for start in range(0, count, 50):
+            users = [f"stuffed-{i}".encode() for i in range(start, min(start + 50, count))]
+            attacker.sendall(
+                b"".join(b"*3\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n$16\r\nnot-the-password\r\n" % (len(u), u) for u in users)
+            )
+            replies = b""
+            while replies.count(b"\r\n") < len(users):
+                chunk = attacker.recv(65536)
+                if not chunk:
+                    raise RuntimeError("failed_logins: Redis closed the connection")
+                replies += chunk
+            refused += replies.count(b"-WRONGPASS")
+    if refused != count:
+        raise RuntimeError(f"failed_logins: {count - refused} of {count} AUTH attempts were not refused")
+    with world.client() as client:
+        keep = int(client.config_get("acllog-max-len")["acllog-max-len"])
+        entries = len(client.execute_command("ACL", "LOG", count + 1))
+    if entries < min(count, keep):
+        raise RuntimeError(f"failed_logins: ACL LOG holds {entries} entries after {count} failed logins")
+    world.vars["failed_logins"] = count
+    world.vars["acl_log_entries"] = entries
 
 
 @fault("acl_file")
@@ -684,3 +821,25 @@ def _append_to_file(world: World, args: dict[str, Any]) -> None:
         raise RuntimeError(f"append_to_file: {path} is not a file")
     with path.open("a", encoding="utf-8") as out:
         out.write(str(args.get("text", "\n")) * int(args.get("times", 1)))
+
+
+@fault("write_file")
+def _write_file(world: World, args: dict[str, Any]) -> None:
+    """A file the operator keeps and hands to the procedure (a config baseline from config management):
+    `{path: "{{ world.directory }}/baseline.yaml", text: "maxmemory: 64mb\\n"}`; the path and the text may use
+    `world.*`. It must be new (a fault never overwrites what the world or an earlier fault put there) and its
+    directory must exist; `world.written_files` lists the paths written."""
+    from engine.spec import template
+
+    values = {"world": world.template_values()}
+    path = Path(str(template.render(str(args["path"]), values)))
+    if path.exists():
+        raise RuntimeError(f"write_file: {path} exists already")
+    if not path.parent.is_dir():
+        raise RuntimeError(f"write_file: {path.parent} is not a directory")
+    text = str(args.get("text", ""))
+    rendered = str(template.render(text, values))
+    if text.endswith("\n") and not rendered.endswith("\n"):  # the renderer drops a final newline
+        rendered += "\n"
+    path.write_text(rendered, encoding="utf-8")
+    world.vars.setdefault("written_files", []).append(str(path))

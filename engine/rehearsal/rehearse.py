@@ -7,6 +7,7 @@ real run then did. Both runs write ordinary transcripts, which `runbook timeline
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import tempfile
@@ -264,6 +265,13 @@ def rehearse(
     # The lease a run takes is a file here when the world's Redis is down: one directory per rehearsal, as
     # every world's target has the same name and rehearsals may run side by side (`rehearse --jobs`).
     leases = Path(tempfile.mkdtemp(prefix="runbook-rehearsal-leases-"))
+    # The runs go on in world.local_dir, the operator's working directory: a procedure's relative path (an
+    # export's default output ".") lands there, not in the caller's directory. Paths given here stay valid.
+    cwd = os.getcwd()
+    transcripts_dir = Path(os.path.abspath(transcripts_dir))
+    extra_procedures = tuple(Path(os.path.abspath(p)) for p in extra_procedures)
+    procedure_ref = _absolute_if_file(procedure_ref)
+    reference_ref = _absolute_if_file(reference_ref)
     try:
         world = World.start(spec)
         _seed(world, scenario.seed)
@@ -274,6 +282,7 @@ def rehearse(
             result.failed_checks = [f"invalid: the incident is not there: {m}" for m in result.invalid]
             return result
         params = _params(scenario, world)
+        os.chdir(world.local)
         stem = f"{scenario.procedure.replace('/', '-')}-{scenario.name}"
         base: dict[str, Any] = dict(  # what the dry-run, the real run and the sabotaged run share
             procedure=procedure_ref or scenario.procedure,
@@ -381,6 +390,7 @@ def rehearse(
         result.error = f"{type(exc).__name__}: {exc}"
         result.resolved = False
     finally:
+        os.chdir(cwd)
         if world is not None:
             world.stop()
         shutil.rmtree(leases, ignore_errors=True)
@@ -433,6 +443,11 @@ def _sabotaged(
     if failed:
         return f"noticed by {', '.join(failed)} (changes not applied: {changed})"
     return f"NOT noticed: {changed} did not take, and no verification step failed (exit {run.exit_code})"
+
+
+def _absolute_if_file(ref: str | None) -> str | None:
+    """A procedure given as a relative file path, made absolute (the runs change directory); an id as it is."""
+    return os.path.abspath(ref) if ref and Path(ref).is_file() else ref
 
 
 def _fresh(path: Path) -> Path:

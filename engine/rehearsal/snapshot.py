@@ -237,10 +237,19 @@ def differences(before: State, after: State, background: Sequence[str] = ()) -> 
         a, b = before.others.get(name, {}), after.others.get(name, {})
         lines = _sentinel_differences(a, b) if name.startswith("sentinel ") else _node_differences(a, b, background)
         out.extend(f"{name}: {line}" for line in lines)
-    out.extend(_dict_diff("file", before.files, after.files))
+    files = _dict_diff("file", before.files, after.files, limit=1000)
+    if _saving(before):  # a save already running before the dry run writes its dump by itself
+        files = [line for line in files if not _written_by_a_save(line)]
+    out.extend(files[:5] + ([f"... and {len(files) - 5} more file differences"] if len(files) > 5 else []))
     if before.service != after.service:
         out.append(f"service status: {before.service} -> {after.service}")
     return out
+
+
+def _saving(state: State) -> bool:
+    """A BGSAVE or AOF rewrite was in progress on some data node when `state` was captured."""
+    nodes = [state.redis, *(v for k, v in state.others.items() if not k.startswith("sentinel "))]
+    return any(node.get("background") for node in nodes)
 
 
 def _sentinel_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -332,7 +341,14 @@ def follow_on(line: str) -> bool:
         return True
     if body.startswith("config ") and body.split(" ", 2)[1].rstrip(":") in FOLLOW_ON_CONFIG:
         return True
-    return body.startswith("file ") and body.split(" ", 2)[1].rstrip(":").endswith("/redis.conf")
+    return body.startswith("file ") and _is_config_file(body.split(" ", 2)[1].rstrip(":"))
+
+
+def _is_config_file(path: str) -> bool:
+    """redis.conf, or the temporary file CONFIG REWRITE writes beside it and renames over it
+    (`redis.conf.XXXXXX`, mkstemp's suffix), which a snapshot taken mid-rewrite sees."""
+    name = Path(path).name
+    return name == "redis.conf" or bool(re.fullmatch(r"redis\.conf\.[A-Za-z0-9]{6}", name))
 
 
 def restart_follow_on(line: str, node: str | None, directory: str) -> bool:

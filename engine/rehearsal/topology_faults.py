@@ -167,6 +167,27 @@ def _kill_primary(world: World, args: Any) -> None:
     world.settle()
 
 
+@fault("kill_replica")
+def _kill_replica(world: World, args: dict[str, Any] | None) -> None:
+    """A replica whose redis-server died (SIGKILL): `{replica: 0}` (index in world.replicas, or HOST:PORT).
+
+    Checked: it does not answer and its primary no longer counts it among its connected replicas; Sentinel,
+    if any, still lists it (SENTINEL REPLICAS), as after a real crash. `world.killed_replica` is its address."""
+    _deployment(world, "kill_replica", "replicated")
+    args = args or {}
+    target = _replica(world, args.get("replica"), "kill_replica")
+    primary = world.template_values()["primary"]
+    connected = _stat(world, primary, "replication", "connected_slaves")
+    world.node(target).kill()
+    if nodes.replication(world, target) is not None:
+        raise RuntimeError(f"kill_replica: {target} still answers")
+    _until(
+        f"kill_replica: the primary {primary} still counts {target} as connected",
+        lambda: _stat(world, primary, "replication", "connected_slaves") < connected,
+    )
+    world.vars["killed_replica"] = target
+
+
 @fault("cluster_node_down")
 def _cluster_node_down(world: World, args: dict[str, Any] | None) -> None:
     """A shard lost whole: its primary and every replica of it killed (replicas first, so none is promoted),
@@ -202,6 +223,50 @@ def _cluster_node_down(world: World, args: dict[str, Any] | None) -> None:
     _until(f"cluster_node_down: the cluster did not fail after {', '.join(down)} died", failed, timeout=2 * SAFETY_NET)
     world.vars["down_nodes"] = down
     world.vars["uncovered_slots"] = by_id[victim["id"]]["slots"]
+
+
+@fault("cluster_open_slot")
+def _cluster_open_slot(world: World, args: dict[str, Any] | None) -> None:
+    """A resharding interrupted (`redis-cli --cluster reshard` killed half-way): one slot left MIGRATING on
+    its owner and IMPORTING on another primary. `{key: "tenant:{acme}:x"}` (the slot of that key) or
+    `{slot: N}`. Held: nothing closes it until teardown; checked: both nodes show the slot open in their own
+    CLUSTER NODES line. `world.open_slot`, `world.open_slot_from`, `world.open_slot_to` (addresses)."""
+    _deployment(world, "cluster_open_slot", "cluster")
+    args = args or {}
+    seed = world.template_values()["primary"]
+    with world.client(node=seed) as client:
+        if args.get("slot") is not None:
+            slot = int(args["slot"])
+        else:
+            slot = int(client.execute_command("CLUSTER", "KEYSLOT", str(args["key"])))
+        lines = [line.split() for line in str(client.execute_command("CLUSTER", "NODES")).splitlines()]
+    ids, owner = {}, None
+    for fields in (f for f in lines if len(f) >= 8):
+        node = fields[1].split("@", 1)[0].split(",", 1)[0]
+        ids[node] = fields[0]
+        for token in (t for t in fields[8:] if not t.startswith("[")):
+            start, _, end = token.partition("-")
+            if int(start) <= slot <= int(end or start):
+                owner = node
+    if owner is None:
+        raise RuntimeError(f"cluster_open_slot: slot {slot} has no owner")
+    others = sorted(n["address"] for n in nodes.cluster_view(world) if "master" in n["flags"] and n["address"] != owner)
+    if not others:
+        raise RuntimeError("cluster_open_slot: no other primary to move the slot to")
+    to = others[0]
+    with world.client(node=to) as client:
+        client.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner])
+    with world.client(node=owner) as client:
+        client.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to])
+
+    def own_line(node: str) -> str:
+        with world.client(node=node) as client:
+            text = str(client.execute_command("CLUSTER", "NODES"))
+        return next(line for line in text.splitlines() if "myself" in line.split()[2])
+
+    if f"[{slot}->-{ids[to]}]" not in own_line(owner) or f"[{slot}-<-{ids[owner]}]" not in own_line(to):
+        raise RuntimeError(f"cluster_open_slot: slot {slot} is not shown open on {owner} and {to}")
+    world.vars.update(open_slot=slot, open_slot_from=owner, open_slot_to=to)
 
 
 @fault("flapping_replica")
@@ -297,3 +362,38 @@ def _config_file_line(world: World, args: dict[str, Any]) -> None:
     if info is None or _stat(world, target, "server", "process_id") != server.pid:
         raise RuntimeError(f"config_file_line: {target} does not answer as the same process")
     world.vars["config_line_node"] = target
+
+
+@fault("replica_down")
+def _replica_down(world: World, args: dict[str, Any] | None) -> None:
+    """A replica whose process died (SIGKILL: an OOM kill, a host that rebooted): it answers nothing, the
+    primary drops it from its replicas, and the Sentinels still list it (a replica that died is still theirs).
+    `{replica: 0}` (index in world.replicas, or HOST:PORT). Held by the process staying dead; checked: it does
+    not answer, the primary no longer counts it, and every Sentinel still lists it. `world.down_replica`."""
+    _deployment(world, "replica_down", "replicated")
+    args = args or {}
+    target = _replica(world, args.get("replica"), "replica_down")
+    primary = world.template_values()["primary"]
+    connected = _stat(world, primary, "replication", "connected_slaves")
+    world.node(target).kill()
+    if nodes.replication(world, target) is not None:
+        raise RuntimeError(f"replica_down: {target} still answers")
+    _until(
+        f"replica_down: the primary still counts {target} as connected",
+        lambda: _stat(world, primary, "replication", "connected_slaves") < connected,
+    )
+    for sentinel in world.sentinels:
+        with world.client(password=False, node=sentinel) as client:
+            known = client.execute_command("SENTINEL", "REPLICAS", world.master_name)
+        listed = {f"{_field(r, 'ip')}:{_field(r, 'port')}" for r in known}
+        if target not in listed:
+            raise RuntimeError(f"replica_down: Sentinel {address(sentinel)} does not list {target}")
+    world.vars["down_replica"] = target
+
+
+def _field(reply: Any, name: str) -> str:
+    """One field of a SENTINEL REPLICAS entry (a flat list of names and values, or a dict)."""
+    if isinstance(reply, dict):
+        return str(reply.get(name))
+    pairs = dict(zip(reply[::2], reply[1::2], strict=False))
+    return str(pairs.get(name))

@@ -80,6 +80,9 @@ class World:
         self.directory = Path(tempfile.mkdtemp(prefix="runbook-rehearsal-"))
         self.backups = self.directory / "backups"
         self.backups.mkdir()
+        # the operator's side, outside the world: where a read step writes a file by design (backup-tenant's
+        # export); neither the dry-run snapshot nor the gate's fingerprint looks here, the scenario's checks do
+        self.local = Path(tempfile.mkdtemp(prefix="runbook-rehearsal-local-"))
         self.password_file = self.directory / "redis.pass"
         self.original_password: str | None = None
         self.redis: RedisServer | None = None  # the node the target names: the server, the primary, a cluster seed
@@ -218,6 +221,7 @@ class World:
                 except Exception:
                     pass
         shutil.rmtree(self.directory, ignore_errors=True)
+        shutil.rmtree(self.local, ignore_errors=True)
 
     # -- access ------------------------------------------------------------------------------------
     @property
@@ -317,6 +321,7 @@ class World:
             "data_dir": str(self.redis.directory),
             "rdb": str(self.redis.directory / "dump.rdb"),
             "backups_dir": str(self.backups),
+            "local_dir": str(self.local),
             "directory": str(self.directory),
             "topology": self.spec.topology,
             "primary": address(self.redis),

@@ -10,18 +10,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from engine.sandbox.topologies import start_cluster, start_replicated
+from engine.sandbox.topologies import start_cluster
 from tests.conftest import require_binary
 from tests.integration.cli_support import CliResult, runbook
 from tests.integration.replication_support import replica_link_down
 
 
 @pytest.fixture
-def replicated():
-    require_binary("redis-server")
-    deployment = start_replicated(replicas=2, sentinels=0)
-    yield deployment
-    deployment.stop()
+def replicated(replicated_deployment):
+    return replicated_deployment(replicas=2, sentinels=0)
 
 
 def _address(server) -> str:

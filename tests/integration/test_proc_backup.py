@@ -22,6 +22,7 @@ from engine.sandbox.sshd import install_redis_service, inventory_for, write_inve
 from engine.transcript.verify import verify_transcript
 from tests.conftest import require_binary
 from tests.integration.cli_support import REPO, events, of_type, runbook, transcript_path
+from tests.integration.proc_support import processes
 
 TENANT = "tenant:acme:*"
 
@@ -102,15 +103,9 @@ def test_snapshot_refused_and_dry_run_take_no_snapshot(seeded, tmp_path):
 
 def _save_child(server) -> int:
     """The pid of the server's background-save child (a forked redis-server whose parent is the server)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == server.pid:
-            return int(entry.name)
+    for process in processes():
+        if process.parent == server.pid:
+            return process.pid
     raise AssertionError("no background save child found")
 
 

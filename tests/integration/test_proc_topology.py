@@ -51,11 +51,8 @@ def _inventory(tmp_path: Path, deployment, timeout: str = "1s") -> Path:
 
 
 @pytest.fixture
-def replicated():
-    require_binary("redis-server")
-    deployment = start_replicated(replicas=2, sentinels=3)
-    yield deployment
-    deployment.stop()
+def replicated(replicated_deployment):
+    return replicated_deployment(replicas=2, sentinels=3)
 
 
 @pytest.fixture

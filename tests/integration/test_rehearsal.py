@@ -43,6 +43,16 @@ REQUIRED = {
     "redis/tune-persistence",
     "redis/restore-tenant",
     "redis/rolling-restart",  # issue 10: every new procedure has a scenario
+    # issue 12: the whole catalog is mutation-tested, the read-only reports and the exports included
+    "redis/config-show",
+    "redis/cache-stats",
+    "redis/memory-report",
+    "redis/audit-ttl",
+    "redis/wm-list",
+    "redis/wm-inspect",
+    "redis/verify-wm",
+    "redis/backup-tenant",
+    "redis/backup-full",
 }
 
 # Predictions that legitimately cannot match, each explained in its scenario's description.
@@ -55,6 +65,22 @@ DOCUMENTED_MISMATCHES = {
     ("redis/restore-rdb", "backup-copy-does-not-take"): {"start"},
     ("redis/failover", "planned-on-a-cluster"): {"probe_delete_cluster"},
     ("redis/rolling-restart", "replica-will-not-start"): {"restart", "failover_sentinel", "writable_sentinel"},
+    # the working-memory probe: TTL and deletion act on the entry the dry-run did not write
+    **{
+        ("redis/verify-checklist", name): {"wm-ttl", "wm-delete"}
+        for name in (
+            "healthy",
+            "somabrain-lost-its-redis",
+            "somabrain-health-behind-auth",
+            "errors-in-the-log",
+            "backup-stale",
+            "backup-corrupt",
+            "no-backup",
+            "probe-cannot-be-deleted",
+            "replica-link-broken-and-replica-down",
+        )
+    },
+    ("redis/verify-checklist", "memory-at-maxmemory"): {"wm-write"},  # the real run's probe write is refused (OOM)
 }
 
 # Issue 12: each troubleshooting and emergency procedure with a fix has a scenario where the fix cannot take.

@@ -475,3 +475,18 @@ def test_sigterm_with_jobs_stops_every_worker_and_tears_its_world_down(tmp_path)
     assert "rehearse interrupted" in err and "Traceback" not in err
     assert out == ""
     assert not _servers_under(worlds), "a world's server outlived the command"
+
+
+def test_the_runs_go_on_in_the_worlds_local_dir_not_the_callers_directory(tmp_path):
+    # backup-tenant's default output is ".": the export lands in world.local_dir (the scenario checks it there),
+    # and the directory rehearse was started from, with a relative --transcripts-dir, keeps only the transcripts
+    result = runbook(
+        "rehearse", "redis/backup-tenant", "--scenario", "export-tenant-before-cleanup", "--json",
+        "--transcripts-dir", "t", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.code == 0, result.output
+    (report,) = json.loads(result.stdout)
+    assert report["passed"] is True, report
+    assert Path(report["transcript"]).is_absolute() and Path(report["transcript"]).is_relative_to(tmp_path / "t")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]
+    assert list(tmp_path.rglob("*.keys.jsonl")) == []

@@ -25,6 +25,7 @@ from engine.rehearsal.rehearse import GateWatch, _seed, rehearse
 from engine.rehearsal.world import World, WorldSpec, address
 from engine.targets import load_inventory, target_from_inventory
 from tests.conftest import require_binary
+from tests.integration.proc_support import processes
 
 SAFETY_NET = 60.0  # waits below are on conditions the test holds; this only ends a broken run
 
@@ -71,19 +72,8 @@ def _alive(pid: int) -> bool:
 
 def _redis_children() -> set[int]:
     """redis-server processes this test process started and has not reaped or stopped."""
-    mine = str(os.getpid())
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-        if name.startswith("redis-server") and rest[1] == mine and rest[0] != "Z":
-            found.add(int(entry.name))
-    return found
+    mine = os.getpid()
+    return {p.pid for p in processes() if p.name.startswith("redis-server") and p.parent == mine and p.state != "Z"}
 
 
 # -- the faults --------------------------------------------------------------------------------------------
@@ -146,6 +136,24 @@ def test_kill_primary_waits_until_sentinel_promoted_a_replica():
     assert [d for d in dirs if d.exists()] == [] and not world.directory.exists()
 
 
+def test_kill_replica_leaves_a_dead_replica_sentinel_still_lists():
+    world = _world(topology="replicated", replicas=1, sentinels=1)
+    try:
+        faults.apply(world, {"kill_replica": {}})
+        dead, primary = world.vars["killed_replica"], world.template_values()["primary"]
+        assert dead == world.template_values()["replicas"][0]
+        assert nodes.replication(world, dead) is None and nodes.roles(world)[dead] == "down"
+        assert _info(primary, "replication")["connected_slaves"] == 0
+        assert nodes.primary(world) == primary  # no failover: only a replica died
+        (sentinel,) = world.sentinels
+        host, port = address(sentinel).rsplit(":", 1)
+        with redis.Redis(host=host, port=int(port), decode_responses=True, socket_timeout=5) as client:
+            listed = client.sentinel_slaves(world.master_name)
+        assert [f"{r['ip']}:{r['port']}" for r in listed] == [dead]
+    finally:
+        world.stop()
+
+
 def test_cluster_node_down_leaves_slots_uncovered_and_the_cluster_failed():
     """One cluster world for the fault, the seed inventory, the snapshot of every node and the teardown."""
     world = _world(topology="cluster")
@@ -178,6 +186,53 @@ def test_cluster_node_down_leaves_slots_uncovered_and_the_cluster_failed():
         world.stop()
     assert [p for p in pids if _alive(p)] == []
     assert [d for d in dirs if d.exists()] == [] and not world.directory.exists()
+
+
+def test_a_hash_tagged_leak_lands_on_one_shard_and_an_open_slot_holds():
+    world = _world(topology="cluster")
+    try:
+        faults.apply(world, {"leak_keys": {"prefix": "tenant:{acme}:big:", "count": 20, "value_size": 1000}})
+        assert world.vars["leaked"] == 20
+        holding = {}
+        for server in world.nodes:
+            with world.client(node=server) as client:
+                if client.info("replication")["role"] == "master":
+                    holding[address(server)] = len(client.keys("tenant:{acme}:big:*"))
+        assert sorted(holding.values()) == [0, 0, 20]  # the hash tag puts every key on one shard
+        owner = next(node for node, count in holding.items() if count)
+        with world.client(node=owner) as client:
+            assert len(client.get("tenant:{acme}:big:0")) == 1000
+        faults.apply(world, {"cluster_open_slot": {"key": "tenant:{acme}:big:0"}})
+        slot, source, target = (world.vars[k] for k in ("open_slot", "open_slot_from", "open_slot_to"))
+        assert source == owner and target != owner and target in holding
+        with world.client(node=source) as client:
+            assert client.execute_command("CLUSTER", "KEYSLOT", "tenant:{acme}:big:0") == slot
+        time.sleep(1.0)  # held: nothing closes the slot but teardown
+        for node, mark in ((source, f"[{slot}->-"), (target, f"[{slot}-<-")):
+            with world.client(node=node) as client:
+                mine = next(
+                    line for line in str(client.execute_command("CLUSTER", "NODES")).splitlines() if "myself" in line
+                )
+                assert mark in mine, mine
+        assert nodes.cluster_state(world) == "ok" and nodes.slots_covered(world) == 16384
+    finally:
+        world.stop()
+
+
+def test_kill_redis_on_a_replica_leaves_the_primary_and_sentinel_knowing_it():
+    world = _world(topology="replicated", replicas=1, sentinels=1)
+    try:
+        (replica,) = world.template_values()["replicas"]
+        faults.apply(world, {"kill_redis": {"replica": 0}})
+        assert world.vars["killed_replica"] == replica and not world.node(replica).running
+        assert nodes.roles(world)[replica] == "down" and world.redis.running
+        _until(lambda: _info(world.template_values()["primary"], "replication")["connected_slaves"] == 0, "lost")
+        (sentinel,) = world.sentinels
+        with world.client(password=False, node=sentinel) as client:
+            known = client.execute_command("SENTINEL", "REPLICAS", world.master_name)
+        assert any(replica in str(entry) or replica.rpartition(":")[2] in str(entry) for entry in known)
+    finally:
+        world.stop()
 
 
 def test_flapping_replica_keeps_fully_resyncing_until_teardown():

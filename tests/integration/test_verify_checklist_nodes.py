@@ -12,17 +12,12 @@ from typing import Any
 import pytest
 
 from engine.sandbox.sshd import install_redis_service, inventory_for, write_inventory
-from engine.sandbox.topologies import start_replicated
-from tests.conftest import require_binary
 from tests.integration.cli_support import CliResult, runbook
 
 
 @pytest.fixture
-def replicated():
-    require_binary("redis-server")
-    deployment = start_replicated(replicas=2, sentinels=0)
-    yield deployment
-    deployment.stop()
+def replicated(replicated_deployment):
+    return replicated_deployment(replicas=2, sentinels=0)
 
 
 @pytest.fixture

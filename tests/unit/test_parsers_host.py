@@ -236,6 +236,14 @@ def test_a_routine_diskless_sync_is_not_a_warning_but_losing_every_replica_is():
     assert data["problem_count"] == 1 and data["problems"][0]["message"].endswith("0 replicas still up.")
 
 
+def test_a_successful_config_rewrite_is_routine_but_a_failed_one_is_an_error():
+    ok = "9968:M 29 Nov 2026 11:53:35.010 # CONFIG REWRITE executed with success."
+    failed = "9968:M 29 Nov 2026 11:53:36.010 # CONFIG REWRITE failed: Permission denied"
+    data = redis_host.parse_redis_log("\n".join([ok, failed]))
+    assert [e["kind"] for e in data["entries"]] == ["info", "error"]
+    assert data["problem_count"] == 1
+
+
 def test_check_rdb_reports_keys_and_errors():
     ok = redis_host.parse_check_rdb(CHECK_RDB_OK)
     assert ok["ok"] and ok["key_count"] == 51 and ok["loadable_keys"] == 48 and ok["expires"] == 1

@@ -65,28 +65,36 @@ def test_every_documented_fault_is_registered_and_unknown_ones_are_named():
         "host_command",
         "kill_redis",
         "stop_redis",
+        "somabrain_health",
         "start_fails",
         "service",
         "wait",
         "corrupt",
+        "age_file",
         "truncate_aof",
         "run_procedure",
         "snapshot",
         "config_snapshot",
         "acl_file",
+        "failed_logins",
+        "file_size_limit",
         "no_config_file",
         "acl_user",
         "host_script",
         "inventory",
         "append_to_file",
+        "write_file",
         # deployment worlds (engine/rehearsal/topology_faults.py)
         "replica_link_broken",
         "replica_lagging",
         "kill_primary",
+        "kill_replica",
         "cluster_node_down",
+        "cluster_open_slot",
         "flapping_replica",
         "node_snapshot",
         "config_file_line",
+        "replica_down",
     }
     assert set(faults.FAULTS) == documented
     with pytest.raises(ValueError, match=r"unknown fault 'meteor' \(known: acl_file, .*, backup, "):
@@ -132,3 +140,30 @@ def test_append_to_file_appends_and_refuses_a_missing_file(tmp_path):
     assert (tmp_path / "export.jsonl").read_text() == "{}\nx\nx\nx\n"
     with pytest.raises(RuntimeError, match="is not a file"):
         faults.apply(world, {"append_to_file": {"path": "{{ world.directory }}/missing.jsonl"}})  # type: ignore[arg-type]
+
+
+def test_write_file_writes_a_new_file_and_refuses_an_existing_one(tmp_path):
+    world = _PaperWorld(tmp_path)
+    world.vars = {}
+    args = {"path": "{{ world.directory }}/baseline.yaml", "text": "dir: {{ world.data_dir }}\n"}
+    faults.apply(world, {"write_file": args})  # type: ignore[arg-type]
+    assert (tmp_path / "baseline.yaml").read_text() == f"dir: {tmp_path / 'data'}\n"
+    assert world.vars["written_files"] == [str(tmp_path / "baseline.yaml")]
+    with pytest.raises(RuntimeError, match="exists already"):
+        faults.apply(world, {"write_file": args})  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="is not a directory"):
+        faults.apply(world, {"write_file": {"path": "{{ world.directory }}/nowhere/b.yaml"}})  # type: ignore[arg-type]
+
+
+def test_age_file_sets_a_backups_modification_time_back_and_refuses_an_unknown_file(tmp_path):
+    import time
+
+    world = _PaperWorld(tmp_path)
+    backup = tmp_path / "nightly.rdb"
+    backup.write_bytes(b"REDIS0011")
+    world.vars = {"nightly": str(backup)}  # type: ignore[attr-defined]
+    faults.apply(world, {"age_file": {"file": "nightly", "age": "27h"}})  # type: ignore[arg-type]
+    assert 27 * 3600 <= time.time() - backup.stat().st_mtime < 27 * 3600 + 60
+    assert world.vars["aged_nightly"] == 27 * 3600  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="not a file of this world"):
+        faults.apply(world, {"age_file": {"file": "weekly", "age": "1h"}})  # type: ignore[arg-type]

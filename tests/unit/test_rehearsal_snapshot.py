@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.rehearsal.snapshot import State, changed, differences
+from engine.rehearsal.snapshot import State, changed, differences, follow_on
 
 
 def state(keys=None, config=None, files=None, run_id="r1", service="exit 0: active") -> State:
@@ -44,6 +44,21 @@ def test_each_kind_of_change_is_named():
     ]
 
 
+def test_a_save_running_before_a_dry_run_may_write_its_dump_but_nothing_else_may_change():
+    """A BGSAVE the world started before the dry run writes temp-<pid>.rdb, then dump.rdb, by itself."""
+    saving = state()
+    saving.redis["background"] = True
+    written = {"/w/dump.rdb": (12, "0o644", "bb"), "/w/temp-42.rdb": (8, "0o644", "cc")}
+    assert differences(saving, state(files=written)) == []
+    assert differences(state(), state(files=written)) == [  # no save running before: the dry run's doing
+        "file /w/dump.rdb: (10, '0o644', 'aa') -> (12, '0o644', 'bb')",
+        "file /w/temp-42.rdb appeared",
+    ]
+    assert differences(saving, state(files={**written, "/w/redis.conf": (1, "0o644", "x")})) == [
+        "file /w/redis.conf appeared"
+    ]
+
+
 def fingerprint(dirty=0, saves=(0, 1), background=False, files=None, run_id="r1"):
     return {
         "redis": {
@@ -76,3 +91,11 @@ def test_a_background_save_ending_during_a_later_step_is_not_that_steps_change()
     assert changed(during, saved) == []
     # without a save in progress, the same new dump is a change
     assert changed(fingerprint(dirty=5), saved) != []
+
+
+def test_sentinels_config_rewrite_is_a_failovers_follow_on_even_mid_rewrite():
+    # CONFIG REWRITE writes redis.conf.XXXXXX beside the file and renames it over: a snapshot may see either
+    assert follow_on("127.0.0.3:7001: file /w/n1/redis.conf: size 900 -> 950")
+    assert follow_on("127.0.0.3:7001: file /w/n1/redis.conf.VSO15t: new")
+    assert not follow_on("127.0.0.3:7001: file /w/n1/redis.conf.bak: new")
+    assert not follow_on("127.0.0.3:7001: file /w/n1/dump.rdb: new")
