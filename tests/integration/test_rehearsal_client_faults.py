@@ -20,9 +20,8 @@ def test_fill_clients_holds_every_connection_maxclients_allows():
         faults.apply(world, {"fill_clients": {"name": "leaky-pool"}})
         assert world.vars["maxclients"] == 12
         assert world.vars["filled_clients"] == 12  # nothing else holds a connection in this world
-        with pytest.raises(redis.ConnectionError, match="max number of clients reached"):
-            with world.client() as client:
-                client.ping()
+        with pytest.raises(redis.ConnectionError, match="max number of clients reached"), world.client() as client:
+            client.ping()
     finally:
         world.stop()
 
