@@ -191,25 +191,52 @@ def _slow(world: World, args: dict[str, Any]) -> None:
 
 @fault("blocked_client")
 def _blocked(world: World, args: dict[str, Any]) -> None:
-    """A worker blocked on a queue for the whole rehearsal: `{name, command: [BLPOP, queue:jobs, 0]}`.
+    """Workers blocked on a queue for the whole rehearsal: `{name: queue-worker, command: [BLPOP, queue:jobs, 0],
+    count: 1}`.
 
-    The command is sent and its reply never read, so the connection stays blocked until teardown; held
-    until CLIENT LIST shows it with flag b. `world.blocked_clients` is how many are blocked then."""
+    Each sends the command and never reads the reply, so its connection stays blocked until teardown; held
+    until CLIENT LIST shows `count` of them with flag b. `world.blocked_clients` is how many are blocked then."""
     name = str(args.get("name", "queue-worker"))
     argv = [str(a) for a in args.get("command", ["BLPOP", "queue:jobs", 0])]
-    client = world.keep(world.client(single_connection_client=True))
-    client.client_setname(name)
-    assert client.connection is not None
-    client.connection.send_command(*argv)
+    count = int(args.get("count", 1))
+    _enough_file_descriptors(count + 256)
+    for _ in range(count):
+        client = world.keep(world.client(single_connection_client=True))
+        client.client_setname(name)
+        assert client.connection is not None
+        client.connection.send_command(*argv)
     deadline = time.monotonic() + 10
     with world.client() as probe:
         while time.monotonic() < deadline:
             blocked = [c for c in probe.client_list() if "b" in c.get("flags", "")]
-            if any(c.get("name") == name for c in blocked):
+            if sum(c.get("name") == name for c in blocked) >= count:
                 world.vars["blocked_clients"] = len(blocked)
                 return
             time.sleep(0.05)
-    raise RuntimeError(f"blocked_client: {' '.join(argv)} did not block (is the key empty?)")
+    raise RuntimeError(f"blocked_client: {' '.join(argv)} did not block {count} client(s) (is the key empty?)")
+
+
+@fault("fill_clients")
+def _fill_clients(world: World, args: dict[str, Any] | None) -> None:
+    """A server full to the last connection: connections opened until Redis refuses the next one ("max number
+    of clients reached"), each named `name`, held until teardown. Nothing can connect then, the rehearsal's
+    own checks neither: check the run (`result`, `findings`) and `world.*`. `world.filled_clients` is how many
+    were opened, `world.maxclients` the limit."""
+    name = str((args or {}).get("name", "leaky-pool"))
+    with world.client() as probe:
+        maxclients = int(probe.config_get("maxclients")["maxclients"])
+    _enough_file_descriptors(maxclients + 256)
+    opened = 0
+    for _ in range(maxclients + 1):
+        try:  # a single-connection client connects (and is refused) as it is made
+            client = world.client(single_connection_client=True)
+            client.client_setname(name)
+        except redis.ConnectionError:  # "max number of clients reached": full
+            world.vars["filled_clients"], world.vars["maxclients"] = opened, maxclients
+            return
+        world.keep(client)
+        opened += 1
+    raise RuntimeError(f"fill_clients: {opened} connections and Redis refused none (maxclients {maxclients})")
 
 
 @fault("client_burst")

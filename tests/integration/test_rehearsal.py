@@ -63,6 +63,7 @@ DOCUMENTED_MISMATCHES = {
     ("redis/troubleshoot-corruption", "aof-fix-claims-success-and-changes-nothing"): {"start"},
     ("redis/troubleshoot-corruption", "aof-fix-fails"): {"fix-aof", "start"},
     ("redis/restore-rdb", "backup-copy-does-not-take"): {"start"},
+    ("redis/troubleshoot-connection", "restart-fails"): {"restart"},
     ("redis/failover", "planned-on-a-cluster"): {"probe_delete_cluster"},
     ("redis/rolling-restart", "replica-will-not-start"): {"restart", "failover_sentinel", "writable_sentinel"},
     # the working-memory probe: TTL and deletion act on the entry the dry-run did not write

@@ -62,6 +62,7 @@ def test_every_documented_fault_is_registered_and_unknown_ones_are_named():
         "slow_client",
         "blocked_client",
         "client_burst",
+        "fill_clients",
         "host_command",
         "kill_redis",
         "stop_redis",
