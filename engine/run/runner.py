@@ -176,6 +176,7 @@ class _Outcome:
     exit_code: int = ExitCode.OK
     really_ran: bool = True
     changes: list[dict[str, Any]] | None = None  # what a measured change did, as it said (Done.changes)
+    gave_up: bool = False  # a retry ran out of attempts or time: the last result is judged by `expect` too
 
 
 @dataclass(frozen=True)
@@ -636,7 +637,7 @@ class Runner:
         message = f"until '{visit.step.retry.until}' did not hold after {attempt} attempts"
         if since is not None:
             message += f" ({self.clock() - since:.1f}s)"
-        return _Outcome(Outcome.FAILED, outcome.result, message=message, exit_code=ExitCode.FINDINGS)
+        return _Outcome(Outcome.FAILED, outcome.result, message=message, exit_code=ExitCode.FINDINGS, gave_up=True)
 
     def _retry_policy(self, visit: Visit) -> _Policy:
         step, values = visit.step, visit.values
@@ -799,7 +800,8 @@ class Runner:
             "result": outcome.result,
             "attempts": tried.attempts,
         }
-        expectations = self._expectations(visit, outcome) if outcome.outcome in (Outcome.OK, Outcome.PREDICTED) else []
+        judged = outcome.outcome in (Outcome.OK, Outcome.PREDICTED) or outcome.gave_up
+        expectations = self._expectations(visit, outcome) if judged else []
         outcome = self._judged(outcome, expectations)
         summary = self._summary(visit, outcome)
         impact, follow_up = self._declared(visit, outcome)
@@ -826,6 +828,9 @@ class Runner:
             if e["held"] is False and e["severity"] in ("critical", "warning"):
                 self.state.findings += 1
         failed_critical = [e for e in expectations if e["held"] is False and e["severity"] == "critical"]
+        if failed_critical and outcome.gave_up:
+            # the author's words for what the wait was for come first; how long it waited, after them
+            return dataclasses.replace(outcome, message=f"{failed_critical[0]['message']} ({outcome.message})")
         if failed_critical and outcome.outcome == Outcome.OK:
             return _Outcome(
                 Outcome.FAILED, outcome.result, message=failed_critical[0]["message"], exit_code=ExitCode.FINDINGS

@@ -480,6 +480,30 @@ steps:
     assert finished["error"]["message"] == "until 'result >= 10' did not hold after 3 attempts (2.0s)"
 
 
+def test_a_retry_that_gives_up_is_judged_by_its_expectations_and_says_so_first(tmp_path: Path) -> None:
+    # the author's message says what the wait was for (and what to read); the count of attempts follows it
+    ran = run(
+        tmp_path,
+        """\
+steps:
+  - id: poll
+    name: Wait for ten
+    fake: {say: poll, results: [1, 2, 3]}
+    retry: {until: "result >= 10", attempts: 3, interval: 1s}
+    expect:
+      - that: result >= 10
+        message: "still {{ result }} after the restart: read the log"
+""",
+    )
+    assert isinstance(ran.error, StepAborted) and ran.error.exit_code == ExitCode.FINDINGS
+    finished = ran.of("step.finished")[0]
+    assert finished["outcome"] == "failed"
+    assert finished["expectations"][0]["held"] is False
+    assert finished["error"]["message"] == (
+        "still 3 after the restart: read the log (until 'result >= 10' did not hold after 3 attempts (2.0s))"
+    )
+
+
 def test_retry_stops_at_its_timeout_before_its_attempts(tmp_path: Path) -> None:
     ran = run(
         tmp_path,
