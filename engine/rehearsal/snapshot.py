@@ -320,6 +320,7 @@ def _node_changed(a: dict[str, Any], b: dict[str, Any], background: Sequence[str
 
 FOLLOW_ON_CONFIG = ("replicaof", "slaveof")
 _NODE_PREFIX = re.compile(r"^\S+:\d+: ")
+_CONFIG_FILE = re.compile(r"/redis\.conf(\.[A-Za-z0-9]{6})?$")
 
 
 def follow_on(line: str) -> bool:
@@ -332,7 +333,8 @@ def follow_on(line: str) -> bool:
         return True
     if body.startswith("config ") and body.split(" ", 2)[1].rstrip(":") in FOLLOW_ON_CONFIG:
         return True
-    return body.startswith("file ") and body.split(" ", 2)[1].rstrip(":").endswith("/redis.conf")
+    # CONFIG REWRITE writes redis.conf.XXXXXX (mkostemp) and renames it over redis.conf: a step may see it
+    return body.startswith("file ") and _CONFIG_FILE.search(body.split(" ", 2)[1].rstrip(":")) is not None
 
 
 def restart_follow_on(line: str, node: str | None, directory: str) -> bool:

@@ -76,3 +76,13 @@ def test_a_background_save_ending_during_a_later_step_is_not_that_steps_change()
     assert changed(during, saved) == []
     # without a save in progress, the same new dump is a change
     assert changed(fingerprint(dirty=5), saved) != []
+
+
+def test_a_failover_s_config_rewrite_is_follow_on_with_its_temporary_file_but_no_other_file():
+    from engine.rehearsal.snapshot import follow_on
+
+    assert follow_on("127.0.0.1:7001: file /tmp/runbook-redis-x/redis.conf: 10 -> 12 bytes")
+    assert follow_on("127.0.0.1:7001: file /tmp/runbook-redis-x/redis.conf.MYs0vF appeared")  # CONFIG REWRITE's temp
+    assert follow_on("file /tmp/runbook-redis-x/redis.conf.MYs0vF removed")
+    assert not follow_on("file /tmp/runbook-redis-x/redis.conf.bak appeared")
+    assert not follow_on("127.0.0.1:7001: file /tmp/runbook-redis-x/dump.rdb appeared")
