@@ -106,11 +106,11 @@ def namespace(world: World, run: dict[str, Any]) -> dict[str, Any]:
         info = call(lambda c: c.info("memory"))
         return 100.0 * info["used_memory"] / info["maxmemory"] if info.get("maxmemory") else 0.0
 
-    def count(match: str) -> int:
-        return call(lambda c: sum(1 for _ in c.scan_iter(match=match, count=1000)))
+    def count(match: str, on: str | None = None) -> Any:
+        return call(lambda c: sum(1 for _ in c.scan_iter(match=match, count=1000)), on)
 
-    def count_without_ttl(match: str) -> int:
-        return call(lambda c: sum(1 for k in c.scan_iter(match=match, count=1000) if c.ttl(k) == -1))
+    def count_without_ttl(match: str, on: str | None = None) -> Any:
+        return call(lambda c: sum(1 for k in c.scan_iter(match=match, count=1000) if c.ttl(k) == -1), on)
 
     def unchanged_since(name: str, match: str = "*", ignore: str | None = None) -> bool:
         """Every key matching `match` has the type, value and TTL presence it had at snapshot `name`."""

@@ -329,6 +329,7 @@ def _node_changed(a: dict[str, Any], b: dict[str, Any], background: Sequence[str
 
 FOLLOW_ON_CONFIG = ("replicaof", "slaveof")
 _NODE_PREFIX = re.compile(r"^\S+:\d+: ")
+_CONFIG_FILE = re.compile(r"/redis\.conf(\.[A-Za-z0-9]{6})?$")
 
 
 def follow_on(line: str) -> bool:
@@ -341,14 +342,8 @@ def follow_on(line: str) -> bool:
         return True
     if body.startswith("config ") and body.split(" ", 2)[1].rstrip(":") in FOLLOW_ON_CONFIG:
         return True
-    return body.startswith("file ") and _is_config_file(body.split(" ", 2)[1].rstrip(":"))
-
-
-def _is_config_file(path: str) -> bool:
-    """redis.conf, or the temporary file CONFIG REWRITE writes beside it and renames over it
-    (`redis.conf.XXXXXX`, mkstemp's suffix), which a snapshot taken mid-rewrite sees."""
-    name = Path(path).name
-    return name == "redis.conf" or bool(re.fullmatch(r"redis\.conf\.[A-Za-z0-9]{6}", name))
+    # CONFIG REWRITE writes redis.conf.XXXXXX (mkostemp) and renames it over redis.conf: a step may see it
+    return body.startswith("file ") and _CONFIG_FILE.search(body.split(" ", 2)[1].rstrip(":")) is not None
 
 
 def restart_follow_on(line: str, node: str | None, directory: str) -> bool:

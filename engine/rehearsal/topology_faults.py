@@ -188,6 +188,45 @@ def _kill_replica(world: World, args: dict[str, Any] | None) -> None:
     world.vars["killed_replica"] = target
 
 
+@fault("sentinels_down")
+def _sentinels_down(world: World, args: dict[str, Any] | None) -> None:
+    """Sentinels lost (their hosts died): SIGKILL the last `count` of `world.sentinels` (default 1), then wait
+    until every Sentinel left flags each of them down (`s_down`), as it does 1 s after it stops answering.
+    `{count: 1}`; at least one Sentinel is left. With fewer left than the quorum, SENTINEL CKQUORUM fails.
+    `world.down_sentinels` are their addresses, `world.ckquorum` what CKQUORUM says on the first one left
+    (its reply, or the error's text)."""
+    _deployment(world, "sentinels_down", "replicated")
+    count = int((args or {}).get("count", 1))
+    if not 1 <= count < len(world.sentinels):
+        have = len(world.sentinels)
+        raise ValueError(f"sentinels_down: count must leave at least one Sentinel (the world has {have})")
+    down, left = world.sentinels[-count:], world.sentinels[:-count]
+    for sentinel in down:
+        sentinel.kill()
+    gone = {address(s) for s in down}
+
+    def flagged() -> bool:
+        for sentinel in left:
+            with world.client(password=False, node=sentinel) as client:
+                seen = client.execute_command("SENTINEL", "SENTINELS", world.master_name)
+            flags = {}
+            for entry in seen or []:
+                fields = dict(zip(entry[::2], entry[1::2], strict=False)) if isinstance(entry, list) else entry
+                flags[f"{fields.get('ip')}:{fields.get('port')}"] = str(fields.get("flags", ""))
+            if not all("s_down" in flags.get(a, "") for a in gone):
+                return False
+        return True
+
+    _until(f"sentinels_down: the Sentinels left did not flag {', '.join(sorted(gone))} down", flagged)
+    with world.client(password=False, node=left[0]) as client:
+        try:
+            answer = str(client.execute_command("SENTINEL", "CKQUORUM", world.master_name))
+        except redis.ResponseError as exc:
+            answer = str(exc)
+    world.vars["down_sentinels"] = sorted(gone)
+    world.vars["ckquorum"] = answer
+
+
 @fault("cluster_node_down")
 def _cluster_node_down(world: World, args: dict[str, Any] | None) -> None:
     """A shard lost whole: its primary and every replica of it killed (replicas first, so none is promoted),

@@ -154,6 +154,27 @@ def test_kill_replica_leaves_a_dead_replica_sentinel_still_lists():
         world.stop()
 
 
+def test_sentinels_down_kills_the_last_sentinels_and_the_one_left_has_no_quorum():
+    world = _world(topology="replicated", replicas=1, sentinels=2)
+    try:
+        first, last = world.sentinels
+        with pytest.raises(ValueError, match="at least one Sentinel"):
+            faults.apply(world, {"sentinels_down": {"count": 2}})
+        assert first.running and last.running  # refused before killing any
+        faults.apply(world, {"sentinels_down": {"count": 1}})
+        assert world.vars["down_sentinels"] == [address(last)]
+        assert not last.running and first.running
+        assert world.vars["ckquorum"].startswith("NOQUORUM 1 usable Sentinels")
+        with redis.Redis(host=first.host, port=first.port, decode_responses=True, socket_timeout=5) as client:
+            (seen,) = client.execute_command("SENTINEL", "SENTINELS", world.master_name)
+            with pytest.raises(redis.ResponseError, match="NOQUORUM"):  # held: the Sentinel stays dead
+                client.execute_command("SENTINEL", "CKQUORUM", world.master_name)
+        assert "s_down" in seen["flags"]
+        assert nodes.sentinel_primary(world) == world.template_values()["primary"]  # the one left answers
+    finally:
+        world.stop()
+
+
 def test_cluster_node_down_leaves_slots_uncovered_and_the_cluster_failed():
     """One cluster world for the fault, the seed inventory, the snapshot of every node and the teardown."""
     world = _world(topology="cluster")

@@ -96,6 +96,7 @@ def test_every_documented_fault_is_registered_and_unknown_ones_are_named():
         "node_snapshot",
         "config_file_line",
         "replica_down",
+        "sentinels_down",
     }
     assert set(faults.FAULTS) == documented
     with pytest.raises(ValueError, match=r"unknown fault 'meteor' \(known: acl_file, .*, backup, "):

@@ -93,9 +93,9 @@ def test_a_background_save_ending_during_a_later_step_is_not_that_steps_change()
     assert changed(fingerprint(dirty=5), saved) != []
 
 
-def test_sentinels_config_rewrite_is_a_failovers_follow_on_even_mid_rewrite():
-    # CONFIG REWRITE writes redis.conf.XXXXXX beside the file and renames it over: a snapshot may see either
-    assert follow_on("127.0.0.3:7001: file /w/n1/redis.conf: size 900 -> 950")
-    assert follow_on("127.0.0.3:7001: file /w/n1/redis.conf.VSO15t: new")
-    assert not follow_on("127.0.0.3:7001: file /w/n1/redis.conf.bak: new")
-    assert not follow_on("127.0.0.3:7001: file /w/n1/dump.rdb: new")
+def test_a_failover_s_config_rewrite_is_follow_on_with_its_temporary_file_but_no_other_file():
+    assert follow_on("127.0.0.1:7001: file /tmp/runbook-redis-x/redis.conf: 10 -> 12 bytes")
+    assert follow_on("127.0.0.1:7001: file /tmp/runbook-redis-x/redis.conf.MYs0vF appeared")  # CONFIG REWRITE's temp
+    assert follow_on("file /tmp/runbook-redis-x/redis.conf.MYs0vF removed")
+    assert not follow_on("file /tmp/runbook-redis-x/redis.conf.bak appeared")
+    assert not follow_on("127.0.0.1:7001: file /tmp/runbook-redis-x/dump.rdb appeared")
