@@ -416,10 +416,14 @@ def _sabotaged(
     if not verifying:
         return None
     world = World.start(spec)
+    cwd = os.getcwd()
     try:
         _seed(world, scenario.seed)
         for action in scenario.fault:
             faults.apply(world, action)
+        # its own operator's directory: what the real run wrote in the first world's (a dump at the default
+        # output ".") must not stand in for what this run was made not to write
+        os.chdir(world.local)
         request = RunRequest(
             **{
                 **base,
@@ -435,6 +439,7 @@ def _sabotaged(
         if run.outcome == RunOutcome.INTERRUPTED:
             raise KeyboardInterrupt
     finally:
+        os.chdir(cwd)
         world.stop()
     if not set(sabotaged) & set(verifying.values()):
         return None  # no change that a verification step checks was made not to take

@@ -39,6 +39,9 @@ EXPECTED_INSTEAD = {
     # The redis-server process died: from outside Redis is down, and service-down (status, logs, restart)
     # is the procedure for it; troubleshoot-connection is for a Redis that runs but refuses clients.
     ("redis/troubleshoot-connection", "redis-process-died"): "redis/emergency-service-down",
+    # The service was killed and its config broken: from outside Redis is down (the restart that fails is
+    # what troubleshoot-connection's scenario rehearses; service-down restarts too and reads the log).
+    ("redis/troubleshoot-connection", "restart-fails"): "redis/emergency-service-down",
     # The primary died and Sentinel promoted a replica: the address the target names refuses, so from
     # outside Redis is down; service-down asks Sentinel first and says the promotion happened (as
     # troubleshoot-connection does), restarting nothing.
@@ -46,8 +49,7 @@ EXPECTED_INSTEAD = {
     # Not an incident Redis shows: the operator decides an old tenant's keys should go (old_tenant).
     ("redis/troubleshoot-memory", "clear-an-old-tenant"): None,
     ("redis/troubleshoot-memory", "old-tenant-bigger-than-the-limit"): None,
-    # The intruder uses the leaked, valid password: one more authenticated client looks like any other.
-    ("redis/emergency-security-breach", "password-leaked"): None,
+    # (password-leaked is diagnosed: the credential stuffing before the intruder got in fills ACL LOG.)
     ("redis/emergency-security-breach", "acl-file-without-config-file"): None,
     ("redis/emergency-security-breach", "run-as-another-acl-user"): None,
     # No password at all: the intruder is one more client, as anyone who can reach the port is.

@@ -134,10 +134,11 @@ def test_step_error_from_redis_py_carries_the_runbook_advice(code: str, reply: s
 def test_connect_to_a_loading_server_advises_waiting_not_restarting(monkeypatch: pytest.MonkeyPatch) -> None:
     from engine.adapters.redis import RedisAdapter
 
-    def ping(self: Any, **kwargs: Any) -> Any:
+    def first_command(self: Any, *args: Any, **kwargs: Any) -> Any:
         raise BaseParser.parse_error("LOADING Redis is loading the dataset in memory")
 
-    monkeypatch.setattr(redis.Redis, "ping", ping)  # nothing is sent: the loading server is simulated
+    # nothing is sent: the loading server is simulated at connect's first command (COMMAND; no PING before it)
+    monkeypatch.setattr(redis.Redis, "execute_command", first_command)
     adapter = RedisAdapter(RedisEndpoint(host="192.0.2.1", port=1), allow_mutation=True)
     with pytest.raises(TargetError) as info:
         adapter.connect()

@@ -100,8 +100,26 @@ def test_unreachable_ranks_service_down_but_an_auth_failure_does_not(shipped) ->
     procedures, thresholds = shipped
     down = _findings(reachable=False, error="cannot connect: Connection refused", info={})
     assert evaluate(procedures, down, thresholds)[0].procedure == "redis/emergency-service-down"
+    # refused credentials, or a server full to the last connection: Redis runs, service-down is the wrong lead
     denied = _findings(reachable=False, auth_failed=True, error="authentication failed", info={})
-    assert evaluate(procedures, denied, thresholds) == []
+    ((match, symptom),) = [
+        (m.procedure, e.symptom) for m in evaluate(procedures, denied, thresholds) for e in m.evidence
+    ]
+    assert (match, symptom) == ("redis/troubleshoot-connection", "authentication-refused")
+    full = _findings(reachable=False, error="cannot connect: ERR max number of clients reached", info={})
+    ((match, symptom),) = [(m.procedure, e.symptom) for m in evaluate(procedures, full, thresholds) for e in m.evidence]
+    assert (match, symptom) == ("redis/troubleshoot-connection", "maxclients-reached")
+
+
+def test_connections_near_maxclients_point_to_troubleshoot_connection_before_blocked_clients(shipped) -> None:
+    procedures, thresholds = shipped
+    # CONFIG GET answers strings: 116 workers blocked in BLPOP and 6 leaked connections, maxclients 128
+    near = _findings(info={"connected_clients": 122, "blocked_clients": 116}, config={"maxclients": "128"})
+    ranked = evaluate(procedures, near, thresholds)
+    assert [m.procedure for m in ranked][:2] == ["redis/troubleshoot-connection", "redis/troubleshoot-performance"]
+    assert "122 connected of maxclients 128 (95%)" in ranked[0].evidence[0].evidence
+    below = _findings(info={"connected_clients": 115, "blocked_clients": 0}, config={"maxclients": "128"})
+    assert evaluate(procedures, below, thresholds) == []
 
 
 def test_thresholds_from_key_metrics(shipped) -> None:
