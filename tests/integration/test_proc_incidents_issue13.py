@@ -15,10 +15,13 @@ def transcript(tmp_path, path: str) -> list[dict]:
     return events(path if path.startswith("/") else tmp_path / path)
 
 
-def rehearse(procedure: str, tmp_path) -> dict:
+def rehearse(procedure: str, scenario: str, tmp_path) -> dict:
+    """One scenario (a procedure may have several: eviction-storm and hot-keys have one at the defaults too)."""
     result = runbook(
         "rehearse",
         procedure,
+        "--scenario",
+        scenario,
         "--json",
         "--transcripts-dir",
         str(tmp_path),
@@ -33,14 +36,14 @@ def rehearse(procedure: str, tmp_path) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("procedure", "change", "cleanup"),
+    ("procedure", "scenario", "change", "cleanup"),
     [
-        ("redis/maxclients-emergency", "raise", "put-back"),
-        ("redis/hot-keys", "switch-lfu", "put-back-policy"),
+        ("redis/maxclients-emergency", "leaking-pool-at-maxclients", "raise", "put-back"),
+        ("redis/hot-keys", "one-tenant-key-hammered", "switch-lfu", "put-back-policy"),
     ],
 )
-def test_the_temporary_change_is_put_back_pre_approved(tmp_path, procedure, change, cleanup):
-    report = rehearse(procedure, tmp_path)
+def test_the_temporary_change_is_put_back_pre_approved(tmp_path, procedure, scenario, change, cleanup):
+    report = rehearse(procedure, scenario, tmp_path)
     evts = (
         events(tmp_path / report["transcript"])
         if not report["transcript"].startswith("/")
@@ -63,7 +66,7 @@ def test_the_temporary_change_is_put_back_pre_approved(tmp_path, procedure, chan
 
 
 def test_eviction_storm_is_found_and_stopped(tmp_path):
-    report = rehearse("redis/eviction-storm", tmp_path)
+    report = rehearse("redis/eviction-storm", "tenant-writes-past-maxmemory", tmp_path)
     evts = transcript(tmp_path, report["transcript"])
     finished = {e["step"]["id"]: e for e in of_type(evts, "step.finished")}
     series = finished["rates"]["result"]
