@@ -216,6 +216,37 @@ def _blocked(world: World, args: dict[str, Any]) -> None:
     raise RuntimeError(f"blocked_client: {' '.join(argv)} did not block {count} client(s) (is the key empty?)")
 
 
+@fault("stalled_reader")
+def _stalled_reader(world: World, args: dict[str, Any]) -> None:
+    """A consumer that asked for more than it reads (a pipeline whose reader stalled): `{name: stalled-reader,
+    command: [KEYS, "*"], bytes: 24mb}`.
+
+    The command is sent again and again without a reply being read until Redis holds `bytes` of replies in
+    the client's output buffer (CLIENT LIST omem); the connection is kept until teardown. That memory counts
+    in used_memory and no eviction or flush frees it (only replicas' buffers are not counted).
+    `world.output_buffer_bytes` is the client's omem then."""
+    from engine.spec.params import parse_size
+
+    name = str(args.get("name", "stalled-reader"))
+    argv = [str(a) for a in args.get("command", ["KEYS", "*"])]
+    wanted = parse_size(args.get("bytes", "24mb"))
+    client = world.keep(world.client(single_connection_client=True))
+    client.client_setname(name)
+    connection = client.connection
+    assert connection is not None
+    batch = connection.pack_commands([argv] * 20)
+    deadline = time.monotonic() + 30
+    with world.client() as probe:
+        while time.monotonic() < deadline:
+            omem = max((int(c.get("omem", 0)) for c in probe.client_list() if c.get("name") == name), default=0)
+            if omem >= wanted:
+                world.vars["output_buffer_bytes"] = omem
+                return
+            connection.send_packed_command(batch, check_health=False)
+            time.sleep(0.02)
+    raise RuntimeError(f"stalled_reader: the output buffer of {name} did not reach {wanted} bytes in 30 s")
+
+
 @fault("fill_clients")
 def _fill_clients(world: World, args: dict[str, Any] | None) -> None:
     """A server full to the last connection: connections opened until Redis refuses the next one ("max number

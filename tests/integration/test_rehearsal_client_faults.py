@@ -2,7 +2,7 @@
 
 `fill_clients` must leave the server full to the last connection (the next client refused, the held ones
 still served) and `blocked_client` with a `count` must block that many workers; both are released at
-teardown.
+teardown. `stalled_reader` (emergency-oom's) must hold its replies in memory that no eviction frees.
 """
 
 from __future__ import annotations
@@ -34,5 +34,22 @@ def test_blocked_client_blocks_count_workers_until_teardown():
         with world.client() as client:
             workers = [c for c in client.client_list() if c.get("name") == "queue-worker"]
         assert len(workers) == 5 and all("b" in c["flags"] for c in workers)
+    finally:
+        world.stop()
+
+
+def test_stalled_reader_holds_its_replies_in_memory_no_eviction_frees():
+    world = World.start(WorldSpec(ssh=False, http=False, config={"maxmemory": "8mb", "maxmemory-policy": "noeviction"}))
+    try:
+        faults.apply(world, {"redis": ["SET", "tenant:acme:cache:a", "x" * 2048]})
+        reader = {"name": "stalled", "command": ["GET", "tenant:acme:cache:a"], "bytes": "12mb"}
+        faults.apply(world, {"stalled_reader": reader})
+        assert world.vars["output_buffer_bytes"] >= 12 * 1024 * 1024
+        with world.client() as client:
+            client.config_set("maxmemory-policy", "allkeys-lru")
+            with pytest.raises(redis.exceptions.OutOfMemoryError):
+                client.set("tenant:acme:cache:b", "y")  # every key evicted, the buffer still over the limit
+            assert client.dbsize() == 0
+            assert int(client.info("memory")["mem_clients_normal"]) > 8 * 1024 * 1024  # over the limit on its own
     finally:
         world.stop()

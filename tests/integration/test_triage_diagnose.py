@@ -36,6 +36,12 @@ EXPECTED_INSTEAD = {
     ("redis/troubleshoot-corruption", "aof-fix-claims-success-and-changes-nothing"): "redis/emergency-service-down",
     ("redis/troubleshoot-corruption", "aof-fix-fails"): "redis/emergency-service-down",
     ("redis/troubleshoot-corruption", "rdb-corrupt-restored-from-backup"): "redis/emergency-service-down",
+    # Redis down on a fixed AOF it cannot start (a bad line in redis.conf, a start that says done): down.
+    ("redis/troubleshoot-corruption", "aof-fixed-but-the-service-will-not-start"): "redis/emergency-service-down",
+    ("redis/troubleshoot-corruption", "start-says-done-redis-stays-down"): "redis/emergency-service-down",
+    # The AOF damaged on disk under a running server: it serves from memory and reports its AOF writes ok;
+    # only reading the file (redis-check-aof, over SSH) shows it.
+    ("redis/troubleshoot-corruption", "aof-damaged-under-a-running-server"): None,
     # The redis-server process died: from outside Redis is down, and service-down (status, logs, restart)
     # is the procedure for it; troubleshoot-connection is for a Redis that runs but refuses clients.
     ("redis/troubleshoot-connection", "redis-process-died"): "redis/emergency-service-down",

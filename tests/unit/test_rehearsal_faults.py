@@ -61,6 +61,7 @@ def test_every_documented_fault_is_registered_and_unknown_ones_are_named():
         "idle_connections",
         "slow_client",
         "blocked_client",
+        "stalled_reader",
         "client_burst",
         "fill_clients",
         "host_command",
