@@ -49,7 +49,7 @@ PYTEST_WORKERS ?= 3
 test: setup
 	$(VENV)/bin/ruff check engine tests bench
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 lint: venv
 	$(VENV)/bin/ruff check engine tests bench
