@@ -11,7 +11,8 @@ clients ran between two of our calls (INFO stats `total_commands_processed`, les
   budget, twice what a call costs besides the server's work (the round trip as the client sees it,
   scheduling included; the median of the last calls), between 0.25 and 1.5 ms: longer calls where each
   costs more anyway (a network), so no more than a third of the scan's time goes to the calls
-  themselves. On the server's own host it is the shortest (0.25 ms) whatever a call costs: there the
+  themselves. On the server's own host, reached directly (its quickest round trip at most 0.2 ms; not
+  through a local proxy or tunnel), it is the shortest (0.25 ms) whatever a call costs: there the
   cost is the machine's scheduling, which also stretches a script while production requests wait
   behind it (measured: with the machine loaded, calls grown to 1.5 ms raised production's p90 from
   about 8 to 11 ms against 0.15 ms calls, docs/performance.md). After each call it pauses so that our
@@ -116,7 +117,10 @@ class Pacing:
     largest: int = 0
     paused_s: float = 0.0
     top_budget_s: float = 0.0
-    same_host: bool = False  # the client runs on the server's machine: the busy budget is the shortest
+    # the client runs on the server's machine and reaches it directly (its quickest round trip no longer than
+    # FAST_RTT_S): the busy budget is the shortest. Through a local proxy, tunnel or relay a call costs the
+    # path's round trip, as over a network, and the budget follows it
+    same_host: bool = False
 
 
 def others_between(before: int, after: int, ours: int) -> int | None:
@@ -130,7 +134,8 @@ def others_between(before: int, after: int, ours: int) -> int | None:
 def begin(policy: Policy, count: int, seen: Activity) -> Pacing:
     """The first call: `count` keys, the busy budget (grown from there while the server stays idle)."""
     rtt = seen.rtt_s
-    budget = policy.busy_budget(rtt, seen.same_host)
+    direct = seen.same_host and rtt <= FAST_RTT_S
+    budget = policy.busy_budget(rtt, direct)
     busy = seen.others is None or seen.others > 0
     return Pacing(
         policy,
@@ -141,7 +146,7 @@ def begin(policy: Policy, count: int, seen: Activity) -> Pacing:
         quiet_for_s=0.0 if busy else seen.seconds,
         peak_rate=(seen.others or 0) / seen.seconds if seen.seconds > 0 else 0.0,
         top_budget_s=budget,
-        same_host=seen.same_host,
+        same_host=direct,
     )
 
 

@@ -80,6 +80,18 @@ def test_the_busy_budget_is_twice_what_a_call_costs_besides_the_servers_work() -
     assert state.count in (1199, 1200)  # 1.2 ms at 1 us a key: fewer, longer calls where each costs more anyway
 
 
+def test_through_a_local_proxy_the_budget_follows_the_paths_round_trip() -> None:
+    """The server's address is this machine's, but its quickest round trip is 1.3 ms (a TLS tunnel, a proxy, a
+    relay): each call costs that whatever the scheduling, so the calls are as long as over a network."""
+    proxied = Activity(rtt_s=0.0013, others=50, seconds=0.1, same_host=True)
+    state = pacing.begin(POLICY, 1000, proxied)
+    assert state.budget_s == 0.0015 and not state.same_host
+    server = state.count * 1e-6
+    state, _ = pacing.step(state, Observation(state.count, server, server + 0.0013, 5, 0.01))
+    assert state.budget_s == 0.0015
+    assert "the shortest, on the server's own host" not in pacing.summary(state)
+
+
 def test_on_the_servers_own_host_the_busy_budget_stays_the_shortest() -> None:
     """There a call's cost besides the server's work is the machine's scheduling: a longer script would be
     stretched by it too, with production requests queued behind."""
