@@ -94,14 +94,34 @@ def _fill(world: World, args: dict[str, Any] | None) -> None:
     args = args or {}
     size = int(args.get("value_size", 2048))
     prefix = args.get("prefix", "tenant:acme:cache:fill:")
-    with world.client() as client:
-        for i in range(1_000_000):
+
+    def fill(client: redis.Redis, value_size: int, start: int) -> int | None:
+        for i in range(start, start + 1_000_000):
             try:
-                client.set(f"{prefix}{i}", "x" * size)
+                client.set(f"{prefix}{i}", "x" * value_size)
             except redis.exceptions.OutOfMemoryError:  # redis-py strips the "OOM" prefix of the error
-                world.vars["filled_keys"] = i
+                return i
+        return None
+
+    with world.client() as client:
+        filled = fill(client, size, 0)
+    if filled is None:
+        raise RuntimeError("fill_until_oom: Redis never refused a write (is maxmemory set with noeviction?)")
+    # A connection's own buffers count in used_memory: once the filling client is gone, memory can fall back
+    # under the limit by a few kB and the next small write succeeds. Held: top up with small values from fresh
+    # connections until a fresh connection's write is refused too.
+    for _ in range(100):
+        with world.client() as client:
+            try:
+                client.set("rehearsal:fill-probe", "1", px=5000)
+                client.delete("rehearsal:fill-probe")
+            except redis.exceptions.OutOfMemoryError:
+                world.vars["filled_keys"] = filled
                 return
-    raise RuntimeError("fill_until_oom: Redis never refused a write (is maxmemory set with noeviction?)")
+            filled = fill(client, 64, filled)
+            if filled is None:
+                break
+    raise RuntimeError("fill_until_oom: memory keeps falling back under maxmemory; writes are not refused")
 
 
 @fault("leak_keys")

@@ -245,6 +245,7 @@ def test_restore_rdb_rejects_unsafe_backup_paths_before_connecting(tmp_path):
     assert prepare(RunRequest("redis/restore-rdb", variables={"backup": "/var/backups/redis-dump-1.rdb"}))[1] == {
         "backup": "/var/backups/redis-dump-1.rdb",
         "expect_keys": None,
+        "start_timeout": 300.0,  # the runbook's bound on waiting for Redis to answer after the start (5m)
     }
 
 
