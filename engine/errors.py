@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import _thread
 import signal
+import sys
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 from engine.outcome import RunOutcome
 
@@ -120,6 +124,43 @@ class Interrupted(BaseException):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
+    def __reduce__(self) -> tuple[type[Interrupted], tuple[int]]:  # crosses `rehearse --jobs`'s pipe
+        return Interrupted, (self.signum,)
+
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+def handling_interruption() -> bool:
+    """An interruption (Interrupted or KeyboardInterrupt) is being handled: an `except` or `finally` block it
+    reached runs, its own exceptions included. A signal handler asks before raising another one.
+
+    Why not a flag set when the first one is raised: an exception raised in a signal handler that runs inside
+    a finalizer (`__del__`, a weakref callback) is printed and dropped, and the interrupted code goes on as if
+    no signal had come. A handler that stops listening after raising would then never stop the run."""
+    exc = sys.exc_info()[1]
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Interrupted | KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
+
+
+def redeliver_dropped_interruptions(hook: Any) -> None:
+    """`sys.unraisablehook`: an interruption raised inside a finalizer, which Python drops, arrives again as its
+    signal 50 ms later (outside the finalizer, whose end a handler run from here could not outlive), instead of
+    being printed as a traceback; anything else goes to the default hook."""
+    exc = hook.exc_value
+    if isinstance(exc, Interrupted | KeyboardInterrupt):
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        timer = threading.Timer(REDELIVER_S, _thread.interrupt_main, (signum,))
+        timer.daemon = True
+        timer.start()
+    else:
+        sys.__unraisablehook__(hook)
+
+
+REDELIVER_S = 0.05

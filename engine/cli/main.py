@@ -68,8 +68,10 @@ def main() -> None:
                 or transcript disk full · 128+N ended by signal N (130 Ctrl-C, 129 hang-up,
                 143 SIGTERM, 131 SIGQUIT, 141 output closed)
     """
+    from engine.errors import redeliver_dropped_interruptions
     from engine.steps import load_extra_kinds
 
+    sys.unraisablehook = redeliver_dropped_interruptions  # a Ctrl-C that lands in a finalizer is not lost
     try:
         load_extra_kinds()  # the modules $RUNBOOK_KINDS names, which register kinds of their own
     except RunbookError as exc:

@@ -13,7 +13,7 @@ import click
 
 from engine.cli.errors import fail
 from engine.cli.options import transcripts_dir_option
-from engine.errors import ExitCode, RunbookError, UsageError
+from engine.errors import ExitCode, Interrupted, RunbookError, UsageError
 
 
 @click.command()
@@ -99,7 +99,7 @@ def rehearse(
         if mutate:
             sys.exit(_mutate(chosen, out_dir, sample, min_score, as_json, jobs))
         results = _rehearse_all(chosen, out_dir, guided, as_json, jobs)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM stops the whole command, not only the run in progress
+    except (KeyboardInterrupt, Interrupted):  # Ctrl-C or SIGTERM stops the whole command, not only one run
         click.echo("runbook: rehearse interrupted; the worlds are torn down", err=True)
         sys.exit(ExitCode.INTERRUPTED)
     if as_json:

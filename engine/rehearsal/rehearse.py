@@ -327,8 +327,8 @@ def rehearse(
                 if real.outcome == RunOutcome.INTERRUPTED and not limit.fired:
                     raise KeyboardInterrupt
         except Interrupted:
-            if not limit.fired:
-                raise
+            if not limit.fired:  # a signal before the run had begun: it stops everything, as one after does
+                raise KeyboardInterrupt from None
         if limit.fired:
             result.timed_out = True
             result.transcript = str(real_path) if real_path.exists() else None

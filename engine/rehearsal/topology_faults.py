@@ -169,23 +169,40 @@ def _kill_primary(world: World, args: Any) -> None:
 
 @fault("kill_replica")
 def _kill_replica(world: World, args: dict[str, Any] | None) -> None:
-    """A replica whose redis-server died (SIGKILL): `{replica: 0}` (index in world.replicas, or HOST:PORT).
+    """A replica whose redis-server died (SIGKILL: an OOM kill, a host that rebooted): `{replica: 0}` (index
+    in world.replicas, or HOST:PORT). Held by the process staying dead; checked: it does not answer, its
+    primary no longer counts it among its connected replicas, and every Sentinel still lists it (SENTINEL
+    REPLICAS), as after a real crash. `world.killed_replica` is its address."""
+    world.vars["killed_replica"] = _replica_died(world, args, "kill_replica")
 
-    Checked: it does not answer and its primary no longer counts it among its connected replicas; Sentinel,
-    if any, still lists it (SENTINEL REPLICAS), as after a real crash. `world.killed_replica` is its address."""
-    _deployment(world, "kill_replica", "replicated")
-    args = args or {}
-    target = _replica(world, args.get("replica"), "kill_replica")
+
+@fault("replica_down")
+def _replica_down(world: World, args: dict[str, Any] | None) -> None:
+    """The same fault as kill_replica, under the name the scenarios of a replica that is down use;
+    `world.down_replica` is its address."""
+    world.vars["down_replica"] = _replica_died(world, args, "replica_down")
+
+
+def _replica_died(world: World, args: dict[str, Any] | None, name: str) -> str:
+    """SIGKILL a replica and check the deployment saw it go (see kill_replica); its address."""
+    _deployment(world, name, "replicated")
+    target = _replica(world, (args or {}).get("replica"), name)
     primary = world.template_values()["primary"]
     connected = _stat(world, primary, "replication", "connected_slaves")
     world.node(target).kill()
     if nodes.replication(world, target) is not None:
-        raise RuntimeError(f"kill_replica: {target} still answers")
+        raise RuntimeError(f"{name}: {target} still answers")
     _until(
-        f"kill_replica: the primary {primary} still counts {target} as connected",
+        f"{name}: the primary {primary} still counts {target} as connected",
         lambda: _stat(world, primary, "replication", "connected_slaves") < connected,
     )
-    world.vars["killed_replica"] = target
+    for sentinel in world.sentinels:
+        with world.client(password=False, node=sentinel) as client:
+            known = client.execute_command("SENTINEL", "REPLICAS", world.master_name)
+        listed = {f"{_field(r, 'ip')}:{_field(r, 'port')}" for r in known}
+        if target not in listed:
+            raise RuntimeError(f"{name}: Sentinel {address(sentinel)} does not list {target}")
+    return target
 
 
 @fault("sentinels_down")
@@ -401,33 +418,6 @@ def _config_file_line(world: World, args: dict[str, Any]) -> None:
     if info is None or _stat(world, target, "server", "process_id") != server.pid:
         raise RuntimeError(f"config_file_line: {target} does not answer as the same process")
     world.vars["config_line_node"] = target
-
-
-@fault("replica_down")
-def _replica_down(world: World, args: dict[str, Any] | None) -> None:
-    """A replica whose process died (SIGKILL: an OOM kill, a host that rebooted): it answers nothing, the
-    primary drops it from its replicas, and the Sentinels still list it (a replica that died is still theirs).
-    `{replica: 0}` (index in world.replicas, or HOST:PORT). Held by the process staying dead; checked: it does
-    not answer, the primary no longer counts it, and every Sentinel still lists it. `world.down_replica`."""
-    _deployment(world, "replica_down", "replicated")
-    args = args or {}
-    target = _replica(world, args.get("replica"), "replica_down")
-    primary = world.template_values()["primary"]
-    connected = _stat(world, primary, "replication", "connected_slaves")
-    world.node(target).kill()
-    if nodes.replication(world, target) is not None:
-        raise RuntimeError(f"replica_down: {target} still answers")
-    _until(
-        f"replica_down: the primary still counts {target} as connected",
-        lambda: _stat(world, primary, "replication", "connected_slaves") < connected,
-    )
-    for sentinel in world.sentinels:
-        with world.client(password=False, node=sentinel) as client:
-            known = client.execute_command("SENTINEL", "REPLICAS", world.master_name)
-        listed = {f"{_field(r, 'ip')}:{_field(r, 'port')}" for r in known}
-        if target not in listed:
-            raise RuntimeError(f"replica_down: Sentinel {address(sentinel)} does not list {target}")
-    world.vars["down_replica"] = target
 
 
 def _field(reply: Any, name: str) -> str:

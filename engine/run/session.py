@@ -30,6 +30,7 @@ from engine.errors import (
     StoppedError,
     TranscriptUnwritable,
     UsageError,
+    handling_interruption,
 )
 from engine.outcome import Outcome, RunOutcome
 from engine.records import BlastRadius, RunCounts, RunSummary, StepSummary
@@ -128,7 +129,9 @@ class _SignalGuard:
     """Turns the first handled signal into Interrupted; later ones are ignored while the run records its end.
 
     During cleanup (`finally:` steps) a signal is held until the cleanup is done (and ends the run then,
-    unless an earlier one already does); a second one during the cleanup abandons it.
+    unless an earlier one already does); a second one during the cleanup abandons it. A later signal raises
+    again when the first one's Interrupted was lost (raised inside a finalizer, which drops it: see
+    `handling_interruption`) and the run went on: a second Ctrl-C always stops it.
     """
 
     def __init__(self) -> None:
@@ -147,7 +150,7 @@ class _SignalGuard:
                 return
             self.armed = self.cleanup_interruptible = False
             raise Interrupted(signum)  # a second signal: the cleanup is abandoned
-        if self.armed:
+        if self.armed or (self.cleanup_interruptible and not handling_interruption()):
             self.armed = False
             raise Interrupted(signum)
 
@@ -414,6 +417,7 @@ def _execute(
         except RunbookError as exc:  # UsageError mid-run (a template on live data), TargetError, MutationRefused
             outcome, code, error = exc.outcome, exc.exit_code, redactor.text(str(exc))
         except Interrupted as exc:
+            guard.cleanup_interruptible = False  # caught: the run ends here, and nothing may cut its recording
             outcome, code, error = RunOutcome.INTERRUPTED, exc.exit_code, f"interrupted by {exc}"
         except TranscriptWriteError as exc:  # the disk filled mid-run: stopped before anything else could change
             outcome, code, error = RunOutcome.ERROR, ExitCode.UNREACHABLE, _unwritable(path, exc)

@@ -461,47 +461,39 @@ steps:
     assert ran.registered == {"n": 3}
 
 
-def test_retry_until_gives_up_after_its_attempts_as_a_failure(tmp_path: Path) -> None:
-    ran = run(
-        tmp_path,
-        """\
+GIVES_UP = """\
 steps:
   - id: poll
     name: Wait for ten
     fake: {say: poll, results: [1, 2, 3]}
     retry: {until: "result >= 10", attempts: 3, interval: 1s}
-""",
-    )
+"""
+UNTIL_FAILED = "until 'result >= 10' did not hold after 3 attempts (2.0s)"
+
+
+@pytest.mark.parametrize(
+    ("expect", "message"),
+    [
+        ("", UNTIL_FAILED),
+        # the author's message says what the wait was for (and what to read); the count of attempts follows it
+        (
+            "    expect:\n"
+            "      - that: result >= 10\n"
+            '        message: "still {{ result }} after the restart: read the log"\n',
+            f"still 3 after the restart: read the log ({UNTIL_FAILED})",
+        ),
+    ],
+    ids=["bare", "judged-by-its-expectations"],
+)
+def test_a_retry_that_gives_up_is_a_failure_that_says_why(tmp_path: Path, expect: str, message: str) -> None:
+    ran = run(tmp_path, GIVES_UP + expect)
     assert isinstance(ran.error, StepAborted) and ran.error.exit_code == ExitCode.FINDINGS
     assert ran.decisions("until") == [False, False, False]
     assert ran.clock.slept == [1.0, 1.0]
     finished = ran.of("step.finished")[0]
     assert finished["outcome"] == "failed" and finished["attempts"] == 3
-    assert finished["error"]["message"] == "until 'result >= 10' did not hold after 3 attempts (2.0s)"
-
-
-def test_a_retry_that_gives_up_is_judged_by_its_expectations_and_says_so_first(tmp_path: Path) -> None:
-    # the author's message says what the wait was for (and what to read); the count of attempts follows it
-    ran = run(
-        tmp_path,
-        """\
-steps:
-  - id: poll
-    name: Wait for ten
-    fake: {say: poll, results: [1, 2, 3]}
-    retry: {until: "result >= 10", attempts: 3, interval: 1s}
-    expect:
-      - that: result >= 10
-        message: "still {{ result }} after the restart: read the log"
-""",
-    )
-    assert isinstance(ran.error, StepAborted) and ran.error.exit_code == ExitCode.FINDINGS
-    finished = ran.of("step.finished")[0]
-    assert finished["outcome"] == "failed"
-    assert finished["expectations"][0]["held"] is False
-    assert finished["error"]["message"] == (
-        "still 3 after the restart: read the log (until 'result >= 10' did not hold after 3 attempts (2.0s))"
-    )
+    assert [e["held"] for e in finished.get("expectations", [])] == ([False] if expect else [])
+    assert finished["error"]["message"] == message
 
 
 def test_retry_stops_at_its_timeout_before_its_attempts(tmp_path: Path) -> None:

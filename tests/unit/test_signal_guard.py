@@ -1,0 +1,71 @@
+"""The run's signal guard: the first signal ends the run, later ones do not cut its recording short, and a
+second one still ends it when the first one's Interrupted was dropped (raised inside a finalizer)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import pytest
+
+from engine.errors import Interrupted
+from engine.run.session import _SignalGuard
+
+
+def test_the_first_signal_raises_and_one_during_its_handling_is_ignored() -> None:
+    guard = _SignalGuard()
+    with pytest.raises(Interrupted):
+        try:
+            guard.handler(signal.SIGINT, None)
+        except Interrupted:
+            guard.handler(signal.SIGTERM, None)  # the run is ending: ignored, not raised over the first
+            raise
+    assert guard.received == [signal.SIGINT, signal.SIGTERM]
+
+
+def test_a_second_signal_ends_the_run_when_a_finalizer_dropped_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    guard = _SignalGuard()
+    dropped: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda hook: dropped.append(hook.exc_value))
+
+    class Finalized:
+        def __del__(self) -> None:  # where a signal's handler may run: what it raises there is dropped
+            guard.handler(signal.SIGINT, None)
+
+    Finalized()
+    assert len(dropped) == 1 and isinstance(dropped[0], Interrupted)
+    with pytest.raises(Interrupted):  # the operator's second Ctrl-C
+        guard.handler(signal.SIGINT, None)
+
+
+def test_once_the_run_records_its_end_no_signal_raises() -> None:
+    guard = _SignalGuard()
+    guard.armed = guard.cleanup_interruptible = False  # what the session sets before it writes run.ended
+    guard.handler(signal.SIGTERM, None)
+    guard.handler(signal.SIGHUP, None)
+    assert guard.received == [signal.SIGTERM, signal.SIGHUP]
+
+
+def test_an_interruption_a_finalizer_dropped_is_sent_again_and_anything_else_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+    from types import SimpleNamespace
+
+    from engine.errors import redeliver_dropped_interruptions
+
+    heard: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: heard.append(signum))
+    reported: list[BaseException] = []
+    monkeypatch.setattr(sys, "__unraisablehook__", lambda hook: reported.append(hook.exc_value))
+    try:
+        redeliver_dropped_interruptions(SimpleNamespace(exc_value=Interrupted(signal.SIGUSR1)))
+        deadline = time.monotonic() + 10  # it comes 50 ms later, from a timer: a safety net
+        while not heard and time.monotonic() < deadline:
+            time.sleep(0.01)
+        error = ValueError("a finalizer's own bug")
+        redeliver_dropped_interruptions(SimpleNamespace(exc_value=error))
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert heard == [signal.SIGUSR1]
+    assert reported == [error]
