@@ -21,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from engine.adapters.local import find_program
+from engine.spawn import signals_deferred
 
 PORT_ATTEMPTS = 5
 
@@ -84,32 +85,37 @@ def _load(binary: str, workdir: Path, timeout: float) -> dict[str, Any]:
         )
         + "\n"
     )
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [binary, str(config)],
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    client = redis.Redis(
-        host="127.0.0.1",
-        port=port,
-        decode_responses=True,
-        socket_timeout=10,
-        socket_connect_timeout=1,
-        retry=Retry(NoBackoff(), 0),
-    )
+    proc: subprocess.Popen[bytes] | None = None
+    client: redis.Redis | None = None
     try:
+        # held (and stopped below) before a signal may raise: a Ctrl-C during the start orphans no server
+        with open(log, "ab") as out, signals_deferred():
+            proc = subprocess.Popen(
+                [binary, str(config)],
+                cwd=workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        client = redis.Redis(
+            host="127.0.0.1",
+            port=port,
+            decode_responses=True,
+            socket_timeout=10,
+            socket_connect_timeout=1,
+            retry=Retry(NoBackoff(), 0),
+        )
         refused = _wait_ready(proc, client, log, timeout)
         if refused is not None:
             return _failed(refused)
         keyspace = client.info("keyspace")
         persistence = client.info("persistence")
     finally:
-        client.close()
-        _stop(proc)
+        if client is not None:
+            client.close()
+        if proc is not None:
+            _stop(proc)
     counts = {db: v.get("keys", 0) for db, v in keyspace.items() if isinstance(v, dict)}
     return {
         "ok": True,

@@ -14,7 +14,7 @@ also caps the keys a call asks for (the budget over the measured cost per key, g
 call) and sizes the sub-steps. The budget follows what the server is doing (engine/keyspace/pacing.py):
 each script also reads the server's command count, so the client knows how many commands other clients
 ran between two of its calls. While they are active, calls are short (twice what a call costs besides
-the server's work, 0.25-1.5 ms; 0.25 ms on the server's own host, where that cost is the machine's
+the server's work, 0.25-1.5 ms; 0.1 ms on the server's own host, where that cost is the machine's
 scheduling) and the client pauses so that our calls hold the server at most half of
 the time: when the server competes for a core, production requests queued behind back-to-back scripts
 would otherwise pile up. While the server is idle the budget grows to 4 ms per call (4.5 ms at most with

@@ -780,6 +780,7 @@ def _no_config_file(world: World, args: Any) -> None:
     import subprocess
 
     from engine.sandbox import find_binary
+    from engine.spawn import signals_deferred
 
     server = world.redis
     assert server is not None
@@ -789,18 +790,19 @@ def _no_config_file(world: World, args: Any) -> None:
     if world.spec.password:  # a rotation before this fault is not the incident: keep the current password
         settings += f'requirepass "{world.current_password}"\n'
     server._shutdown()
-    proc = subprocess.Popen(
-        [find_binary("redis-server"), "-"],
-        cwd=server.directory,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    with signals_deferred():  # the world's server before a signal may raise: teardown shuts this one down
+        proc = subprocess.Popen(
+            [find_binary("redis-server"), "-"],
+            cwd=server.directory,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        server._proc = proc
     assert proc.stdin is not None
     proc.stdin.write(settings.encode())
     proc.stdin.close()
-    server._proc = proc  # the world's server now: teardown shuts this one down
     server._wait_ready()
     with world.client() as client:
         if client.info("server").get("config_file"):

@@ -22,6 +22,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from engine.spawn import signals_deferred
+
 START_TIMEOUT = 10.0
 # Debian package that ships each binary, for the "how do I fix this" half of the message.
 _PACKAGES = {
@@ -210,14 +212,15 @@ class RedisServer:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         # --daemonize no wins over a `daemonize yes` that CONFIG REWRITE may have copied from the
         # service script's command line: Popen must keep owning the process.
-        self._proc = subprocess.Popen(
-            [binary, str(self.config_path), *self.extra_args, "--daemonize", "no"],
-            cwd=self.directory,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with signals_deferred():  # held by self before a signal may raise: stop() finds it
+            self._proc = subprocess.Popen(
+                [binary, str(self.config_path), *self.extra_args, "--daemonize", "no"],
+                cwd=self.directory,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self._stopped = False
         self._wait_ready()
 

@@ -29,6 +29,7 @@ from engine.sandbox.redis_server import (
     free_port,
     log_tail,
 )
+from engine.spawn import signals_deferred
 
 PRIVSEP_DIR = Path("/run/sshd")
 _ADDRESSES = tuple(f"127.0.0.{n}" for n in range(2, 251))
@@ -156,7 +157,7 @@ class SshHost:
 
     def _launch(self, sshd: str) -> bool:
         """Start sshd; False when the port was taken meanwhile (caller retries with another)."""
-        with open(self.log_path, "ab") as log:
+        with open(self.log_path, "ab") as log, signals_deferred():  # held by self before a signal may raise
             # sshd re-executes itself per connection, which needs the absolute binary path.
             self._proc = subprocess.Popen(
                 [sshd, "-D", "-e", "-f", str(self.config_path)],

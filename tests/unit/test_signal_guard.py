@@ -69,3 +69,31 @@ def test_an_interruption_a_finalizer_dropped_is_sent_again_and_anything_else_rep
         signal.signal(signal.SIGUSR1, previous)
     assert heard == [signal.SIGUSR1]
     assert reported == [error]
+
+
+class _Stopped(Exception):
+    pass
+
+
+def test_a_signal_during_a_start_is_raised_once_the_child_is_held() -> None:
+    import os
+    import time
+
+    from engine.spawn import signals_deferred
+
+    order: list[str] = []
+
+    def handler(signum: int, frame: object) -> None:
+        order.append("handler")
+        raise _Stopped
+
+    previous = signal.signal(signal.SIGHUP, handler)
+    try:
+        with pytest.raises(_Stopped), signals_deferred():
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.05)  # a handler that ran here would have raised here
+            order.append("held by its owner")
+        assert signal.getsignal(signal.SIGHUP) is handler
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert order == ["held by its owner", "handler"]
