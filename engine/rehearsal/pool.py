@@ -7,8 +7,9 @@ and it SIGTERMs every worker as soon as one exits without a result (an unpicklab
 A second SIGTERM cuts a world's teardown short, and a worker that exits holding the lock leaves the others
 blocked for ever; `rehearse` then never exits (seen in CI). Here each worker has a pipe of its own, runs in a
 process group of its own (a Ctrl-C on the terminal reaches the command alone), and the command is the only
-one that signals it: once, while it runs a call. That SIGTERM becomes KeyboardInterrupt, so the rehearsal
-stopped half-way still tears its world down; later ones are ignored until the call has ended.
+one that signals it: SIGTERM while it runs a call, repeated every RESEND_S until the call has stopped (the
+first may be lost: see engine.errors.handling_interruption). It becomes KeyboardInterrupt, so the rehearsal
+stopped half-way still tears its world down; one that reaches that teardown is ignored.
 """
 
 from __future__ import annotations
@@ -97,13 +98,13 @@ def _serve(conn: Connection, inherited: list[int]) -> None:
         reply = _answer(call)
         try:
             conn.send(reply)
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:  # a result that cannot travel
-            try:
-                conn.send((False, RuntimeError(f"the result could not be sent back: {exc}")))
-            except OSError:
-                return
         except OSError:  # the command stopped listening
             return
+        except Exception as exc:  # a result that cannot be pickled (nothing of it was sent)
+            try:
+                conn.send((False, RuntimeError(f"the result could not be sent back: {exc!r}")))
+            except OSError:
+                return
         if _stopping:
             return
         _busy = False

@@ -37,6 +37,10 @@ def _die() -> None:
     os._exit(9)
 
 
+def _unpicklable_result() -> object:
+    return lambda: None  # a local function: pickle cannot send it back
+
+
 def _quick(directory: str) -> str:
     return "quick"
 
@@ -74,6 +78,11 @@ def test_results_come_back_in_the_order_of_the_calls_and_each_is_reported_once()
 def test_an_exception_that_cannot_cross_the_pipe_arrives_as_one_that_says_what_it_was() -> None:
     with pytest.raises(RuntimeError, match="_Unpicklable: a world that would not start"):
         pool.run([pool.Call(_raise_unpicklable), pool.Call(_square, (2,))], 2, start_method="spawn")
+
+
+def test_a_result_that_cannot_be_sent_back_is_an_error_that_says_so() -> None:
+    with pytest.raises(RuntimeError, match="the result could not be sent back"):
+        pool.run([pool.Call(_unpicklable_result)], 1, start_method="spawn")
 
 
 def test_a_worker_that_dies_without_a_result_is_an_error_not_a_hang() -> None:
