@@ -21,6 +21,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from bench.harness import measured_env
 from bench.measure import Row, alternate, render
 from engine.sandbox import RedisServer
 
@@ -48,13 +49,6 @@ steps:
 """
 
 
-def _bytecode_env(directory: Path) -> dict[str, str]:
-    """The engine from this checkout, with bytecode kept (in a private cache): a checkout run with
-    PYTHONDONTWRITEBYTECODE=1 would compile every module on every run and measure that instead."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    return {**env, "PYTHONPATH": str(REPO), "PYTHONPYCACHEPREFIX": str(directory / "pycache")}
-
-
 def fleet(targets: int, rounds: int, forks: int) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         directory = Path(tmp)
@@ -70,7 +64,7 @@ def fleet(targets: int, rounds: int, forks: int) -> list[Row]:
         inventory.write_text("\n".join(lines) + "\n")
         base = [sys.executable, "-m", "engine.cli", "run", "bench/fleet-check", "--inventory", str(inventory)]
         base += ["--procedures", str(directory / "procs"), "--transcripts-dir", str(directory / "t")]
-        env = _bytecode_env(directory)
+        env = measured_env()
 
         def run(*extra: str) -> None:
             subprocess.run([*base, *extra], check=True, capture_output=True, env=env, cwd=str(REPO), timeout=600)
@@ -105,7 +99,7 @@ def rollout_continue(targets: int, stop_at: int) -> bool:
             lines += [f"      r{i}:", f"        redis: {{url: 'redis://127.0.0.1:{server.port}/0'}}"]
         inventory.write_text("\n".join(lines) + "\n")
         common = ["--procedures", str(directory / "procs"), "--transcripts-dir", str(directory / "t"), "--yes"]
-        env = _bytecode_env(directory)
+        env = measured_env()
         argv = [sys.executable, "-m", "engine.cli", "run", "bench/hold", "--inventory", str(inventory)]
         started = time.monotonic()
         proc = subprocess.Popen(

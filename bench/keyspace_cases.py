@@ -324,10 +324,9 @@ def _report(results: Results, rtts_ms: list[float], traffic: list[tuple[float, f
                         prod.render(),
                     )
                 )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    lines = [tuple(c.replace("|", "\\|") for c in line) for line in lines]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = ["| " + " | ".join(c.ljust(widths[i]) for i, c in enumerate(line)) + " |" for line in lines]
+    escaped = [tuple(c.replace("|", "\\|") for c in line) for line in lines]
+    widths = [max(len(line[i]) for line in escaped) for i in range(len(header))]
+    out = ["| " + " | ".join(c.ljust(widths[i]) for i, c in enumerate(line)) + " |" for line in escaped]
     out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     rtts = ", ".join(f"{path} {rtt * 1e3:.3f} ms" for path, rtt in results.rtt.items())
     return "\n".join(

@@ -777,11 +777,6 @@ def _no_config_file(world: World, args: Any) -> None:
     INFO's config_file is empty and CONFIG REWRITE fails, as on a server started from a command line.
 
     The dataset is saved first and comes back. The service script still starts it from redis.conf."""
-    import subprocess
-
-    from engine.sandbox import find_binary
-    from engine.spawn import signals_deferred
-
     server = world.redis
     assert server is not None
     with world.client() as client:
@@ -789,21 +784,7 @@ def _no_config_file(world: World, args: Any) -> None:
     settings = server.config_path.read_text()
     if world.spec.password:  # a rotation before this fault is not the incident: keep the current password
         settings += f'requirepass "{world.current_password}"\n'
-    server._shutdown()
-    with signals_deferred():  # the world's server before a signal may raise: teardown shuts this one down
-        proc = subprocess.Popen(
-            [find_binary("redis-server"), "-"],
-            cwd=server.directory,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        server._proc = proc
-    assert proc.stdin is not None
-    proc.stdin.write(settings.encode())
-    proc.stdin.close()
-    server._wait_ready()
+    server.restart_from_stdin(settings)
     with world.client() as client:
         if client.info("server").get("config_file"):
             raise RuntimeError("no_config_file: Redis still reports a config file")

@@ -206,21 +206,34 @@ class RedisServer:
             shutil.rmtree(workdir, ignore_errors=True)
         raise RuntimeError(f"redis-server could not find a free port after 5 attempts: {last_error}")
 
-    def _launch(self, binary: str | None = None) -> None:
+    def restart_from_stdin(self, settings: str) -> None:
+        """Start again with `settings` piped on stdin (`redis-server -`) instead of the config file: INFO's
+        config_file is empty and CONFIG REWRITE fails, as on a server started from a command line."""
+        if self.pid is not None:
+            self._shutdown()
+        self._launch(settings=settings)
+
+    def _launch(self, binary: str | None = None, settings: str | None = None) -> None:
         binary = binary or find_binary("redis-server")
         self._close_log()
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         # --daemonize no wins over a `daemonize yes` that CONFIG REWRITE may have copied from the
         # service script's command line: Popen must keep owning the process.
+        source = "-" if settings is not None else str(self.config_path)
         with signals_deferred():  # held by self before a signal may raise: stop() finds it
             self._proc = subprocess.Popen(
-                [binary, str(self.config_path), *self.extra_args, "--daemonize", "no"],
+                [binary, source, *self.extra_args, "--daemonize", "no"],
                 cwd=self.directory,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if settings is None else subprocess.PIPE,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        if settings is not None and self._proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):  # it exited at once: _wait_ready shows why, from its log
+                self._proc.stdin.write(settings.encode())
+            with contextlib.suppress(BrokenPipeError):
+                self._proc.stdin.close()
         self._stopped = False
         self._wait_ready()
 

@@ -247,7 +247,9 @@ def test_the_scripts_shrink_their_batches_while_another_client_is_active_with_th
     idle = server_side.audit_ttl(adapter, "*", sample=5, progress=_Quiet(), start=100, pacer=quiet_pacer)
     busy_pacer = server_side.Pacer()
     with _Load(seeded) as load:
+        began = time.perf_counter()
         busy = server_side.audit_ttl(adapter, "*", sample=5, progress=_Quiet(), start=100, pacer=busy_pacer)
+        elapsed = time.perf_counter() - began
         assert not load.stop.is_set()  # the load ran for the whole scan: the test ends it only now
     plain = operations.audit_ttl(adapter, scan_pages(adapter, "*"), sample=5, progress=_Quiet())
     adapter.close()
@@ -258,7 +260,10 @@ def test_the_scripts_shrink_their_batches_while_another_client_is_active_with_th
     assert quiet.busy_calls == 0 and quiet.top_budget_s == server_side.IDLE_BUDGET_S  # grew to the idle budget
     assert loaded.busy_calls == loaded.calls  # every call saw the other client
     assert loaded.budget_s <= loaded.policy.busy_budget_s < quiet.top_budget_s  # shorter calls beside a client
-    assert busy_pacer.paused_s > 0 and quiet_pacer.paused_s == 0
+    # beside the other client our calls held the server at most half of the time: by pauses, or by the part of
+    # each round trip the server did not spend on our call (on the same host that part is often enough alone);
+    # pauses owed are slept once they add up to a millisecond, so one may be left at the end
+    assert loaded.total_s <= loaded.policy.duty * elapsed + server_side.MIN_SLEEP_S and quiet_pacer.paused_s == 0
     assert loaded.largest < quiet.largest and loaded.calls > quiet.calls  # smaller batches, more of them
     assert "while other clients were active" in busy_pacer.summary()
 

@@ -1,12 +1,16 @@
-"""The benchmark's arithmetic: percentiles, INFO deltas, windows and the round-trip cost model."""
+"""The benchmark's arithmetic (percentiles, INFO deltas, windows, the round-trip cost model, SLOWLOG's
+script calls) and the environment its commands run in."""
 
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 
+from bench.harness import ROOT, tool_env
 from bench.stats import (
+    SCRIPT_CLIENT,
     Cost,
     Latency,
     calls,
@@ -17,6 +21,8 @@ from bench.stats import (
     percentile,
     projected_ratio,
     projected_wall,
+    script_calls,
+    steal_seconds,
 )
 
 
@@ -117,3 +123,48 @@ def test_an_absolute_limit_is_met_only_when_ours_is_within_it() -> None:
     assert Row("both", 0.30, 0.15, 1.5, limit_s=0.35).met == "NO"  # 2x over the ratio target, under the limit
     assert Row("record", 0.30, 0.15, None).met == "-"
     assert "| <= 0.35s " in render([within])
+
+
+def _entry(id_: int, us: int, command: str, address: str = "127.0.0.1:5000") -> dict[str, object]:
+    return {"id": id_, "duration": us, "command": command.encode(), "client_address": address.encode()}
+
+
+def test_script_calls_take_the_machine_s_stalls_off_our_calls() -> None:
+    entries = [  # as SLOWLOG holds them: a script's own commands ("?:0") logged before the script's entry
+        _entry(1, 4100, "EVALSHA_RO abc 0 0 * 1000"),
+        _entry(2, 20197, "SCAN 0 MATCH * COUNT 250", SCRIPT_CLIENT),
+        _entry(3, 400, "TTL k", SCRIPT_CLIENT),  # under STALL_US: could be work, stays counted as ours
+        _entry(4, 21839, "EVAL_RO local function tenant_of(k) end"),
+        _entry(5, 6100, "EVALSHA_RO abc 0 5 * 2000"),  # over 5 ms with nothing inside over STALL_US: its own
+        _entry(6, 1500, "GET k"),  # production traffic between our calls is not inside them
+        _entry(7, 600, "TTL k", SCRIPT_CLIENT),
+        _entry(8, 3000, "EVALSHA_RO abc 0 9 * 2000"),
+    ]
+    calls = script_calls(reversed(entries))  # slowlog_get gives the newest first
+    assert calls.longest_s == pytest.approx(0.021839)
+    assert calls.longest_own_s == pytest.approx(0.0061)  # the 21.8 ms call less its 20.2 ms SCAN is 1.6 ms
+    assert calls.stalled == ("21.8 ms, SCAN 0 MATCH in it 20.2 ms", "3.0 ms, TTL k in it 0.6 ms")
+    assert "2 calls held a command" in calls.shown() and "longest 21.8 ms as timed" in calls.shown()
+
+
+def test_script_calls_without_a_stall_show_only_the_longest() -> None:
+    calls = script_calls([_entry(1, 4200, "EVALSHA_RO abc"), _entry(2, 900, "SCAN 0 COUNT 10")])
+    assert (calls.longest_s, calls.longest_own_s, calls.stalled) == (0.0042, 0.0042, ())
+    assert calls.shown() == "longest call 4.2 ms"
+    assert script_calls([]).longest_s == 0.0
+
+
+def test_measured_commands_read_bytecode_as_an_installed_tool_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setenv("PYTHONPYCACHEPREFIX", "/tmp/elsewhere")
+    monkeypatch.setenv("PYTHONPATH", "/extra")
+    env = tool_env()
+    assert "PYTHONDONTWRITEBYTECODE" not in env and "PYTHONPYCACHEPREFIX" not in env
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(ROOT), "/extra"]
+
+
+def test_steal_seconds_reads_the_machine_line_of_proc_stat() -> None:
+    stat = "cpu  106982 1775 20896 212043 553 0 9668 111 0 0\ncpu0 4898 0 1854 21013 21 0 32 4 0 0\n"
+    assert steal_seconds(stat) == pytest.approx(1.11)
+    assert steal_seconds(stat, ticks_per_s=1000) == pytest.approx(0.111)
+    assert steal_seconds("cpu  1 2 3 4\n") == 0.0 and steal_seconds("") == 0.0  # an older kernel: none to say
