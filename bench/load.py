@@ -7,8 +7,14 @@ its latency is counted from when it was due, not from when it was sent, so a req
 long server-side call is charged the whole wait, and so are those queued behind it (no coordinated
 omission). Keys are `bench:load:<n>` (100 of them, TTL one hour), outside every tenant.
 
-Run as `python -m bench.load --port P --out FILE`: it writes float64 pairs (due_at monotonic, latency
-seconds) to FILE until stdin closes or SIGTERM, then flushes and exits.
+Each request also gets a second figure, its service latency: from when it was sent, unless it had to
+wait for its connection (the previous reply came after it fell due: then from when it was due, as
+above). The generator is a Python process on the machine it measures, and it wakes up late for its own
+reasons (0.5 ms at the median on this 2-core VM, idle); the first figure charges that lateness to Redis,
+the second does not, and isolates what Redis itself added (docs/performance.md).
+
+Run as `python -m bench.load --port P --out FILE`: it writes float64 triples (due_at monotonic, latency
+from due, service latency; seconds) to FILE until stdin closes or SIGTERM, then flushes and exits.
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ class _Client:
         self.interval = interval
         self.next_due = time.monotonic() + offset
         self.pending: float | None = None  # due time of the request in flight
+        self.charged = 0.0  # when its service latency counts from
+        self.free_at = 0.0  # when the previous reply arrived
         self.buffer = b""
         self.cycle = requests()
         self.n = 0
@@ -80,6 +88,7 @@ def run(port: int, out: Path, rate: float, clients: int, stop: list[bool]) -> No
                 if c.pending is None and now >= c.next_due:
                     c.pending = c.next_due
                     c.next_due += c.interval
+                    c.charged = charged_from(c.pending, time.monotonic(), c.free_at)
                     c.sock.sendall(c.cycle[c.n % len(c.cycle)])
                     c.n += 1
             waiting = [c.next_due for c in conns if c.pending is None]
@@ -96,20 +105,28 @@ def run(port: int, out: Path, rate: float, clients: int, stop: list[bool]) -> No
                 c.buffer += data
                 if c.pending is not None and (size := reply_complete(c.buffer)):
                     done = time.monotonic()
-                    samples.extend((c.pending, done - c.pending))
+                    samples.extend((c.pending, done - c.pending, done - c.charged))
+                    c.free_at = done
                     c.buffer = c.buffer[size:]
                     c.pending = None
-            if len(samples) >= 20_000:
+            if len(samples) >= 30_000:
                 samples.tofile(sink)
                 sink.flush()
                 del samples[:]
         samples.tofile(sink)
 
 
-def read_samples(path: Path) -> list[tuple[float, float]]:
+def charged_from(due: float, sent: float, free_at: float) -> float:
+    """When a request's service latency counts from: when it was due if it waited for its connection (the
+    previous reply came after that), else when it was sent (the generator's own lateness is not Redis's)."""
+    return due if free_at > due else sent
+
+
+def read_samples(path: Path, service: bool = False) -> list[tuple[float, float]]:
+    """(due_at, latency) of every request in FILE: latency from when it was due, or its service latency."""
     data = array.array("d")
     data.frombytes(path.read_bytes())
-    return list(zip(data[0::2], data[1::2], strict=True))
+    return list(zip(data[0::3], data[2::3] if service else data[1::3], strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:

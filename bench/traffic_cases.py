@@ -109,8 +109,9 @@ class TrafficBench:
             self.load = None
             time.sleep(2)  # INFO's instantaneous figures and our probes see an idle server from here
 
-    def samples(self) -> list[tuple[float, float]]:
-        return [s for path in sorted(self.work.glob("load-*.bin")) for s in read_samples(path)]
+    def samples(self, service: bool = False) -> list[tuple[float, float]]:
+        """(due, latency) of every production request: from when it was due, or its service latency."""
+        return [s for path in sorted(self.work.glob("load-*.bin")) for s in read_samples(path, service)]
 
     def argv(self, side: str, port: int) -> list[str] | str:
         procedure = VARIANTS[side]
@@ -200,7 +201,8 @@ def run(keys: int, rounds: int, busy: int, rtt_ms: float = 1.0) -> tuple[list[Ro
         bench.network(rtt_ms, traffic=True)
         bench.network(rtt_ms, traffic=False)
         bench.traffic(False)
-        return _rows(bench.results, bench.samples(), idle, keys, busy, rtt_ms, ping_rtt(server.port))
+        traffic = (bench.samples(), bench.samples(service=True))
+        return _rows(bench.results, traffic, idle, keys, busy, rtt_ms, ping_rtt(server.port))
     finally:
         processes.stop_all()
         server.stop()
@@ -210,18 +212,19 @@ def run(keys: int, rounds: int, busy: int, rtt_ms: float = 1.0) -> tuple[list[Ro
 
 def _rows(
     results: Results,
-    traffic: list[tuple[float, float]],
+    samples: tuple[list[tuple[float, float]], list[tuple[float, float]]],
     idle: tuple[float, float],
     keys: int,
     busy: int,
     rtt_ms: float,
     loopback_rtt: float,
 ) -> tuple[list[Row], str]:
+    traffic, service = samples  # latency from when each request was due; from when it was sent (load.py)
     rows: list[Row] = []
     scale = f"{keys / 1e6:g}M" if keys >= 1_000_000 else f"{keys // 1000}k"
 
-    def p99(side: str, path: str) -> float:
-        return Latency.of(in_windows(traffic, results.windows(side, path))).p99
+    def p99(side: str, path: str, of: list[tuple[float, float]] = traffic) -> float:
+        return Latency.of(in_windows(of, results.windows(side, path))).p99
 
     def wall(side: str, path: str) -> float:
         run = results.median(side, path)
@@ -248,6 +251,16 @@ def _rows(
                 p99("reference", path),
                 1.0 if path == "loopback" else None,
                 note=f"{LOAD_RATE} GET/SET per second over {LOAD_CLIENTS} connections, latency from when each was due",
+            )
+        )
+        rows.append(
+            Row(
+                f"production p99 from sending (Redis's part) during audit-ttl, {path} (vs during redis-cli --scan)",
+                p99("auto", path, service),
+                p99("reference", path, service),
+                None,
+                note="from when each request was sent (from when it was due if it waited for its connection): "
+                f"the generator's own lateness left out; idle {Latency.of(in_windows(service, [idle])).render()}",
             )
         )
     quiet = ("loopback", f"{rtt_ms:g} ms, traffic", f"{rtt_ms:g} ms, idle server")
@@ -282,7 +295,7 @@ def _rows(
                     unit="",
                 )
             )
-    return rows, _report(results, traffic, idle, loopback_rtt)
+    return rows, _report(results, samples, idle, loopback_rtt)
 
 
 def _longest(run: Run) -> str:
@@ -302,12 +315,16 @@ def _path_note(results: Results, path: str, busy: int) -> str:
 
 
 def _report(
-    results: Results, traffic: list[tuple[float, float]], idle: tuple[float, float], loopback_rtt: float
+    results: Results,
+    samples: tuple[list[tuple[float, float]], list[tuple[float, float]]],
+    idle: tuple[float, float],
+    loopback_rtt: float,
 ) -> str:
+    traffic, service = samples
     header: tuple[str, ...] = ("run", "path", "wall", "server CPU", "client CPU", "steal")
-    header += ("longest call", "prod p50 / p99 / max", "runs")
-    idle_latency = Latency.of(in_windows(traffic, [idle])).render()
-    lines = [header, ("(idle)", "-", "-", "-", "-", "-", "-", idle_latency, "-")]
+    header += ("longest call", "prod p50 / p99 / max", "from sending", "runs")
+    idle_latency = [Latency.of(in_windows(of, [idle])).render() for of in (traffic, service)]
+    lines = [header, ("(idle)", "-", "-", "-", "-", "-", "-", *idle_latency, "-")]
     for (side, path), runs in results.runs.items():
         run = results.median(side, path)
         assert run is not None
@@ -322,6 +339,7 @@ def _report(
                 f"{sum(r.measured.cost.steal_s for r in runs):.2f}s",
                 f"{results.longest(side, path) * 1000:.1f} ms",
                 Latency.of(in_windows(traffic, results.windows(side, path))).render(),
+                Latency.of(in_windows(service, results.windows(side, path))).render(),
                 " ".join(f"{r.measured.cost.wall_s:.2f}" for r in runs),
             )
         )

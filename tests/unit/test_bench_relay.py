@@ -1,10 +1,14 @@
-"""The relay's pure parts: the delay line keeps order and holds each chunk its delay; turns are counted."""
+"""The relay's and the load generator's pure parts: the delay line keeps order and holds each chunk its
+delay; turns are counted; a production request's two latencies."""
 
 from __future__ import annotations
 
+import array
+from pathlib import Path
+
 import pytest
 
-from bench.load import reply_complete
+from bench.load import charged_from, read_samples, reply_complete
 from bench.relay import DelayLine, TurnCounter
 
 
@@ -53,3 +57,16 @@ def test_load_client_finds_the_end_of_each_reply_kind() -> None:
     assert reply_complete(b"$3\r\nabc\r\n+OK\r\n") == 9
     assert reply_complete(b"$3\r\nab") == 0
     assert reply_complete(b"-ERR x\r\n") == 8
+
+
+def test_service_latency_counts_from_sending_unless_the_request_waited_for_its_connection() -> None:
+    assert charged_from(due=10.0, sent=10.0006, free_at=9.99) == 10.0006  # the generator woke up late: not Redis's
+    assert charged_from(due=10.0, sent=10.003, free_at=10.0029) == 10.0  # queued behind a slow reply: all of it
+
+
+def test_samples_are_read_with_either_latency(tmp_path: Path) -> None:
+    path = tmp_path / "load.bin"
+    with path.open("wb") as sink:  # (due, from due, service) triples, as the generator writes them
+        array.array("d", [1.0, 0.0008, 0.0002, 2.0, 0.003, 0.003]).tofile(sink)
+    assert read_samples(path) == [(1.0, 0.0008), (2.0, 0.003)]
+    assert read_samples(path, service=True) == [(1.0, 0.0002), (2.0, 0.003)]
