@@ -209,8 +209,7 @@ class RedisServer:
     def restart_from_stdin(self, settings: str) -> None:
         """Start again with `settings` piped on stdin (`redis-server -`) instead of the config file: INFO's
         config_file is empty and CONFIG REWRITE fails, as on a server started from a command line."""
-        if self.pid is not None:
-            self._shutdown()
+        self._shutdown()  # ours, or one the service script started (found through its pidfile)
         self._launch(settings=settings)
 
     def _launch(self, binary: str | None = None, settings: str | None = None) -> None:
