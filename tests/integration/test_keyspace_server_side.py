@@ -241,7 +241,7 @@ class _Load:
         self.thread.join()
 
 
-def test_the_scripts_shrink_their_batches_while_another_client_is_active_with_the_same_results(seeded):
+def test_the_scripts_keep_their_calls_short_while_another_client_is_active_with_the_same_results(seeded):
     adapter = adapter_for(seeded)
     quiet_pacer = server_side.Pacer()
     idle = server_side.audit_ttl(adapter, "*", sample=5, progress=_Quiet(), start=100, pacer=quiet_pacer)
@@ -264,7 +264,8 @@ def test_the_scripts_shrink_their_batches_while_another_client_is_active_with_th
     # each round trip the server did not spend on our call (on the same host that part is often enough alone);
     # pauses owed are slept once they add up to a millisecond, so one may be left at the end
     assert loaded.total_s <= loaded.policy.duty * elapsed + server_side.MIN_SLEEP_S and quiet_pacer.paused_s == 0
-    assert loaded.largest < quiet.largest and loaded.calls > quiet.calls  # smaller batches, more of them
+    # (the batch sizes that follow from these budgets are the controller's, unit-tested in test_keyspace_pacing:
+    # here, on a small keyspace, both scans take a handful of calls, the quiet one growing from its first)
     assert "while other clients were active" in busy_pacer.summary()
 
 
