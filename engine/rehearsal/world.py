@@ -235,13 +235,20 @@ class World:
         self, password: str | bool | None = True, node: RedisServer | str | None = None, **kwargs: Any
     ) -> redis.Redis:
         """A client to the world's Redis, or to one `node` of its deployment (a server or HOST:PORT);
-        password=True means the current one."""
+        password=True means the current one.
+
+        Refused (redis.ConnectionError, as a dead port would) for a node of this world whose process is
+        gone: its port is free, and another test or rehearsal may have started a server of its own there,
+        which would answer for the dead node (seen in CI: a killed shard's primary "up")."""
         if isinstance(node, str):
             host, _, port = node.rpartition(":")
+            server = next((s for s in [*self.nodes, *self.sentinels] if address(s) == node), None)
         else:
             server = node or self.redis
             assert server is not None
             host, port = server.host, str(server.port)
+        if server is not None and not server.running:
+            raise redis.ConnectionError(f"{host}:{port}: this world's process for the node is gone")
         secret = self.current_password if password is True else (password or None)
         return redis.Redis(
             host=host,
