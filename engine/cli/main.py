@@ -400,6 +400,21 @@ def _execute_and_exit(request: Any, console: Any, procedure: str, dry_run: bool,
     sys.exit(result.exit_code)
 
 
+def entry() -> None:
+    """The `runbook` command: `main`, where a signal that lands while it exits cannot change how it exits.
+
+    Why: once a command has decided its status (130 after an interruption it handled and cleaned up after,
+    say), a later signal, or one redelivered because a finalizer dropped it, raises a KeyboardInterrupt in
+    the code the SystemExit unwinds through (click's context exit). Uncaught, Python then ends the process
+    by SIGINT (seen in CI: `rehearse` printed that it was interrupted and had torn its worlds down, and
+    died with -2 instead of 130). Caught here: the status the SystemExit carried stands, else 130."""
+    try:
+        main()
+    except KeyboardInterrupt as exc:
+        decided = exc.__context__
+        sys.exit(decided.code if isinstance(decided, SystemExit) else ExitCode.INTERRUPTED)
+
+
 def _run_fleet(request: Any, as_json: bool, *, interactive_children: bool = True) -> None:
     """Every target of a fleet, then one table (or one JSON object); exit with the worst code."""
     from engine.run.fleet import render_table, run_fleet

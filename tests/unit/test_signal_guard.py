@@ -97,3 +97,39 @@ def test_a_signal_during_a_start_is_raised_once_the_child_is_held() -> None:
     finally:
         signal.signal(signal.SIGHUP, previous)
     assert order == ["held by its owner", "handler"]
+
+
+def test_a_signal_landing_while_the_command_exits_keeps_the_status_it_decided(monkeypatch) -> None:
+    """A KeyboardInterrupt raised while the SystemExit unwinds (a redelivered or second signal) does not end
+    the process by SIGINT (status -2): the decided status stands; a bare one exits 130."""
+    import engine.cli.main as cli
+
+    def exits_then_interrupted() -> None:
+        try:
+            sys.exit(130)
+        finally:
+            raise KeyboardInterrupt  # as a signal handler would, in click's context exit
+
+    monkeypatch.setattr(cli, "main", exits_then_interrupted)
+    with pytest.raises(SystemExit) as exited:
+        cli.entry()
+    assert exited.value.code == 130
+
+    def decided_one() -> None:
+        try:
+            sys.exit(1)  # findings
+        finally:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "main", decided_one)
+    with pytest.raises(SystemExit) as exited:
+        cli.entry()
+    assert exited.value.code == 1
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "main", interrupted)
+    with pytest.raises(SystemExit) as exited:
+        cli.entry()
+    assert exited.value.code == 130
