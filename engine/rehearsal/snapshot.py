@@ -30,7 +30,6 @@ from typing import Any
 import redis
 
 from engine.rehearsal.world import World
-from engine.sandbox import RedisServer
 
 # Keys listed one by one up to this many; above it only the dataset digest is compared (a bulk-seeded world).
 KEY_LIMIT = 20_000
@@ -107,21 +106,13 @@ def _keys(client: redis.Redis) -> dict[str, tuple[str, str, int]]:
     return out
 
 
-GONE = {"up": False, "error": "process gone"}
-
-
-def _gone(server: Any) -> bool:
-    """The world's own process for this node is gone (killed by a fault, stopped): the node is down, whatever
-    answers on its port now. A free port is anybody's: a parallel test or rehearsal may have started a
-    server of its own there, which a connection would take for this node (seen in CI: a killed shard's
-    primary "up" before a dry-run, its port's new owner gone after it)."""
-    return isinstance(server, RedisServer) and not server.running
+GONE = {"up": False, "error": "process gone"}  # told without asking (World.gone), as no retry would change it
 
 
 def _redis(world: World, *, full: bool, node: Any = None) -> dict[str, Any]:
     """One node's state. A connection cut under the question (Sentinel reconfiguring a node sends it
     CLIENT KILL TYPE normal) is asked again; a node is down when it refuses three times in a row."""
-    if _gone(world.redis if node is None else node):
+    if world.gone(node):
         return dict(GONE)
     for _attempt in range(2):
         try:
@@ -180,7 +171,7 @@ def _myself(client: redis.Redis) -> str:
 
 
 def _sentinel(world: World, sentinel: Any) -> dict[str, Any]:
-    if _gone(sentinel):
+    if world.gone(sentinel):
         return dict(GONE)
     try:
         with world.client(password=False, node=sentinel) as client:

@@ -235,19 +235,15 @@ class World:
         self, password: str | bool | None = True, node: RedisServer | str | None = None, **kwargs: Any
     ) -> redis.Redis:
         """A client to the world's Redis, or to one `node` of its deployment (a server or HOST:PORT);
-        password=True means the current one.
-
-        Refused (redis.ConnectionError, as a dead port would) for a node of this world whose process is
-        gone: its port is free, and another test or rehearsal may have started a server of its own there,
-        which would answer for the dead node (seen in CI: a killed shard's primary "up")."""
+        password=True means the current one. Refused (redis.ConnectionError, as a dead port would) for a
+        node whose process is gone (`gone`)."""
         if isinstance(node, str):
             host, _, port = node.rpartition(":")
-            server = next((s for s in [*self.nodes, *self.sentinels] if address(s) == node), None)
         else:
             server = node or self.redis
             assert server is not None
             host, port = server.host, str(server.port)
-        if server is not None and not server.running:
+        if self.gone(node):
             raise redis.ConnectionError(f"{host}:{port}: this world's process for the node is gone")
         secret = self.current_password if password is True else (password or None)
         return redis.Redis(
@@ -260,6 +256,17 @@ class World:
             retry=Retry(NoBackoff(), 0),
             **kwargs,
         )
+
+    def gone(self, node: RedisServer | str | None = None) -> bool:
+        """This world's process for `node` (the world's Redis when None; a data node or Sentinel, as a server
+        or HOST:PORT) is gone: killed by a fault, or stopped. The node is down whatever answers on its port:
+        a free port is anybody's, and a server another test or rehearsal started there would answer for it
+        (seen in CI: a killed shard's primary "up" before a dry-run, the port's new owner gone after it)."""
+        if isinstance(node, str):
+            server = next((s for s in [*self.nodes, *self.sentinels] if address(s) == node), None)
+        else:
+            server = node or self.redis
+        return server is not None and not server.running
 
     def data_client(self) -> Any:
         """A client that writes the dataset: a cluster client (keys go to their slot's owner) or the primary's."""
