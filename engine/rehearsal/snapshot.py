@@ -200,18 +200,16 @@ def _service(world: World) -> str | None:
 
 def capture(world: World) -> State:
     """The whole state a procedure could change (before and after a dry-run)."""
-    return State(
-        redis=_redis(world, full=True),
-        files=_files(world, digest=True),
-        service=_service(world),
-        others=_others(world, full=True),
-    )
+    # every node is asked before the files are read: a save a node reports finished has written its file by
+    # then, and one that ends after the question is one the state says is running (see `changed`)
+    redis, others = _redis(world, full=True), _others(world, full=True)
+    return State(redis=redis, files=_files(world, digest=True), service=_service(world), others=others)
 
 
 def fingerprint(world: World) -> dict[str, Any]:
     """Cheap: enough to tell that something changed (after every step of the real run)."""
-    state = _redis(world, full=False)
-    return {"redis": state, "files": _files(world, digest=False), "others": _others(world, full=False)}
+    state, others = _redis(world, full=False), _others(world, full=False)  # nodes before files: as `capture`
+    return {"redis": state, "files": _files(world, digest=False), "others": others}
 
 
 # -- differences -------------------------------------------------------------------------------------------
@@ -244,19 +242,39 @@ def differences(before: State, after: State, background: Sequence[str] = ()) -> 
         a, b = before.others.get(name, {}), after.others.get(name, {})
         lines = _sentinel_differences(a, b) if name.startswith("sentinel ") else _node_differences(a, b, background)
         out.extend(f"{name}: {line}" for line in lines)
-    files = _dict_diff("file", before.files, after.files, limit=1000)
-    if _saving(before):  # a save already running before the dry run writes its dump by itself
-        files = [line for line in files if not _written_by_a_save(line)]
+    # a save already running before the dry run writes its dump by itself
+    files = _not_saved_by(_saving(before), _dict_diff("file", before.files, after.files, limit=1000))
     out.extend(files[:5] + ([f"... and {len(files) - 5} more file differences"] if len(files) > 5 else []))
     if before.service != after.service:
         out.append(f"service status: {before.service} -> {after.service}")
     return out
 
 
-def _saving(state: State) -> bool:
-    """A BGSAVE or AOF rewrite was in progress on some data node when `state` was captured."""
+def _saving(state: State) -> list[str | None]:
+    """The data directories of the nodes where a BGSAVE or AOF rewrite was in progress when `state` was captured."""
     nodes = [state.redis, *(v for k, v in state.others.items() if not k.startswith("sentinel "))]
-    return any(node.get("background") for node in nodes)
+    return [_data_dir(node) for node in nodes if node.get("background")]
+
+
+def _data_dir(*states: dict[str, Any]) -> str | None:
+    """A node's data directory, from its CONFIG (None: unknown, so any directory)."""
+    for state in states:
+        directory = (state.get("config") or {}).get("dir")
+        if directory:
+            return str(directory)
+    return None
+
+
+def _not_saved_by(saving: list[str | None], files: list[str]) -> list[str]:
+    """`files` without the lines a save running in one of the `saving` directories writes by itself."""
+    if not saving:
+        return files
+    return [line for line in files if not (_written_by_a_save(line) and any(_under(line, d) for d in saving))]
+
+
+def _under(line: str, directory: str | None) -> bool:
+    path = line.split(" ", 2)[1].rstrip(":") if line.count(" ") >= 1 else ""
+    return directory is None or path.startswith(directory.rstrip("/") + "/")
 
 
 def _sentinel_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -297,17 +315,16 @@ def changed(before: dict[str, Any], after: dict[str, Any], background: Sequence[
     writes are its primary's (counted there): only its role, configuration and restarts are compared.
     """
     out, finishing = _node_changed(before["redis"], after["redis"], background)
+    saving = [_data_dir(before["redis"], after["redis"])] if finishing else []
     for name in sorted(set(before.get("others", {})) | set(after.get("others", {}))):
         a, b = before["others"].get(name, {}), after["others"].get(name, {})
         if name.startswith("sentinel "):
             lines = _sentinel_differences(a, b)
         else:
-            lines, saving = _node_changed(a, b, background)
-            finishing = finishing or saving
+            lines, finishing = _node_changed(a, b, background)
+            saving += [_data_dir(a, b)] if finishing else []
         out.extend(f"{name}: {line}" for line in lines)
-    files = _dict_diff("file", before["files"], after["files"], limit=1000)
-    if finishing:
-        files = [line for line in files if not _written_by_a_save(line)]
+    files = _not_saved_by(saving, _dict_diff("file", before["files"], after["files"], limit=1000))
     return out + files[:5] + ([f"... and {len(files) - 5} more file differences"] if len(files) > 5 else [])
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import textwrap
 import time
@@ -402,6 +403,63 @@ def test_the_gate_watch_allows_a_failover_s_follow_on_but_not_an_unapproved_writ
         watch(SimpleNamespace(id="sneaky-write", effect="read"))
         assert len(watch.violations) == 2 and "sneaky-write" in watch.violations[1]
         assert "the dataset changed" in watch.violations[1]
+    finally:
+        world.stop()
+
+
+def _save_child(node: str) -> int:
+    """The pid of the fork writing `node`'s snapshot (BGSAVE replies after the fork: it exists by then)."""
+    pid = int(_info(node, "server")["process_id"])
+    (child,) = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return int(child)
+
+
+def _done(node: str) -> bool:
+    """No save running on `node` (rdb_saves counts forks: it moves when a save starts, not when it ends)."""
+    info = _info(node, "persistence")
+    return info["rdb_bgsave_in_progress"] == 0 and info["rdb_last_bgsave_status"] == "ok"
+
+
+def test_the_gate_watch_allows_an_approved_save_that_ends_while_the_world_is_read_but_not_an_unapproved_one(
+    monkeypatch,
+):
+    """BGSAVE replies once it forked; the fork writes the dump while the run goes on, and may end while a step's
+    snapshot is being taken. Its file changes belong to the approved save, not to the step running then.
+    (CI once saw the replica's dump read before the save ended and its INFO after: a violation.)"""
+    world = _world(topology="replicated", replicas=1, sentinels=0)
+    try:
+        transcript = world.directory / "watch.jsonl"
+        transcript.write_text("")
+        watch = GateWatch(world, transcript)
+        primary, replica = world.template_values()["primary"], world.template_values()["replicas"][0]
+        read_files = snapshot._files
+
+        def files_then_the_save_ends(*args, **kwargs):  # the save ends right after the files were read
+            out = read_files(*args, **kwargs)
+            os.kill(child, signal.SIGCONT)
+            _until(lambda: _done(replica), "the replica's save did not end")
+            return out
+
+        with world.client(node=replica) as client:
+            client.config_set("rdb-key-save-delay", "1000")  # the fork is still writing when it is stopped
+            _approve(transcript, "bgsave")
+            assert client.bgsave()
+            child = _save_child(replica)
+            os.kill(child, signal.SIGSTOP)  # held until the watch has read the files
+            client.config_set("rdb-key-save-delay", "0")
+        with monkeypatch.context() as patch:
+            patch.setattr(snapshot, "_files", files_then_the_save_ends)
+            watch(SimpleNamespace(id="bgsave", effect="write"))
+        watch(SimpleNamespace(id="bgsave-refused", effect="read"))
+        assert watch.violations == []
+        # a save no step was approved for is a violation, naming its file
+        with world.client(node=primary) as client:
+            assert client.bgsave()
+        _until(lambda: _done(primary), "the primary's save did not end")
+        watch(SimpleNamespace(id="sneaky-save", effect="read"))
+        (violation,) = watch.violations
+        assert violation.startswith("step sneaky-save (read) changed the world without an approval")
+        assert str(world.node(primary).directory / "dump.rdb") in violation
     finally:
         world.stop()
 

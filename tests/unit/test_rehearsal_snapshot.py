@@ -93,6 +93,23 @@ def test_a_background_save_ending_during_a_later_step_is_not_that_steps_change()
     assert changed(fingerprint(dirty=5), saved) != []
 
 
+def test_a_save_running_on_one_node_covers_its_own_files_not_another_node_s():
+    """A replica's approved BGSAVE ending does not hide a dump the primary wrote behind the gate."""
+
+    def world(saving: bool, files: dict) -> dict:
+        out = fingerprint(files=files)
+        out["redis"]["config"] = {"dir": "/p"}
+        replica = {**fingerprint()["redis"], "config": {"dir": "/r"}, "background": saving, "role": "replica"}
+        out["others"] = {"127.0.0.1:7002": replica}
+        return out
+
+    before = world(True, {"/r/dump.rdb": (10, "0o644", 1, 2), "/r/temp-7.rdb": (5, "0o644", 1, 3)})
+    replica_saved = {"/r/dump.rdb": (12, "0o644", 5, 9)}
+    assert changed(before, world(False, replica_saved)) == []
+    primary_too = {**replica_saved, "/p/dump.rdb": (12, "0o644", 5, 10)}
+    assert changed(before, world(False, primary_too)) == ["file /p/dump.rdb appeared"]
+
+
 def test_a_failover_s_config_rewrite_is_follow_on_with_its_temporary_file_but_no_other_file():
     assert follow_on("127.0.0.1:7001: file /tmp/runbook-redis-x/redis.conf: 10 -> 12 bytes")
     assert follow_on("127.0.0.1:7001: file /tmp/runbook-redis-x/redis.conf.MYs0vF appeared")  # CONFIG REWRITE's temp
