@@ -8,8 +8,13 @@ the server and to the files on the host (the host is this machine, so they are l
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
+import signal
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -470,6 +475,57 @@ def test_connection_restarts_a_dead_redis_only_when_approved(world):
     assert [e["held"] for e in steps["sockets"]["expectations"]] == [True, False]
     assert steps["restart"]["outcome"] == "ok" and steps["verify"]["result"]["reply"] == "+PONG"
     assert w.redis.pid is not None and w.client().dbsize() == 44
+
+
+def _continue_after(step: str, transcripts: Path, pid: int, done: threading.Event) -> None:
+    """SIGCONT `pid` as soon as a transcript under `transcripts` records the end of `step` (or `done` is set)."""
+    try:
+        while not done.is_set():
+            for path in transcripts.glob("**/*.jsonl"):
+                if any(e["type"] == "step.finished" and e["step"]["id"] == step for e in _complete_events(path)):
+                    return
+            time.sleep(0.05)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def _complete_events(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].split("\n") if line.strip()]
+
+
+@pytest.mark.parametrize("stalled_until", ["tcp", "ping"])
+def test_connection_does_not_restart_a_redis_that_answers_again(world, stalled_until):
+    """Redis is stopped (SIGSTOP, held by the test) until the step `stalled_until` has ended: the first probe
+    caught it stalled, and with `ping` the client's PING too. It answers again before the restart would be
+    offered: a restart would drop every client for nothing, so none is (the fresh probe right before it
+    sees Redis answer)."""
+    w = world()
+    pid = w.redis.pid
+    assert pid is not None
+    with w.client() as client:
+        run_id = client.info("server")["run_id"]
+    done = threading.Event()
+    os.kill(pid, signal.SIGSTOP)
+    releaser = threading.Thread(target=_continue_after, args=(stalled_until, w.tmp / "transcripts", pid, done))
+    releaser.start()
+    try:
+        result = w.run("redis/troubleshoot-connection", "--yes")
+    finally:
+        done.set()
+        releaser.join()
+    steps = steps_of(result)
+    assert steps["tcp"]["result"]["connected"] is True and steps["tcp"]["result"]["reply"] is None, steps["tcp"]
+    assert "no reply to PING" in steps["tcp"]["result"]["error"]
+    if stalled_until == "tcp":  # the client's PING answered: nothing to probe again
+        assert steps["ping"]["outcome"] == "ok" and steps["recheck"]["outcome"] == "skipped"
+    else:
+        assert steps["ping"]["outcome"] == "error"
+        assert steps["recheck"]["result"]["reply"] == "+PONG", steps["recheck"]
+    assert steps["restart"]["outcome"] == "skipped"
+    assert result.code == 1, result.output  # the stall the first probe saw stays a finding
+    with w.client() as client:
+        assert client.info("server")["run_id"] == run_id  # the same process: never restarted
 
 
 # -- redis/emergency-data-loss ----------------------------------------------------------------------
