@@ -291,6 +291,45 @@ def test_service_down_does_not_restart_a_redis_that_answers(world):
     assert steps_of(result)["restart"]["outcome"] == "skipped"
 
 
+def test_service_down_does_not_restart_a_redis_that_answers_a_fresh_probe(world):
+    """PING timed out (Redis stopped, held by the test until that step ended), then Redis answers again: the
+    fresh probe right before the question sees it, and nothing is restarted or asked."""
+    w = world()
+    pid = w.redis.pid
+    assert pid is not None
+    done = threading.Event()
+    os.kill(pid, signal.SIGSTOP)
+    releaser = threading.Thread(target=_continue_after, args=("ping-before", w.tmp / "transcripts", pid, done))
+    releaser.start()
+    try:
+        result = w.run("redis/emergency-service-down", "--yes")
+    finally:
+        done.set()
+        releaser.join()
+    steps = steps_of(result)
+    assert steps["ping-before"]["outcome"] == "error", steps["ping-before"]
+    assert steps["recheck"]["result"]["reply"] == "+PONG", steps["recheck"]
+    assert steps["restart"]["outcome"] == "skipped"
+    assert w.redis.pid == pid
+    assert of_type(events(transcript_path(result)), "approval.given") == []
+
+
+def test_service_down_does_not_restart_for_a_password_problem(world):
+    """The client's PING is refused (no password in the inventory); Redis itself answers (-NOAUTH): a restart
+    cures no password, so none is offered."""
+    w = world(password="the-right-one")
+    pid = w.redis.pid
+    data = inventory_for(w.redis, w.host, w.service)
+    del data["environments"]["sandbox"]["targets"]["sandbox"]["redis"]["password_file"]
+    write_inventory(w.inventory, data)
+    result = w.run("redis/emergency-service-down", "--yes")
+    steps = steps_of(result)
+    assert steps["ping-before"]["outcome"] == "error"
+    assert steps["recheck"]["result"]["reply"].startswith("-NOAUTH"), steps["recheck"]
+    assert steps["restart"]["outcome"] == "skipped"
+    assert w.redis.pid == pid
+
+
 def test_service_down_refused_and_dry_run_leave_redis_down(world):
     w = world()
     w.redis.kill()
