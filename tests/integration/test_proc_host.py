@@ -74,6 +74,38 @@ def finished(result: CliResult, step_id: str) -> list[dict[str, Any]]:
     return [e for e in of_type(events(transcript_path(result)), "step.finished") if e["step"]["id"] == step_id]
 
 
+def _run_stalled(w: World, procedure: str, *, until: str) -> CliResult:
+    """Run `procedure` (approved) with Redis stopped (SIGSTOP: a stalled server) until its step `until` ended."""
+    pid = w.redis.pid
+    assert pid is not None
+    done = threading.Event()
+    os.kill(pid, signal.SIGSTOP)
+    releaser = threading.Thread(target=_continue_after, args=(until, w.tmp / "transcripts", pid, done))
+    releaser.start()
+    try:
+        return w.run(procedure, "--yes")
+    finally:
+        done.set()
+        releaser.join()
+
+
+def _continue_after(step: str, transcripts: Path, pid: int, done: threading.Event) -> None:
+    """SIGCONT `pid` as soon as a transcript under `transcripts` records the end of `step` (or `done` is set)."""
+    try:
+        while not done.is_set():
+            for path in transcripts.glob("**/*.jsonl"):
+                if any(e["type"] == "step.finished" and e["step"]["id"] == step for e in _complete_events(path)):
+                    return
+            time.sleep(0.05)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def _complete_events(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].split("\n") if line.strip()]
+
+
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -296,16 +328,7 @@ def test_service_down_does_not_restart_a_redis_that_answers_a_fresh_probe(world)
     fresh probe right before the question sees it, and nothing is restarted or asked."""
     w = world()
     pid = w.redis.pid
-    assert pid is not None
-    done = threading.Event()
-    os.kill(pid, signal.SIGSTOP)
-    releaser = threading.Thread(target=_continue_after, args=("ping-before", w.tmp / "transcripts", pid, done))
-    releaser.start()
-    try:
-        result = w.run("redis/emergency-service-down", "--yes")
-    finally:
-        done.set()
-        releaser.join()
+    result = _run_stalled(w, "redis/emergency-service-down", until="ping-before")
     steps = steps_of(result)
     assert steps["ping-before"]["outcome"] == "error", steps["ping-before"]
     assert steps["recheck"]["result"]["reply"] == "+PONG", steps["recheck"]
@@ -516,23 +539,6 @@ def test_connection_restarts_a_dead_redis_only_when_approved(world):
     assert w.redis.pid is not None and w.client().dbsize() == 44
 
 
-def _continue_after(step: str, transcripts: Path, pid: int, done: threading.Event) -> None:
-    """SIGCONT `pid` as soon as a transcript under `transcripts` records the end of `step` (or `done` is set)."""
-    try:
-        while not done.is_set():
-            for path in transcripts.glob("**/*.jsonl"):
-                if any(e["type"] == "step.finished" and e["step"]["id"] == step for e in _complete_events(path)):
-                    return
-            time.sleep(0.05)
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
-def _complete_events(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
-    return [json.loads(line) for line in text[: text.rfind("\n") + 1].split("\n") if line.strip()]
-
-
 @pytest.mark.parametrize("stalled_until", ["tcp", "ping"])
 def test_connection_does_not_restart_a_redis_that_answers_again(world, stalled_until):
     """Redis is stopped (SIGSTOP, held by the test) until the step `stalled_until` has ended: the first probe
@@ -540,19 +546,9 @@ def test_connection_does_not_restart_a_redis_that_answers_again(world, stalled_u
     offered: a restart would drop every client for nothing, so none is (the fresh probe right before it
     sees Redis answer)."""
     w = world()
-    pid = w.redis.pid
-    assert pid is not None
     with w.client() as client:
         run_id = client.info("server")["run_id"]
-    done = threading.Event()
-    os.kill(pid, signal.SIGSTOP)
-    releaser = threading.Thread(target=_continue_after, args=(stalled_until, w.tmp / "transcripts", pid, done))
-    releaser.start()
-    try:
-        result = w.run("redis/troubleshoot-connection", "--yes")
-    finally:
-        done.set()
-        releaser.join()
+    result = _run_stalled(w, "redis/troubleshoot-connection", until=stalled_until)
     steps = steps_of(result)
     assert steps["tcp"]["result"]["connected"] is True and steps["tcp"]["result"]["reply"] is None, steps["tcp"]
     assert "no reply to PING" in steps["tcp"]["result"]["error"]
