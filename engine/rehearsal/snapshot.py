@@ -273,8 +273,11 @@ def _not_saved_by(saving: list[str | None], files: list[str]) -> list[str]:
 
 
 def _under(line: str, directory: str | None) -> bool:
+    """The line's file is in `directory` (CONFIG GET dir is the server's resolved cwd: both sides resolved)."""
+    if directory is None:
+        return True
     path = line.split(" ", 2)[1].rstrip(":") if line.count(" ") >= 1 else ""
-    return directory is None or path.startswith(directory.rstrip("/") + "/")
+    return os.path.realpath(path).startswith(os.path.realpath(directory).rstrip("/") + "/")
 
 
 def _sentinel_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:

@@ -116,3 +116,19 @@ def test_a_failover_s_config_rewrite_is_follow_on_with_its_temporary_file_but_no
     assert follow_on("file /tmp/runbook-redis-x/redis.conf.MYs0vF removed")
     assert not follow_on("file /tmp/runbook-redis-x/redis.conf.bak appeared")
     assert not follow_on("127.0.0.1:7001: file /tmp/runbook-redis-x/dump.rdb appeared")
+
+
+def test_a_running_save_covers_its_directory_however_the_path_to_it_is_spelled(tmp_path):
+    """CONFIG GET dir is the server's resolved cwd; the files are read under the path the world gave it."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    seen = str(tmp_path / "link")
+
+    def world(saving: bool, files: dict) -> dict:
+        out = fingerprint(background=saving, files=files)
+        out["redis"]["config"] = {"dir": str(real)}
+        return out
+
+    before = world(True, {f"{seen}/dump.rdb": (10, "0o644", 1, 2)})
+    assert changed(before, world(False, {f"{seen}/dump.rdb": (12, "0o644", 5, 9)})) == []
