@@ -47,6 +47,7 @@ class RoutedRedisAdapter(RedisAdapter):
         self.record = record
         self.topology: Topology | None = None
         self.unresolved: str | None = None  # why there is no data node to talk to (Sentinel named none)
+        self.seed_timed_out = False  # the last discovery's seed (no Sentinel) accepted and never answered
         self._nodes: dict[str, RedisAdapter] = {}
         self._told: set[str] = set()
         self._lock = threading.Lock()
@@ -74,7 +75,12 @@ class RoutedRedisAdapter(RedisAdapter):
                 self.close()
                 self.endpoint = replace(self.endpoint, host=primary.host, port=primary.port)
         else:
-            topology = discover((self.endpoint.host, self.endpoint.port), self._reader_client)
+            try:
+                topology = discover((self.endpoint.host, self.endpoint.port), self._reader_client)
+            except redis.TimeoutError:
+                self.seed_timed_out = True  # connected, and no answer: hung or stalled, not refused
+                raise
+        self.seed_timed_out = False
         self.topology = topology
         return topology
 

@@ -42,6 +42,7 @@ class Connections:
         self._redis: RoutedRedisAdapter | None = None
         self._ssh: SshAdapter | None = None
         self._ssh_nodes: dict[str, SshAdapter] = {}
+        self.seed_timed_out = False  # discovery's seed (no Sentinel) accepted the connection and never answered
 
     def redis(self) -> RoutedRedisAdapter:
         # the ignore below: connect() returns the routed adapter itself, typed as its base class
@@ -74,6 +75,7 @@ class Connections:
         try:
             topology = adapter.discover()
         except Exception as exc:
+            self.seed_timed_out = adapter.seed_timed_out
             return {"error": f"{type(exc).__name__}: {exc}", "seed": adapter.endpoint.url}
         return {"topology": topology.as_json()}
 

@@ -356,7 +356,10 @@ def _execute(
                 return values
 
             if target.redis is not None:
-                transcript.emit("target.identified", redis_run_id=identify(connections, max_age_s=1.0))
+                # a hung server that did not answer discovery is not asked again: that would wait out the same
+                # timeout before the first step, in the very incident the run is for
+                known = None if connections.seed_timed_out else identify(connections, max_age_s=1.0)
+                transcript.emit("target.identified", redis_run_id=known)
             gate = Gate(operator, rollout=request.rollout, covered_by=request.rollout_approval)
             if not request.dry_run:  # a change takes the target's lease first; reads and rehearsals never do
                 from engine.run.lease import FileStore, new_holder

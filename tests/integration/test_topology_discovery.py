@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 
 import pytest
 import redis
@@ -118,3 +119,29 @@ def test_a_replica_that_does_not_answer_is_reported_not_fatal(replicated):
     assert listed[frozen.port].link == "unreachable"
     assert listed[replicated.replicas[1].port].link == "up"
     assert any(str(frozen.port) in note for note in topology.notes)
+
+
+def test_a_seed_that_accepts_and_never_answers_is_told_from_one_that_refuses(redis_server):
+    """The run asks a hung seed nothing more before its first step (session: target.identified unasked);
+    a refused or healthy seed keeps the usual path."""
+    from engine.run.context import Connections
+    from engine.targets import RedisEndpoint, Target
+
+    def connections(port: int) -> Connections:
+        endpoint = RedisEndpoint(host="127.0.0.1", port=port, timeout=1.0)
+        return Connections(Target(name="t", redis=endpoint), allow_mutation=False)
+
+    server = redis_server()
+    healthy = connections(server.port)
+    assert "topology" in healthy.discover() and healthy.seed_timed_out is False
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGSTOP)  # accepts (the kernel does), never answers: held until SIGCONT
+    try:
+        hung = connections(server.port)
+        assert "TimeoutError" in hung.discover()["error"] and hung.seed_timed_out is True
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    with socket.socket() as held:  # bound, never listening: connections are refused, and no one else gets the port
+        held.bind(("127.0.0.1", 0))
+        refused = connections(held.getsockname()[1])
+        assert "error" in refused.discover() and refused.seed_timed_out is False
