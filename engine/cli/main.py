@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -405,14 +407,63 @@ def entry() -> None:
 
     Why: once a command has decided its status (130 after an interruption it handled and cleaned up after,
     say), a later signal, or one redelivered because a finalizer dropped it, raises a KeyboardInterrupt in
-    the code the SystemExit unwinds through (click's context exit). Uncaught, Python then ends the process
-    by SIGINT (seen in CI: `rehearse` printed that it was interrupted and had torn its worlds down, and
-    died with -2 instead of 130). Caught here: the status the SystemExit carried stands, else 130."""
+    the code the SystemExit unwinds through (click's context exit, runpy, the interpreter's own exit).
+    Uncaught, Python then ends the process by SIGINT (seen in CI twice: `rehearse` printed that it was
+    interrupted and had torn its worlds down, and died with -2 instead of 130). So the status is settled
+    here (one that escaped main: the status the SystemExit it interrupted carried, else 128+N), and from then
+    on a signal ends the process at once with that status (`_leave_on_late_signals`): never a hang, never
+    another status."""
+    decided: Any = _UNSET
+    while True:
+        try:
+            if decided is _UNSET:
+                decided = _status_of_main()
+            _leave_on_late_signals(decided)
+            break
+        except (KeyboardInterrupt, Interrupted) as exc:  # landed while the status was being settled
+            if decided is _UNSET:
+                decided = _status_after(exc)
+    sys.exit(decided)
+
+
+_UNSET: Any = object()
+
+
+def _status_of_main() -> Any:
     try:
         main()
-    except KeyboardInterrupt as exc:
-        decided = exc.__context__
-        sys.exit(decided.code if isinstance(decided, SystemExit) else ExitCode.INTERRUPTED)
+    except SystemExit as exc:
+        return exc.code
+    except (KeyboardInterrupt, Interrupted) as exc:
+        return _status_after(exc)
+    return 0
+
+
+def _status_after(exc: BaseException) -> Any:
+    """The status a signal that escaped `main` leaves: the one decided before it (the SystemExit it cut
+    short), else 128+N for an interruption (130 for a bare KeyboardInterrupt)."""
+    decided = exc.__context__
+    if isinstance(decided, SystemExit):
+        return decided.code
+    return 128 + exc.signum if isinstance(exc, Interrupted) else ExitCode.INTERRUPTED
+
+
+def _leave_on_late_signals(code: Any) -> None:
+    """From here the process is leaving with `code`: a signal ends it at once with that status (streams
+    flushed) instead of raising in the frames the exit still runs through. The command's own cleanup is
+    done by now; only the interpreter's exit is left, which a signal may then cut short but not change."""
+    status = code if isinstance(code, int) else 0 if code is None else 1
+
+    def leave(signum: int, frame: Any) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status)
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"):
+        signal.signal(getattr(signal, name), leave)
 
 
 def _run_fleet(request: Any, as_json: bool, *, interactive_children: bool = True) -> None:

@@ -11,12 +11,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine.sandbox.redis_server import RedisCluster, RedisServer, _PortTaken, _quote, find_binary, free_port
 from engine.topology.parse import cluster_nodes, pairs
 
 MASTER_NAME = "somabrain"
 READY_TIMEOUT = 120.0  # a safety net for a broken start on a busy machine, not a timing expectation
+# Sentinel refreshes a replica's INFO every 10 s and stops choosing it after 30 s without: ready well inside that
+PROMOTABLE_INFO_AGE_MS = 20_000
 
 
 @dataclass
@@ -160,8 +163,21 @@ def _wait_in_sync(primary: RedisServer, replicas: list[RedisServer]) -> None:
         time.sleep(0.05)
 
 
+def _promotable(fields: dict[str, Any]) -> bool:
+    """A replica as SENTINEL REPLICAS shows it, that Sentinel would choose from: no flag but `slave`, its link
+    to the primary up, and its own INFO read lately (`info-refresh`, ms ago: huge before the first)."""
+    return (
+        fields.get("flags") == "slave"
+        and fields.get("master-link-status") == "ok"
+        and int(fields.get("info-refresh", 1 << 62)) < PROMOTABLE_INFO_AGE_MS
+    )
+
+
 def _wait_sentinels_see(deployment: Replicated) -> None:
-    """Every Sentinel knows every replica and the other Sentinels (discovered through hello messages)."""
+    """Every Sentinel knows the other Sentinels (discovered through hello messages) and every replica as one
+    it could promote: linked to the primary, answering, and with an INFO of its own read. A replica a Sentinel
+    only heard of from the primary's INFO is not yet a candidate, and a failover asked then fails with
+    NOGOODSLAVE (seen on a loaded machine right after the world started)."""
     deadline = time.monotonic() + READY_TIMEOUT
     want_replicas = len(deployment.replicas)
     want_others = len(deployment.sentinels) - 1
@@ -170,8 +186,9 @@ def _wait_sentinels_see(deployment: Replicated) -> None:
         for sentinel in deployment.sentinels:
             with sentinel.client() as client:
                 fields = pairs(client.execute_command("SENTINEL", "MASTER", deployment.master_name))
-                ready = ready and int(fields.get("num-slaves", 0)) >= want_replicas
                 ready = ready and int(fields.get("num-other-sentinels", 0)) >= want_others
+                replicas = [pairs(r) for r in client.execute_command("SENTINEL", "REPLICAS", deployment.master_name)]
+                ready = ready and sum(_promotable(r) for r in replicas) >= want_replicas
         if ready:
             return
         if time.monotonic() > deadline:

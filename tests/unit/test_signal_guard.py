@@ -99,7 +99,17 @@ def test_a_signal_during_a_start_is_raised_once_the_child_is_held() -> None:
     assert order == ["held by its owner", "handler"]
 
 
-def test_a_signal_landing_while_the_command_exits_keeps_the_status_it_decided(monkeypatch) -> None:
+@pytest.fixture
+def signals_restored():
+    """entry() leaves every stop signal to a handler that ends the process: put this process's back."""
+    names = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+    saved = {name: signal.getsignal(getattr(signal, name)) for name in names}
+    yield
+    for name, handler in saved.items():
+        signal.signal(getattr(signal, name), handler)
+
+
+def test_a_signal_landing_while_the_command_exits_keeps_the_status_it_decided(monkeypatch, signals_restored) -> None:
     """A KeyboardInterrupt raised while the SystemExit unwinds (a redelivered or second signal) does not end
     the process by SIGINT (status -2): the decided status stands; a bare one exits 130."""
     import engine.cli.main as cli
@@ -133,3 +143,30 @@ def test_a_signal_landing_while_the_command_exits_keeps_the_status_it_decided(mo
     with pytest.raises(SystemExit) as exited:
         cli.entry()
     assert exited.value.code == 130
+
+
+LATE_SIGNAL = """
+import os, signal, sys
+import engine.cli.main as cli
+
+def decided_three():
+    sys.exit(3)
+
+cli.main = decided_three
+try:
+    cli.entry()
+finally:  # a signal that lands while the exit unwinds through the frames above entry (runpy's, say)
+    os.kill(os.getpid(), signal.{name})
+    signal.pause()  # a handler that raised or returned would leave this process here
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_after_the_status_is_settled_ends_the_process_with_that_status(name) -> None:
+    """Without it: a KeyboardInterrupt out of the exit kills the process by SIGINT (-2), a SIGTERM by
+    SIGTERM; with it, the process ends at once with the status the command decided."""
+    import subprocess
+
+    script = LATE_SIGNAL.format(name=name)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
