@@ -419,6 +419,7 @@ def entry() -> None:
             if decided is _UNSET:
                 decided = _status_of_main()
             _leave_on_late_signals(decided)
+            _forget_unhandled_keyboard_interrupt()
             break
         except (KeyboardInterrupt, Interrupted) as exc:  # landed while the status was being settled
             if decided is _UNSET:
@@ -446,6 +447,15 @@ def _status_after(exc: BaseException) -> Any:
     if isinstance(decided, SystemExit):
         return decided.code
     return 128 + exc.signum if isinstance(exc, Interrupted) else ExitCode.INTERRUPTED
+
+
+def _forget_unhandled_keyboard_interrupt() -> None:
+    """Clear CPython's note that a KeyboardInterrupt went unhandled, set by any string `exec`/`eval` a signal
+    interrupted (dataclasses and namedtuple build their methods that way, so a SIGTERM that lands in a lazy
+    import sets it) even when the command caught the interruption and decided its status. Under `python -m`
+    the interpreter checks that note after its exit and kills itself by SIGINT (-2, strace: kill(self,
+    SIGINT) after the status was settled). Every string exec resets the note first; this one is that exec."""
+    exec("pass", {})  # a constant string, run for its side effect on the flag
 
 
 def _leave_on_late_signals(code: Any) -> None:

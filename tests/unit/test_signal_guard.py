@@ -170,3 +170,34 @@ def test_a_signal_after_the_status_is_settled_ends_the_process_with_that_status(
     script = LATE_SIGNAL.format(name=name)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 3, done.stderr
+
+
+INTERRUPTED_STRING_EXEC = """
+import sys
+import engine.cli.main as cli
+
+def interrupted_in_a_string_exec():  # as a SIGTERM landing while a dataclass builds its methods
+    try:
+        exec("raise KeyboardInterrupt", {})
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+cli.main = interrupted_in_a_string_exec
+cli.entry()
+"""
+
+
+def test_an_interruption_caught_inside_a_string_exec_still_exits_with_the_status_decided(tmp_path) -> None:
+    """Under `python -m` (how the tests and `python -m engine.cli` run it) CPython kills itself by SIGINT
+    at exit when a string exec ended in a KeyboardInterrupt, caught or not: entry() clears that note."""
+    import os
+    import subprocess
+
+    from tests.integration.cli_support import REPO
+
+    (tmp_path / "interrupted_module.py").write_text(INTERRUPTED_STRING_EXEC)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    done = subprocess.run(
+        [sys.executable, "-m", "interrupted_module"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 130, done.stderr
