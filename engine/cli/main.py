@@ -405,12 +405,13 @@ def _execute_and_exit(request: Any, console: Any, procedure: str, dry_run: bool,
 def entry() -> None:
     """The `runbook` command: `main`, where a signal that lands while it exits cannot change how it exits.
 
-    Why: once a command has decided its status (130 after an interruption it handled and cleaned up after,
-    say), a later signal, or one redelivered because a finalizer dropped it, raises a KeyboardInterrupt in
-    the code the SystemExit unwinds through (click's context exit, runpy, the interpreter's own exit).
-    Uncaught, Python then ends the process by SIGINT (seen in CI twice: `rehearse` printed that it was
-    interrupted and had torn its worlds down, and died with -2 instead of 130). So the status is settled
-    here (one that escaped main: the status the SystemExit it interrupted carried, else 128+N), and from then
+    Why: Python can end the process by SIGINT after the command has decided its status (130 after an
+    interruption it handled and cleaned up after, say), in two ways. A KeyboardInterrupt (a later signal,
+    or one redelivered because a finalizer dropped it) raised in the frames the SystemExit unwinds through;
+    and, under `python -m`, CPython's note that a string exec ended in a KeyboardInterrupt (see
+    `_forget_unhandled_keyboard_interrupt`). Seen in CI: `rehearse` printed that it was interrupted and had
+    torn its worlds down, and died with -2 instead of 130. So the status is settled here (one that escaped
+    main: the status the SystemExit it interrupted carried, else 128+N), the note is cleared, and from then
     on a signal ends the process at once with that status (`_leave_on_late_signals`): never a hang, never
     another status."""
     decided: Any = _UNSET
