@@ -276,8 +276,12 @@ def _under(line: str, directory: str | None) -> bool:
     """The line's file is in `directory` (CONFIG GET dir is the server's resolved cwd: both sides resolved)."""
     if directory is None:
         return True
-    path = line.split(" ", 2)[1].rstrip(":") if line.count(" ") >= 1 else ""
-    return os.path.realpath(path).startswith(os.path.realpath(directory).rstrip("/") + "/")
+    return os.path.realpath(_named(line)).startswith(os.path.realpath(directory).rstrip("/") + "/")
+
+
+def _named(line: str) -> str:
+    """What a difference line is about: the file or config name after its kind (`file /x/dump.rdb: ...`)."""
+    return line.split(" ", 2)[1].rstrip(":") if line.count(" ") >= 1 else ""
 
 
 def _sentinel_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -367,10 +371,10 @@ def follow_on(line: str) -> bool:
     body = _NODE_PREFIX.sub("", line, count=1)
     if body.startswith(("role: ", "cluster: ")):
         return True
-    if body.startswith("config ") and body.split(" ", 2)[1].rstrip(":") in FOLLOW_ON_CONFIG:
+    if body.startswith("config ") and _named(body) in FOLLOW_ON_CONFIG:
         return True
     # CONFIG REWRITE writes redis.conf.XXXXXX (mkostemp) and renames it over redis.conf: a step may see it
-    return body.startswith("file ") and _CONFIG_FILE.search(body.split(" ", 2)[1].rstrip(":")) is not None
+    return body.startswith("file ") and _CONFIG_FILE.search(_named(body)) is not None
 
 
 def restart_follow_on(line: str, node: str | None, directory: str) -> bool:
@@ -378,8 +382,7 @@ def restart_follow_on(line: str, node: str | None, directory: str) -> bool:
     process (a new run id), and the dump it reads or a full sync writes lands in its data directory.
     `node` is the line's HOST:PORT prefix (None: the node the target names, whose lines have none)."""
     if line.startswith("file "):
-        path = line.split(" ", 2)[1].rstrip(":")
-        return path.startswith(directory.rstrip("/") + "/") and _written_by_a_save(line)
+        return _written_by_a_save(line) and _under(line, directory)
     if node is None:
         if _NODE_PREFIX.match(line) or line.startswith("sentinel "):
             return False
@@ -392,8 +395,8 @@ def restart_follow_on(line: str, node: str | None, directory: str) -> bool:
 
 
 def _written_by_a_save(line: str) -> bool:
-    name = line.split(" ", 2)[1] if line.count(" ") >= 1 else ""
-    base = Path(name.rstrip(":")).name
+    name = _named(line)
+    base = Path(name).name
     return base == "dump.rdb" or base.startswith("temp-") or "/appendonlydir/" in name
 
 

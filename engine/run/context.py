@@ -42,7 +42,11 @@ class Connections:
         self._redis: RoutedRedisAdapter | None = None
         self._ssh: SshAdapter | None = None
         self._ssh_nodes: dict[str, SshAdapter] = {}
-        self.seed_timed_out = False  # discovery's seed (no Sentinel) accepted the connection and never answered
+
+    @property
+    def seed_timed_out(self) -> bool:
+        """Discovery's seed (no Sentinel) accepted the connection and never answered: a hung server."""
+        return self._redis is not None and self._redis.seed_timed_out
 
     def redis(self) -> RoutedRedisAdapter:
         # the ignore below: connect() returns the routed adapter itself, typed as its base class
@@ -75,7 +79,6 @@ class Connections:
         try:
             topology = adapter.discover()
         except Exception as exc:
-            self.seed_timed_out = adapter.seed_timed_out
             return {"error": f"{type(exc).__name__}: {exc}", "seed": adapter.endpoint.url}
         return {"topology": topology.as_json()}
 
