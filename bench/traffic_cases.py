@@ -10,7 +10,10 @@ alternately, `--rounds` times each:
   production traffic (the stated, reproducible load of the busy target), then the spinners and the
   production traffic together (recorded, with the traffic's latency);
 - through a 1 ms relay, audit-ttl and the export of one tenant (5,000 keys of a million) with the
-  traffic running, then again with the traffic stopped (an idle server): round trips counted by the relay.
+  traffic running, then again with the traffic stopped (an idle server): round trips counted by the relay;
+- with a replica (`--replica`, on by default): the primary gets one replica in sync, the production traffic
+  stays on the primary, and both sides are given the primary as an operator gives it: audit-ttl reads the
+  replica by itself (`read_from: auto`), `redis-cli --scan` scans the primary it was pointed at.
 
 It reports production latency (p50 / p99 / max) during each, the longest single call of ours (SLOWLOG,
 every call over `SLOW_US`), which path each run took and why (the step's `method:` line), and the
@@ -19,6 +22,7 @@ machine's load average at each pass.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,11 +30,12 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.harness import Measured, Meter, Processes, Relayed, ping_rtt, start_relay
-from bench.keyspace import TENANTS, start_loaded
+from bench.keyspace import LOAD_TIMEOUT, TENANTS, start_loaded
 from bench.keyspace_cases import LOAD_CLIENTS, LOAD_RATE, SPIN
 from bench.load import read_samples
 from bench.measure import Row
@@ -42,6 +47,8 @@ PROCEDURES = str(Path(__file__).resolve().parent / "procedures")
 SLOW_US = STALL_US  # every call over this is logged, and so is every command inside one that stalled
 BUSY = "busy"  # --busy CPU-bound spinners beside Redis, no production traffic: the target's stated load
 BUSY_TRAFFIC = "busy + traffic"  # the spinners and the production traffic together: recorded
+WITH_REPLICA = "loopback, a replica"  # the primary with one in-sync replica, the traffic on the primary
+REPLICA_SYNC_TIMEOUT = 900.0  # a full sync of a million keys: seconds on a quiet machine, minutes on a busy one
 VARIANTS = {  # side -> procedure (None: the reference)
     "auto": "redis/audit-ttl",
     "reference": None,
@@ -64,6 +71,7 @@ class Run:
 class Results:
     runs: dict[tuple[str, str], list[Run]] = field(default_factory=lambda: defaultdict(list))
     loads: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    notes: dict[str, str] = field(default_factory=dict)  # path -> how its processes were placed
 
     def median(self, side: str, path: str) -> Run | None:
         runs = self.runs.get((side, path))
@@ -132,13 +140,34 @@ class TrafficBench:
         self.results.runs[(side, path)].append(run)
         return run
 
-    def pairs(self, path: str, rounds: int) -> None:
+    def pairs(self, path: str, rounds: int, sides: tuple[str, ...] | None = None) -> None:
         self.results.loads[path].append(os.getloadavg()[0])
         for i in range(rounds):
-            sides = list(VARIANTS)
-            for side in sides[i % len(sides) :] + sides[: i % len(sides)]:  # each goes first in turn
+            sides = sides or tuple(VARIANTS)
+            for side in (*sides[i % len(sides) :], *sides[: i % len(sides)]):  # each goes first in turn
                 self.one(side, path)
         self.results.loads[path].append(os.getloadavg()[0])
+
+    def with_replica(self, rounds: int) -> None:
+        """Ours and the reference, both given the primary, while it has one replica in sync.
+
+        In production the replica runs on a host of its own, and so does the operator's tool: with two
+        CPUs or more, the primary and the production traffic get CPU 0 and everything else (the replica,
+        our tool, redis-cli) the others, so a scan of the replica does not take the primary's CPU as it
+        would on one shared core. Both sides run under the same placement.
+        """
+        replica = RedisServer.start(
+            replica_of=(self.server.host, self.server.port), config={"save": ""}, start_timeout=LOAD_TIMEOUT
+        )
+        try:
+            _wait_synced(self.server, replica)
+            with _placed([self.server.pid, getattr(self.load, "pid", 0)], [replica.pid]) as placement:
+                self.results.notes[WITH_REPLICA] = placement
+                self.pairs(WITH_REPLICA, rounds, ("auto", "reference"))
+        finally:
+            replica.stop()
+            shutil.rmtree(replica.directory, ignore_errors=True)
+            self.admin.execute_command("CLIENT", "KILL", "TYPE", "replica")
 
     def export_argv(self, port: int) -> list[str]:
         tenant = f"t{next(self.tick) % TENANTS}"
@@ -160,6 +189,51 @@ class TrafficBench:
             self.results.loads[path].append(os.getloadavg()[0])
 
 
+def _threads(pid: int) -> list[int]:
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return [pid]
+
+
+@contextlib.contextmanager
+def _placed(primary_side: list[int], other_side: list[int]) -> Iterator[str]:
+    """`primary_side` (every thread of each) on CPU 0; `other_side`, this process and every command it starts
+    from here on the other CPUs, until the block ends."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        yield "one CPU: nothing placed"
+        return
+    own, rest = {cpus[0]}, set(cpus[1:])
+    placed = [(t, own) for pid in primary_side if pid for t in _threads(pid)]
+    placed += [(t, rest) for pid in other_side if pid for t in _threads(pid)]
+    for tid, where in placed:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(tid, where)
+    os.sched_setaffinity(0, rest)
+    try:
+        others = ",".join(str(c) for c in sorted(rest))
+        yield f"primary and production traffic on CPU {cpus[0]}; replica, our tool and redis-cli on CPU {others}"
+    finally:
+        os.sched_setaffinity(0, set(cpus))
+        for tid, _ in placed:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, set(cpus))
+
+
+def _wait_synced(primary: RedisServer, replica: RedisServer) -> None:
+    """Until the replica's link is up and it holds every key the primary does."""
+    deadline = time.monotonic() + REPLICA_SYNC_TIMEOUT
+    with primary.client(socket_timeout=None) as source, replica.client(socket_timeout=None) as copy:
+        while True:
+            info = copy.info("replication")
+            if info.get("master_link_status") == "up" and copy.dbsize() == source.dbsize():
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the replica of {primary.url} was not in sync after {REPLICA_SYNC_TIMEOUT:.0f}s")
+            time.sleep(0.2)
+
+
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
@@ -177,7 +251,7 @@ def _method(argv: list[str] | str) -> str:
     return ""
 
 
-def run(keys: int, rounds: int, busy: int, rtt_ms: float = 1.0) -> tuple[list[Row], str]:
+def run(keys: int, rounds: int, busy: int, rtt_ms: float = 1.0, replica: bool = True) -> tuple[list[Row], str]:
     processes = Processes()
     work = Path(tempfile.mkdtemp(prefix="runbook-bench-traffic-"))
     server = start_loaded(keys)
@@ -188,6 +262,8 @@ def run(keys: int, rounds: int, busy: int, rtt_ms: float = 1.0) -> tuple[list[Ro
         bench.traffic(True)
         idle = bench.meter.calibrate_idle(3.0)
         bench.pairs("loopback", rounds)
+        if replica:
+            bench.with_replica(rounds)
         if busy:
             spinners = [processes.start([sys.executable, "-c", SPIN])[0] for _ in range(busy)]
             try:
@@ -230,7 +306,7 @@ def _rows(
         run = results.median(side, path)
         return run.measured.cost.wall_s if run else float("nan")
 
-    for path in ("loopback", BUSY, BUSY_TRAFFIC):
+    for path in ("loopback", WITH_REPLICA, BUSY, BUSY_TRAFFIC):
         if not results.runs.get(("auto", path)):
             continue
         rows.append(
@@ -249,8 +325,9 @@ def _rows(
                 f"production p99 during audit-ttl, {path} (vs during redis-cli --scan)",
                 p99("auto", path),
                 p99("reference", path),
-                1.0 if path == "loopback" else None,
-                note=f"{LOAD_RATE} GET/SET per second over {LOAD_CLIENTS} connections, latency from when each was due",
+                1.0 if path in ("loopback", WITH_REPLICA) else None,
+                note=f"{LOAD_RATE} GET/SET per second over {LOAD_CLIENTS} connections, latency from when each was due"
+                + ("; ours read the replica, the reference scanned the primary" if path == WITH_REPLICA else ""),
             )
         )
         rows.append(
@@ -310,7 +387,7 @@ def _path_note(results: Results, path: str, busy: int) -> str:
     shown = f"load average {min(loads):.1f}-{max(loads):.1f}" if loads else ""
     spinners = f"{busy} CPU-bound spinners beside Redis" if path in (BUSY, BUSY_TRAFFIC) else ""
     traffic = "" if path == BUSY else f"{LOAD_RATE} req/s of production traffic"
-    load = ", ".join(x for x in (spinners, traffic, shown) if x)
+    load = ", ".join(x for x in (spinners, traffic, results.notes.get(path, ""), shown) if x)
     return f"{load}; {run.method if run else ''}"
 
 
@@ -377,11 +454,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy", type=int, default=2)
     parser.add_argument("--rtt", type=float, default=1.0)
     parser.add_argument("--scripts", action="store_true", help="also run bench/audit-ttl-scripts")
+    parser.add_argument(
+        "--no-replica", dest="replica", action="store_false", help="skip the pass with a replica beside the primary"
+    )
     args = parser.parse_args(argv)
     if args.scripts:
         VARIANTS["scripts"] = "bench/audit-ttl-scripts"
     exit_on_signals()
-    rows, report = run(args.keys, args.rounds, args.busy, args.rtt)
+    rows, report = run(args.keys, args.rounds, args.busy, args.rtt, args.replica)
     print(render(rows))
     print()
     print(report)

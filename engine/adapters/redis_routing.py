@@ -283,6 +283,52 @@ class RoutedRedisAdapter(RedisAdapter):
             return [self]
         return [self.node_adapter(n.address) for n in topology.primaries]
 
+    def reader(self, mode: str) -> tuple[RedisAdapter, str, bool]:
+        """Where a keyspace-wide analysis reads under `read_from` (auto | target | replica), why, and whether
+        that node is a replica no client uses (its other commands are its primary's replication stream).
+
+        Asked now, not at run start: the primary's replicas (ROLE) and how each says it is doing (INFO
+        replication and persistence), in parallel; a replica that does not answer is passed over.
+        """
+        from engine.keyspace import read_from
+        from engine.topology import parse
+
+        if mode == "target" or self.is_cluster:
+            choice = read_from.choose(
+                mode, target_is_replica=False, primary=None, primary_offset=None, replicas=(), cluster=self.is_cluster
+            )
+            return self, choice.reason, False
+        try:
+            me = parse.role(self.call(["ROLE"]))
+        except (TargetError, ValueError) as exc:  # ROLE refused by an ACL, say: nothing to choose from
+            if mode == "replica":
+                raise read_from.ReadFromError(f"read_from: replica: ROLE: {exc}") from None
+            return self, f"the target's ROLE could not be read ({exc})", False
+        if me["role"] != "primary":
+            choice = read_from.choose(mode, target_is_replica=True, primary=None, primary_offset=None, replicas=())
+            return self, choice.reason, False
+        nodes = [Node(host, port, "replica") for host, port, _ in me["replicas"]]
+
+        def state(node: RedisAdapter) -> read_from.ReplicaState:
+            address = f"{node.endpoint.host}:{node.endpoint.port}"
+            return read_from.ReplicaState.from_info(address, node.info("replication"), node.info("persistence"))
+
+        states = [
+            found if isinstance(found, read_from.ReplicaState) else read_from.ReplicaState(n.address, error=str(found))
+            for n, found in self.fan_out(nodes, state)
+        ]
+        choice = read_from.choose(
+            mode,
+            target_is_replica=False,
+            primary=f"{self.endpoint.host}:{self.endpoint.port}",
+            primary_offset=me["offset"],
+            replicas=states,
+        )
+        if choice.address is None:
+            return self, choice.reason, False
+        node = self.node_adapter(choice.address)
+        return node, choice.reason, _no_client_but_us(node)
+
     @property
     def is_cluster(self) -> bool:
         return self.topology is not None and self.topology.kind == "cluster"
@@ -358,6 +404,23 @@ class RoutedRedisAdapter(RedisAdapter):
 
         with ThreadPoolExecutor(max_workers=max(1, min(FAN_OUT, len(nodes)))) as pool:
             return list(zip(nodes, pool.map(one, nodes), strict=True))
+
+
+def _no_client_but_us(node: RedisAdapter) -> bool:
+    """Does no one but this scan use the node? Its primary's link (flag M), replicas of its own (S) and
+    Sentinel's links (named sentinel-*) are not clients waiting on it; our own connection is the one
+    asking (CLIENT LIST). A node that will not list its clients is taken as used."""
+    try:
+        clients = node.client_list()
+    except TargetError:
+        return False
+    return not [
+        c
+        for c in clients
+        if not set(str(c.get("flags", ""))) & {"M", "S"}
+        and not str(c.get("name", "")).startswith("sentinel-")
+        and c.get("cmd") != "client|list"
+    ]
 
 
 _SECOND_ARG_KEY = frozenset({"memory", "object"})

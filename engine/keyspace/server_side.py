@@ -39,7 +39,7 @@ import hashlib
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ActionFailed
@@ -207,6 +207,9 @@ class Pacer:
     largest: int = 0
     paused_s: float = 0.0
     probed: pacing.Activity | None = None  # what the server was doing before the scan
+    # the node is a replica no client uses but this scan: the commands it runs besides ours are its primary's
+    # replication stream, which no one waits on, so it is paced as an idle server (read_from.py)
+    stream_only: bool = False
     state: pacing.Pacing | None = field(default=None, repr=False)
 
     def policy(self) -> pacing.Policy:
@@ -244,6 +247,7 @@ class Pacer:
             floor=self.floor,
             ceiling=self.ceiling,
             idle_budget_s=self.idle_budget_s,
+            stream_only=self.stream_only,
         )
 
     def absorb(self, other: Pacer) -> None:
@@ -320,6 +324,8 @@ def _batches(
     """
     if pacer.probed is None:
         pacer.probed = adapter.activity()
+    if pacer.stream_only and pacer.probed.others:
+        pacer.probed = replace(pacer.probed, others=0)
     cursor, count = "0", pacer.begin(start, pacer.probed)
     last: tuple[int, int, int] | None = None  # (began us, server's command count, our commands) of the last call
     sha: str | None = None  # after the first EVAL_RO the server has the script: EVALSHA_RO sends 40 bytes, not 2 KB
@@ -345,6 +351,8 @@ def _batches(
         others, since = pacer.probed.others, pacer.probed.seconds
         if last is not None:
             others, since = pacing.others_between(last[1], int(seen), last[2]), (int(began_us) - last[0]) / 1e6
+        if pacer.stream_only and others is not None:
+            others = 0
         last = (int(began_us), int(seen), int(ours))
         wait = pacer.observe(pacing.Observation(int(asked), int(server_us) / 1e6, round_trip, others, since))
         yield int(returned), body

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ActionFailed, UsageError
-from engine.keyspace import operations, pacing, server_side
+from engine.keyspace import operations, pacing, read_from, server_side
 from engine.keyspace.aggregate import normalise_checks
 from engine.keyspace.pages import MIN_COUNT, scan_pages
 from engine.keyspace.patterns import broad_pattern_reason
@@ -50,6 +51,12 @@ _SERVER_SIDE = {
     "server allows scripts, unless the network is fast and other clients are busy on the server (then "
     "pipelined from here, which interleaves with their requests); always: the scripts whenever allowed; "
     "never: always pipelined from here.",
+}
+_READ_FROM = {
+    "enum": list(read_from.MODES),
+    "description": "auto (default): on a replica in sync with the target primary when it has one (the primary's "
+    "clients are spared the scan), else the target; target: where the target points; replica: an in-sync "
+    "replica or the step fails. A Cluster's shards are read on their primaries.",
 }
 
 
@@ -76,6 +83,7 @@ SCHEMA = {
             ["match"],
             sample={**_NUMBER, "description": "How many key names to keep as a sample (default 20)."},
             server_side=_SERVER_SIDE,
+            read_from=_READ_FROM,
         ),
         "memory_report": _op_schema(
             "TYPE + MEMORY USAGE of every matching key, one pass -> "
@@ -83,6 +91,7 @@ SCHEMA = {
             ["match"],
             top={**_NUMBER, "description": "Biggest keys kept per type (default 10)."},
             server_side=_SERVER_SIDE,
+            read_from=_READ_FROM,
         ),
         "list": _op_schema(
             "Matching keys grouped by tenant -> {tenants: {t: [{key, type, ttl, memory}]}, count, truncated}.",
@@ -232,24 +241,26 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
                 f"keyspace: delete_matching refused: {reason}. Scope the pattern to one tenant "
                 "(tenant:<name>:*) or a literal prefix, or set allow_broad: true in the procedure."
             )
-    adapter: RedisAdapter = ctx.connections.redis()
+    adapter = ctx.connections.redis()
     where = adapter.endpoint.url
-    label = f"{_LABELS[op]} {match}"
-
-    def pages() -> Any:
-        return scan_pages(adapter, match, count)
-
-    def scanning(fn: Any, what: str = label) -> Any:
-        """Run `fn(progress)` under a progress line: keys matched so far / keys in the database (DBSIZE, summed
-        over a cluster's primaries)."""
-        total = adapter.key_count()
-        shown = what if match == "*" else f"{what} (matched/keys in db)"
-        with ctx.progress(shown, total=total) as bar:
-            return fn(bar)
-
+    pages, scanning = _scanner(ctx, adapter, op, match, count)
     command = summary(body)
     if op in ("audit_ttl", "memory_report"):
-        return _plan_analysis(op, spec, adapter, where, command, pages, scanning)
+        mode = str(spec.get("read_from", "auto"))
+
+        def reader() -> _Reading:
+            try:
+                node, why, alone = adapter.reader(mode)
+            except read_from.ReadFromError as exc:
+                raise ActionFailed(str(exc)) from None
+            if node is adapter:
+                return _Reading(node, pages, scanning, f"on the target ({why})")
+            on = f"on replica {node.endpoint.host}:{node.endpoint.port}, {why}"
+            if alone:
+                on += "; no client uses it but its primary's replication stream, so it is paced as an idle server"
+            return _Reading(node, *_scanner(ctx, node, op, match, count), on, alone)
+
+        return _plan_analysis(op, spec, reader, where, command)
     if op == "list":
         try:
             checks = normalise_checks(spec.get("checks"))
@@ -269,27 +280,65 @@ def plan(body: dict[str, Any], ctx: StepContext) -> Action:
     return _plan_delete(spec, adapter, where, command, pages, scanning, match)
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """The node an analysis reads (`read_from`), its scan and progress line, and why that node."""
+
+    adapter: RedisAdapter
+    pages: Callable[[], Any]
+    scanning: Callable[..., Any]
+    on: str
+    stream_only: bool = False  # a replica no client uses: its other commands are its primary's stream
+
+
+def _scanner(ctx: StepContext, adapter: RedisAdapter, op: str, match: str, count: int) -> tuple[Any, Any]:
+    """`pages()` of the scan on `adapter`, and `scanning(fn)`, which runs `fn(progress)` under a progress line:
+    keys matched so far / keys in the database (DBSIZE, summed over a cluster's primaries)."""
+    label = f"{_LABELS[op]} {match}"
+
+    def pages() -> Any:
+        return scan_pages(adapter, match, count)
+
+    def scanning(fn: Any, what: str = label) -> Any:
+        total = adapter.key_count()
+        shown = what if match == "*" else f"{what} (matched/keys in db)"
+        with ctx.progress(shown, total=total) as bar:
+            return fn(bar)
+
+    return pages, scanning
+
+
 def _plan_analysis(
-    op: str, spec: dict[str, Any], adapter: RedisAdapter, where: str, command: str, pages: Any, scanning: Any
+    op: str,
+    spec: dict[str, Any],
+    reader: Callable[[], _Reading],
+    where: str,
+    command: str,
 ) -> Action:
-    """TTL audit and memory report: inside Redis in short Lua batches when allowed, else pipelined from here."""
+    """TTL audit and memory report: inside Redis in short Lua batches when allowed, else pipelined from here;
+    on the node `reader` picks when the step runs (`read_from`)."""
     mode = str(spec.get("server_side", "auto"))
     want_server_side = mode != "never"
     method: dict[str, str] = {}
 
     def execute() -> dict[str, Any]:
+        reading = reader()
+        adapter, pages, scanning, on = reading.adapter, reading.pages, reading.scanning, reading.on
         choice = None
         shards = len(adapter.scan_nodes())  # a cluster's primaries, at the time of the scan
         where_run = f", on each of the {shards} primaries in parallel, merged" if shards > 1 else ""
         if want_server_side and server_side.available(adapter):
             # which path costs production traffic less, from the round trip and what other clients are doing
             probe = adapter.activity()
+            if reading.stream_only and probe.others is not None:  # its primary's stream: nobody waits on it
+                probe = replace(probe, others=0)
             choice = pacing.choose_path(probe)
             if mode == "always" and choice.path != "server-side":
                 choice = pacing.Choice("server-side", f"server_side: always ({choice.reason})")
         if choice is not None and choice.path == "server-side":
             pacer = server_side.Pacer() if op == "audit_ttl" else server_side.Pacer(ceiling=server_side.MEMORY_BATCH)
             pacer.probed = probe
+            pacer.stream_only = reading.stream_only
             try:
                 if op == "audit_ttl":
                     size = _int(spec, "sample", 20)
@@ -305,7 +354,7 @@ def _plan_analysis(
             finally:
                 method["used"] = (
                     f"server-side (scripts allowed; {choice.reason}): read-only Lua batches (EVAL_RO) paced to "
-                    f"what the server is doing{where_run}: {pacer.summary()}"
+                    f"what the server is doing{where_run}: {pacer.summary()}; {on}"
                 )
         if choice is not None:
             why = choice.reason
@@ -313,8 +362,10 @@ def _plan_analysis(
             why = "server_side: never"
         else:
             why = "scripts refused by the server"
-        method["used"] = f"client-side ({why}): SCAN pages, one pipeline per page" + (
-            f"; pages from each of the {shards} primaries in parallel" if shards > 1 else ""
+        method["used"] = (
+            f"client-side ({why}): SCAN pages, one pipeline per page"
+            + (f"; pages from each of the {shards} primaries in parallel" if shards > 1 else "")
+            + f"; {on}"
         )
         if op == "audit_ttl":
             size = _int(spec, "sample", 20)
