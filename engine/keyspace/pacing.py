@@ -37,7 +37,7 @@ nothing here does I/O. The callers (server_side.py, RedisAdapter._sparse_scan) s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 QUIET_S = 0.1  # the server counts as idle after this long without another client's command
 FAST_RTT_S = 0.0002  # a round trip this short is a local path (same host or rack): round trips are cheap
@@ -85,6 +85,11 @@ class Activity:
             return f"{where}round trip {self.rtt_s * 1000:.2f} ms, other clients' activity unknown (INFO refused)"
         rate = self.others / max(self.seconds, 1e-3)
         return f"{where}round trip {self.rtt_s * 1000:.2f} ms, other clients ran {rate:.0f} commands/s"
+
+    def stream_only(self) -> Activity:
+        """The same reading on a replica no client uses: what it ran besides ours was its primary's
+        replication stream, which nobody waits on (engine/keyspace/read_from.py)."""
+        return self if not self.others else replace(self, others=0)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ import hashlib
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ActionFailed
@@ -324,8 +324,8 @@ def _batches(
     """
     if pacer.probed is None:
         pacer.probed = adapter.activity()
-    if pacer.stream_only and pacer.probed.others:
-        pacer.probed = replace(pacer.probed, others=0)
+    if pacer.stream_only:
+        pacer.probed = pacer.probed.stream_only()
     cursor, count = "0", pacer.begin(start, pacer.probed)
     last: tuple[int, int, int] | None = None  # (began us, server's command count, our commands) of the last call
     sha: str | None = None  # after the first EVAL_RO the server has the script: EVALSHA_RO sends 40 bytes, not 2 KB

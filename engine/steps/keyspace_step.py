@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ActionFailed, UsageError
@@ -330,8 +330,8 @@ def _plan_analysis(
         if want_server_side and server_side.available(adapter):
             # which path costs production traffic less, from the round trip and what other clients are doing
             probe = adapter.activity()
-            if reading.stream_only and probe.others is not None:  # its primary's stream: nobody waits on it
-                probe = replace(probe, others=0)
+            if reading.stream_only:
+                probe = probe.stream_only()
             choice = pacing.choose_path(probe)
             if mode == "always" and choice.path != "server-side":
                 choice = pacing.Choice("server-side", f"server_side: always ({choice.reason})")

@@ -22,6 +22,7 @@ from engine.sandbox.seed import seed_somabrain
 from engine.targets import RedisEndpoint
 from tests.conftest import require_binary
 from tests.integration.cli_support import CliResult, events, runbook, transcript_path
+from tests.integration.test_keyspace_server_side import _Quiet
 
 SCAN_CALLS = ("scan", "eval_ro", "evalsha_ro", "eval", "evalsha", "ttl", "memory|usage", "type")
 HEADER = "title: T\nsection: test\ndescription: test procedure\nrequires: [redis]\n"
@@ -259,11 +260,6 @@ class _Writes:
         self.stop.set()
         self.thread.join()
         self.client.close()
-
-
-class _Quiet:
-    def advance(self, n: int) -> None:
-        pass
 
 
 def test_a_replica_s_replication_stream_is_not_taken_for_clients_when_nobody_else_uses_it(replicated):
