@@ -197,7 +197,7 @@ def _threads(pid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def _placed(primary_side: list[int], other_side: list[int]) -> Iterator[str]:
+def _placed(primary_side: list[int | None], other_side: list[int | None]) -> Iterator[str]:
     """`primary_side` (every thread of each) on CPU 0; `other_side`, this process and every command it starts
     from here on the other CPUs, until the block ends."""
     cpus = sorted(os.sched_getaffinity(0))

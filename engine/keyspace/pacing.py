@@ -5,7 +5,9 @@ Why: Redis runs one command or script at a time, so a production request that ar
 our calls waits for it. When nobody else uses the server (a replica out of rotation, a restore drill,
 a quiet night) long calls harm no one and save round trips; when other clients are active, our calls
 must be short and leave the server free between them. The controller counts the commands other
-clients ran between two of our calls (INFO stats `total_commands_processed`, less our own) and:
+clients ran between two readings of the server's command count (INFO stats `total_commands_processed`,
+less our own; read by every call while the server is idle, every `read_every_s` while others are
+active, `wants_reading`) and:
 
 - while others are active (any command of theirs since the server was last seen idle): each call aims at the busy
   budget, twice what a call costs besides the server's work (the round trip as the client sees it,
@@ -60,6 +62,7 @@ class Policy:
     shortest_on_same_host: bool = True  # on the server's own host the busy budget is same_host_budget_s
     sub_step_s: float = 0.0005  # the longest SCAN sub-step of a self-bounding script (server_side.py)
     sub_floor: int = 10  # ... and its fewest keys
+    read_every_s: float = QUIET_S / 4  # while others are active, how often a call reads the server's command count
 
     def busy_budget(self, overhead_s: float, same_host: bool = False) -> float:
         """Twice what a call costs besides the server's work, within [min_budget_s, busy_budget_s]; on the
@@ -99,8 +102,10 @@ class Observation:
     count: int  # keys asked for (SCAN COUNT)
     server_s: float  # server time the call took
     round_trip_s: float  # the call as the client saw it (network and client included)
-    others: int | None  # commands other clients ran since our previous call; None: unknown (INFO refused)
-    seconds: float  # since our previous call
+    others: int | None  # commands other clients ran since the previous reading; None: unknown (INFO refused)
+    seconds: float  # since the previous reading
+    read: bool = True  # False: this call did not read the server's command count (`wants_reading`), so
+    # `others` and `seconds` say nothing and what the server was doing carries over to the next reading
 
 
 @dataclass(frozen=True)
@@ -162,14 +167,18 @@ def begin(policy: Policy, count: int, seen: Activity) -> Pacing:
 def step(state: Pacing, seen: Observation) -> tuple[Pacing, float]:
     """The state after one call, and the seconds to pause before the next."""
     p = state.policy
-    if seen.others is None or seen.others > 0:  # someone is there (or the server will not say): short calls
+    heard, heard_s, peak = state.heard, state.heard_s, state.peak_rate
+    if not seen.read:  # nothing new about the others: the budget stays what the last reading made it
+        quiet_for, busy = state.quiet_for_s, state.busy
+    elif seen.others is None or seen.others > 0:  # someone is there (or the server will not say): short calls
         quiet_for, busy = 0.0, True
     else:
         quiet_for = state.quiet_for_s + seen.seconds
         busy = state.busy and quiet_for < p.quiet_s
-    heard, heard_s, peak = state.heard + (seen.others or 0), state.heard_s + seen.seconds, state.peak_rate
-    if heard_s >= p.quiet_s:  # a full window: its rate, for the summary
-        heard, heard_s, peak = 0, 0.0, max(peak, heard / heard_s)
+    if seen.read:
+        heard, heard_s = heard + (seen.others or 0), heard_s + seen.seconds
+        if heard_s >= p.quiet_s:  # a full window: its rate, for the summary
+            heard, heard_s, peak = 0, 0.0, max(peak, heard / heard_s)
     costs = (*state.costs[-(p.window - 1) :], seen.server_s / max(seen.count, 1))
     per_key = sorted(costs)[len(costs) // 2]
     overheads = (*state.overheads[-(p.window - 1) :], max(0.0, seen.round_trip_s - seen.server_s))
@@ -206,6 +215,15 @@ def step(state: Pacing, seen: Observation) -> tuple[Pacing, float]:
         state.same_host,
     )
     return after, pause
+
+
+def wants_reading(state: Pacing, since_read_s: float) -> bool:
+    """Should the next call read the server's command count? Always while the server is idle (the first
+    command of another client must bring the budget down at once); while others are active, every
+    `read_every_s`: each reading costs the server an INFO, as much as a dozen keys' checks, and short calls
+    beside production traffic come thousands a second, so reading at every one would add a tenth to each.
+    Reading less often only delays seeing that the others have stopped, by less than `quiet_s` already does."""
+    return not state.busy or since_read_s >= state.policy.read_every_s
 
 
 def sub_step(state: Pacing) -> int:

@@ -12,11 +12,12 @@ its budget plus one sub-step (a quarter of the budget, at most 0.5 ms) whatever 
 the cost per key, and a descheduled client or a slow network neither shrinks nor stretches it. The client
 also caps the keys a call asks for (the budget over the measured cost per key, grown at most twofold per
 call) and sizes the sub-steps. The budget follows what the server is doing (engine/keyspace/pacing.py):
-each script also reads the server's command count, so the client knows how many commands other clients
-ran between two of its calls. While they are active, calls are short (twice what a call costs besides
-the server's work, 0.25-1.5 ms; 0.1 ms on the server's own host, where that cost is the machine's
-scheduling) and the client pauses so that our calls hold the server at most half of
-the time: when the server competes for a core, production requests queued behind back-to-back scripts
+a script also reads the server's command count when the client asks (every call while the server is
+idle, every 25 ms while others are active: an INFO costs as much as a dozen keys), so the client knows how
+many commands other clients ran between two readings. While they are active, calls are short (twice
+what a call costs besides the server's work, 0.25-1.5 ms; 0.1 ms on the server's own host, where that
+cost is the machine's scheduling) and the client pauses so that our calls hold the server at most half
+of the time: when the server competes for a core, production requests queued behind back-to-back scripts
 would otherwise pile up. While the server is idle the budget grows to 3 ms per call (3.5 ms at most with
 the sub-step: the 5 ms per call target with a margin for the machine's own hiccups) with no pause, and
 shrinks at once when another client shows up.
@@ -49,10 +50,11 @@ if TYPE_CHECKING:
     from engine.adapters.redis import RedisAdapter
 
 # Tenant rule identical to aggregate.tenant_of: 'tenant:<t>:...' with a non-empty <t>, else none.
-# ARGV: cursor, match, keys (the most this call asks SCAN for), sub (COUNT of each SCAN sub-step), budget (us);
-# then the script's own. `_steps` runs SCAN sub-steps until the cursor is back to 0, `keys` were asked for,
-# or TIME shows the budget spent (or the next sub-step, as long as the longest so far, would overrun it), so
-# a call lasts at most its budget plus one sub-step whatever the client's cost estimate says.
+# ARGV: cursor, match, keys (the most this call asks SCAN for), sub (COUNT of each SCAN sub-step), budget (us),
+# read ('1': read the server's command count); then the script's own. `_steps` runs SCAN sub-steps until the
+# cursor is back to 0, `keys` were asked for, or TIME shows the budget spent (or the next sub-step, as long as
+# the longest so far, would overrun it), so a call lasts at most its budget plus one sub-step whatever the
+# client's cost estimate says.
 _TENANT = r"""
 local function tenant_of(k)
   local t = string.match(k, '^tenant:([^:]+):')
@@ -62,10 +64,13 @@ local function _now()
   local t = redis.call('TIME')
   return t[1] * 1000000 + t[2]
 end
--- What the server has run so far (INFO stats; -1 when refused), and the commands this script runs: EVAL_RO
--- itself, INFO and TIME, then SCAN and TIME per sub-step, plus those per key counted by the caller. Between
--- two of our calls, the difference less ours is what other clients ran (pacing.py).
+-- What the server has run so far (INFO stats; -1 when refused, -2 when not asked: ARGV[6] is not '1'), and
+-- the commands this script runs: EVAL_RO itself, TIME and INFO (when asked), then SCAN and TIME per
+-- sub-step, plus those per key counted by the caller. Between two readings, the difference less ours (every
+-- call's since the last reading) is what other clients ran (pacing.py). INFO costs about as much server
+-- time as a dozen keys' TTLs, so a call reads it only when the client needs a fresh reading.
 local function _activity()
+  if ARGV[6] ~= '1' then return -2, 2 end
   local info = redis.pcall('INFO', 'stats')
   if type(info) ~= 'string' then return -1, 2 end
   return tonumber(string.match(info, 'total_commands_processed:(%d+)')) or -1, 3
@@ -92,7 +97,7 @@ end
 AUDIT_TTL = (
     _TENANT
     + r"""
-local want = tonumber(ARGV[6])
+local want = tonumber(ARGV[7])
 local scanned, without = 0, 0
 local tenants, order, sample = {}, {}, {}
 local call = _steps(function(keys)
@@ -120,7 +125,7 @@ return {call, scanned, without, flat, sample}
 MEMORY_REPORT = (
     _TENANT
     + r"""
-local top = tonumber(ARGV[6])
+local top = tonumber(ARGV[7])
 local scanned, total = 0, 0
 local by_type, by_tenant, types, tenants, best = {}, {}, {}, {}, {}
 -- the same order as aggregate.TopN keeps: bigger first, and on equal sizes the greater key name
@@ -317,52 +322,62 @@ def _batches(
     paced by the controller.
 
     The script is told the most keys to ask for, the COUNT of each SCAN sub-step and its budget of server
-    time, which it holds to by its own clock (TIME). It returns, ahead of its figures, what the call did:
-    the cursor, keys asked for and returned, its server time, when it began, the server's command count at
-    that moment and how many commands it ran itself: between two of our calls the rest is other clients'
-    (`pacing.others_between`).
+    time, which it holds to by its own clock (TIME), and whether to read the server's command count
+    (`pacing.wants_reading`). It returns, ahead of its figures, what the call did: the cursor, keys asked
+    for and returned, its server time, when it began, the server's command count at that moment (when read)
+    and how many commands it ran itself: between two readings the rest is other clients'
+    (`pacing.others_between`). All calls go on one connection held for the scan.
     """
     if pacer.probed is None:
         pacer.probed = adapter.activity()
     if pacer.stream_only:
         pacer.probed = pacer.probed.stream_only()
     cursor, count = "0", pacer.begin(start, pacer.probed)
-    last: tuple[int, int, int] | None = None  # (began us, server's command count, our commands) of the last call
+    # the last reading of the server's command count (began us, the count) and our commands since it
+    last: tuple[int, int] | None = None
+    ours_since = 0
+    read_at = clock()
     sha: str | None = None  # after the first EVAL_RO the server has the script: EVALSHA_RO sends 40 bytes, not 2 KB
     debt = 0.0  # pauses owed: slept once they add up to MIN_SLEEP_S (a busy machine oversleeps short sleeps)
-    while True:
-        began = clock()
-        state = pacer.state
-        assert state is not None
-        sub, budget_us = pacing.sub_step(state), int(state.budget_s * 1e6)
-        args = ["0", cursor, match, str(count), str(sub), str(budget_us), *extra]
-        try:
-            reply = adapter.direct_call(["EVALSHA_RO", sha, *args] if sha else ["EVAL_RO", script, *args])
-        except ActionFailed:
-            if sha is None:
-                raise
-            sha = None  # flushed, or EVALSHA_RO not allowed: the body from now on
-            reply = adapter.direct_call(["EVAL_RO", script, *args])
-        else:
-            sha = sha or hashlib.sha1(script.encode()).hexdigest()
-        round_trip = clock() - began
-        (cursor, asked, returned, server_us, began_us, seen, ours), *body = reply
-        cursor = str(cursor)
-        others, since = pacer.probed.others, pacer.probed.seconds
-        if last is not None:
-            others, since = pacing.others_between(last[1], int(seen), last[2]), (int(began_us) - last[0]) / 1e6
-        if pacer.stream_only and others is not None:
-            others = 0
-        last = (int(began_us), int(seen), int(ours))
-        wait = pacer.observe(pacing.Observation(int(asked), int(server_us) / 1e6, round_trip, others, since))
-        yield int(returned), body
-        if cursor == "0":
-            return
-        count = pacer.count
-        debt += wait
-        if debt >= MIN_SLEEP_S:
-            sleep(debt)
-            debt = 0.0
+    with adapter.direct_caller() as call:
+        while True:
+            began = clock()
+            state = pacer.state
+            assert state is not None
+            sub, budget_us = pacing.sub_step(state), int(state.budget_s * 1e6)
+            read = last is None or pacing.wants_reading(state, began - read_at)
+            args = ["0", cursor, match, str(count), str(sub), str(budget_us), "1" if read else "0", *extra]
+            try:
+                reply = call(["EVALSHA_RO", sha, *args] if sha else ["EVAL_RO", script, *args])
+            except ActionFailed:
+                if sha is None:
+                    raise
+                sha = None  # flushed, or EVALSHA_RO not allowed: the body from now on
+                reply = call(["EVAL_RO", script, *args])
+            else:
+                sha = sha or hashlib.sha1(script.encode()).hexdigest()
+            round_trip = clock() - began
+            (cursor, asked, returned, server_us, began_us, seen, ours), *body = reply
+            cursor = str(cursor)
+            others, since = pacer.probed.others, pacer.probed.seconds
+            if read and last is not None:
+                others = pacing.others_between(last[1], int(seen), ours_since)
+                since = (int(began_us) - last[0]) / 1e6
+            if pacer.stream_only and others is not None:
+                others = 0
+            if read:
+                last, ours_since, read_at = (int(began_us), int(seen)), 0, began
+            ours_since += int(ours)
+            observed = pacing.Observation(int(asked), int(server_us) / 1e6, round_trip, others, since, read)
+            wait = pacer.observe(observed)
+            yield int(returned), body
+            if cursor == "0":
+                return
+            count = pacer.count
+            debt += wait
+            if debt >= MIN_SLEEP_S:
+                sleep(debt)
+                debt = 0.0
 
 
 def audit_ttl(

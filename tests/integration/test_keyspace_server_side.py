@@ -11,7 +11,7 @@ import redis
 
 from engine.adapters.redis import RedisAdapter
 from engine.errors import MutationRefused
-from engine.keyspace import operations, server_side
+from engine.keyspace import operations, pacing, server_side
 from engine.keyspace.pages import scan_pages
 from engine.sandbox import seed_bulk, seed_somabrain
 from engine.targets import RedisEndpoint
@@ -200,14 +200,14 @@ def test_a_script_stops_by_its_own_clock_whatever_it_was_asked_for(seeded):
     keys = seeded.client().dbsize()
     assert keys > 6000
     # ask for every key at once, in sub-steps of 10, with 50 us of server time: far less than a pass needs
-    args = ["0", "0", "*", str(keys * 10), "10", "50", "5"]
+    args = ["0", "0", "*", str(keys * 10), "10", "50", "1", "5"]
     (cursor, asked, returned, *_), scanned, *_ = adapter.call(["EVAL_RO", server_side.AUDIT_TTL, *args])
     assert str(cursor) != "0"  # it stopped before the end of the keyspace
     assert 10 <= int(asked) < keys  # by its clock, not by the count it was given
     assert int(asked) % 10 == 0 and int(returned) >= int(scanned) > 0
     total, cursor = 0, "0"
     while True:  # the same calls to the end: every key once, whatever each call's length
-        args = ["0", cursor, "*", str(keys * 10), "50", "200", "5"]
+        args = ["0", cursor, "*", str(keys * 10), "50", "200", "1", "5"]
         (cursor, *_), scanned, *_ = adapter.call(["EVAL_RO", server_side.AUDIT_TTL, *args])
         total, cursor = total + int(scanned), str(cursor)
         if cursor == "0":
@@ -267,6 +267,45 @@ def test_the_scripts_keep_their_calls_short_while_another_client_is_active_with_
     # (the batch sizes that follow from these budgets are the controller's, unit-tested in test_keyspace_pacing:
     # here, on a small keyspace, both scans take a handful of calls, the quiet one growing from its first)
     assert "while other clients were active" in busy_pacer.summary()
+
+
+def _info_calls(server) -> int:  # type: ignore[no-untyped-def]
+    return int(server.client().info("commandstats").get("cmdstat_info", {}).get("calls", 0))
+
+
+@pytest.mark.parametrize("tick_s", [1e-6, 0.01, 0.03])
+def test_beside_other_clients_a_call_reads_the_servers_command_count_only_every_read_every_s(seeded, tick_s):
+    """INFO inside a script costs the server as much as a dozen keys' TTLs: while others are active, a call
+    reads the command count only when `read_every_s` (25 ms) has passed since the last reading, by the
+    scan's clock (here the test's, `tick_s` a reading of it). Between two readings our own commands, those of the
+    calls that did not read included, are all taken off, so a server nobody else uses shows 0 commands
+    from others; and the figures stay whole."""
+    adapter = adapter_for(seeded).connect()  # connecting reads INFO too: counted from here
+    keys = seeded.client().dbsize()
+    ticks = iter(range(10**9))
+    # a server seen busy on its own host before the scan: the shortest calls, so the scan makes many
+    busy = pacing.Activity(rtt_s=0.0001, others=50, seconds=0.1, same_host=True)
+    pacer = server_side.Pacer(probed=busy)
+    observed: list[pacing.Observation] = []
+    observe = pacer.observe
+    pacer.observe = lambda seen: observed.append(seen) or observe(seen)  # type: ignore[method-assign]
+    before = _info_calls(seeded)
+    replies = server_side._batches(
+        adapter, server_side.AUDIT_TTL, "*", ["5"], 100, pacer, clock=lambda: next(ticks) * tick_s, sleep=lambda s: None
+    )
+    scanned = sum(int(body[0]) for _, body in replies)
+    info = _info_calls(seeded) - before - 1  # the first of the test's own two INFOs is counted in the second
+    adapter.close()
+    assert scanned == keys
+    assert len(observed) == pacer.calls > 20  # 0.1 ms calls over 6,000 keys: enough for the rule to show
+    reads = [seen for seen in observed if seen.read]
+    assert info == len(reads) and observed[0].read
+    # the scan reads the clock twice a call: 2 us, 20 ms or 60 ms a call; never 25 ms since the first reading,
+    # every second call, every call
+    every = {1e-6: None, 0.01: 2, 0.03: 1}[tick_s]
+    assert len(reads) == (1 if every is None else -(-len(observed) // every))
+    assert all(seen.others == 0 for seen in reads[1:])  # nobody else here: every command counted was ours
+    assert pacer.state is not None and pacer.state.busy_calls == pacer.calls  # the probe's busy carried over
 
 
 def test_the_export_scan_grows_on_an_idle_server_and_stays_short_beside_another_client(redis_server):

@@ -81,3 +81,28 @@ def test_secrets_and_transactions_go_through_the_adapter_and_are_refused_in_a_dr
     finally:
         dry.close()
         real.close()
+
+
+def test_a_held_connection_answers_each_call_survives_an_error_reply_and_refuses_writes_in_a_dry_run(server) -> None:  # type: ignore[no-untyped-def]
+    """`direct_caller`: a scan's thousands of script calls on one connection. An error reply (the script
+    flushed) is raised and the stream stays in step for the next call; in a dry-run the socket guard still
+    refuses a write; a connection the server drops ends the block with the engine's error, not a traceback."""
+    from engine.errors import ActionFailed
+
+    adapter = _adapter(server, allow_mutation=False).connect()
+    with adapter.direct_caller() as call:
+        assert call(["GET", "t:7"]) == "7"
+        with pytest.raises(ActionFailed, match="NOSCRIPT"):
+            call(["EVALSHA_RO", "0" * 40, "0"])
+        assert call(["EVAL_RO", "return redis.call('GET', KEYS[1])", "1", "t:8"]) == "8"  # still in step
+        with pytest.raises(MutationRefused):
+            call(["SET", "t:7", "changed"])
+        assert call(["GET", "t:7"]) == "7"
+        with server.client() as admin:
+            admin.client_kill_filter(_type="normal", skipme=True)
+        with pytest.raises(TargetError):
+            call(["GET", "t:7"])
+    assert adapter.call(["GET", "t:7"]) == "7"  # the pool gave the dropped connection up: a new one answers
+    adapter.close()
+    with server.client() as admin:
+        assert admin.get("t:7") == "7"  # the refused SET never reached it

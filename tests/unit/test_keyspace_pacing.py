@@ -204,3 +204,26 @@ def test_a_sub_step_is_a_quarter_of_the_budget_at_most_half_a_millisecond() -> N
     assert state.budget_s == 0.004 and pacing.sub_step(state) == 500  # capped at 0.5 ms
     slow = dataclasses.replace(state, costs=(1e-3,))
     assert pacing.sub_step(slow) == POLICY.sub_floor  # a key costs a millisecond: the fewest keys a sub-step asks
+
+
+def test_beside_other_clients_a_call_reads_the_command_count_only_every_read_every_s() -> None:
+    idle = pacing.begin(POLICY, 1000, REMOTE_1MS)
+    assert pacing.wants_reading(idle, 0.0)  # while idle, every call: another client must be seen at once
+    busy = pacing.begin(POLICY, 1000, dataclasses.replace(REMOTE_1MS, others=12))
+    assert not pacing.wants_reading(busy, POLICY.read_every_s / 2)
+    assert pacing.wants_reading(busy, POLICY.read_every_s)
+
+
+def test_a_call_that_did_not_read_carries_the_servers_state_over() -> None:
+    busy = pacing.begin(POLICY, 1000, dataclasses.replace(REMOTE_1MS, others=12))
+    unread = dataclasses.replace(_call(1000, 1e-6, others=0, seconds=0.2, rtt=0.0), read=False)
+    state, pause = pacing.step(busy, unread)
+    # 200 ms "without a command" said nothing: it was not read, so the server still counts as busy
+    assert state.busy and state.quiet_for_s == 0.0 and state.busy_calls == 1 and pause > 0
+    assert (state.heard, state.heard_s) == (busy.heard, busy.heard_s)
+    # the next reading covers the whole stretch since the last one: quiet over it, the server is idle again
+    state, _ = pacing.step(state, _call(1000, 1e-6, others=0, seconds=0.2))
+    assert not state.busy
+    # an idle server stays idle through a call that did not read (none is made while idle, but the rule holds)
+    later, _ = pacing.step(state, dataclasses.replace(_call(1000, 1e-6, others=5), read=False))
+    assert not later.busy and later.quiet_for_s == state.quiet_for_s
