@@ -392,20 +392,13 @@ class RedisAdapter:
 
         return self._wrap(run)
 
-    def direct_call(self, argv: Sequence[Any]) -> Any:
-        """One command to this node through `pipeline_calls`' path (the connection's own parser, no redis-py
-        command machinery, never routed): for a scan's thousands of script calls, where redis-py's
-        `execute_command` costs the client as much CPU as the rest of the call. An error reply raises."""
-        (reply,) = RedisAdapter.pipeline_calls(self, [argv])
-        if isinstance(reply, redis.RedisError):
-            raise self._translate(reply, connecting=False)
-        return reply
-
     @contextlib.contextmanager
     def direct_caller(self) -> Iterator[Callable[[Sequence[Any]], Any]]:
-        """`direct_call` on one connection held until the block ends: a scan beside production traffic makes
-        thousands of short script calls a second, and taking a connection from the pool and giving it back
-        for each cost the client as much CPU as packing the call and parsing its reply."""
+        """`call(argv)`: one command to this node through `pipeline_calls`' path (the connection's own parser,
+        no redis-py command machinery, never routed), on one connection held until the block ends; an error
+        reply raises. For a scan's thousands of script calls a second: redis-py's `execute_command` costs the
+        client as much CPU as the rest of a call, and so did taking a connection from the pool and giving it
+        back for each."""
         pool = self.client.connection_pool
         conn: Any = self._wrap(pool.get_connection, connecting=True)
         interrupted = False

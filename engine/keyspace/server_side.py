@@ -335,8 +335,7 @@ def _batches(
     cursor, count = "0", pacer.begin(start, pacer.probed)
     # the last reading of the server's command count (began us, the count) and our commands since it
     last: tuple[int, int] | None = None
-    ours_since = 0
-    read_at = clock()
+    ours_since, read_at = 0, 0.0  # (the first call always reads)
     sha: str | None = None  # after the first EVAL_RO the server has the script: EVALSHA_RO sends 40 bytes, not 2 KB
     debt = 0.0  # pauses owed: slept once they add up to MIN_SLEEP_S (a busy machine oversleeps short sleeps)
     with adapter.direct_caller() as call:
