@@ -14,12 +14,14 @@ active, `wants_reading`) and:
   scheduling included; the median of the last calls), between 0.25 and 1.5 ms: longer calls where each
   costs more anyway (a network), so no more than a third of the scan's time goes to the calls
   themselves. On the server's own host, reached directly (its quickest round trip at most 0.2 ms; not
-  through a local proxy or tunnel), it is shorter still (0.1 ms) whatever a call costs: there the
-  cost is the machine's scheduling, which also stretches a script while production requests wait
-  behind it (measured: with the machine loaded, calls grown to 1.5 ms raised production's p90 from
-  about 8 to 11 ms against 0.15 ms calls; on a quiet machine, 0.1 ms calls against 0.25 ms ones took
-  production's p50 from 0.83 to 0.71 ms and its p99 from 1.4-1.6 to 1.3 ms, docs/performance.md). After
-  each call it pauses so that our calls hold the server at most `duty` of the time;
+  through a local proxy or tunnel), it is the shortest there is (0.02 ms: one SCAN sub-step of the
+  fewest keys, 10, the COUNT `redis-cli --scan` asks for, and their checks) whatever a call costs: there
+  a production request that arrives during a call waits for the rest of it, so production's p99 rises by
+  about as much as a call lasts (measured on a quiet machine: 0.1 ms calls put it 0.06-0.09 ms above its
+  p99 during `redis-cli --scan`, whose calls hold Redis 10 us; 0.02 ms calls are level with it, for an
+  audit twice as long; with the machine loaded, calls grown to 1.5 ms raised production's p90 from about
+  8 to 11 ms against 0.15 ms calls, docs/performance.md). After each call it pauses so that our calls
+  hold the server at most `duty` of the time;
 - while the server is idle: the budget doubles (`growth`) with each call up to the idle budget (3 ms for the
   scripts, 3.5 ms with the last sub-step: the 5 ms per call target less a margin for the machine, whose
   hiccups stretched a call of 4.5 ms at most by design to 5.6-7.9 ms in some benchmark runs; more for a
@@ -51,7 +53,7 @@ class Policy:
 
     busy_budget_s: float = 0.0015  # the longest a call may take while other clients are active
     min_budget_s: float = 0.00025  # ... and the shortest it is made on a fast path
-    same_host_budget_s: float = 0.0001  # ... and on the server's own host, reached directly
+    same_host_budget_s: float = 0.00002  # ... and on the server's own host, reached directly: one sub-step
     idle_budget_s: float = 0.003  # the longest a call may take while the server is idle
     duty: float = 0.5  # while others are active, our calls hold the server at most this share of the time
     quiet_s: float = QUIET_S

@@ -15,8 +15,9 @@ call) and sizes the sub-steps. The budget follows what the server is doing (engi
 a script also reads the server's command count when the client asks (every call while the server is
 idle, every 25 ms while others are active: an INFO costs as much as a dozen keys), so the client knows how
 many commands other clients ran between two readings. While they are active, calls are short (twice
-what a call costs besides the server's work, 0.25-1.5 ms; 0.1 ms on the server's own host, where that
-cost is the machine's scheduling) and the client pauses so that our calls hold the server at most half
+what a call costs besides the server's work, 0.25-1.5 ms; on the server's own host one sub-step of 10
+keys, about as long as a `SCAN COUNT 10` with its keys' checks, since there a production request that
+arrives during a call waits for the rest of it) and the client pauses so that our calls hold the server at most half
 of the time: when the server competes for a core, production requests queued behind back-to-back scripts
 would otherwise pile up. While the server is idle the budget grows to 3 ms per call (3.5 ms at most with
 the sub-step: the 5 ms per call target with a margin for the machine's own hiccups) with no pause, and

@@ -307,7 +307,7 @@ def test_beside_other_clients_a_call_reads_the_servers_command_count_only_every_
     info = _info_calls(seeded) - before - 1  # the first of the test's own two INFOs is counted in the second
     adapter.close()
     assert scanned == keys
-    assert len(observed) == pacer.calls > 20  # 0.1 ms calls over 6,000 keys: enough for the rule to show
+    assert len(observed) == pacer.calls > 20  # 0.02 ms calls over 6,000 keys: enough for the rule to show
     reads = [seen for seen in observed if seen.read]
     assert info == len(reads) and observed[0].read
     # the scan reads the clock twice a call: 2 us, 20 ms or 60 ms a call; never 25 ms since the first reading,
@@ -316,6 +316,39 @@ def test_beside_other_clients_a_call_reads_the_servers_command_count_only_every_
     assert len(reads) == (1 if every is None else -(-len(observed) // every))
     assert all(seen.others == 0 for seen in reads[1:])  # nobody else here: every command counted was ours
     assert pacer.state is not None and pacer.state.busy_calls == pacer.calls  # the probe's busy carried over
+
+
+def test_on_the_servers_own_host_beside_other_clients_a_call_is_one_sub_step_of_ten_keys(seeded):
+    """There a production request that arrives during one of our calls waits for the rest of it, so each
+    call is as short as the engine can make it: the script is given 20 us of server time and SCAN
+    sub-steps of 10 keys (the COUNT `redis-cli --scan` asks for), read here from what the server ran
+    (SLOWLOG of every command, those inside the scripts included). The figures stay whole."""
+    admin = seeded.client()
+    keys = admin.dbsize()
+    admin.config_set("slowlog-max-len", 1_000_000)
+    admin.config_set("slowlog-log-slower-than", 0)
+    admin.slowlog_reset()
+    adapter = adapter_for(seeded).connect()
+    pacer = _NeverQuiet(probed=pacing.Activity(rtt_s=0.0001, others=50, seconds=0.1, same_host=True))
+    ticks = iter(range(10**9))
+    replies = server_side._batches(
+        adapter, server_side.AUDIT_TTL, "*", ["5"], 100, pacer, clock=lambda: next(ticks) * 1e-6, sleep=lambda s: None
+    )
+    scanned = sum(int(body[0]) for _, body in replies)
+    adapter.close()
+    admin.config_set("slowlog-log-slower-than", 10_000)
+    # redis-py gives each command as its words joined by spaces: none of these have spaces in them
+    ran = [entry["command"].decode().split(" ") for entry in reversed(admin.slowlog_get(1_000_000))]
+    first = [c for c in ran if c[0] == "EVAL_RO"]  # the script's body, once: EVALSHA_RO from then on
+    calls = [c for c in ran if c[0] == "EVALSHA_RO"]  # EVALSHA_RO sha 0 cursor match keys sub budget_us ...
+    counts = [c[c.index("COUNT") + 1] for c in ran if c[0] == "SCAN"]
+    assert scanned == keys
+    assert len(first) == 1 and len(calls) + 1 == pacer.calls > keys // 100  # short calls: many of them
+    assert {c[7] for c in calls} == {"20"}  # every call's budget of server time, in us
+    # from the second call on (the first sizes its sub-steps before any cost per key is known: a quarter of
+    # its 100 keys), every SCAN inside asks for 10 keys
+    assert {c[6] for c in calls} == {"10"}
+    assert set(counts[1:]) == {"10"} and counts[0] == "25" and len(counts) >= pacer.calls
 
 
 def test_the_export_scan_grows_on_an_idle_server_and_stays_short_beside_another_client(redis_server):
