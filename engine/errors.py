@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import _thread
+import contextlib
 import signal
 import sys
 import threading
@@ -156,7 +156,7 @@ def redeliver_dropped_interruptions(hook: Any) -> None:
     exc = hook.exc_value
     if isinstance(exc, Interrupted | KeyboardInterrupt):
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-        timer = threading.Timer(REDELIVER_S, _thread.interrupt_main, (signum,))
+        timer = threading.Timer(REDELIVER_S, _redeliver, (signum,))
         timer.daemon = True
         timer.start()
     else:
@@ -164,3 +164,15 @@ def redeliver_dropped_interruptions(hook: Any) -> None:
 
 
 REDELIVER_S = 0.05
+
+
+def _redeliver(signum: int) -> None:
+    """The signal again, sent to the main thread: by now it may be blocked in a read (a server that never
+    answers, a 300 s socket timeout), which only a real signal interrupts. `_thread.interrupt_main` merely
+    marks the signal for the next bytecode, and a diagnose interrupted that way waited out its timeout.
+    A signal whose handler is no longer Python's (the run has restored SIG_DFL) is not sent: it would kill
+    the process where the dropped one would have raised."""
+    main = threading.main_thread().ident
+    if main is not None and callable(signal.getsignal(signum)):
+        with contextlib.suppress(OSError):  # the main thread has ended: the process is on its way out
+            signal.pthread_kill(main, signum)

@@ -71,6 +71,34 @@ def test_an_interruption_a_finalizer_dropped_is_sent_again_and_anything_else_rep
     assert reported == [error]
 
 
+def test_an_interruption_a_finalizer_dropped_interrupts_a_read_the_main_thread_is_blocked_in() -> None:
+    """By the time it is sent again the main thread may wait in a read that nothing will answer (diagnose of
+    a Redis that accepts and never replies, its socket timeout minutes away): the second delivery is a real
+    signal, which interrupts the read, not a note for the next bytecode, which the read never reaches."""
+    import subprocess
+    from pathlib import Path
+
+    child = """
+import socket, sys
+from engine.errors import redeliver_dropped_interruptions
+sys.unraisablehook = redeliver_dropped_interruptions
+
+class Finalized:
+    def __del__(self):
+        raise KeyboardInterrupt  # Python drops it: only the hook hears of it
+
+quiet, _other_end = socket.socketpair()
+Finalized()
+try:
+    quiet.recv(1)  # nothing ever comes
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", child], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.stdout == "interrupted\n" and done.returncode == 0, done.stderr
+
+
 class _Stopped(Exception):
     pass
 
