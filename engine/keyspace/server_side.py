@@ -6,22 +6,22 @@ few key names come back. The client never receives the keyspace, which is what m
 listing it.
 
 Keeping Redis responsive: Redis runs one script at a time and nothing else meanwhile, so each call is
-bounded by its own clock: the script is given a budget of server time and stops once TIME shows it
-spent (or the next sub-step, as long as the longest so far, would overrun it), so a call lasts at most
-its budget plus one sub-step (a quarter of the budget, at most 0.5 ms) whatever the client's estimate of
-the cost per key, and a descheduled client or a slow network neither shrinks nor stretches it. The client
-also caps the keys a call asks for (the budget over the measured cost per key, grown at most twofold per
-call) and sizes the sub-steps. The budget follows what the server is doing (engine/keyspace/pacing.py):
-a script also reads the server's command count when the client asks (every call while the server is
-idle, every 25 ms while others are active: an INFO costs as much as a dozen keys), so the client knows how
-many commands other clients ran between two readings. While they are active, calls are short (twice
-what a call costs besides the server's work, 0.25-1.5 ms; on the server's own host one sub-step of 10
-keys, about as long as a `SCAN COUNT 10` with its keys' checks, since there a production request that
-arrives during a call waits for the rest of it) and the client pauses so that our calls hold the server at most half
-of the time: when the server competes for a core, production requests queued behind back-to-back scripts
-would otherwise pile up. While the server is idle the budget grows to 3 ms per call (3.5 ms at most with
-the sub-step: the 5 ms per call target with a margin for the machine's own hiccups) with no pause, and
-shrinks at once when another client shows up.
+bounded by its own clock: the script is given a budget of server time and stops once TIME shows it spent
+(or the next sub-step, as long as the longest so far, would overrun it), so a call lasts at most its
+budget plus one sub-step (a quarter of the budget, at most 0.5 ms and at least 10 keys) whatever the
+client's estimate of the cost per key, and a descheduled client or a slow network neither shrinks nor
+stretches it. The client also caps the keys a call asks for (the budget over the measured cost per key,
+grown at most twofold per call) and sizes the sub-steps. The budget follows what the server is doing
+(engine/keyspace/pacing.py): a script also reads the server's command count when the client asks (every
+call while the server is idle, every 25 ms while others are active: an INFO costs as much as a dozen
+keys), so the client knows how many commands other clients ran between two readings. While they are
+active, calls are short (twice what a call costs besides the server's work, 0.25-1.5 ms; on the server's
+own host one sub-step of 10 keys, about as long as a `SCAN COUNT 10` with its keys' checks, since there a
+production request that arrives during a call waits for the rest of it) and the client pauses so that our
+calls hold the server at most half of the time: when the server competes for a core, production requests
+queued behind back-to-back scripts would otherwise pile up. While the server is idle the budget grows to 3
+ms per call (3.5 ms at most with the sub-step: the 5 ms per call target with a margin for the machine's
+own hiccups) with no pause, and shrinks at once when another client shows up.
 EVAL_RO runs only read-only commands (the server enforces it) and is itself flagged read-only,
 so the path also works in a dry-run.
 

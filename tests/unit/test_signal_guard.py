@@ -88,9 +88,9 @@ class Finalized:
         raise KeyboardInterrupt  # Python drops it: only the hook hears of it
 
 quiet, _other_end = socket.socketpair()
-Finalized()
 try:
-    quiet.recv(1)  # nothing ever comes
+    Finalized()
+    quiet.recv(1)  # nothing ever comes (the signal comes again 50 ms later, wherever it finds this thread)
 except KeyboardInterrupt:
     print("interrupted")
 """
