@@ -18,8 +18,8 @@ active, `wants_reading`) and:
   fewest keys, 10, the COUNT `redis-cli --scan` asks for, and their checks) whatever a call costs: there
   a production request that arrives during a call waits for the rest of it, so production's p99 rises by
   about as much as a call lasts (measured on a quiet machine: 0.1 ms calls put it 0.06-0.09 ms above its
-  p99 during `redis-cli --scan`, whose calls hold Redis 10 us; 0.02 ms calls are level with it, for an
-  audit twice as long; with the machine loaded, calls grown to 1.5 ms raised production's p90 from about
+  p99 during `redis-cli --scan`, whose calls hold Redis 10 us; 0.02 ms calls 0.00-0.06 ms, for an audit
+  twice as long; with the machine loaded, calls grown to 1.5 ms raised production's p90 from about
   8 to 11 ms against 0.15 ms calls, docs/performance.md). After each call it pauses so that our calls
   hold the server at most `duty` of the time;
 - while the server is idle: the budget doubles (`growth`) with each call up to the idle budget (3 ms for the
