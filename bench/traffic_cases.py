@@ -54,8 +54,8 @@ VARIANTS = {  # side -> procedure (None: the reference)
     "reference": None,
     "pipelines": "bench/audit-ttl-pipelines",
 }
-# (bench/audit-ttl-scripts fixes the other path: on the server's own host it is what `auto` takes, so it
-# is not run here; `python -m bench.traffic_cases --scripts` adds it)
+# (bench/audit-ttl-scripts fixes the scripts: on the server's own host beside production traffic `auto` takes
+# them only when no core is idle, else small pages; `python -m bench.traffic_cases --scripts` adds them)
 
 
 @dataclass

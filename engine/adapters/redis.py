@@ -39,7 +39,7 @@ from engine.adapters.redis_effects import (
     state_changes_in_packet,
 )
 from engine.adapters.redis_errors import Site, is_refused_credential, translate
-from engine.errors import MutationRefused, TargetError, UsageError
+from engine.errors import ActionFailed, MutationRefused, TargetError, UsageError
 from engine.spec.model import Effect
 from engine.targets import RedisEndpoint, TlsSettings, tls_context
 
@@ -393,32 +393,44 @@ class RedisAdapter:
         return self._wrap(run)
 
     @contextlib.contextmanager
-    def direct_caller(self) -> Iterator[Callable[[Sequence[Any]], Any]]:
-        """`call(argv)`: one command to this node through `pipeline_calls`' path (the connection's own parser,
-        no redis-py command machinery, never routed), on one connection held until the block ends; an error
-        reply raises. For a scan's thousands of script calls a second: redis-py's `execute_command` costs the
-        client as much CPU as the rest of a call, and so did taking a connection from the pool and giving it
-        back for each."""
+    def held_pipeline(self) -> Iterator[Callable[[Sequence[Sequence[Any]]], list[Any]]]:
+        """`exchange(calls)`: `pipeline_calls` on one connection held until the block ends, for a scan's
+        tens of thousands of small exchanges a second: taking a connection from the pool and giving it back
+        for each cost as much client CPU as the rest of one. Per-command errors come back as exception
+        objects; a block cut short mid-exchange closes the connection (its stream is out of step)."""
         pool = self.client.connection_pool
         conn: Any = self._wrap(pool.get_connection, connecting=True)
         interrupted = False
 
-        def call(argv: Sequence[Any]) -> Any:
+        def exchange(calls: Sequence[Sequence[Any]]) -> list[Any]:
             nonlocal interrupted
-            self.commands_sent += 1
-            interrupted = True  # until the reply is read: a call cut short leaves the stream out of step
-            (reply,) = self._wrap(partial(_exchange, conn, [argv]))
+            self.commands_sent += len(calls)
+            interrupted = True  # until the replies are read
+            replies = self._wrap(partial(_exchange, conn, calls))
             interrupted = False
-            if isinstance(reply, redis.RedisError):
-                raise self._translate(reply, connecting=False)
-            return reply
+            return replies
 
         try:
-            yield call
+            yield exchange
         finally:
             if interrupted:
                 conn.disconnect()
             pool.release(conn)
+
+    @contextlib.contextmanager
+    def direct_caller(self) -> Iterator[Callable[[Sequence[Any]], Any]]:
+        """`call(argv)`: one command to this node through `held_pipeline` (the connection's own parser, no
+        redis-py command machinery, never routed); an error reply raises. For a scan's thousands of script
+        calls a second: redis-py's `execute_command` costs the client as much CPU as the rest of a call."""
+        with self.held_pipeline() as exchange:
+
+            def call(argv: Sequence[Any]) -> Any:
+                (reply,) = exchange([argv])
+                if isinstance(reply, redis.RedisError):
+                    raise self._translate(reply, connecting=False)
+                return reply
+
+            yield call
 
     # -- keyspace in bytes (exports and restores) ------------------------------------------------
     def scan_nodes(self) -> list[RedisAdapter]:
@@ -523,35 +535,48 @@ class RedisAdapter:
 
     def activity(self, window_s: float = ACTIVITY_WINDOW_S) -> Activity:
         """What a scan should know before its first call: the round trip (the quickest of five PINGs), how
-        many commands other clients ran over `window_s` (two INFO stats; None when INFO is refused), and
-        whether this client runs on the server's own machine. All on the connection the run already holds:
-        eight round trips, and no connection (handshake included) opened for them."""
+        many commands other clients ran over `window_s` (two INFO stats; None when INFO is refused), whether
+        this client runs on the server's own machine and, if so, how much of its CPU stayed idle meanwhile
+        (/proc/stat). All on the connection the run already holds: eight round trips, and no connection
+        (handshake included) opened for them."""
+        from engine.keyspace import host_cpu
         from engine.keyspace.pacing import Activity, others_between
 
         client = self.client
         rtt = self._round_trip_s(client)
         same_host = self._wrap(lambda: _same_host(client))
+        cpu = host_cpu.sample() if same_host else None  # what the machine has to spare meanwhile
         started = time.perf_counter()
+        others: int | None = None
         try:
             before = int(self.info("stats")["total_commands_processed"])
             started = time.perf_counter()
             time.sleep(window_s)
-            after = int(self.info("stats")["total_commands_processed"])
+            others = others_between(before, int(self.info("stats")["total_commands_processed"]), 1)
         except (TargetError, KeyError, ValueError, TypeError):
-            return Activity(rtt, None, time.perf_counter() - started, same_host)
-        return Activity(rtt, others_between(before, after, 1), time.perf_counter() - started, same_host)
+            time.sleep(max(0.0, window_s - (time.perf_counter() - started)))  # the CPU is watched as long all the same
+        seconds = time.perf_counter() - started
+        idle = host_cpu.idle_cores(cpu, host_cpu.sample()) if cpu is not None else None
+        return Activity(rtt, others, seconds, same_host, idle, cpu.cores if cpu is not None else 0)
 
     def _round_trip_s(self, client: Any, pings: int = 5) -> float:
         """The quickest of `pings` PINGs on an open connection: what a call costs before the server does
         any work. Five, not two: the first PINGs of a process are slow (its code and the path not yet warm;
         measured on loopback beside production traffic: 0.10-0.36 ms for the first two, 0.07 ms from the
         third), and the quicker of two came out at 0.23-0.62 ms, over FAST_RTT_S, so a client on the
-        server's own host was paced as if across a network."""
-        best = float("inf")
-        for _ in range(pings):
+        server's own host was paced as if across a network. A user whose ACL refuses PING (`+@read +info`)
+        is timed on DBSIZE, a read as cheap."""
+        best, timed, command = float("inf"), 0, "PING"
+        while timed < pings:
             started = time.perf_counter()
-            self._wrap(client.ping)
-            best = min(best, time.perf_counter() - started)
+            try:
+                self._wrap(partial(client.execute_command, command))
+            except ActionFailed:
+                if command != "PING":
+                    raise
+                command = "DBSIZE"  # refused before any work: that one is not timed
+                continue
+            best, timed = min(best, time.perf_counter() - started), timed + 1
         return best
 
     # -- credentials and secrets ---------------------------------------------------------------

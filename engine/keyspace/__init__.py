@@ -10,6 +10,12 @@ Layout, so a server-side fast path can sit beside the client-side one:
 - `operations`: the five operations, each `op(adapter, pages, ...)`: they consume pages (any
   iterable of key lists) and feed the accumulators, so memory stays bounded by one page plus the
   small aggregates, whatever the size of the keyspace.
+- `server_side`: the two analyses inside Redis, in short read-only Lua batches; `pacing` sizes and
+  paces them, and chooses the path.
+- `small_pages`: the two analyses beside production traffic on the server's own host: `SCAN COUNT 10`
+  and each page's checks in one pipeline, no call longer than `redis-cli --scan`'s; `host_cpu` says
+  whether the machine has the core their client needs.
+- `read_from`: which node an analysis reads (a replica in sync spares the primary's clients).
 
 Tenants: a key `tenant:<t>:<rest>` belongs to tenant `<t>`; every other key (outside the namespace,
 or `tenant:<t>` with nothing after it) is counted under `(none)` (`NO_TENANT`).

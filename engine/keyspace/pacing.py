@@ -1,5 +1,5 @@
 """How long each server-side call of a keyspace scan may take, and whether to pause after it, from what
-the server is doing; and which path (server-side scripts or client-side pipelines) a scan takes.
+the server is doing; and which path (server-side scripts, client-side pipelines or small pages) a scan takes.
 
 Why: Redis runs one command or script at a time, so a production request that arrives during one of
 our calls waits for it. When nobody else uses the server (a replica out of rotation, a restore drill,
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+SMALL_PAGES_CORES = 1.0  # the small pages' client parses a reply per key: about a core's work, so a core must be free
 QUIET_S = 0.1  # the server counts as idle after this long without another client's command
 FAST_RTT_S = 0.0002  # a round trip this short is a local path (same host or rack): round trips are cheap
 
@@ -83,13 +84,16 @@ class Activity:
     others: int | None  # commands other clients ran while it watched; None: INFO refused
     seconds: float  # how long it watched
     same_host: bool  # the client runs on the server's machine (loopback, or the server's address is ours)
+    idle_cores: float | None = None  # on the server's own host, the machine's CPU left idle meanwhile (host_cpu.py)
+    cores: int = 0
 
     def shown(self) -> str:
         where = "same host, " if self.same_host else ""
+        cpu = f", {self.idle_cores:.1f} of {self.cores} cores idle" if self.idle_cores is not None else ""
         if self.others is None:
-            return f"{where}round trip {self.rtt_s * 1000:.2f} ms, other clients' activity unknown (INFO refused)"
+            return f"{where}round trip {self.rtt_s * 1000:.2f} ms, other clients' activity unknown (INFO refused){cpu}"
         rate = self.others / max(self.seconds, 1e-3)
-        return f"{where}round trip {self.rtt_s * 1000:.2f} ms, other clients ran {rate:.0f} commands/s"
+        return f"{where}round trip {self.rtt_s * 1000:.2f} ms, other clients ran {rate:.0f} commands/s{cpu}"
 
     def stream_only(self) -> Activity:
         """The same reading on a replica no client uses: what it ran besides ours was its primary's
@@ -265,33 +269,47 @@ def summary(state: Pacing) -> str:
 
 @dataclass(frozen=True)
 class Choice:
-    path: str  # "server-side" or "client-side"
+    path: str  # "server-side", "client-side" or "small-pages"
     reason: str
 
 
 def choose_path(seen: Activity, *, fast_rtt_s: float = FAST_RTT_S) -> Choice:
-    """Scripts or pipelines, for a server that allows scripts, from what was seen before the scan.
+    """Scripts, pipelines of big pages or small pages, from what was seen before the scan.
 
-    A script holds the server for its whole batch; a pipeline of single-key commands is read and run
-    a socket buffer at a time, interleaved with other clients' requests. Over a fast network to another
+    A script holds the server for its whole batch; a pipeline of single-key commands is read and run a
+    socket buffer at a time, interleaved with other clients' requests. Over a fast network to another
     host round trips are cheap, so while other clients are active the pipelines cost production traffic
-    less for about the same time. On the server's own machine they do not: the client would spend
-    seconds of CPU parsing a reply per key on the cores Redis and its clients need (measured: production
-    p99 155 ms with pipelines against 27 ms with short scripts, docs/performance.md), so short scripts
-    are taken there. Over a slower path, or with nobody else on the server, the scripts win outright:
-    hundreds of round trips instead of thousands, and the client never receives the keyspace.
+    less for about the same time. On the server's own host beside other clients, a production request
+    that arrives during one of our calls waits for the rest of it: there the small pages (small_pages.py)
+    make every call as short as `redis-cli --scan`'s own (`SCAN COUNT 10`, then that page's checks in one
+    pipeline). Their client parses a reply per key, about a core's work on the machine Redis runs on, so
+    they are taken while a core is idle (`SMALL_PAGES_CORES`; unknown counts as idle); with none to spare
+    the one-sub-step scripts, whose client does a fraction of that work. Measured beside production
+    traffic (docs/performance.md), production's p99 against its p99 during `redis-cli --scan`: on a quiet
+    machine 1.006-1.04x with small pages against 1.055-1.08x with the scripts (3.5x with pipelines of
+    1,000-key pages); beside two CPU-bound processes 1.6x with small pages, 0.7-0.9x with the scripts.
+    Over a slower path, or with nobody else on the server, the scripts win outright: hundreds of round
+    trips instead of thousands, and the client never receives the keyspace.
     """
     busy = seen.others is None or seen.others > 0
-    if seen.rtt_s <= fast_rtt_s and busy and not seen.same_host:
+    fast = seen.rtt_s <= fast_rtt_s
+    if fast and busy and seen.same_host and seen.idle_cores is not None and seen.idle_cores < SMALL_PAGES_CORES:
+        return Choice(
+            "server-side",
+            f"{seen.shown()}: on the server's own host with no core to spare, the scripts leave the cores to Redis "
+            "and its clients (small pages would parse a reply per key here)",
+        )
+    if fast and busy and seen.same_host:  # reached directly, not through a local proxy or tunnel
+        return Choice(
+            "small-pages",
+            f"{seen.shown()}: on the server's own host beside other clients: no call of ours holds Redis longer "
+            "than a SCAN COUNT 10, as redis-cli --scan's",
+        )
+    if fast and busy:
         return Choice(
             "client-side",
             f"{seen.shown()}: round trips are cheap and the server is busy: SCAN pages with pipelined checks "
             "interleave with other clients' requests, where a script would hold the server for its whole batch",
         )
-    if seen.same_host and busy:
-        why = "on the server's own host, parsing a reply per key here would take the cores Redis needs"
-    elif seen.rtt_s > fast_rtt_s:
-        why = "round trips are dear"
-    else:
-        why = "nobody else is using the server"
+    why = "nobody else is using the server" if fast else "round trips are dear"
     return Choice("server-side", f"{seen.shown()}: {why}")

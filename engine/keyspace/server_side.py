@@ -278,12 +278,17 @@ class Pacer:
         )
 
 
+# What the scripts run besides the reads a read-only user has (SCAN, TTL, TYPE, MEMORY USAGE; INFO is
+# optional): TIME, at every call. A user allowed the scripts but not TIME (`+@read +@scripting`) cannot run them.
+PROBE = "redis.call('TIME') return 1"
+
+
 def available(adapter: RedisAdapter) -> bool:
     """Can every node a scan looks at (this server, or each primary of a cluster) run our read-only
-    scripts? (Redis >= 7.0, EVAL_RO allowed by ACL and not renamed.)"""
+    scripts? (Redis >= 7.0, EVAL_RO allowed by ACL and not renamed, and TIME allowed inside it.)"""
     try:
         for node in adapter.scan_nodes():
-            node.call(["EVAL_RO", "return 1", "0"])
+            node.call(["EVAL_RO", PROBE, "0"])
     except ActionFailed:
         return False
     return True

@@ -27,10 +27,11 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ActionFailed, UsageError
-from engine.keyspace import operations, pacing, read_from, server_side
+from engine.keyspace import operations, pacing, read_from, server_side, small_pages
 from engine.keyspace.aggregate import normalise_checks
 from engine.keyspace.pages import MIN_COUNT, scan_pages
 from engine.keyspace.patterns import broad_pattern_reason
@@ -49,8 +50,9 @@ _SERVER_SIDE = {
     "enum": ["auto", "always", "never"],
     "description": "auto (default): count inside Redis in short read-only Lua batches (EVAL_RO) when the "
     "server allows scripts, unless the network is fast and other clients are busy on the server (then "
-    "pipelined from here, which interleaves with their requests); always: the scripts whenever allowed; "
-    "never: always pipelined from here.",
+    "pipelined from here, which interleaves with their requests: on the server's own host with a core idle, "
+    "in small pages, SCAN COUNT 10 and each page's checks in one pipeline); always: the scripts whenever "
+    "allowed; never: always pipelined from here, 1,000 keys a page.",
 }
 _READ_FROM = {
     "enum": list(read_from.MODES),
@@ -315,65 +317,81 @@ def _plan_analysis(
     where: str,
     command: str,
 ) -> Action:
-    """TTL audit and memory report: inside Redis in short Lua batches when allowed, else pipelined from here;
-    on the node `reader` picks when the step runs (`read_from`)."""
+    """TTL audit and memory report: inside Redis in short Lua batches when allowed, else pipelined from here
+    (in small pages beside other clients on the server's own host, pacing.choose_path); on the node `reader`
+    picks when the step runs (`read_from`)."""
     mode = str(spec.get("server_side", "auto"))
-    want_server_side = mode != "never"
     method: dict[str, str] = {}
 
     def execute() -> dict[str, Any]:
         reading = reader()
-        adapter, pages, scanning, on = reading.adapter, reading.pages, reading.scanning, reading.on
-        choice = None
+        adapter, scanning, on = reading.adapter, reading.scanning, reading.on
         shards = len(adapter.scan_nodes())  # a cluster's primaries, at the time of the scan
-        where_run = f", on each of the {shards} primaries in parallel, merged" if shards > 1 else ""
-        if want_server_side and server_side.available(adapter):
-            # which path costs production traffic less, from the round trip and what other clients are doing
-            probe = adapter.activity()
-            if reading.stream_only:
-                probe = probe.stream_only()
-            choice = pacing.choose_path(probe)
-            if mode == "always" and choice.path != "server-side":
-                choice = pacing.Choice("server-side", f"server_side: always ({choice.reason})")
-        if choice is not None and choice.path == "server-side":
+        each = f", on each of the {shards} primaries in parallel, merged" if shards > 1 else ""
+        choice, probe = _path(adapter, mode, reading.stream_only)
+        audit: Callable[..., dict[str, Any]]
+        report: Callable[..., dict[str, Any]]
+        if choice.path == "server-side":
             pacer = server_side.Pacer() if op == "audit_ttl" else server_side.Pacer(ceiling=server_side.MEMORY_BATCH)
-            pacer.probed = probe
-            pacer.stream_only = reading.stream_only
-            try:
-                if op == "audit_ttl":
-                    size = _int(spec, "sample", 20)
-                    return scanning(
-                        lambda bar: server_side.audit_ttl(
-                            adapter, spec["match"], sample=size, progress=bar, pacer=pacer
-                        )
-                    )
-                top = _int(spec, "top", 10)
-                return scanning(
-                    lambda bar: server_side.memory_report(adapter, spec["match"], top=top, progress=bar, pacer=pacer)
-                )
-            finally:
-                method["used"] = (
+            pacer.probed, pacer.stream_only = probe, reading.stream_only
+            audit, report = partial(server_side.audit_ttl, pacer=pacer), partial(server_side.memory_report, pacer=pacer)
+
+            def described() -> str:
+                return (
                     f"server-side (scripts allowed; {choice.reason}): read-only Lua batches (EVAL_RO) paced to "
-                    f"what the server is doing{where_run}: {pacer.summary()}; {on}"
+                    f"what the server is doing{each}: {pacer.summary()}; {on}"
                 )
-        if choice is not None:
-            why = choice.reason
-        elif not want_server_side:
-            why = "server_side: never"
+        elif choice.path == "small-pages":
+            walked = small_pages.Walked()
+            audit, report = (
+                partial(small_pages.audit_ttl, walked=walked),
+                partial(small_pages.memory_report, walked=walked),
+            )
+
+            def described() -> str:
+                return f"small pages ({choice.reason}){each}: {walked.summary()}; {on}"
         else:
-            why = "scripts refused by the server"
-        method["used"] = (
-            f"client-side ({why}): SCAN pages, one pipeline per page"
-            + (f"; pages from each of the {shards} primaries in parallel" if shards > 1 else "")
-            + f"; {on}"
-        )
-        if op == "audit_ttl":
-            size = _int(spec, "sample", 20)
-            return scanning(lambda bar: operations.audit_ttl(adapter, pages(), sample=size, progress=bar))
-        top = _int(spec, "top", 10)
-        return scanning(lambda bar: operations.memory_report(adapter, pages(), top=top, progress=bar))
+            audit = partial(_over_pages, operations.audit_ttl, reading.pages)
+            report = partial(_over_pages, operations.memory_report, reading.pages)
+
+            def described() -> str:
+                parallel = f"; pages from each of the {shards} primaries in parallel" if shards > 1 else ""
+                return f"client-side ({choice.reason}): SCAN pages, one pipeline per page{parallel}; {on}"
+
+        try:
+            if op == "audit_ttl":
+                sample = _int(spec, "sample", 20)
+                return scanning(lambda bar: audit(adapter, spec["match"], sample=sample, progress=bar))
+            top = _int(spec, "top", 10)
+            return scanning(lambda bar: report(adapter, spec["match"], top=top, progress=bar))
+        finally:
+            method["used"] = described()
 
     return Action(Effect.READ, where, command, execute, output=lambda result: f"method: {method.get('used')}")
+
+
+def _over_pages(
+    operation: Callable[..., Any], pages: Callable[[], Any], adapter: RedisAdapter, _match: str, **kw: Any
+) -> Any:
+    """A client-side operation (operations.py) called as the other paths' are: over the step's SCAN pages."""
+    return operation(adapter, pages(), **kw)
+
+
+def _path(adapter: RedisAdapter, mode: str, stream_only: bool) -> tuple[pacing.Choice, pacing.Activity | None]:
+    """Which path an analysis takes (`server_side`: auto | always | never), and what the server was seen
+    doing when it was chosen (the scripts' pacing starts from it)."""
+    if mode == "never":
+        return pacing.Choice("client-side", "server_side: never"), None
+    scripts = server_side.available(adapter)
+    probe = adapter.activity()  # the round trip, and what other clients are doing
+    if stream_only:
+        probe = probe.stream_only()
+    choice = pacing.choose_path(probe)
+    if not scripts and (mode == "always" or choice.path == "server-side"):
+        return pacing.Choice("client-side", "scripts refused by the server"), probe
+    if mode == "always" and choice.path != "server-side":
+        return pacing.Choice("server-side", f"server_side: always ({choice.reason})"), probe
+    return choice, probe
 
 
 def _pattern_changes(kind: str, measured: Measured | None, **extra: Any) -> list[dict[str, Any]]:

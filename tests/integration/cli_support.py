@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from engine.keyspace import pacing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,3 +65,18 @@ def transcript_path(result: CliResult) -> Path:
         if line.startswith("transcript: "):
             return Path(line.split(": ", 1)[1].strip())
     raise AssertionError(f"no transcript path printed:\n{result.output}")
+
+
+def assert_path_follows_what_was_seen(method: str) -> None:
+    """A step's `method:` line on the server's own host beside another client: the path its figures call for
+    (shown rounded, so a figure at the threshold allows either side)."""
+    rtt = float(re.search(r"same host, round trip (\d+\.\d+) ms", method).group(1))  # type: ignore[union-attr]
+    idle = float(re.search(r", (\d+\.\d) of \d+ cores idle: ", method).group(1))  # type: ignore[union-attr]
+    if method.startswith("method: small pages (same host"):
+        assert rtt <= pacing.FAST_RTT_S * 1000 and idle >= pacing.SMALL_PAGES_CORES, method
+        assert "own host beside other clients" in method and " round trips: " in method, method
+    elif "round trips are dear" in method:
+        assert method.startswith("method: server-side (scripts allowed;") and rtt >= pacing.FAST_RTT_S * 1000, method
+    else:
+        assert method.startswith("method: server-side (scripts allowed; same host"), method
+        assert "no core to spare" in method and idle <= pacing.SMALL_PAGES_CORES, method

@@ -17,7 +17,7 @@ import redis
 from engine.adapters.redis import RedisAdapter
 from engine.adapters.redis_routing import RoutedRedisAdapter
 from engine.errors import ActionFailed
-from engine.keyspace import operations, server_side
+from engine.keyspace import operations, server_side, small_pages
 from engine.keyspace.pages import scan_pages
 from engine.sandbox import RedisServer, seed_bulk
 from engine.sandbox.seed import seed_somabrain
@@ -213,6 +213,40 @@ def test_per_primary_scripts_give_what_the_client_side_path_gives_on_the_cluster
         fast_mem = server_side.memory_report(adapter, "tenant:*", top=5, progress=_Quiet(), start=100)
         plain_mem = operations.memory_report(adapter, scan_pages(adapter, "tenant:*"), top=5, progress=_Quiet())
         assert _without_seconds(fast_mem) == _without_seconds(plain_mem)
+    finally:
+        adapter.close()
+
+
+def _scan_calls(cluster) -> dict[int, int]:
+    calls = {}
+    for node in cluster.nodes:
+        with node.client() as client:
+            calls[node.port] = int(client.info("commandstats").get("cmdstat_scan", {}).get("calls", 0))
+    return calls
+
+
+def test_small_pages_walk_every_primary_and_give_what_the_client_side_path_gives(twins):
+    cluster, _ = twins
+    adapter = _routed(cluster.nodes[0].host, cluster.nodes[0].port)
+    try:
+        plain = operations.audit_ttl(adapter, scan_pages(adapter, "*"), sample=10, progress=_Quiet())
+        before = _scan_calls(cluster)
+        walked = small_pages.Walked()
+        small = small_pages.audit_ttl(adapter, "*", sample=10, progress=_Quiet(), walked=walked)
+        after = _scan_calls(cluster)
+        assert {k: small[k] for k in ("scanned", "without_ttl", "by_tenant")} == {
+            k: plain[k] for k in ("scanned", "without_ttl", "by_tenant")
+        }
+        # SCAN COUNT 10 on each primary over its own keys: about a tenth of its keys in SCANs, every one
+        counts = dict(zip((n.port for n in cluster.nodes), _per_node_counts(cluster), strict=True))
+        for port, keys in counts.items():
+            assert keys / 10 * 0.5 <= after[port] - before[port] <= keys / 10 * 2 + 1, (port, keys)
+        assert walked.keys == small["scanned"] == sum(counts.values())
+        plain_mem = operations.memory_report(adapter, scan_pages(adapter, "tenant:*"), top=5, progress=_Quiet())
+        small_mem = small_pages.memory_report(
+            adapter, "tenant:*", top=5, progress=_Quiet(), walked=small_pages.Walked()
+        )
+        assert _without_seconds(small_mem) == _without_seconds(plain_mem)
     finally:
         adapter.close()
 

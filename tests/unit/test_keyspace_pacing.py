@@ -167,7 +167,23 @@ def test_the_path_choice_and_its_reason() -> None:
     assert "interleave" in choice.reason
     local_busy = dataclasses.replace(lan_busy, same_host=True)
     choice = pacing.choose_path(local_busy)
-    assert choice.path == "server-side" and "own host" in choice.reason
+    assert choice.path == "small-pages" and "own host beside other clients" in choice.reason
+    assert choice.reason.startswith("same host, round trip 0.10 ms")
+    # the same host through a local proxy or tunnel: its round trips are dear, so the scripts
+    tunnelled = dataclasses.replace(local_busy, rtt_s=0.001)
+    assert pacing.choose_path(tunnelled).path == "server-side"
+    assert pacing.choose_path(tunnelled).reason.endswith("round trips are dear")
+    local_idle = dataclasses.replace(local_busy, others=0)
+    assert pacing.choose_path(local_idle).path == "server-side"
+    assert pacing.choose_path(dataclasses.replace(local_busy, others=None)).path == "small-pages"
+    # the small pages' client takes about a core: with none idle on the server's host, the scripts
+    spare = dataclasses.replace(local_busy, idle_cores=1.2, cores=2)
+    assert pacing.choose_path(spare).path == "small-pages"
+    assert ", 1.2 of 2 cores idle: on the server's own host" in pacing.choose_path(spare).reason
+    starved = dataclasses.replace(spare, idle_cores=0.6)
+    assert pacing.choose_path(starved).path == "server-side"
+    assert "0.6 of 2 cores idle: on the server's own host with no core to spare" in pacing.choose_path(starved).reason
+    assert pacing.choose_path(dataclasses.replace(starved, others=0)).reason.endswith("nobody else is using the server")
     lan_idle = dataclasses.replace(lan_busy, others=0)
     assert pacing.choose_path(lan_idle) == pacing.Choice(
         "server-side", "round trip 0.10 ms, other clients ran 0 commands/s: nobody else is using the server"
