@@ -286,7 +286,7 @@ def choose_path(seen: Activity, *, fast_rtt_s: float = FAST_RTT_S) -> Choice:
     they are taken while a core is idle (`SMALL_PAGES_CORES`; unknown counts as idle); with none to spare
     the one-sub-step scripts, whose client does a fraction of that work. Measured beside production
     traffic (docs/performance.md), production's p99 against its p99 during `redis-cli --scan`: on a quiet
-    machine 1.006-1.04x with small pages against 1.055-1.08x with the scripts (3.5x with pipelines of
+    machine 0.999-1.04x with small pages against 1.055-1.08x with the scripts (3.5x with pipelines of
     1,000-key pages); beside two CPU-bound processes 1.6x with small pages, 0.7-0.9x with the scripts.
     Over a slower path, or with nobody else on the server, the scripts win outright: hundreds of round
     trips instead of thousands, and the client never receives the keyspace.
