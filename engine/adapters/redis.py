@@ -11,6 +11,7 @@ too: the connection stays on the target URL's database, as the gate and the tran
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import socket
 import time
@@ -536,15 +537,15 @@ class RedisAdapter:
     def activity(self, window_s: float = ACTIVITY_WINDOW_S) -> Activity:
         """What a scan should know before its first call: the round trip (the quickest of five PINGs), how
         many commands other clients ran over `window_s` (two INFO stats; None when INFO is refused), whether
-        this client runs on the server's own machine and, if so, how much of its CPU stayed idle meanwhile
-        (/proc/stat). All on the connection the run already holds: eight round trips, and no connection
-        (handshake included) opened for them."""
+        this client runs on the server's own machine and reaches it directly (`_placement`) and, if so, how
+        much of its CPU stayed idle meanwhile (/proc/stat). All on the connection the run already holds: nine
+        round trips, and no connection (handshake included) opened for them."""
         from engine.keyspace import host_cpu
         from engine.keyspace.pacing import Activity, others_between
 
         client = self.client
         rtt = self._round_trip_s(client)
-        same_host = self._wrap(lambda: _same_host(client))
+        same_host, direct = self._wrap(lambda: _placement(client))
         cpu = host_cpu.sample() if same_host else None  # what the machine has to spare meanwhile
         started = time.perf_counter()
         others: int | None = None
@@ -557,7 +558,7 @@ class RedisAdapter:
             time.sleep(max(0.0, window_s - (time.perf_counter() - started)))  # the CPU is watched as long all the same
         seconds = time.perf_counter() - started
         idle = host_cpu.idle_cores(cpu, host_cpu.sample()) if cpu is not None else None
-        return Activity(rtt, others, seconds, same_host, idle, cpu.cores if cpu is not None else 0)
+        return Activity(rtt, others, seconds, same_host, idle, cpu.cores if cpu is not None else 0, direct)
 
     def _round_trip_s(self, client: Any, pings: int = 5) -> float:
         """The quickest of `pings` PINGs on an open connection: what a call costs before the server does
@@ -703,21 +704,46 @@ class RedisAdapter:
         return translate(exc, Site(ep.url, ep.timeout, tls=bool(ep.tls), connecting=connecting, doing=doing))
 
 
-def _same_host(client: redis.Redis) -> bool:
-    """Does this connection reach a server on this machine? (A Unix socket, loopback, or a peer address
-    that is the socket's own: the client and Redis then share the CPUs.)"""
-    import ipaddress
-
+def _placement(client: redis.Redis) -> tuple[bool, bool | None]:
+    """(same host, direct): does this connection reach a server on this machine, so that the client and
+    Redis share the CPUs (a Unix socket, loopback, or a peer address that is the socket's own), and does
+    the server see this very socket, with no proxy, tunnel or relay between (CLIENT INFO's `addr` is the
+    socket's own name; None: the server would not say)? A loopback port forwarded elsewhere (an SSH
+    tunnel, a sidecar proxy) is not the server's host: the server there sees the forwarder's socket."""
     pool = client.connection_pool
     conn: Any = pool.get_connection()
     try:
         sock = getattr(conn, "_sock", None)
         if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-            return True
-        peer, own = sock.getpeername()[0], sock.getsockname()[0]
-        return peer == own or ipaddress.ip_address(peer.split("%")[0]).is_loopback
+            return True, True
+        peer, own = sock.getpeername(), sock.getsockname()
+        if not (peer[0] == own[0] or _address(peer[0]).is_loopback):
+            return False, None
+        direct = _seen_as(conn, own[0], own[1])
+        return direct is not False, direct
     finally:
         pool.release(conn)
+
+
+def _seen_as(conn: Any, host: str, port: int) -> bool | None:
+    """Whether the server names this connection's peer `host:port` (CLIENT INFO, Redis 6.2+); None when
+    it will not say (an older server, an ACL without CLIENT INFO)."""
+    try:
+        conn.send_command("CLIENT", "INFO")
+        reply = conn.read_response()
+    except redis.ResponseError:
+        return None
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    addr = next((f[len("addr=") :] for f in text.split() if f.startswith("addr=")), "")
+    seen_host, _, seen_port = addr.rpartition(":")
+    try:
+        return _address(seen_host.strip("[]")) == _address(host) and int(seen_port) == port
+    except ValueError:
+        return None
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text.split("%")[0])
 
 
 def _seconds(time_reply: Any) -> float:

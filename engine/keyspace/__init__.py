@@ -12,9 +12,9 @@ Layout, so a server-side fast path can sit beside the client-side one:
   small aggregates, whatever the size of the keyspace.
 - `server_side`: the two analyses inside Redis, in short read-only Lua batches; `pacing` sizes and
   paces them, and chooses the path.
-- `small_pages`: the two analyses beside production traffic on the server's own host: `SCAN COUNT 10`
-  and each page's checks in one pipeline, no call longer than `redis-cli --scan`'s; `host_cpu` says
-  whether the machine has the core their client needs.
+- `small_pages`: the two analyses beside production traffic on the server's own host: each
+  `SCAN COUNT 10` sent with the previous page's checks in one pipeline, calls about as short as
+  `redis-cli --scan`'s and as many; `host_cpu` says whether the machine has the core their client needs.
 - `read_from`: which node an analysis reads (a replica in sync spares the primary's clients).
 
 Tenants: a key `tenant:<t>:<rest>` belongs to tenant `<t>`; every other key (outside the namespace,

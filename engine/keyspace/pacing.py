@@ -13,8 +13,9 @@ active, `wants_reading`) and:
   budget, twice what a call costs besides the server's work (the round trip as the client sees it,
   scheduling included; the median of the last calls), between 0.25 and 1.5 ms: longer calls where each
   costs more anyway (a network), so no more than a third of the scan's time goes to the calls
-  themselves. On the server's own host, reached directly (its quickest round trip at most 0.2 ms; not
-  through a local proxy or tunnel), it is the shortest there is (0.02 ms: one SCAN sub-step of the
+  themselves. On the server's own host, reached directly (the server names our own socket, or, where it
+  will not say, the quickest round trip is at most 0.2 ms; not through a local proxy or tunnel,
+  Activity.reached_directly), it is the shortest there is (0.02 ms: one SCAN sub-step of the
   fewest keys, 10, the COUNT `redis-cli --scan` asks for, and their checks) whatever a call costs: there
   a production request that arrives during a call waits for the rest of it, so production's p99 rises by
   about as much as a call lasts (measured on a quiet machine: 0.1 ms calls put it 0.06-0.09 ms above its
@@ -86,9 +87,21 @@ class Activity:
     same_host: bool  # the client runs on the server's machine (loopback, or the server's address is ours)
     idle_cores: float | None = None  # on the server's own host, the machine's CPU left idle meanwhile (host_cpu.py)
     cores: int = 0
+    # the server sees this very socket (CLIENT INFO's addr): nothing between; None: it would not say
+    direct: bool | None = None
+
+    def reached_directly(self, fast_rtt_s: float = FAST_RTT_S) -> bool:
+        """On the server's own host with no proxy, tunnel or relay between: the server named our own socket
+        or, where it would not say, the round trip is as short as a direct one's. Shown, not a threshold,
+        when the server says: a loaded machine stretched loopback PINGs past FAST_RTT_S (0.16-0.25 ms)."""
+        if not self.same_host:
+            return False
+        return self.direct if self.direct is not None else self.rtt_s <= fast_rtt_s
 
     def shown(self) -> str:
-        where = "same host, " if self.same_host else ""
+        where = ""
+        if self.same_host:
+            where = "same host, " if self.direct is not None else "same host (not confirmed: CLIENT INFO refused), "
         cpu = f", {self.idle_cores:.1f} of {self.cores} cores idle" if self.idle_cores is not None else ""
         if self.others is None:
             return f"{where}round trip {self.rtt_s * 1000:.2f} ms, other clients' activity unknown (INFO refused){cpu}"
@@ -137,9 +150,9 @@ class Pacing:
     largest: int = 0
     paused_s: float = 0.0
     top_budget_s: float = 0.0
-    # the client runs on the server's machine and reaches it directly (its quickest round trip no longer than
-    # FAST_RTT_S): the busy budget is the shortest. Through a local proxy, tunnel or relay a call costs the
-    # path's round trip, as over a network, and the budget follows it
+    # the client runs on the server's machine and reaches it directly (Activity.reached_directly): the busy
+    # budget is the shortest. Through a local proxy, tunnel or relay a call costs the path's round trip, as
+    # over a network, and the budget follows it
     same_host: bool = False
 
 
@@ -154,7 +167,7 @@ def others_between(before: int, after: int, ours: int) -> int | None:
 def begin(policy: Policy, count: int, seen: Activity) -> Pacing:
     """The first call: `count` keys, the busy budget (grown from there while the server stays idle)."""
     rtt = seen.rtt_s
-    direct = seen.same_host and rtt <= FAST_RTT_S
+    direct = seen.reached_directly()
     budget = policy.busy_budget(rtt, direct)
     busy = seen.others is None or seen.others > 0
     return Pacing(
@@ -281,8 +294,10 @@ def choose_path(seen: Activity, *, fast_rtt_s: float = FAST_RTT_S) -> Choice:
     host round trips are cheap, so while other clients are active the pipelines cost production traffic
     less for about the same time. On the server's own host beside other clients, a production request
     that arrives during one of our calls waits for the rest of it: there the small pages (small_pages.py)
-    make every call as short as `redis-cli --scan`'s own (`SCAN COUNT 10`, then that page's checks in one
-    pipeline). Their client parses a reply per key, about a core's work on the machine Redis runs on, so
+    make every call about as short as `redis-cli --scan`'s own (one `SCAN COUNT 10` with the previous
+    page's ten checks). "Own host" is what the server says (it names our socket, `reached_directly`): a
+    loaded machine stretched loopback round trips past `fast_rtt_s`, which decides only where the server
+    will not say. Their client parses a reply per key, about a core's work on the machine Redis runs on, so
     they are taken while a core is idle (`SMALL_PAGES_CORES`; unknown counts as idle); with none to spare
     the one-sub-step scripts, whose client does a fraction of that work. Measured beside production
     traffic (docs/performance.md), production's p99 against its p99 during `redis-cli --scan`: on a quiet
@@ -293,17 +308,18 @@ def choose_path(seen: Activity, *, fast_rtt_s: float = FAST_RTT_S) -> Choice:
     """
     busy = seen.others is None or seen.others > 0
     fast = seen.rtt_s <= fast_rtt_s
-    if fast and busy and seen.same_host and seen.idle_cores is not None and seen.idle_cores < SMALL_PAGES_CORES:
+    direct = seen.reached_directly(fast_rtt_s)  # on the server's own host, not through a proxy or tunnel
+    if direct and busy and seen.idle_cores is not None and seen.idle_cores < SMALL_PAGES_CORES:
         return Choice(
             "server-side",
             f"{seen.shown()}: on the server's own host with no core to spare, the scripts leave the cores to Redis "
             "and its clients (small pages would parse a reply per key here)",
         )
-    if fast and busy and seen.same_host:  # reached directly, not through a local proxy or tunnel
+    if direct and busy:
         return Choice(
             "small-pages",
-            f"{seen.shown()}: on the server's own host beside other clients: no call of ours holds Redis longer "
-            "than a SCAN COUNT 10, as redis-cli --scan's",
+            f"{seen.shown()}: on the server's own host beside other clients: each call of ours one SCAN COUNT 10, "
+            "as redis-cli --scan's, with the previous page's checks",
         )
     if fast and busy:
         return Choice(
@@ -311,5 +327,5 @@ def choose_path(seen: Activity, *, fast_rtt_s: float = FAST_RTT_S) -> Choice:
             f"{seen.shown()}: round trips are cheap and the server is busy: SCAN pages with pipelined checks "
             "interleave with other clients' requests, where a script would hold the server for its whole batch",
         )
-    why = "nobody else is using the server" if fast else "round trips are dear"
+    why = "nobody else is using the server" if fast or direct else "round trips are dear"
     return Choice("server-side", f"{seen.shown()}: {why}")

@@ -53,7 +53,8 @@ def find_binary(name: str) -> str:
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on right now (racy by nature: callers retry when it gets taken)."""
     while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.bind((host, 0))
             port = sock.getsockname()[1]
         if port != 6379:

@@ -51,8 +51,8 @@ _SERVER_SIDE = {
     "description": "auto (default): count inside Redis in short read-only Lua batches (EVAL_RO) when the "
     "server allows scripts, unless the network is fast and other clients are busy on the server (then "
     "pipelined from here, which interleaves with their requests: on the server's own host with a core idle, "
-    "in small pages, SCAN COUNT 10 and each page's checks in one pipeline); always: the scripts whenever "
-    "allowed; never: always pipelined from here, 1,000 keys a page.",
+    "in small pages, each SCAN COUNT 10 sent with the previous page's checks in one pipeline); always: the "
+    "scripts whenever allowed; never: always pipelined from here, 1,000 keys a page.",
 }
 _READ_FROM = {
     "enum": list(read_from.MODES),

@@ -165,14 +165,10 @@ def test_the_path_choice_and_its_reason() -> None:
     assert choice.path == "client-side"
     assert "round trip 0.10 ms, other clients ran 1000 commands/s" in choice.reason
     assert "interleave" in choice.reason
-    local_busy = dataclasses.replace(lan_busy, same_host=True)
+    local_busy = dataclasses.replace(lan_busy, same_host=True, direct=True)
     choice = pacing.choose_path(local_busy)
     assert choice.path == "small-pages" and "own host beside other clients" in choice.reason
     assert choice.reason.startswith("same host, round trip 0.10 ms")
-    # the same host through a local proxy or tunnel: its round trips are dear, so the scripts
-    tunnelled = dataclasses.replace(local_busy, rtt_s=0.001)
-    assert pacing.choose_path(tunnelled).path == "server-side"
-    assert pacing.choose_path(tunnelled).reason.endswith("round trips are dear")
     local_idle = dataclasses.replace(local_busy, others=0)
     assert pacing.choose_path(local_idle).path == "server-side"
     assert pacing.choose_path(dataclasses.replace(local_busy, others=None)).path == "small-pages"
@@ -194,6 +190,34 @@ def test_the_path_choice_and_its_reason() -> None:
     unknown = dataclasses.replace(lan_busy, others=None)
     choice = pacing.choose_path(unknown)
     assert choice.path == "client-side" and "INFO refused" in choice.reason
+
+
+def test_on_the_servers_own_host_the_server_naming_our_socket_decides_not_the_round_trip() -> None:
+    """A loaded machine stretches loopback PINGs past FAST_RTT_S (0.16-0.25 ms seen): where the server names
+    our own socket (CLIENT INFO), the connection is direct whatever the round trip; where it names another
+    (a tunnel, a sidecar proxy, a relay), the adapter reports no same host at all; where it will not say, the
+    round trip decides as before, and the line says it was not confirmed."""
+    seen = Activity(rtt_s=0.00025, others=100, seconds=0.1, same_host=True, idle_cores=1.5, cores=2, direct=True)
+    assert seen.reached_directly()
+    choice = pacing.choose_path(seen)
+    assert choice.path == "small-pages" and choice.reason.startswith("same host, round trip 0.25 ms")
+    assert pacing.begin(POLICY, 1000, seen).same_host  # the scripts' shortest calls too
+    assert pacing.choose_path(dataclasses.replace(seen, idle_cores=0.5)).path == "server-side"
+    idle = pacing.choose_path(dataclasses.replace(seen, others=0))
+    assert idle.path == "server-side" and idle.reason.endswith("nobody else is using the server")
+    unconfirmed = dataclasses.replace(seen, direct=None)
+    assert not unconfirmed.reached_directly() and not pacing.begin(POLICY, 1000, unconfirmed).same_host
+    choice = pacing.choose_path(unconfirmed)
+    assert choice.path == "server-side" and choice.reason.endswith("round trips are dear")
+    assert choice.reason.startswith("same host (not confirmed: CLIENT INFO refused), round trip 0.25 ms")
+    quick = dataclasses.replace(unconfirmed, rtt_s=0.0001)
+    assert quick.reached_directly() and pacing.choose_path(quick).path == "small-pages"
+    # the same host through a local proxy or tunnel that does not confirm: its round trips are dear
+    tunnelled = dataclasses.replace(unconfirmed, rtt_s=0.001)
+    assert pacing.choose_path(tunnelled).path == "server-side"
+    assert pacing.choose_path(tunnelled).reason.endswith("round trips are dear")
+    forwarded = dataclasses.replace(seen, same_host=False, direct=False, rtt_s=0.0001)  # as the adapter reports it
+    assert not forwarded.reached_directly() and pacing.choose_path(forwarded).path == "client-side"
 
 
 def test_the_pacer_reports_its_calls_and_says_no_calls_before_any() -> None:
