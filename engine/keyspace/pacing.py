@@ -92,8 +92,9 @@ class Activity:
 
     def reached_directly(self, fast_rtt_s: float = FAST_RTT_S) -> bool:
         """On the server's own host with no proxy, tunnel or relay between: the server named our own socket
-        or, where it would not say, the round trip is as short as a direct one's. Shown, not a threshold,
-        when the server says: a loaded machine stretched loopback PINGs past FAST_RTT_S (0.16-0.25 ms)."""
+        or, where it would not say, the round trip is as short as a direct one's. Where the server says, its
+        word decides, not the round trip: a loaded machine stretched direct loopback PINGs past FAST_RTT_S
+        (0.16-0.25 ms seen)."""
         if not self.same_host:
             return False
         return self.direct if self.direct is not None else self.rtt_s <= fast_rtt_s
@@ -301,8 +302,8 @@ def choose_path(seen: Activity, *, fast_rtt_s: float = FAST_RTT_S) -> Choice:
     they are taken while a core is idle (`SMALL_PAGES_CORES`; unknown counts as idle); with none to spare
     the one-sub-step scripts, whose client does a fraction of that work. Measured beside production
     traffic (docs/performance.md), production's p99 against its p99 during `redis-cli --scan`: on a quiet
-    machine 0.999-1.04x with small pages against 1.055-1.08x with the scripts (3.5x with pipelines of
-    1,000-key pages); beside two CPU-bound processes 1.6x with small pages, 0.7-0.9x with the scripts.
+    machine 0.92-1.04x with small pages against 1.055-1.08x with the scripts (3.5x with pipelines of
+    1,000-key pages); beside two CPU-bound processes 1.6x with small pages, 0.7-1.04x with the scripts.
     Over a slower path, or with nobody else on the server, the scripts win outright: hundreds of round
     trips instead of thousands, and the client never receives the keyspace.
     """
