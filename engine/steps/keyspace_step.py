@@ -382,12 +382,12 @@ def _path(adapter: RedisAdapter, mode: str, stream_only: bool) -> tuple[pacing.C
     doing when it was chosen (the scripts' pacing starts from it)."""
     if mode == "never":
         return pacing.Choice("client-side", "server_side: never"), None
-    scripts = server_side.available(adapter)
     probe = adapter.activity()  # the round trip, and what other clients are doing
     if stream_only:
         probe = probe.stream_only()
     choice = pacing.choose_path(probe)
-    if not scripts and (mode == "always" or choice.path == "server-side"):
+    # whether scripts are allowed is asked (one EVAL_RO per node) only where they would run
+    if (mode == "always" or choice.path == "server-side") and not server_side.available(adapter):
         return pacing.Choice("client-side", "scripts refused by the server"), probe
     if mode == "always" and choice.path != "server-side":
         return pacing.Choice("server-side", f"server_side: always ({choice.reason})"), probe
