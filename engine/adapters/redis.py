@@ -124,7 +124,11 @@ class GuardedSSLConnection(_GuardMixin, SSLConnection):
 LEASE_CLIENT_NAME = "runbook-lease"
 
 SCAN_BATCH_KEYS = 1000  # keys per pipeline of a keyspace export or restore
+# ... of an export while other clients are active: a pipeline's commands run back to back as Redis reads them
+# (16 KB at a time: a few hundred TYPE+PTTL+DUMP), so a production request waits for the rest of that read
+BUSY_BATCH_KEYS = 20
 MAX_SCAN_COUNT = 65536  # SCAN COUNT never grows past this, whatever the budget
+SMALL_SCAN_COUNT = 10  # ... and never shrinks below this: what `redis-cli --scan` asks for
 # Server time one SCAN may take: production traffic queues behind it (the keyspace scripts aim at the same
 # 1.5 ms). A rare pattern among a million keys then costs a few hundred SCANs, not a few dozen: the
 # operator's round trips are cheaper than a stalled primary. RUNBOOK_SCAN_BUDGET_MS raises it for a
@@ -450,18 +454,27 @@ class RedisAdapter:
     def key_batches(self, match: str, *, count: int, batch: int = SCAN_BATCH_KEYS) -> Iterator[list[bytes]]:
         """Every key matching `match` (names as bytes), on every node a scan must look at (a cluster's
         primaries in parallel), in batches of about `batch` keys: SCAN pages are gathered until a batch is
-        full, so a rare pattern costs one pipeline per `batch` keys, not one per SCAN page.
+        full, so a rare pattern costs one pipeline per `batch` keys, not one per SCAN page. While the last
+        SCAN saw other clients active, batches of at most BUSY_BATCH_KEYS: the caller's pipeline per batch
+        then holds the server briefly (measured beside production traffic, docs/performance.md).
 
         COUNT starts at `count` and follows a server-time budget per SCAN, paced on what the server is doing
-        (`_sparse_scan`, engine/keyspace/pacing.py): `scan_budget_s` while other clients are active, growing
-        to SCAN_IDLE_BUDGET_S while nobody else sends a command. A rare pattern thus costs few SCANs on an
-        idle server, and no SCAN stalls the server for production traffic.
+        (`_sparse_scan`, engine/keyspace/pacing.py): while other clients are active twice what a call costs
+        besides the server's work (0.25 ms up to `scan_budget_s`) or, on the server's own host reached
+        directly, the shortest (about ten keys, as `redis-cli --scan`), growing to SCAN_IDLE_BUDGET_S while
+        nobody else sends a command. A rare pattern thus costs few SCANs on an idle server, and no SCAN
+        stalls the server for production traffic.
         """
         pending: list[bytes] = []
         with closing(self.each_scan_node(lambda node: node._sparse_scan(match, count, batch))) as pages:
-            for page in pages:  # a cluster's primaries scanned in parallel, their pages merged
+            for page, busy in pages:  # a cluster's primaries scanned in parallel, their pages merged
                 pending.extend(page)
-                if len(pending) >= batch:
+                size = min(batch, BUSY_BATCH_KEYS) if busy else batch
+                if busy:
+                    while len(pending) >= size:
+                        yield pending[:size]
+                        pending = pending[size:]
+                elif len(pending) >= size:
                     yield pending
                     pending = []
         for node in self.scan_nodes():  # what each node's SCANs did (a cluster's primaries: each its own)
@@ -471,9 +484,10 @@ class RedisAdapter:
         if pending:
             yield pending
 
-    def _sparse_scan(self, match: str, count: int, batch: int) -> Iterator[list[bytes]]:
-        """SCAN pages, COUNT sized by the pacing controller (engine/keyspace/pacing.py) on each SCAN's server
-        time (TIME before and after it in the same pipeline) and on what other clients ran meanwhile (INFO
+    def _sparse_scan(self, match: str, count: int, batch: int) -> Iterator[tuple[list[bytes], bool]]:
+        """(SCAN page, whether other clients were active at its reading) for every page, COUNT sized by the
+        pacing controller (engine/keyspace/pacing.py) on each SCAN's server time (TIME before and after it in
+        the same pipeline) and on what other clients ran meanwhile (INFO
         stats in the same pipeline): no round trip of their own. The next COUNT never asks for more than about
         `batch` keys at the density of the last page (a dense pattern: memory stays bounded by about one
         batch, and a page bigger than `batch` shrinks the next COUNT in proportion)."""
@@ -484,14 +498,14 @@ class RedisAdapter:
             min_budget_s=min(scan_budget_s(), pacing.Policy().min_budget_s),
             idle_budget_s=max(SCAN_IDLE_BUDGET_S, scan_budget_s()),
             duty=1.0,  # a SCAN between the export's own pipelines: their round trips leave the server free
-            floor=count,
+            # `count` is the first SCAN's COUNT, not a floor: beside production traffic on the server's own host
+            # a SCAN of 1,000 keys held Redis about a millisecond each, and production's p99 rose from 1.3 to 4-7
+            # ms during an export where with ten-key SCANs it stayed with its p99 during `redis-cli --scan`
+            floor=SMALL_SCAN_COUNT,
             ceiling=MAX_SCAN_COUNT,
             # fourfold per SCAN: an idle server's budget (100 ms) is reached in 4 SCANs, not 7 (the count is still
             # the budget over the cost per key measured on the previous ones)
             growth=4.0,
-            # a SCAN's COUNT floor (`count`, 1000) keeps it near a millisecond anyway: beside other clients the
-            # budget follows the call's cost on the server's own host too, not to multiply the export's SCANs
-            shortest_on_same_host=False,
         )
         probed = self.activity()
         state = pacing.begin(policy, count, probed)
@@ -525,10 +539,14 @@ class RedisAdapter:
                 else:  # TIME refused by an ACL: the round trip less a PING's, an over-estimate that errs small
                     server_s = max(0.0, round_trip - probed.rtt_s)
                 state, _ = pacing.step(state, pacing.Observation(step, server_s, round_trip, others, since))
-                if page:  # never a next page much bigger than a batch at this density (4x growth or not)
-                    state = replace(state, count=max(count, min(state.count, step * batch // len(page))))
+                # alone on the server a SCAN asks for `count` keys at least (harmless there, and the budget's
+                # ramp from a short first call costs no SCANs); never a next page much bigger than a batch at
+                # this density (4x growth or not)
+                least = policy.floor if state.busy else count
+                dense = step * batch // len(page) if page else state.count
+                state = replace(state, count=max(least, min(state.count, dense)))
                 if page:
-                    yield page
+                    yield page, state.busy
                 if cursor == 0:
                     return
         finally:

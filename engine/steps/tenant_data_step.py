@@ -1,7 +1,8 @@
 """`tenant_data:` steps: lossless export of keys to a local file, and restore from one.
 
-- `export` SCANs (COUNT >= 1000, growing while the pattern is rare) and, per 1000 keys found,
-  pipelines TYPE + PTTL + DUMP over the bytes client, streaming each key to the file
+- `export` SCANs (COUNT from 1000, growing while the pattern is rare on an idle server, short beside
+  other clients) and, per 1000 keys found (20 while other clients are active: a pipeline's commands run
+  back to back as Redis reads them), pipelines TYPE + PTTL + DUMP over the bytes client, streaming each key to the file
   (engine/backup/keyfile.py). Every type survives (the runbook's `xargs mget` returns nil for every
   hash, list and set). A read: allowed in a dry-run.
 - `inspect` checks an export's checksum and counts how many of its keys exist on the target now.
