@@ -255,6 +255,9 @@ def test_ctrl_c_during_the_reads_exits_130_and_closes_the_transcript(tmp_path: P
         [sys.executable, "-m", "engine.cli", "diagnose", "--inventory", str(inventory), "--target", "mute",
          "--transcripts-dir", str(tmp_path / "tr")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # SIGINT's default action in the child, as on a terminal: a suite started in the background by a shell
+        # without job control ignores SIGINT, and its children would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         listener.settimeout(60)

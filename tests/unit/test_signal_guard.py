@@ -95,8 +95,18 @@ except KeyboardInterrupt:
     print("interrupted")
 """
     root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", child], cwd=root, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", child], cwd=root, capture_output=True, text=True, timeout=120,
+        preexec_fn=_sigint_as_on_a_terminal,
+    )  # fmt: skip
     assert done.stdout == "interrupted\n" and done.returncode == 0, done.stderr
+
+
+def _sigint_as_on_a_terminal() -> None:
+    """In the child before it runs: SIGINT's default action, whatever this process inherited. A suite started
+    in the background by a shell without job control (`pytest &` in a script, CI runners) ignores SIGINT, its
+    children inherit that, and Python then leaves SIGINT ignored: nothing here would ever be interrupted."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class _Stopped(Exception):
