@@ -469,12 +469,12 @@ class RedisAdapter:
         with closing(self.each_scan_node(lambda node: node._sparse_scan(match, count, batch))) as pages:
             for page, busy in pages:  # a cluster's primaries scanned in parallel, their pages merged
                 pending.extend(page)
-                size = min(batch, BUSY_BATCH_KEYS) if busy else batch
                 if busy:
-                    while len(pending) >= size:
-                        yield pending[:size]
-                        pending = pending[size:]
-                elif len(pending) >= size:
+                    small = min(batch, BUSY_BATCH_KEYS)
+                    while len(pending) >= small:
+                        yield pending[:small]
+                        pending = pending[small:]
+                elif len(pending) >= batch:
                     yield pending
                     pending = []
         for node in self.scan_nodes():  # what each node's SCANs did (a cluster's primaries: each its own)
@@ -485,12 +485,12 @@ class RedisAdapter:
             yield pending
 
     def _sparse_scan(self, match: str, count: int, batch: int) -> Iterator[tuple[list[bytes], bool]]:
-        """(SCAN page, whether other clients were active at its reading) for every page, COUNT sized by the
-        pacing controller (engine/keyspace/pacing.py) on each SCAN's server time (TIME before and after it in
-        the same pipeline) and on what other clients ran meanwhile (INFO
-        stats in the same pipeline): no round trip of their own. The next COUNT never asks for more than about
-        `batch` keys at the density of the last page (a dense pattern: memory stays bounded by about one
-        batch, and a page bigger than `batch` shrinks the next COUNT in proportion)."""
+        """(SCAN page, whether other clients were active at its reading) for every page with keys, COUNT sized
+        by the pacing controller (engine/keyspace/pacing.py) on each SCAN's server time (TIME before and after
+        it in the same pipeline) and on what other clients ran meanwhile (INFO stats in the same pipeline): no
+        round trip of their own. The next COUNT never asks for more than about `batch` keys at the density of
+        the last page (a dense pattern: memory stays bounded by about one batch, and a page bigger than
+        `batch` shrinks the next COUNT in proportion)."""
         from engine.keyspace import pacing
 
         policy = pacing.Policy(
