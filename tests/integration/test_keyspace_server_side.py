@@ -446,9 +446,10 @@ def test_beside_another_client_on_the_servers_own_host_the_export_reads_as_littl
     busy, busy_counts, busy_note = export(load=True)
     idle, idle_counts, idle_note = export(load=False)
     assert sorted(k for b in busy for k in b) == sorted(k for b in idle for k in b) == wanted
-    # beside the other client: after the first SCAN (COUNT 1000, before any cost is known), SCANs of tens
-    # of keys, and batches (the export's pipelines) of at most BUSY_BATCH_KEYS
-    assert busy_counts[0] == 1000 and max(busy_counts[1:]) <= 100, busy_note
+    # beside the other client: after the first SCAN (COUNT 1000, before any cost is known), SCANs of the
+    # shortest budget (0.02 ms: tens of keys here, up to a couple of hundred where a key costs 0.1 us), and
+    # batches (the export's pipelines) of at most BUSY_BATCH_KEYS
+    assert busy_counts[0] == 1000 and max(busy_counts[1:]) < 500, busy_note
     assert "the shortest, on the server's own host" in busy_note
     assert max(len(b) for b in busy) <= redis_adapter.BUSY_BATCH_KEYS < len(wanted)
     # alone on the server: COUNT never under the first and growing (a few SCANs for the whole keyspace), and
