@@ -26,6 +26,8 @@ from engine.errors import HostKeyError, MutationRefused, TargetError
 from engine.spec.model import Effect
 from engine.targets import SshEndpoint
 
+EOF_GRACE_S = 2.0  # after the exit status, how long the rest of a command's output may take to arrive
+
 
 @dataclass(frozen=True)
 class SshResult:
@@ -165,6 +167,7 @@ class SshAdapter:
             channel.exec_command(command)
             stdout, stderr = bytearray(), bytearray()
             deadline = started + timeout
+            exited_at: float | None = None
             while True:
                 got = False
                 while channel.recv_ready():
@@ -174,12 +177,22 @@ class SshAdapter:
                     stderr += channel.recv_stderr(65536)
                     got = True
                 if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-                    break
+                    # sshd may send the exit status before the last of the output it still reads from the
+                    # command's pipes (seen on a loaded machine: a df's lines at the end of a step's output lost).
+                    # The output is whole at the channel's EOF; a command that left a process holding its
+                    # pipes never sends one, so it is waited for EOF_GRACE_S at most
+                    exited_at = exited_at or time.monotonic()
+                    if channel.eof_received or time.monotonic() - exited_at > EOF_GRACE_S:
+                        break
                 if time.monotonic() > deadline:
                     channel.close()
                     raise TargetError(f"ssh {self.endpoint.address}: command timed out after {timeout:g}s")
                 if not got:
                     time.sleep(0.01)
+            while channel.recv_ready():  # what came with the EOF, between the checks above
+                stdout += channel.recv(65536)
+            while channel.recv_stderr_ready():
+                stderr += channel.recv_stderr(65536)
             status = channel.recv_exit_status()
             channel.close()
         except (paramiko.SSHException, OSError) as exc:

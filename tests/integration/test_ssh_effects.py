@@ -9,6 +9,7 @@ refuses it itself, and a real run puts it before the gate as a write.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,3 +214,28 @@ def test_local_write_labelled_read_is_rejected_and_refused_in_a_dry_run(host_wor
     with pytest.raises(MutationRefused, match="dry-run: refused to write"):
         write_file(w.dump, "evil", 0o600, allow_mutation=False)
     assert w.dump.read_bytes() == ORIGINAL
+
+
+def test_a_commands_whole_output_is_read_even_past_its_exit_status(host_world):
+    """sshd may send the exit status before the last of the output it still reads from the command's pipes;
+    the output is whole at the channel's EOF. A command that leaves a process holding its pipes never sends
+    one: its output is still returned, EOF_GRACE_S after the exit status, not at the command's timeout."""
+    from engine.adapters import ssh as ssh_adapter
+
+    w = host_world
+    endpoint = SshEndpoint(
+        host=w.host.address, port=w.host.port, user=w.host.user,
+        key_file=str(w.host.key_file), known_hosts=str(w.host.known_hosts),
+    )  # fmt: skip
+    adapter = SshAdapter(endpoint, allow_mutation=True)
+    try:
+        for _ in range(5):  # a burst at the very end, as a df after a few lines of wc
+            done = adapter.run("head -c 3000000 /dev/zero | tr '\\0' x; echo; echo END", effect=Effect.WRITE)
+            assert done.exit_status == 0 and done.stdout == "x" * 3_000_000 + "\nEND\n"
+        started = time.monotonic()
+        held = adapter.run("sleep 20 & echo started", effect=Effect.WRITE, timeout=50)
+        assert held.exit_status == 0 and held.stdout == "started\n"
+        assert time.monotonic() - started < 50  # not the command's timeout: the grace after its exit status
+        assert ssh_adapter.EOF_GRACE_S < 50
+    finally:
+        adapter.close()
