@@ -578,6 +578,20 @@ class RedisAdapter:
         idle = host_cpu.idle_cores(cpu, host_cpu.sample()) if cpu is not None else None
         return Activity(rtt, others, seconds, same_host, idle, cpu.cores if cpu is not None else 0, direct)
 
+    def command_counts(self) -> tuple[int, int]:
+        """(commands the nodes a scan looks at have run so far, INFO stats summed, -1 when one will not say;
+        commands this adapter and those nodes have sent): between two readings, the first's difference less
+        the second's is what other clients ran (pacing.others_between), this reading's INFOs included on
+        both sides."""
+        nodes = self.scan_nodes()
+        total = 0
+        for node in nodes:
+            (info,) = RedisAdapter.pipeline_calls(node, [["INFO", "stats"]])  # this node's own, never routed
+            seen = _commands_processed(info)
+            total = -1 if seen < 0 or total < 0 else total + seen
+        senders = {id(a): a for a in (self, *nodes)}
+        return total, sum(a.commands_sent for a in senders.values())
+
     def _round_trip_s(self, client: Any, pings: int = 5) -> float:
         """The quickest of `pings` PINGs on an open connection: what a call costs before the server does
         any work. Five, not two: the first PINGs of a process are slow (its code and the path not yet warm;

@@ -24,10 +24,10 @@ import binascii
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.fsutil import (
     KEY_EXPORT_MAX_BYTES,
@@ -37,6 +37,8 @@ from engine.fsutil import (
     human_size,
     open_regular,
 )
+
+_T = TypeVar("_T")
 
 FORMAT = "runbook-keys"
 VERSION = 1
@@ -80,14 +82,29 @@ def decode_record(line: bytes, number: int = 0) -> KeyRecord:
     where = f"line {number}: " if number else ""
     try:
         data = json.loads(line)
-        key = str(data["key"]).encode("utf-8") if "key" in data else base64.b64decode(data["key_b64"], validate=True)
+        key = _key_of(data)
         pttl = data["pttl"]
         if not isinstance(pttl, int) or isinstance(pttl, bool) or (pttl < 0 and pttl != -1):
             raise ValueError(f"bad pttl {pttl!r}")
         payload = base64.b64decode(data["dump"], validate=True)
         return KeyRecord(key=key, type=str(data["type"]), pttl=pttl, payload=payload)
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as exc:
         raise KeyFileError(f"{where}not a key record: {exc}") from None
+
+
+def decode_key(line: bytes, number: int = 0) -> bytes:
+    """Only the key name of a record line: what the passes that look keys up on the server need (the
+    payload's base64 is not decoded, which is most of a record's cost). The same JSON parse as
+    `decode_record`, so both read the same name from any line (a line that names its key twice too)."""
+    try:
+        return _key_of(json.loads(line))
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as exc:
+        where = f"line {number}: " if number else ""
+        raise KeyFileError(f"{where}not a key record: {exc}") from None
+
+
+def _key_of(data: Any) -> bytes:
+    return str(data["key"]).encode("utf-8") if "key" in data else base64.b64decode(data["key_b64"], validate=True)
 
 
 class _Discard:
@@ -245,7 +262,7 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
 def _header(line: bytes, number: int) -> dict[str, Any]:
     try:
         header = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise KeyFileError("line 1: the header is not JSON: not a key export, or corrupt") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise KeyFileError(f"line 1: not a {FORMAT} file")
@@ -254,9 +271,14 @@ def _header(line: bytes, number: int) -> dict[str, Any]:
     return header
 
 
-def verify(path: str | Path) -> dict[str, Any]:
-    """Read the whole file once: checksum, line count and every record's shape. Raises KeyFileError."""
+def verify(path: str | Path, watch: Callable[[dict[str, Any]], Callable[[bytes], Any]] | None = None) -> dict[str, Any]:
+    """Read the whole file once: checksum, line count and every record's shape. Raises KeyFileError.
+
+    `watch(header)`, once the header is read, returns what to call with every record's key: the caller's
+    own check of the keys (a restore's scope) in the same pass, not a second read of a file of millions
+    of lines."""
     path = Path(path)
+    each: Callable[[bytes], Any] | None = None
     digest = hashlib.sha256()
     header: dict[str, Any] | None = None
     pending: tuple[int, bytes] | None = None
@@ -271,8 +293,11 @@ def verify(path: str | Path) -> dict[str, Any]:
             digest.update(prev)
             if prev_number == 1:
                 header = _header(prev, 1)
+                each = watch(header) if watch is not None else None
             else:
                 record = decode_record(prev, prev_number)
+                if each is not None:
+                    each(record.key)
                 keys += 1
                 types[record.type] = types.get(record.type, 0) + 1
                 with_ttl += record.pttl >= 0
@@ -284,7 +309,7 @@ def verify(path: str | Path) -> dict[str, Any]:
         raise KeyFileError(f"truncated: line {number} is cut off (no trailer)")
     try:
         trailer = json.loads(last)
-    except ValueError:
+    except (ValueError, RecursionError):
         trailer = None
     if not isinstance(trailer, dict) or trailer.get("trailer") != FORMAT:
         raise KeyFileError(f"truncated: the last line ({number}) is not the trailer")
@@ -310,9 +335,18 @@ def verify(path: str | Path) -> dict[str, Any]:
 
 def records(path: str | Path) -> Iterator[KeyRecord]:
     """The key records in file order (call `verify` first: this only parses)."""
-    path = Path(path)
+    return _body(Path(path), decode_record)
+
+
+def keys(path: str | Path) -> Iterator[bytes]:
+    """The key names in file order, payloads left undecoded (call `verify` first: this only parses)."""
+    return _body(Path(path), decode_key)
+
+
+def _body(path: Path, decode: Callable[[bytes, int], _T]) -> Iterator[_T]:
+    """Every line between the header and the trailer, decoded."""
     previous: tuple[int, bytes] | None = None
     for number, line in _lines(path):
         if previous is not None and previous[0] > 1:
-            yield decode_record(previous[1], previous[0])
+            yield decode(previous[1], previous[0])
         previous = (number, line)

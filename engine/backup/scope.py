@@ -72,7 +72,7 @@ def tenant_pattern(tenant: str) -> str:
 
 @dataclass
 class ScopeReport:
-    """Every key of a file counted by tenant, and those outside the allowed patterns."""
+    """Every key of a file counted by tenant, and those outside the allowed patterns (`add` each key)."""
 
     patterns: tuple[str, ...]
     keys: int = 0
@@ -80,6 +80,21 @@ class ScopeReport:
     outside: int = 0
     outside_by_tenant: dict[str, int] = field(default_factory=dict)
     outside_sample: list[str] = field(default_factory=list)
+    compiled: list[re.Pattern[bytes]] = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.compiled = [redis_glob(p) for p in self.patterns]
+
+    def add(self, key: bytes) -> None:
+        text = key.decode("utf-8", "backslashreplace")
+        tenant = tenant_of(text)
+        self.keys += 1
+        self.by_tenant[tenant] = self.by_tenant.get(tenant, 0) + 1
+        if not all(regex.fullmatch(key) for regex in self.compiled):
+            self.outside += 1
+            self.outside_by_tenant[tenant] = self.outside_by_tenant.get(tenant, 0) + 1
+            if len(self.outside_sample) < SAMPLE:
+                self.outside_sample.append(text)
 
     def describe_outside(self) -> str:
         tenants = ", ".join(f"{name}: {n}" for name, n in sorted(self.outside_by_tenant.items()))
@@ -92,15 +107,6 @@ class ScopeReport:
 def check(keys: Iterable[bytes], patterns: Iterable[str]) -> ScopeReport:
     """Count `keys` by tenant and find those not matching every one of `patterns`."""
     report = ScopeReport(tuple(dict.fromkeys(patterns)))
-    compiled = [redis_glob(p) for p in report.patterns]
     for key in keys:
-        text = key.decode("utf-8", "backslashreplace")
-        tenant = tenant_of(text)
-        report.keys += 1
-        report.by_tenant[tenant] = report.by_tenant.get(tenant, 0) + 1
-        if not all(regex.fullmatch(key) for regex in compiled):
-            report.outside += 1
-            report.outside_by_tenant[tenant] = report.outside_by_tenant.get(tenant, 0) + 1
-            if len(report.outside_sample) < SAMPLE:
-                report.outside_sample.append(text)
+        report.add(key)
     return report

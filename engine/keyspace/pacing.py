@@ -157,6 +157,45 @@ class Pacing:
     same_host: bool = False
 
 
+@dataclass(frozen=True)
+class Watch:
+    """Whether other clients are active, for work that has no calls of its own to size (a restore's
+    pipelines): `step`'s rule, busy from the first command of theirs (or while the server will not say),
+    idle again after `quiet_s` without one; and what the readings saw, for the summary."""
+
+    busy: bool
+    quiet_for_s: float = 0.0
+    quiet_s: float = QUIET_S
+    readings: int = 0
+    busy_readings: int = 0
+    peak_rate: float = 0.0
+
+
+def watching(seen: Activity, quiet_s: float = QUIET_S) -> Watch:
+    """What the probe before the work saw (RedisAdapter.activity)."""
+    busy = seen.others is None or seen.others > 0
+    rate = (seen.others or 0) / seen.seconds if seen.seconds > 0 else 0.0
+    return Watch(busy, 0.0 if busy else seen.seconds, quiet_s, peak_rate=rate)
+
+
+def heard(watch: Watch, others: int | None, seconds: float) -> Watch:
+    """The watch after one more reading: `others` commands of other clients in the last `seconds`."""
+    if others is None or others > 0:
+        quiet_for, busy = 0.0, True
+    else:
+        quiet_for = watch.quiet_for_s + seconds
+        busy = watch.busy and quiet_for < watch.quiet_s
+    rate = (others or 0) / seconds if seconds > 0 else 0.0
+    return replace(
+        watch,
+        busy=busy,
+        quiet_for_s=quiet_for,
+        readings=watch.readings + 1,
+        busy_readings=watch.busy_readings + busy,
+        peak_rate=max(watch.peak_rate, rate),
+    )
+
+
 def others_between(before: int, after: int, ours: int) -> int | None:
     """Commands other clients ran between two readings of the server's command count
     (`total_commands_processed`), `ours` of them our own; None when a reading is missing (-1)."""

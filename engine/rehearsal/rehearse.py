@@ -130,7 +130,7 @@ def _events(path: str | None) -> list[dict[str, Any]]:
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         try:
             out.append(json.loads(line))
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
     return out
 
@@ -203,7 +203,7 @@ class GateWatch:
         for line in complete.splitlines():
             try:
                 event = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if event.get("type") == "approval.given" and event.get("step", {}).get("id") == step_id:
                 approved = True

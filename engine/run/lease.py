@@ -197,7 +197,7 @@ class FileStore:
         try:
             parsed = json.loads(data)
             expires = float(parsed.pop("expires"))
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return None, 0.0  # a damaged lease file protects nobody: treat it as expired
         return _holder(json.dumps(parsed)), expires
 
@@ -210,7 +210,7 @@ def _holder(raw: Any) -> Holder | None:
         fields = {k: str(v) if v is not None else None for k, v in data.items() if k in Holder.__annotations__}
         # the ignore below: the file's fields, by name; a missing one is the TypeError caught below
         return Holder(**fields)  # type: ignore[arg-type]
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, AttributeError, RecursionError):  # JSON but no object, or nested past the limit
         return Holder(operator="(unreadable lease)", run_id="?", procedure="?", incident=None, since="?")
 
 

@@ -297,7 +297,7 @@ class TranscriptWriter:
             for raw in reversed(lines):
                 try:
                     parsed = json.loads(raw)
-                except ValueError:
+                except (ValueError, RecursionError):  # a line nested too deep is not one of ours either
                     continue
                 if isinstance(parsed, dict) and isinstance(parsed.get("seq"), int):
                     last_event = parsed

@@ -204,7 +204,7 @@ class Triage:
             data = json.loads(lines[-1]) if lines else {}
             result["transcript"] = data.get("transcript")
             result["outcome"] = data.get("outcome")
-        except ValueError:
+        except (ValueError, RecursionError, AttributeError):
             result["error"] = (proc.stderr or proc.stdout)[-2000:]
         return result
 

@@ -208,3 +208,15 @@ def test_the_lease_connection_names_itself(server):
     call = LeaseRedis(RedisEndpoint(host="127.0.0.1", port=server.port))
     info = call(["CLIENT", "INFO"])
     assert f"name={LEASE_CLIENT_NAME} " in info
+
+
+@pytest.mark.parametrize("value", ["[" * 100_000, "[1, 2]", "7", "not json"], ids=["deep", "list", "number", "text"])
+def test_a_damaged_lease_refuses_the_run_with_a_clear_holder_not_a_traceback(server, tmp_path, value):
+    """Anyone who can write the target can write its lease key: 100,000 '[' made the parser raise
+    RecursionError, and JSON that is not an object AttributeError. Each reads as an unreadable lease,
+    held by nobody named, and the run is refused."""
+    server.client(db=15).set(KEY, value, px=60_000)
+    refused = runbook(*_args(_url(server), tmp_path, "test/two", "--yes", "--operator", "bob"))
+    assert refused.code == 3, refused.output
+    assert "Traceback" not in refused.output and "unreadable lease" in refused.output
+    assert server.client().get("first") is None

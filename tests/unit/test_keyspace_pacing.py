@@ -268,3 +268,19 @@ def test_a_call_that_did_not_read_carries_the_servers_state_over() -> None:
     # an idle server stays idle through a call that did not read (none is made while idle, but the rule holds)
     later, _ = pacing.step(state, dataclasses.replace(_call(1000, 1e-6, others=5), read=False))
     assert not later.busy and later.quiet_for_s == state.quiet_for_s
+
+
+def test_a_watch_is_busy_from_the_first_command_of_another_client_and_idle_after_a_quiet_spell() -> None:
+    """A restore has no calls of its own to size: it only asks whether others are active (its pipelines
+    are then small), by the same rule as the scans' controller."""
+    watch = pacing.watching(REMOTE_1MS)  # nobody else during the probe
+    assert not watch.busy
+    watch = pacing.heard(watch, 3, 0.05)
+    assert watch.busy and watch.peak_rate == pytest.approx(60)
+    watch = pacing.heard(watch, 0, 0.06)
+    assert watch.busy  # quiet for 60 ms: not yet QUIET_S
+    watch = pacing.heard(watch, 0, 0.05)
+    assert not watch.busy and watch.readings == 3 and watch.busy_readings == 2
+    assert pacing.heard(watch, None, 0.05).busy  # the server will not say: counted as busy
+    refused = Activity(rtt_s=0.001, others=None, seconds=0.1, same_host=False)
+    assert pacing.watching(refused).busy

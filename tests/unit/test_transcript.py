@@ -309,6 +309,22 @@ def test_append_to_after_a_torn_line_keeps_it_visible(tmp_path: Path, redactor: 
     assert [p.line for p in t.problems] == [2] and t.chain_ok
 
 
+def test_append_to_after_a_line_nested_too_deep_for_json_skips_it(tmp_path: Path, redactor: Redactor) -> None:
+    """A notes file is anyone's to damage: a last line of 100,000 '[' made the JSON parser raise
+    RecursionError, a traceback instead of a note. It is a bad line like any other."""
+    path = tmp_path / "notes.jsonl"
+    with TranscriptWriter.append_to(path, redactor, run_id="INC-7") as w:
+        w.emit("note", text="one")
+    with path.open("ab") as f:
+        f.write(b"[" * 100_000 + b"\n")
+    with TranscriptWriter.append_to(path, redactor) as w:
+        assert w.seq == 1 and w.run_id == "INC-7"
+        w.emit("note", text="two")
+    t = read_transcript(path)
+    assert [e["text"] for e in t.events] == ["one", "two"]
+    assert [p.line for p in t.problems] == [2]
+
+
 # -- reader ---------------------------------------------------------------------------------------
 
 
