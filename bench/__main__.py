@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy", type=int, default=2, help="CPU-bound processes for the busy pass (0: skip it)")
     parser.add_argument(
         "--only",
-        choices=["startup", "overhead", "keyspace", "cluster", "traffic"],
+        choices=["startup", "overhead", "keyspace", "cluster", "traffic", "restore"],
         action="append",
         help="run only these groups (repeatable)",
     )
@@ -65,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         traffic_rows, traffic_report = traffic_cases.run(args.keys, args.rounds, args.busy)
         rows += traffic_rows
         report = "\n\n".join(r for r in (report, traffic_report) if r)
+    if "restore" in groups:  # by name only: a restore beside production traffic (bench/restore_cases.py)
+        from bench import restore_cases
+
+        restore_rows, restore_report = restore_cases.run(args.keys, args.rounds)
+        rows += restore_rows
+        report = "\n\n".join(r for r in (report, restore_report) if r)
     print(render(rows))
     if report:
         print()
