@@ -171,13 +171,6 @@ class Watch:
     peak_rate: float = 0.0
 
 
-def watching(seen: Activity, quiet_s: float = QUIET_S) -> Watch:
-    """What the probe before the work saw (RedisAdapter.activity)."""
-    busy = seen.others is None or seen.others > 0
-    rate = (seen.others or 0) / seen.seconds if seen.seconds > 0 else 0.0
-    return Watch(busy, 0.0 if busy else seen.seconds, quiet_s, peak_rate=rate)
-
-
 def heard(watch: Watch, others: int | None, seconds: float) -> Watch:
     """The watch after one more reading: `others` commands of other clients in the last `seconds`."""
     if others is None or others > 0:

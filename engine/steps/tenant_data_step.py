@@ -446,12 +446,15 @@ class _Others:
     server, BATCH_KEYS and BATCH_BYTES."""
 
     def __init__(self, adapter: RedisAdapter, clock: Callable[[], float] = time.monotonic) -> None:
+        """The first reading; the second comes WATCH_EVERY_S later, before the first pipeline (two round trips
+        in all: a scan's probe, RedisAdapter.activity, is nine, and a tenant export's check step reads its
+        file once)."""
         from engine.adapters.redis import BUSY_BATCH_KEYS
         from engine.keyspace import pacing
 
         self.adapter, self.clock, self.pacing = adapter, clock, pacing
         self.busy = (BUSY_BATCH_KEYS, BUSY_BATCH_BYTES)
-        self.watch = pacing.watching(adapter.activity())
+        self.watch = pacing.Watch(busy=True)  # until the second reading says otherwise
         self.read_at = clock()
         self.seen, self.ours = adapter.command_counts()
         self.pipelines = self.busy_pipelines = 0
@@ -459,6 +462,9 @@ class _Others:
     def active(self) -> bool:
         """Are other clients active? (read again once the last reading is WATCH_EVERY_S old)"""
         now = self.clock()
+        if not self.watch.readings and now - self.read_at < WATCH_EVERY_S:  # the first answer: watch first
+            time.sleep(WATCH_EVERY_S - (now - self.read_at))
+            now = self.clock()
         if now - self.read_at >= WATCH_EVERY_S:
             seen, ours = self.adapter.command_counts()
             others = self.pacing.others_between(self.seen, seen, ours - self.ours)

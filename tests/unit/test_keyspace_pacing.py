@@ -273,14 +273,13 @@ def test_a_call_that_did_not_read_carries_the_servers_state_over() -> None:
 def test_a_watch_is_busy_from_the_first_command_of_another_client_and_idle_after_a_quiet_spell() -> None:
     """A restore has no calls of its own to size: it only asks whether others are active (its pipelines
     are then small), by the same rule as the scans' controller."""
-    watch = pacing.watching(REMOTE_1MS)  # nobody else during the probe
-    assert not watch.busy
+    watch = pacing.Watch(busy=True)  # before the first reading: counted as busy
+    watch = pacing.heard(watch, 0, 0.1)
+    assert not watch.busy  # nobody else for QUIET_S
     watch = pacing.heard(watch, 3, 0.05)
     assert watch.busy and watch.peak_rate == pytest.approx(60)
     watch = pacing.heard(watch, 0, 0.06)
     assert watch.busy  # quiet for 60 ms: not yet QUIET_S
     watch = pacing.heard(watch, 0, 0.05)
-    assert not watch.busy and watch.readings == 3 and watch.busy_readings == 2
+    assert not watch.busy and watch.readings == 4 and watch.busy_readings == 2
     assert pacing.heard(watch, None, 0.05).busy  # the server will not say: counted as busy
-    refused = Activity(rtt_s=0.001, others=None, seconds=0.1, same_host=False)
-    assert pacing.watching(refused).busy
