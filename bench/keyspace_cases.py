@@ -285,11 +285,13 @@ def _rows(
         budget = 1500 * keys / 1_000_000
         rows.append(
             Row(
-                f"round trips of audit-ttl, {scale} keys (vs {budget:g})",
+                f"round trips of audit-ttl, {scale} keys, beside production traffic (vs {budget:g})",
                 audit_rt.round_trips,
                 budget,
-                1.0,
-                note="counted by the relay: a turn is the client speaking after the server did",
+                None,  # the target is an idle server's (bench/traffic_cases.py): beside traffic calls are shorter
+                note="counted by the relay: a turn is the client speaking after the server did; beside production "
+                "traffic the calls are short (the busy budget), so there are more of them: the target is checked on "
+                "an idle server by `python -m bench --only traffic`",
                 unit="",
             )
         )
@@ -297,11 +299,13 @@ def _rows(
     if export_rt:
         rows.append(
             Row(
-                f"round trips of backup-tenant, {tenant_keys} keys of {scale} (vs 50)",
+                f"round trips of backup-tenant, {tenant_keys} keys of {scale}, beside production traffic (vs 50)",
                 export_rt.round_trips,
                 50,
-                1.0,
-                note="the export must SCAN MATCH the whole keyspace to find the tenant's keys",
+                None,  # as above: beside traffic the keys go in pipelines of 20, the SCANs stay short
+                note="the export must SCAN MATCH the whole keyspace to find the tenant's keys; beside production "
+                "traffic its SCANs stay within the busy budget and its keys go 20 a pipeline: the target is checked "
+                "on an idle server by `python -m bench --only traffic`",
                 unit="",
             )
         )

@@ -301,7 +301,7 @@ def _patterns(header: dict[str, Any], tenant: str | None) -> list[str]:
 def _present(adapter: RedisAdapter, path: str, others: _Others) -> Iterator[bytes]:
     """The file's keys that exist on the target now (names only): EXISTS, EXISTS_KEYS a round trip, or
     BUSY_EXISTS_KEYS while other clients are active (10,000 EXISTS in one pipeline held Redis for
-    milliseconds: production's p99 rose from 1.2 to 4.4 ms)."""
+    milliseconds: production's p99 rose from 1.1 to 3.4-4.4 ms)."""
     chunk: list[bytes] = []
     size = 0
     for key in keyfile.keys(path):
@@ -440,7 +440,7 @@ class _Others:
 
     Why: a pipeline's commands run back to back as Redis reads them, and Redis reads as much of a client's
     stream as has arrived: beside production traffic (1,000 requests/s) a restore of 500,000 keys in
-    pipelines of 1,000 raised their p99 from 1.2 to 3.4 ms (docs/performance.md). While other clients are
+    pipelines of 1,000 raised their p99 from 1.1 to 3.5 ms (docs/performance.md). While other clients are
     active (pacing.Watch, from the servers' command counts read at most every WATCH_EVERY_S) a pipeline
     carries BUSY_BATCH_KEYS (redis.py) keys and at most BUSY_BATCH_BYTES of payload, as the export's do; alone on the
     server, BATCH_KEYS and BATCH_BYTES."""
