@@ -19,6 +19,7 @@ from bench.relay import Relay
 from engine.adapters.redis import BUSY_BATCH_KEYS
 from engine.steps.tenant_data_step import BUSY_EXISTS_KEYS
 from tests.integration.cli_support import runbook
+from tests.integration.held_client import HeldClient
 
 KEYS, TENANT_KEYS = 1_000_000, 5_000
 MAX_ROUND_TRIPS = 50
@@ -101,27 +102,6 @@ def _export(server, admin, tmp_path: Path, env: dict[str, str] | None) -> Export
     return Export(relay.turns, calls, longest)
 
 
-class _Load:
-    """A production client the test holds: GET after GET on its own connection until released."""
-
-    def __init__(self, server) -> None:  # type: ignore[no-untyped-def]
-        self.client = server.client()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            self.client.get("bench:load")
-
-    def __enter__(self) -> _Load:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-
-
 def test_a_rare_tenant_among_a_million_keys_exports_in_few_round_trips(redis_server, tmp_path: Path) -> None:
     server = redis_server()
     admin = server.client()
@@ -149,7 +129,7 @@ def test_a_rare_tenant_among_a_million_keys_exports_in_few_round_trips(redis_ser
     # 0.25 ms at least), and the keys found go in pipelines of BUSY_BATCH_KEYS, not per SCAN page: a
     # pipeline's commands run back to back as Redis reads them, so production requests wait for a few
     # keys' DUMPs at most, for a round trip per 20 keys
-    with _Load(server):
+    with HeldClient(server):
         busy = _export(server, admin, tmp_path, None)
     # (and the check step reads the file back and looks its keys up in EXISTS pipelines of BUSY_EXISTS_KEYS)
     scans = busy.calls.get("scan", 0)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.relay import Relay
 from tests.integration.cli_support import runbook
+from tests.integration.held_client import HeldClient
 from tests.integration.test_proc_backup import key_state
 
 KEYS = 2000
@@ -37,27 +38,6 @@ def _seed(client) -> None:  # type: ignore[no-untyped-def]
             pipe.rpush(key, "x", str(i))
     pipe.set("tenant:other:keep", "1")
     pipe.execute()
-
-
-class _Load:
-    """A production client the test holds: GET after GET on its own connection until released."""
-
-    def __init__(self, server) -> None:  # type: ignore[no-untyped-def]
-        self.client = server.client()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            self.client.get("bench:load")
-
-    def __enter__(self) -> _Load:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
 
 
 def _restore(server, admin, path: Path, tmp_path: Path, name: str) -> tuple[int, int, str]:  # type: ignore[no-untyped-def]
@@ -124,7 +104,7 @@ def test_a_restore_beside_another_client_sends_small_pipelines_and_restores_the_
 
     # beside a client the test holds until the restore has ended: 20 keys a RESTORE pipeline, 200 an EXISTS one
     emptied()
-    with _Load(server) as load:
+    with HeldClient(server) as load:
         busy_turns, busy_restores, busy_method = _restore(server, admin, path, tmp_path, "busy")
         assert not load.stop.is_set()
     assert busy_restores == KEYS
