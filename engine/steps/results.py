@@ -320,6 +320,7 @@ RESULTS: dict[str, dict[str, dict[str, Any]]] = {
                 "restored": _f("integer"),
                 "errors": _f("integer"),
                 "present_after": _f("integer"),
+                "method": _f("string", "how many RESTORE pipelines went small because other clients were active"),
             },
         ),
     },
