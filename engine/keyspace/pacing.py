@@ -173,11 +173,7 @@ class Watch:
 
 def heard(watch: Watch, others: int | None, seconds: float) -> Watch:
     """The watch after one more reading: `others` commands of other clients in the last `seconds`."""
-    if others is None or others > 0:
-        quiet_for, busy = 0.0, True
-    else:
-        quiet_for = watch.quiet_for_s + seconds
-        busy = watch.busy and quiet_for < watch.quiet_s
+    busy, quiet_for = _after_reading(watch.busy, watch.quiet_for_s, others, seconds, watch.quiet_s)
     rate = (others or 0) / seconds if seconds > 0 else 0.0
     return replace(
         watch,
@@ -187,6 +183,17 @@ def heard(watch: Watch, others: int | None, seconds: float) -> Watch:
         busy_readings=watch.busy_readings + busy,
         peak_rate=max(watch.peak_rate, rate),
     )
+
+
+def _after_reading(
+    busy: bool, quiet_for_s: float, others: int | None, seconds: float, quiet_s: float
+) -> tuple[bool, float]:
+    """(busy, how long nobody else was seen) after a reading: busy from the first command of another client
+    (or while the server will not say), idle again once nobody else was seen for `quiet_s`."""
+    if others is None or others > 0:
+        return True, 0.0
+    quiet_for = quiet_for_s + seconds
+    return busy and quiet_for < quiet_s, quiet_for
 
 
 def others_between(before: int, after: int, ours: int) -> int | None:
@@ -222,11 +229,8 @@ def step(state: Pacing, seen: Observation) -> tuple[Pacing, float]:
     heard, heard_s, peak = state.heard, state.heard_s, state.peak_rate
     if not seen.read:  # nothing new about the others: the budget stays what the last reading made it
         quiet_for, busy = state.quiet_for_s, state.busy
-    elif seen.others is None or seen.others > 0:  # someone is there (or the server will not say): short calls
-        quiet_for, busy = 0.0, True
-    else:
-        quiet_for = state.quiet_for_s + seen.seconds
-        busy = state.busy and quiet_for < p.quiet_s
+    else:  # someone is there (or the server will not say): short calls; idle again after quiet_s
+        busy, quiet_for = _after_reading(state.busy, state.quiet_for_s, seen.others, seen.seconds, p.quiet_s)
     if seen.read:
         heard, heard_s = heard + (seen.others or 0), heard_s + seen.seconds
         if heard_s >= p.quiet_s:  # a full window: its rate, for the summary

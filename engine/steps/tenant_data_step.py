@@ -35,6 +35,7 @@ from engine.backup import keyfile, scope
 from engine.backup.keyfile import KeyFileError, KeyRecord, OutputExists, UnsafeInput
 from engine.errors import ActionFailed, UsageError
 from engine.fsutil import UnsafeFileError
+from engine.keyspace import pacing
 from engine.spec.model import Effect
 from engine.steps import Action, StepKind, register
 
@@ -389,8 +390,8 @@ def inspect(adapter: RedisAdapter, path: str) -> dict[str, Any]:
 def restore(adapter: RedisAdapter, path: str, replace: bool, tenant: str | None, ctx: StepContext) -> dict[str, Any]:
     started = time.monotonic()
     # again: the file may have changed while the operator was reading the prompt
-    checked, _ = verified_in_scope(path, tenant)
-    allowed = [scope.redis_glob(p) for p in _patterns(checked["header"], tenant)]
+    checked, report = verified_in_scope(path, tenant)
+    allowed = report.compiled  # the header's pattern (and the tenant's), checked again batch by batch below
     total = checked["key_count"]
     others = _Others(adapter)
     if not replace:
@@ -446,14 +447,13 @@ class _Others:
     server, BATCH_KEYS and BATCH_BYTES."""
 
     def __init__(self, adapter: RedisAdapter, clock: Callable[[], float] = time.monotonic) -> None:
-        """The first reading; the second comes WATCH_EVERY_S later, before the first pipeline (two round trips
-        in all: a scan's probe, RedisAdapter.activity, is nine, and a tenant export's check step reads its
-        file once)."""
+        """The first reading; the second comes WATCH_EVERY_S later, before the first pipeline: two round trips
+        in all, where a scan's probe (RedisAdapter.activity) is nine, which a tenant export's check step
+        would add to the export's round trips."""
         from engine.adapters.redis import BUSY_BATCH_KEYS
-        from engine.keyspace import pacing
 
-        self.adapter, self.clock, self.pacing = adapter, clock, pacing
-        self.busy = (BUSY_BATCH_KEYS, BUSY_BATCH_BYTES)
+        self.adapter, self.clock = adapter, clock
+        self.small = (BUSY_BATCH_KEYS, BUSY_BATCH_BYTES)
         self.watch = pacing.Watch(busy=True)  # until the second reading says otherwise
         self.read_at = clock()
         self.seen, self.ours = adapter.command_counts()
@@ -467,8 +467,8 @@ class _Others:
             now = self.clock()
         if now - self.read_at >= WATCH_EVERY_S:
             seen, ours = self.adapter.command_counts()
-            others = self.pacing.others_between(self.seen, seen, ours - self.ours)
-            self.watch = self.pacing.heard(self.watch, others, now - self.read_at)
+            others = pacing.others_between(self.seen, seen, ours - self.ours)
+            self.watch = pacing.heard(self.watch, others, now - self.read_at)
             self.read_at, self.seen, self.ours = now, seen, ours
         return self.watch.busy
 
@@ -477,7 +477,7 @@ class _Others:
         self.pipelines += 1
         if self.active():
             self.busy_pipelines += 1
-            return self.busy
+            return self.small
         return BATCH_KEYS, BATCH_BYTES
 
     def exists_keys(self) -> int:
@@ -487,8 +487,8 @@ class _Others:
     def summary(self) -> str:
         return (
             f"method: {self.pipelines} RESTORE pipelines, {self.busy_pipelines} of them while other clients were "
-            f"active (up to {self.watch.peak_rate:.0f} commands/s from them: at most {self.busy[0]} keys and "
-            f"{self.busy[1] >> 10} KiB each), the rest at most {BATCH_KEYS} keys and {BATCH_BYTES >> 20} MiB"
+            f"active (up to {self.watch.peak_rate:.0f} commands/s from them: at most {self.small[0]} keys and "
+            f"{self.small[1] >> 10} KiB each), the rest at most {BATCH_KEYS} keys and {BATCH_BYTES >> 20} MiB"
         )
 
 
